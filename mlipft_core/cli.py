@@ -1,0 +1,198 @@
+"""The ``mlipft`` command line: argument parsing and printing over the core functions.
+
+Every subcommand prints JSON with ``--json`` and exits non-zero with a one-line message on bad
+input. MODEL is a registry name (``mlipft models``) or the path of a ``.model`` file; a path
+given on the command line counts as the user's confirmation that the file is trusted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import MlipftError
+
+
+class Output:
+    """What a subcommand prints: JSON ``payload`` with ``--json``, else ``text``."""
+
+    def __init__(self) -> None:
+        self.payload: Any = None
+        self.text = ""
+
+
+def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
+    args.output.payload, args.output.text = payload, text
+
+
+def _trusted(model: str) -> bool:
+    """Paths typed by the user are trusted by that act; say so on stderr."""
+    from .registry import get_spec
+
+    if get_spec(model) is None and Path(model).expanduser().exists():
+        print(f"note: loading local model file {model} (a pickle; use only files you trust)",
+              file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .registry import expected_path, is_available, list_models
+
+    rows = []
+    for spec in list_models():
+        d = spec.to_dict()
+        d["available_offline"] = is_available(spec)
+        d["file"] = str(expected_path(spec))
+        rows.append(d)
+    lines = [f"{'name':28s} {'source':8s} {'offline':7s} level of theory"]
+    lines += [f"{r['name']:28s} {r['source']:8s} {'yes' if r['available_offline'] else 'no':7s} "
+              f"{r['level_of_theory'][:60]}" for r in rows]
+    _print(args, rows, "\n".join(lines))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .registry import inspect_model
+
+    info = inspect_model(args.model, trusted=_trusted(args.model))
+    d = info.to_dict()
+    d["model"] = args.model
+    text = (f"{args.model}: {info.model_class}, {info.parameter_count:,} parameters\n"
+            f"elements: {' '.join(info.elements)}\nheads: {', '.join(info.heads)}\n"
+            f"cutoff {info.cutoff} Å, {info.num_interactions} interactions, "
+            f"{info.channels} channels, L={info.max_L}\n"
+            + "\n".join(f"E0 [{h}]: " + ", ".join(f"{el} {v:.4f}" for el, v in e.items())
+                        for h, e in info.e0s.items()))
+    _print(args, d, text)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .data import Finding, detect_keys, read_frames, validate
+    from .errors import DataError
+
+    payload: dict[str, Any] = {"file": args.data, "n_configs": 0, "keys": None}
+    try:
+        frames = read_frames(args.data)
+    except DataError as exc:
+        findings = [Finding(exc.code, "error", str(exc))]
+    else:
+        keys = detect_keys(frames, args.energy_key, args.forces_key, args.stress_key)
+        elements = None
+        if args.model:
+            from .registry import inspect_model
+
+            elements = inspect_model(args.model, trusted=_trusted(args.model)).elements
+        findings = validate(frames, keys, elements)
+        payload.update(n_configs=len(frames), keys=keys.to_dict())
+    payload["findings"] = [f.to_dict() for f in findings]
+    payload["ok"] = not any(f.severity == "error" for f in findings)
+    text = "\n".join(f"{f.severity:7s} {f.code}: {f.message}" for f in findings) or "no findings"
+    _print(args, payload, text)
+    return 0 if payload["ok"] else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import detect_keys, read_frames
+    from .evaluate import evaluate_model
+
+    frames = read_frames(args.data)
+    keys = detect_keys(frames, args.energy_key, args.forces_key)
+    res = evaluate_model(args.model, frames, head=args.head, keys=keys,
+                         batch_size=args.batch_size, device=args.device,
+                         trusted=_trusted(args.model))
+    m = res.metrics.as_dict()
+    payload = {"model": args.model, "head": res.head, "data": args.data, **m,
+               "per_config_type": {k: v.as_dict() for k, v in res.per_config_type().items()}}
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    text = (f"{m['n_structures']} structures, head {res.head}\n"
+            f"energy RMSE {fmt(m['energy_rmse_mev_per_atom'])} meV/atom, MAE "
+            f"{fmt(m['energy_mae_mev_per_atom'])} meV/atom\nforces RMSE "
+            f"{fmt(m['forces_rmse_mev_per_a'])} meV/Å, MAE {fmt(m['forces_mae_mev_per_a'])} meV/Å")
+    _print(args, payload, text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo_paths
+
+    paths = demo_paths()
+    text = "\n".join(f"{k}: {v}" for k, v in paths.items())
+    _print(args, paths, text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlipft", description="Fine-tuning workbench for MACE foundation models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    add("models", "list the foundation-model registry").set_defaults(func=cmd_models)
+    p = add("inspect", "elements, heads, E0s, cutoff and architecture of a model")
+    p.add_argument("model", help="registry name or .model path")
+    p.set_defaults(func=cmd_inspect)
+    for name, fn, help_ in (("validate", cmd_validate, "check a dataset for problems"),
+                            ("evaluate", cmd_evaluate, "zero-shot errors of a model on data")):
+        p = add(name, help_)
+        if name == "evaluate":
+            p.add_argument("model", help="registry name or .model path")
+        p.add_argument("data", help="extxyz file")
+        if name == "validate":
+            p.add_argument("--model", help="check element coverage against this model")
+        else:
+            p.add_argument("--head", help="model head (default: the first)")
+            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                           help="default: cuda when available")
+        p.add_argument("--energy-key")
+        p.add_argument("--forces-key")
+        if name == "validate":
+            p.add_argument("--stress-key")
+        p.set_defaults(func=fn)
+    p = add("demo", "the bundled demo world")
+    p.add_argument("what", choices=["paths"])
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import contextlib
+    import warnings
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.output = Output()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        # libraries print progress to stdout; keep stdout for the result alone
+        with contextlib.redirect_stdout(sys.stderr):
+            code = int(args.func(args))
+        if args.json:
+            print(json.dumps(args.output.payload, indent=2, default=str))
+        else:
+            print(args.output.text)
+        return code
+    except MlipftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Where the bundled demo files are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Demo dataset name -> (file relative to ``sample_data/``, description).
+DEMO_DATASETS: dict[str, tuple[str, str]] = {
+    "pretrain_train": ("pretrain/train.xyz", "pretraining corpus (GFN1-xTB), training part"),
+    "pretrain_test": ("pretrain/test.xyz",
+                      "pretraining corpus (GFN1-xTB), held out: the forgetting benchmark"),
+    "replay_pool": ("pretrain/replay_pool.xyz", "pretraining corpus (GFN1-xTB), replay pool"),
+    "pretrain_isolated_atoms": ("pretrain/isolated_atoms.xyz",
+                                "GFN1-xTB isolated-atom energies"),
+    "sn2_train": ("sn2/train.xyz", "SN2 X- + CH3Y target (B3LYP/def2-SVPD), train"),
+    "sn2_valid": ("sn2/valid.xyz", "SN2 target, validation"),
+    "sn2_test": ("sn2/test.xyz", "SN2 target, test"),
+    "sn2_scan": ("sn2/scan.xyz", "SN2 target: ordered reaction-path scan of F- + CH3Cl"),
+    "sn2_isolated_atoms": ("sn2/isolated_atoms.xyz",
+                           "B3LYP/def2-SVPD isolated-atom energies (H, C, F, Cl)"),
+    "water_train": ("water/train.xyz", "liquid water, 32-molecule boxes (GFN2-xTB), train"),
+    "water_test": ("water/test.xyz", "liquid water (GFN2-xTB), test"),
+}
+
+
+def sample_data_dir() -> Path:
+    """The ``sample_data/`` folder shipped with the workbench."""
+    return Path(__file__).resolve().parents[2] / "sample_data"
+
+
+def demo_paths() -> dict[str, object]:
+    """Absolute paths of the demo files and models (``models``: name -> path, weaker first)."""
+    from ..registry import DEMO_MODEL_NAMES
+
+    root = sample_data_dir()
+    out: dict[str, object] = {k: str(root / rel) for k, (rel, _) in DEMO_DATASETS.items()}
+    out["models"] = {name: str(root / "models" / f"{name}.model") for name in DEMO_MODEL_NAMES}
+    out["manifest"] = str(root / "manifest.json")
+    return out

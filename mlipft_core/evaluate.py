@@ -1,0 +1,187 @@
+"""Batched evaluation of a MACE model on a dataset through mace's own data loader.
+
+Predictions are made in batches (``mace.data.AtomicData`` + mace's ``DataLoader``), not one
+ASE calculator call per structure; the device is CUDA when available, else CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from .data import CANONICAL, LabelKeys, detect_keys, get_label, read_frames
+from .errors import DataError
+from .registry import check_head, load_model
+
+ProgressFn = Callable[[int, int], None]
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible to torch, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Metrics:
+    """Energy-per-atom and force errors (meV/atom, meV/Å)."""
+
+    n_structures: int
+    n_atoms: int
+    energy_rmse_mev_per_atom: float | None
+    energy_mae_mev_per_atom: float | None
+    forces_rmse_mev_per_a: float | None
+    forces_mae_mev_per_a: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compute_metrics(ref_e: np.ndarray, pred_e: np.ndarray, n_atoms: np.ndarray,
+                    ref_f: np.ndarray | None, pred_f: np.ndarray | None) -> Metrics:
+    """Errors from reference and predicted totals (eV) and force components (eV/Å)."""
+    ok = np.isfinite(ref_e)
+    de = (pred_e[ok] - ref_e[ok]) / n_atoms[ok]
+    e_rmse = float(np.sqrt(np.mean(de**2)) * 1000) if de.size else None
+    e_mae = float(np.mean(np.abs(de)) * 1000) if de.size else None
+    f_rmse = f_mae = None
+    if ref_f is not None and pred_f is not None and ref_f.size:
+        df = (pred_f - ref_f).ravel()
+        f_rmse = float(np.sqrt(np.mean(df**2)) * 1000)
+        f_mae = float(np.mean(np.abs(df)) * 1000)
+    return Metrics(int(len(ref_e)), int(n_atoms.sum()), e_rmse, e_mae, f_rmse, f_mae)
+
+
+@dataclass
+class EvaluationResult:
+    """Reference labels and predictions of one model (and head) on one dataset."""
+
+    model: str
+    head: str
+    n_atoms: np.ndarray        # (n_configs,)
+    ref_energy: np.ndarray     # eV, NaN where unlabelled
+    pred_energy: np.ndarray    # eV
+    ref_forces: np.ndarray | None   # (n_atoms_total, 3) eV/Å
+    pred_forces: np.ndarray         # (n_atoms_total, 3)
+    config_types: list[str]
+    metrics: Metrics
+
+    @property
+    def ref_energy_per_atom(self) -> np.ndarray:
+        return self.ref_energy / self.n_atoms
+
+    @property
+    def pred_energy_per_atom(self) -> np.ndarray:
+        return self.pred_energy / self.n_atoms
+
+    def per_config_type(self) -> dict[str, Metrics]:
+        """Metrics for each ``config_type``."""
+        out = {}
+        ct = np.array(self.config_types)
+        atom_owner = np.repeat(np.arange(len(self.n_atoms)), self.n_atoms)
+        for t in sorted(set(self.config_types)):
+            sel = ct == t
+            amask = sel[atom_owner]
+            out[t] = compute_metrics(
+                self.ref_energy[sel], self.pred_energy[sel], self.n_atoms[sel],
+                None if self.ref_forces is None else self.ref_forces[amask],
+                self.pred_forces[amask])
+        return out
+
+
+def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size: int = 16,
+            device: str | None = None, progress: ProgressFn | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Energies (eV) and forces (eV/Å, stacked) of ``frames`` with a loaded model, in batches."""
+    import torch
+    from mace import data as mace_data
+    from mace.tools import torch_geometric, utils
+
+    device = device or default_device()
+    head = check_head(net, head)
+    dtype = next(net.parameters()).dtype
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        net = net.to(device)
+        z_table = utils.AtomicNumberTable([int(z) for z in net.atomic_numbers])
+        known = set(z_table.zs)
+        heads = list(getattr(net, "heads", None) or ["Default"])
+        dataset = []
+        for i, atoms in enumerate(frames):
+            unknown = set(int(z) for z in atoms.numbers) - known
+            if unknown:
+                from ase.data import chemical_symbols
+
+                raise DataError(f"configuration #{i} has elements the model does not cover: "
+                                f"{', '.join(chemical_symbols[z] for z in sorted(unknown))}",
+                                code="elements_not_covered")
+            cfg = mace_data.config_from_atoms(atoms, head_name=head)
+            dataset.append(mace_data.AtomicData.from_config(
+                cfg, z_table=z_table, cutoff=float(net.r_max), heads=heads))
+        loader = torch_geometric.dataloader.DataLoader(
+            dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+        energies, forces = [], []
+        done = 0
+        for batch in loader:
+            batch = batch.to(device)
+            out = net(batch.to_dict(), training=False, compute_force=True)
+            energies.append(out["energy"].detach().cpu().numpy())
+            forces.append(out["forces"].detach().cpu().numpy())
+            done += int(batch.num_graphs)
+            if progress is not None:
+                progress(done, len(dataset))
+    finally:
+        torch.set_default_dtype(previous)
+    return (np.concatenate(energies).astype(float),
+            np.concatenate(forces).astype(float) if forces else np.zeros((0, 3)))
+
+
+def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
+                   head: str | None = None, keys: LabelKeys | None = None,
+                   batch_size: int = 16, device: str | None = None, trusted: bool = False,
+                   progress: ProgressFn | None = None) -> EvaluationResult:
+    """Evaluate a model (registry name or path) on a dataset and compute its errors.
+
+    Parameters
+    ----------
+    model
+        Registry name or file path (``trusted`` must be set for local files).
+    data
+        extxyz path or a list of configurations with labels.
+    head
+        Model head (default: the first).
+    keys
+        Label keys; detected when ``None``.
+    """
+    frames = read_frames(data) if isinstance(data, (str, Path)) else list(data)
+    if not frames:
+        raise DataError("no configurations to evaluate", code="empty")
+    keys = keys or detect_keys(frames)
+    net = load_model(model, device=device or default_device(), trusted=trusted)
+    head = check_head(net, head)
+    pred_e, pred_f = predict(net, frames, head=head, batch_size=batch_size, device=device,
+                             progress=progress)
+    n_atoms = np.array([len(a) for a in frames])
+    ref_e = np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None else float(v)
+                      for a in frames])
+    ref_f = None
+    if keys.forces is not None:
+        parts = [get_label(a, keys.forces, "forces") for a in frames]
+        if all(p is not None and np.shape(p) == (len(a), 3) for p, a in zip(parts, frames)):
+            ref_f = np.concatenate([np.asarray(p, dtype=float) for p in parts])
+    metrics = compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f)
+    return EvaluationResult(
+        model=str(model), head=head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
+        ref_forces=ref_f, pred_forces=pred_f,
+        config_types=[str(a.info.get("config_type", "Default")) for a in frames],
+        metrics=metrics)
+
+
+__all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
+           "evaluate_model", "predict"]

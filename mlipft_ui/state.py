@@ -1,0 +1,69 @@
+"""Selections shared between pages and kept across reloads (in the workspace's state.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from mlipft_core.workspace import Workspace
+
+
+def workspace() -> Workspace:
+    """The workspace folder (``$MLIPFT_WORKSPACE`` or ``~/mlipft-workspace``)."""
+    return Workspace()
+
+
+def get(key: str, default: Any = None) -> Any:
+    return workspace().get(key, default)
+
+
+def select(**values: Any) -> None:
+    """Save selections (visible to every page, a reload and the command line)."""
+    workspace().set(**values)
+
+
+def _mtime(path: str | Path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner="Reading the model…", max_entries=16)
+def _inspect(path: str, mtime: float) -> dict:
+    from mlipft_core.registry import inspect_model
+
+    return inspect_model(path, trusted=True).to_dict()
+
+
+def inspect_selected(model_path: str) -> dict:
+    """Inspection of an already resolved (and trusted) model file, cached by file time."""
+    return _inspect(model_path, _mtime(model_path))
+
+
+@st.cache_data(show_spinner="Reading the dataset…", max_entries=8)
+def _frames(path: str, mtime: float):
+    from mlipft_core.data import read_frames
+
+    return read_frames(path)
+
+
+def frames(path: str):
+    """Configurations of a dataset file, cached by file time."""
+    return _frames(path, _mtime(path))
+
+
+def selected_model_path() -> str | None:
+    """Resolved file of the selected model if it can be loaded without a prompt."""
+    from mlipft_core.errors import MlipftError
+    from mlipft_core.registry import model_path
+
+    name = get("model")
+    if not name:
+        return None
+    try:
+        return str(model_path(name, trusted=bool(get("model_trusted")), download=False))
+    except MlipftError:
+        return None

@@ -1,0 +1,207 @@
+"""Data: load, check, summarise, split, view, and evaluate the foundation model zero-shot."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mlipft_core.data import (Dataset, detect_keys, has_errors, make_split,
+                              register_files_as_split, summarize, validate)
+from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
+from mlipft_core.errors import MlipftError
+from mlipft_core.evaluate import evaluate_model
+from mlipft_ui import plots, state
+from mlipft_ui.viewer import local_js_available, structure_html
+
+st.title("Data")
+st.caption("Read an extended-XYZ dataset, check it, split it, and see how the chosen "
+           "foundation model does on it before any fine-tuning.")
+
+# ----------------------------------------------------------------- 1. choose the data
+BUNDLED_TARGETS = {
+    "SN2 target: X⁻ + CH3Y, B3LYP/def2-SVPD (bundled split)":
+        {"train": "sn2/train.xyz", "valid": "sn2/valid.xyz", "test": "sn2/test.xyz"},
+    "Liquid water: 32-molecule boxes, GFN2-xTB (bundled split)":
+        {"train": "water/train.xyz", "test": "water/test.xyz"},
+}
+demo_choices = list(BUNDLED_TARGETS) + [f"{k}: {d}" for k, (_, d) in DEMO_DATASETS.items()]
+kind = st.radio("Source", ["Bundled demo", "File path", "Upload"], horizontal=True,
+                key="data_source")
+path: str | None = None
+label = ""
+bundled_split: dict[str, str] | None = None
+if kind == "Bundled demo":
+    saved = state.get("dataset_label")
+    choice = st.selectbox("Demo dataset", demo_choices,
+                          index=demo_choices.index(saved) if saved in demo_choices else 0)
+    label = choice
+    if choice in BUNDLED_TARGETS:
+        bundled_split = {p: str(sample_data_dir() / f) for p, f in BUNDLED_TARGETS[choice].items()}
+        path = bundled_split["train"]
+    else:
+        path = str(sample_data_dir() / DEMO_DATASETS[choice.split(":")[0]][0])
+elif kind == "File path":
+    path = st.text_input("Path of an extxyz file", value=state.get("dataset") or "") or None
+    label = Path(path).name if path else ""
+else:
+    up = st.file_uploader("Upload an extxyz file", type=["xyz", "extxyz"])
+    if up is not None:
+        path = str(state.workspace().save_upload(up.name, up.getvalue()))
+        label = up.name
+
+if not path:
+    st.info("Choose a dataset to begin.")
+    st.stop()
+try:
+    frames = state.frames(path)
+except MlipftError as exc:
+    st.error(f"**{exc.code}**: {exc}")
+    st.stop()
+if path != state.get("dataset"):
+    state.select(dataset=path, dataset_label=label, split_id=None, keys=None)
+
+# ----------------------------------------------------------------- 2. label keys
+st.subheader("Label keys")
+auto = detect_keys(frames)
+saved_keys = state.get("keys") or {}
+cols = st.columns(3)
+chosen = {}
+for col, q in zip(cols, ("energy", "forces", "stress")):
+    options = auto.candidates.get(q, []) + ["(none)"]
+    default = saved_keys.get(q) if saved_keys.get(q) in options else getattr(auto, q)
+    pick = col.selectbox(f"{q} key", options,
+                         index=options.index(default) if default in options else len(options) - 1,
+                         key=f"key_{q}", help="Detected automatically; override if wrong.")
+    chosen[q] = None if pick == "(none)" else pick
+if chosen != saved_keys:
+    state.select(keys=chosen)
+keys = detect_keys(frames, **{k: v for k, v in chosen.items() if v})
+keys.energy, keys.forces, keys.stress = chosen["energy"], chosen["forces"], chosen["stress"]
+dataset = Dataset(Path(path), frames, keys)
+
+# ----------------------------------------------------------------- 3. validation
+st.subheader("Checks")
+model_path = state.selected_model_path()
+model_elements = state.inspect_selected(model_path)["elements"] if model_path else None
+findings = validate(frames, keys, model_elements)
+if model_elements is None:
+    st.caption("Choose a foundation model to check element coverage too.")
+if not findings:
+    st.success(f"{len(frames)} configurations, no problems found.")
+for f in findings:
+    show = {"error": st.error, "warning": st.warning}.get(f.severity, st.info)
+    show(f"**{f.code}**: {f.message}")
+
+# ----------------------------------------------------------------- 4. summary
+st.subheader("Summary")
+summ = summarize(frames, keys)
+c = st.columns(4)
+c[0].metric("Configurations", summ.n_configs)
+c[1].metric("Atoms", f"{summ.n_atoms_total:,}")
+c[2].metric("Atoms per config", f"{summ.n_atoms_min}–{summ.n_atoms_max}")
+c[3].metric("Periodic", summ.n_periodic)
+comp = pd.DataFrame({"atoms": summ.element_atoms, "configurations": summ.element_configs})
+comp.index.name = "element"
+left, right = st.columns(2)
+left.dataframe(comp)
+right.dataframe(pd.Series(summ.config_types, name="configurations").rename_axis("config_type"))
+left, right = st.columns(2)
+if summ.energy_per_atom:
+    left.plotly_chart(plots.histogram(summ.energy_per_atom, title="Energy per atom",
+                                      xlabel="eV/atom"), config=plots.export_config("energy_hist"))
+if summ.force_magnitudes:
+    right.plotly_chart(plots.histogram(summ.force_magnitudes, title="Force magnitude",
+                                       xlabel="eV/Å", log_y=True),
+                       config=plots.export_config("force_hist"))
+
+# ----------------------------------------------------------------- 5. split
+st.subheader("Train / valid / test split")
+ws = state.workspace()
+split = None
+if bundled_split is not None:
+    split = register_files_as_split(ws, bundled_split, "demo-" + label.split(":")[0].split()[0].lower())
+    st.caption("The bundled target comes with its own split.")
+else:
+    c = st.columns(4)
+    f_train = c[0].number_input("train", 0.0, 1.0, 0.8, 0.05)
+    f_valid = c[1].number_input("valid", 0.0, 1.0, 0.1, 0.05)
+    f_test = c[2].number_input("test", 0.0, 1.0, 0.1, 0.05)
+    seed = int(c[3].number_input("seed", 0, 2**31 - 1, 0))
+    if st.button("Save split", disabled=has_errors([f for f in findings if f.code != "elements_not_covered"])):
+        try:
+            split = make_split(dataset, ws, {"train": f_train, "valid": f_valid, "test": f_test}, seed)
+        except MlipftError as exc:
+            st.error(str(exc))
+    elif state.get("split_id"):
+        from mlipft_core.data import load_split
+
+        try:
+            split = load_split(ws, state.get("split_id"))
+        except MlipftError:
+            split = None
+if split is not None:
+    if state.get("split_id") != split.id:
+        state.select(split_id=split.id)
+    st.success(f"Split **{split.id}**: " + ", ".join(f"{k} {v}" for k, v in split.counts.items())
+               + (f" (left out: {sum(len(v) for v in split.excluded.values())})"
+                  if split.excluded else ""))
+
+# ----------------------------------------------------------------- 6. viewer
+st.subheader("Structures")
+i = st.slider("Structure", 0, len(frames) - 1, 0) if len(frames) > 1 else 0
+a = frames[i]
+st.caption(f"#{i}: {a.get_chemical_formula()}, {len(a)} atoms, "
+           f"config_type {a.info.get('config_type', 'Default')}")
+st.iframe(structure_html(a), height=400)
+if not local_js_available():
+    st.caption("3D viewer script loads from the internet (run the setup script for an "
+               "offline copy).")
+
+# ----------------------------------------------------------------- 7. zero-shot evaluation
+st.subheader("Zero-shot evaluation")
+if model_path is None:
+    st.info("Choose a foundation model (Foundation model page) to evaluate it on this data.")
+    st.stop()
+parts = {"whole file": path}
+if split is not None:
+    parts = {p: str(split.file(p)) for p in split.counts if split.counts[p]} | parts
+target = st.selectbox("Evaluate on", list(parts), index=list(parts).index("test") if "test" in parts else 0)
+heads = state.inspect_selected(model_path)["heads"]
+head = st.selectbox("Head", heads) if len(heads) > 1 else heads[0]
+run_key = f"zeroshot::{model_path}::{parts[target]}::{head}::{keys.energy}::{keys.forces}"
+if st.button("Evaluate", type="primary"):
+    bar = st.progress(0.0, text="Evaluating…")
+    try:
+        res = evaluate_model(model_path, parts[target] if target != "whole file" else frames,
+                             head=head, keys=None if target != "whole file" else keys,
+                             trusted=True,
+                             progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} structures"))
+        st.session_state[run_key] = res
+    except MlipftError as exc:
+        st.error(str(exc))
+    bar.empty()
+res = st.session_state.get(run_key)
+if res is not None:
+    m = res.metrics
+    c = st.columns(4)
+    c[0].metric("E RMSE (meV/atom)", f"{m.energy_rmse_mev_per_atom:.1f}" if m.energy_rmse_mev_per_atom is not None else "n/a")
+    c[1].metric("E MAE (meV/atom)", f"{m.energy_mae_mev_per_atom:.1f}" if m.energy_mae_mev_per_atom is not None else "n/a")
+    c[2].metric("F RMSE (meV/Å)", f"{m.forces_rmse_mev_per_a:.1f}" if m.forces_rmse_mev_per_a is not None else "n/a")
+    c[3].metric("F MAE (meV/Å)", f"{m.forces_mae_mev_per_a:.1f}" if m.forces_mae_mev_per_a is not None else "n/a")
+    left, right = st.columns(2)
+    left.plotly_chart(plots.parity(res.ref_energy_per_atom, res.pred_energy_per_atom,
+                                   title=f"Energy per atom · RMSE {m.energy_rmse_mev_per_atom:.1f} meV/atom",
+                                   unit="eV/atom", labels=res.config_types),
+                      config=plots.export_config("parity_energy"))
+    if res.ref_forces is not None:
+        right.plotly_chart(plots.parity(res.ref_forces.ravel(), res.pred_forces.ravel(),
+                                        title=f"Force components · RMSE {m.forces_rmse_mev_per_a:.1f} meV/Å",
+                                        unit="eV/Å"), config=plots.export_config("parity_forces"))
+    offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom)
+    if abs(offset) > 0.1:
+        st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average: "
+                   "different levels of theory. Re-estimated E0s absorb such offsets.")
+    table = pd.DataFrame({"config_type": res.config_types, "n_atoms": res.n_atoms,
+                          "ref_energy_eV": res.ref_energy, "pred_energy_eV": res.pred_energy})
+    st.download_button("Predictions as CSV", table.to_csv(index=False), "zero_shot.csv", "text/csv")

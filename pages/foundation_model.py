@@ -1,0 +1,112 @@
+"""Foundation model: registry, local files, inspection."""
+
+import pandas as pd
+import streamlit as st
+
+from mlipft_core.errors import MlipftError
+from mlipft_core.registry import expected_path, fetch, is_available, list_models, resolve
+from mlipft_ui import plots, state
+
+st.title("Foundation model")
+st.caption("Choose the model to fine-tune. Official models are downloaded through mace's own "
+           "loaders into mace's cache; without internet, a copy put there by hand is used.")
+
+specs = list_models()
+rows = [{
+    "name": s.name, "source": s.source, "offline": "yes" if is_available(s) else "no",
+    "level of theory": s.level_of_theory, "training data": s.training_data,
+    "elements": s.n_elements, "parameters": s.parameter_count,
+    "size (MB)": s.file_size_mb, "heads": ", ".join(s.heads) if s.heads else "",
+    "license": s.license, "reference": s.reference, "notes": s.notes,
+} for s in specs]
+table = pd.DataFrame(rows)
+with st.expander("Registry: all models and what they were trained on", expanded=False):
+    st.dataframe(table, hide_index=True)
+    st.download_button("Download as CSV", table.to_csv(index=False), "model_registry.csv",
+                       "text/csv")
+
+source = st.radio("Model source", ["Registry", "Local file (path)", "Upload a .model file"],
+                  horizontal=True, key="model_source")
+current = state.get("model")
+chosen: str | None = None
+trusted = False
+if source == "Registry":
+    names = [s.name for s in specs]
+    idx = names.index(current) if current in names else names.index("demo-gfn1-strong")
+    chosen = st.selectbox("Model", names, index=idx,
+                          format_func=lambda n: f"{n}  ({'offline' if is_available(resolve(n)) else 'needs download'})")
+    trusted = True
+else:
+    st.warning("Model files are Python pickles: loading one runs code from the file. "
+               "Load only files from a source you trust.")
+    if source == "Local file (path)":
+        chosen = st.text_input("Path of a .model file",
+                               value=current if current and state.get("model_trusted") else "")
+    else:
+        up = st.file_uploader("Upload a .model file", type=["model", "pt"])
+        if up is not None:
+            chosen = str(state.workspace().save_upload(up.name, up.getvalue()))
+    trusted = st.checkbox("I trust this file", key="trust_model")
+
+if st.button("Use this model", type="primary", disabled=not chosen):
+    try:
+        spec = resolve(chosen)
+        if spec.source == "local" and not trusted:
+            st.error("Tick **I trust this file** first: model files are pickles.")
+        else:
+            with st.spinner(f"Fetching {spec.display_name}…"):
+                fetch(spec)
+            state.select(model=spec.name, model_label=spec.display_name,
+                         model_trusted=spec.source == "local")
+            st.rerun()
+    except MlipftError as exc:
+        st.error(str(exc))
+
+current = state.get("model")
+if not current:
+    st.info("No model chosen yet.")
+    st.stop()
+st.divider()
+try:
+    spec = resolve(current)
+except MlipftError as exc:
+    st.error(f"The saved model is no longer usable: {exc}")
+    st.stop()
+st.subheader(spec.display_name)
+if spec.source == "official" and not is_available(spec):
+    st.error(f"{spec.display_name} is not in mace's cache ({expected_path(spec)}) and this "
+             f"machine could not download it. Download {spec.url} and copy it to "
+             f"`{expected_path(spec)}`, then reload.")
+    st.stop()
+path = state.selected_model_path()
+if path is None:
+    st.error("The model file cannot be opened; choose it again above.")
+    st.stop()
+try:
+    info = state.inspect_selected(path)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
+
+c = st.columns(5)
+c[0].metric("Parameters", f"{info['parameter_count']:,}")
+c[1].metric("Cutoff", f"{info['cutoff']:.2f} Å")
+c[2].metric("Channels", info["channels"])
+c[3].metric("L (max)", info["max_L"])
+c[4].metric("Interactions", info["num_interactions"])
+st.markdown(f"**Elements ({len(info['elements'])}):** {' '.join(info['elements'])}")
+st.markdown(f"**Heads:** {', '.join(info['heads'])} · **class:** {info['model_class']} · "
+            f"**dtype:** {info['dtype']} · **file:** `{info['path']}` "
+            f"({info['file_size_mb']:.2f} MB)")
+if spec.notes:
+    st.caption(spec.notes)
+
+st.markdown("#### Atomic reference energies (E0s)")
+e0 = pd.DataFrame(info["e0s"])
+e0.index.name = "element"
+st.dataframe(e0.style.format("{:.4f}"))
+st.download_button("E0s as CSV", e0.to_csv(), "e0s.csv", "text/csv")
+fig = plots.grouped_bar(info["e0s"], title="E0 per element and head", ylabel="E0 (eV)")
+st.plotly_chart(fig, config=plots.export_config("e0s"))
+with st.expander("Full architecture"):
+    st.json(info["architecture"])

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated workspace and mace cache, and the bundled demo world."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mlipft_core.demo import demo_paths  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test gets its own workspace, an empty mace cache and no route to the internet."""
+    monkeypatch.setenv("MLIPFT_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    # no model downloads from tests, with or without internet: an unreachable proxy
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo() -> dict:
+    paths = demo_paths()
+    for name, p in paths["models"].items():
+        assert Path(p).is_file(), f"demo model {name} missing: {p}"
+    return paths
+
+
+@pytest.fixture
+def strong_model(demo) -> str:
+    return demo["models"]["demo-gfn1-strong"]
+
+
+@pytest.fixture
+def weak_model(demo) -> str:
+    return demo["models"]["demo-gfn1-weak"]
+
+
+def mlipft_cmd() -> list[str]:
+    """The installed console script, or the module when run from a plain checkout."""
+    exe = shutil.which("mlipft", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "mlipft_core"]

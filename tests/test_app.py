@@ -1,0 +1,90 @@
+"""Every page runs on the demo world in Streamlit's AppTest without an exception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mlipft_core.workspace import Workspace
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(str(Path(APP).parent / page))
+        at.run()
+    return at
+
+
+def test_home_page():
+    at = app()
+    assert at.title[0].value == "MLIP fine-tuning workbench"
+    assert not at.exception
+
+
+def test_foundation_model_page_shows_demo_model_and_e0s():
+    at = app("pages/foundation_model.py")
+    assert not at.exception
+    at.button[0].click().run()  # "Use this model" with the default demo-gfn1-strong
+    assert not at.exception
+    assert Workspace().get("model") == "demo-gfn1-strong"
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Channels"] == "32" and labels["Interactions"] == "2"
+    assert any("E0" in (c.proto.figure.spec or "") for c in at.get("plotly_chart"))
+
+
+def test_foundation_model_page_offline_official_model_message():
+    Workspace().set(model="mace-mp-0-small", model_label="MACE-MP-0 small")
+    at = app("pages/foundation_model.py")
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "not in mace's cache" in errors and "20231210mace128L0_energy_epoch249model" in errors
+
+
+def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_model):
+    at = app("pages/foundation_model.py")
+    at.radio(key="model_source").set_value("Local file (path)").run()
+    at.text_input[0].input(strong_model).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("trust" in e.value for e in at.error)
+    at.checkbox(key="trust_model").check().run()
+    at.button[0].click().run()
+    assert Workspace().get("model") == strong_model
+
+
+def test_data_page_on_sn2_target_with_zero_shot_parity():
+    Workspace().set(model="demo-gfn1-strong", model_label="Demo strong")
+    at = app("pages/data.py")
+    assert not at.exception
+    assert Workspace().get("split_id", "").startswith("demo-sn2")
+    assert at.get("iframe"), "3D viewer missing"
+    evaluate = next(b for b in at.button if b.label == "Evaluate")
+    evaluate.click().run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    titles = " ".join(c.proto.figure.spec for c in charts)
+    assert "Energy per atom" in titles and "Force components" in titles
+    assert any("eV/atom on average" in w.value for w in at.warning)
+
+
+def test_data_page_reports_bad_upload_path(tmp_path):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("not an xyz file\n")
+    at = app("pages/data.py")
+    at.radio(key="data_source").set_value("File path").run()
+    at.text_input[0].input(str(bad)).run()
+    assert not at.exception
+    assert any("unreadable" in e.value for e in at.error)
+
+
+def test_choices_persist_across_a_new_session():
+    Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
+    at = app("pages/foundation_model.py")
+    assert "Demo weak" in " ".join(m.value for m in at.sidebar.markdown)
