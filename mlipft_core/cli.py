@@ -120,6 +120,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_e0(args: argparse.Namespace) -> int:
+    from .e0 import compute, prepare
+
+    method = args.method
+    inputs = prepare(args.data, args.model, head=args.head, trusted=_trusted(args.model),
+                     isolated_file=args.isolated_file)
+    res = compute(inputs, method, explicit=args.values)
+    d = res.to_dict()
+    d.update(model=args.model, data=args.data, elements=inputs.elements,
+             per_config={"offset_before_ev_per_atom": None if res.offset_before is None
+                         else res.offset_before.tolist(),
+                         "offset_after_ev_per_atom": None if res.offset_after is None
+                         else res.offset_after.tolist()})
+    lines = [f"{method} E0s (eV):"] + [f"  {el:2s} {v:14.6f}" for el, v in res.e0.items()]
+    lines.append(f"offset RMSE before {res.offset_rmse_before_mev_per_atom:.1f} meV/atom, "
+                 f"after {res.offset_rmse_after_mev_per_atom:.1f} meV/atom")
+    lines += [f"warning: {w}" for w in res.warnings]
+    lines.append(f"--E0s=\"{res.mace_argument()}\"")
+    _print(args, d, "\n".join(lines))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_paths
 
@@ -161,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "validate":
             p.add_argument("--stress-key")
         p.set_defaults(func=fn)
+    p = add("e0", "atomic reference energies (E0s) of a training set by one method")
+    p.add_argument("data", help="training extxyz file")
+    p.add_argument("--model", required=True, help="foundation model (registry name or path)")
+    p.add_argument("--head", help="model head (default: the first)")
+    p.add_argument("--method", required=True,
+                   choices=["foundation", "average", "estimated", "isolated", "explicit"])
+    p.add_argument("--values", help="explicit E0s: JSON text or file (keys: symbols or Z)")
+    p.add_argument("--isolated-file", help="extxyz with IsolatedAtom configurations")
+    p.set_defaults(func=cmd_e0)
     p = add("demo", "the bundled demo world")
     p.add_argument("what", choices=["paths"])
     p.set_defaults(func=cmd_demo)

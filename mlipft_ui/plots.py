@@ -63,3 +63,21 @@ def grouped_bar(table: dict[str, dict[str, float]], *, title: str, ylabel: str) 
     fig.update_layout(title=title, yaxis_title=ylabel, barmode="group", height=360,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig
+
+
+
+
+def curves(series: dict[str, np.ndarray], *, title: str, ylabel: str,
+           relative: bool = False) -> go.Figure:
+    """One line per series against structure index (reference drawn as markers)."""
+    fig = go.Figure()
+    for name, y in series.items():
+        y = np.asarray(y, float)
+        if relative:
+            y = y - y[0]
+        ref = name == "reference"
+        fig.add_trace(go.Scatter(y=y, name=name, mode="markers+lines" if ref else "lines",
+                                 line={"color": "black", "width": 3} if ref else None))
+    fig.update_layout(title=title, xaxis_title="structure index", yaxis_title=ylabel,
+                      height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig

@@ -67,3 +67,20 @@ def selected_model_path() -> str | None:
         return str(model_path(name, trusted=bool(get("model_trusted")), download=False))
     except MlipftError:
         return None
+
+
+def require_navigation() -> None:
+    """Run a page through the app's navigation even in Streamlit's legacy ``pages/`` mode.
+
+    Until ``st.navigation`` has been called once, Streamlit runs a requested page file of
+    the ``pages/`` folder on its own (e.g. a deep link to ``/data`` on a fresh server), without
+    the app's navigation and sidebar. In that case the navigation is built here, in the same
+    run (so widget events are kept), it runs the page, and this outer run stops.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        from mlipft_ui.navigation import build_navigation
+
+        build_navigation().run()
+        st.stop()

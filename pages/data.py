@@ -14,6 +14,8 @@ from mlipft_core.evaluate import evaluate_model
 from mlipft_ui import plots, state
 from mlipft_ui.viewer import local_js_available, structure_html
 
+state.require_navigation()
+
 st.title("Data")
 st.caption("Read an extended-XYZ dataset, check it, split it, and see how the chosen "
            "foundation model does on it before any fine-tuning.")

@@ -7,6 +7,8 @@ from mlipft_core.errors import MlipftError
 from mlipft_core.registry import expected_path, fetch, is_available, list_models, resolve
 from mlipft_ui import plots, state
 
+state.require_navigation()
+
 st.title("Foundation model")
 st.caption("Choose the model to fine-tune. Official models are downloaded through mace's own "
            "loaders into mace's cache; without internet, a copy put there by hand is used.")

@@ -4,6 +4,8 @@ import streamlit as st
 
 from mlipft_ui import state
 
+state.require_navigation()
+
 st.title("MLIP fine-tuning workbench")
 st.markdown(
     """

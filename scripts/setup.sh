@@ -9,8 +9,8 @@ PYTHON=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch before mace-torch, so that pip does not pull another torch build in its place
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
-pip install -q -r requirements.txt
-[ "${1:-}" = "dev" ] && pip install -q -r requirements-dev.txt
+pip install -q -r requirements.txt -c constraints.txt
+[ "${1:-}" = "dev" ] && pip install -q -r requirements-dev.txt -c constraints.txt
 pip install -q --no-deps -e .
 # an offline copy of the 3D viewer's script (same version as py3Dmol's), from the npm registry
 if [ ! -s static/3Dmol-min.js ] && command -v npm >/dev/null; then

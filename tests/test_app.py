@@ -12,6 +12,10 @@ from mlipft_core.workspace import Workspace
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
 def app(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
@@ -31,7 +35,7 @@ def test_home_page():
 def test_foundation_model_page_shows_demo_model_and_e0s():
     at = app("pages/foundation_model.py")
     assert not at.exception
-    at.button[0].click().run()  # "Use this model" with the default demo-gfn1-strong
+    button(at, "Use this model").click().run()  # default: demo-gfn1-strong
     assert not at.exception
     assert Workspace().get("model") == "demo-gfn1-strong"
     labels = {m.label: m.value for m in at.metric}
@@ -51,11 +55,11 @@ def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_mo
     at = app("pages/foundation_model.py")
     at.radio(key="model_source").set_value("Local file (path)").run()
     at.text_input[0].input(strong_model).run()
-    at.button[0].click().run()
+    button(at, "Use this model").click().run()
     assert not at.exception
     assert any("trust" in e.value for e in at.error)
     at.checkbox(key="trust_model").check().run()
-    at.button[0].click().run()
+    button(at, "Use this model").click().run()
     assert Workspace().get("model") == strong_model
 
 
@@ -65,8 +69,7 @@ def test_data_page_on_sn2_target_with_zero_shot_parity():
     assert not at.exception
     assert Workspace().get("split_id", "").startswith("demo-sn2")
     assert at.get("iframe"), "3D viewer missing"
-    evaluate = next(b for b in at.button if b.label == "Evaluate")
-    evaluate.click().run()
+    button(at, "Evaluate").click().run()
     assert not at.exception
     charts = at.get("plotly_chart")
     titles = " ".join(c.proto.figure.spec for c in charts)
@@ -88,3 +91,23 @@ def test_choices_persist_across_a_new_session():
     Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
     at = app("pages/foundation_model.py")
     assert "Demo weak" in " ".join(m.value for m in at.sidebar.markdown)
+
+
+def test_e0_page_compares_methods_and_saves_a_choice(demo):
+    from mlipft_core.data import register_files_as_split
+
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
+                                         "test": demo["sn2_test"]}, "demo-sn2")
+    ws.set(model="demo-gfn1-strong", model_label="Demo strong", split_id=split.id)
+    at = app("pages/e0.py")
+    assert not at.exception
+    button(at, "Compute E0s").click().run()
+    assert not at.exception
+    verdict = " ".join(s.value for s in at.success)
+    assert "keV/atom" in verdict and "'estimated' leaves the smallest offset" in verdict
+    assert any("cannot be separated" in w.value for w in at.warning)
+    assert len(at.get("plotly_chart")) >= 6
+    assert any("--E0s=" in c.value for c in at.code)
+    button(at, "Save as the E0 choice for runs").click().run()
+    assert ws.get("e0_choice", "").startswith("estimated-")

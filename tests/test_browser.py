@@ -84,6 +84,11 @@ def test_app_in_headless_chromium(server, tmp_path):
 
         ctx.route("**/*", route)
         page = ctx.new_page()
+        # a deep link into the fresh server goes through the app's navigation
+        page.goto(server + "/data")
+        wait_rendered(page)
+        assert page.inner_text("h1") == "Data"
+        assert "Current choices" in page.locator('[data-testid="stSidebar"]').inner_text()
         page.goto(server)
         wait_rendered(page)
         assert "MLIP fine-tuning workbench" in page.inner_text("h1")

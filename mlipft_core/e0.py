@@ -1,0 +1,470 @@
+"""Atomic reference energies (E0s): every method mace offers, with diagnostics.
+
+A MACE model predicts ``E = sum_i E0[Z_i] + E_interaction``. When the reference method of the
+target data differs from the foundation model's (another functional, xTB, CCSD(T)), absolute
+energies disagree by eV to keV per atom; the E0s must absorb that offset.
+
+Methods (the names of ``mace_run_train --E0s``):
+
+``foundation``
+    the model's own E0s (first head when it has several);
+``average``
+    least squares of total reference energy on composition, ignoring the model;
+``estimated``
+    model-aware re-estimation: foundation E0s plus a least-squares correction fitted to
+    ``E_ref - E_foundation`` (what ``mace_run_train --E0s estimated`` does);
+``isolated``
+    energies of ``IsolatedAtom`` configurations in the data (or a separate file);
+``explicit``
+    values given by the user (a dict or a JSON file).
+
+For each method the module reports per-element values, the rank and condition number of the
+least-squares problem, the per-configuration offset ``(E_ref - E_model) / N`` before and after
+replacing the model's E0s, its RMSE, and which elements the data cannot determine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+
+from .data import LabelKeys, detect_keys, get_label, read_frames
+from .errors import DataError, MlipftError
+from .workspace import Workspace, atomic_write_json, read_json
+
+METHODS = ("foundation", "average", "estimated", "isolated", "explicit")
+#: Offsets above this (eV/atom) mean the data and the model use different levels of theory.
+LEVEL_MISMATCH_EV_PER_ATOM = 0.1
+
+
+class E0Error(MlipftError):
+    """An E0 method cannot be applied to the given inputs."""
+
+    code = "e0_error"
+
+
+@dataclass
+class FitDiagnostics:
+    """Health of a least-squares fit of energies on composition."""
+
+    n_configs: int
+    elements: list[str]
+    rank: int
+    condition_number: float
+    singular_values: list[float]
+    undetermined: list[str]  # elements whose E0 the data cannot pin down
+    explanation: str
+
+    @property
+    def rank_deficient(self) -> bool:
+        return self.rank < len(self.elements)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["rank_deficient"] = self.rank_deficient
+        d["condition_number"] = (None if not np.isfinite(self.condition_number)
+                                 else self.condition_number)
+        return d
+
+
+@dataclass
+class E0Result:
+    """E0s of one method and what they do to the model's energies on the data."""
+
+    method: str
+    e0: dict[str, float]                 # element -> eV
+    foundation_e0: dict[str, float] | None
+    n_atoms: np.ndarray                  # per configuration
+    offset_before: np.ndarray | None     # (E_ref - E_model) / N, eV/atom, model's own E0s
+    offset_after: np.ndarray | None      # same with this method's E0s
+    diagnostics: FitDiagnostics | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def offset_rmse_before_mev_per_atom(self) -> float | None:
+        return _rms_mev(self.offset_before)
+
+    @property
+    def offset_rmse_after_mev_per_atom(self) -> float | None:
+        return _rms_mev(self.offset_after)
+
+    @property
+    def e0_by_z(self) -> dict[int, float]:
+        return {atomic_numbers[s]: v for s, v in self.e0.items()}
+
+    def mace_argument(self) -> str:
+        """The ``--E0s`` value ``mace_run_train`` accepts: ``{1: -13.6, 6: -1029.0}``."""
+        return mace_e0s_argument(self.e0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "e0": self.e0,
+            "foundation_e0": self.foundation_e0,
+            "offset_rmse_before_mev_per_atom": self.offset_rmse_before_mev_per_atom,
+            "offset_rmse_after_mev_per_atom": self.offset_rmse_after_mev_per_atom,
+            "diagnostics": None if self.diagnostics is None else self.diagnostics.to_dict(),
+            "warnings": self.warnings,
+            "mace_argument": self.mace_argument(),
+        }
+
+
+def _rms_mev(x: np.ndarray | None) -> float | None:
+    if x is None or len(x) == 0:
+        return None
+    return float(np.sqrt(np.mean(np.square(x))) * 1000)
+
+
+def mace_e0s_argument(e0: Mapping[str, float]) -> str:
+    """E0s keyed by element symbol as the Python-dict string ``--E0s`` takes (keys are Z)."""
+    return repr({atomic_numbers[s]: float(v) for s, v in
+                 sorted(e0.items(), key=lambda kv: atomic_numbers[kv[0]])})
+
+
+def composition_matrix(frames: Sequence[Atoms], elements: Sequence[str]) -> np.ndarray:
+    """Counts of each element (columns) in each configuration (rows)."""
+    zs = [atomic_numbers[e] for e in elements]
+    return np.array([[np.count_nonzero(a.numbers == z) for z in zs] for a in frames], float)
+
+
+def diagnose(A: np.ndarray, elements: Sequence[str]) -> FitDiagnostics:
+    """Rank, condition number and, for rank-deficient fits, which elements are coupled."""
+    n, m = A.shape
+    s = np.linalg.svd(A, compute_uv=False) if n else np.zeros(0)
+    tol = (s.max() if s.size else 0.0) * max(A.shape) * np.finfo(float).eps
+    rank = int(np.sum(s > tol))
+    cond = float(s[0] / s[-1]) if s.size == m and s[-1] > tol else float("inf")
+    undetermined: list[str] = []
+    explanation = "All E0s are determined by the data."
+    if rank < m:
+        _, _, vt = np.linalg.svd(A)
+        null = vt[rank:]
+        involved = [elements[j] for j in range(m) if np.any(np.abs(null[:, j]) > 1e-8)]
+        undetermined = involved
+        absent = [elements[j] for j in range(m) if not A[:, j].any()]
+        parts = []
+        if absent:
+            parts.append(f"{', '.join(absent)} never appear{'s' if len(absent) == 1 else ''} "
+                         "in the data")
+        coupled = [e for e in involved if e not in absent]
+        rows = A[A.sum(axis=1) > 0]
+        if len(rows) and len({tuple(np.round(r / r.sum(), 10)) for r in rows}) == 1:
+            parts.append("every configuration has the same composition, so only the sum of "
+                         "E0s weighted by that composition is determined")
+        elif coupled:
+            rel = composition_relations(A, elements)
+            parts.append(f"the counts of {', '.join(coupled)} obey "
+                         f"{'; '.join(rel) if rel else 'a linear relation'} in every "
+                         "configuration, so their E0s cannot be separated")
+        explanation = (f"Rank {rank} of {m}: " + "; ".join(parts) + ". A least-squares fit "
+                       "returns the minimum-norm split, which is arbitrary for these elements.")
+    return FitDiagnostics(n, list(elements), rank, cond, [float(x) for x in s],
+                          undetermined, explanation)
+
+
+def composition_relations(A: np.ndarray, elements: Sequence[str]) -> list[str]:
+    """Exact linear relations between element counts, e.g. ``n_H = 3 n_C``."""
+    import sympy
+
+    rows = np.unique(A.astype(int), axis=0)
+    basis = sympy.Matrix(rows.tolist()).nullspace()
+    out = []
+    for v in basis:
+        v = v * sympy.ilcm(*[sympy.fraction(x)[1] for x in v])
+        left = [(int(c), elements[j]) for j, c in enumerate(v) if c > 0]
+        right = [(-int(c), elements[j]) for j, c in enumerate(v) if c < 0]
+        if not left or not right:
+            continue
+
+        def side(terms):
+            return " + ".join(f"{'' if c == 1 else str(c) + ' '}n_{e}" for c, e in terms)
+
+        out.append(f"{side(left)} = {side(right)}")
+    return out
+
+
+def _lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def _model_e0s(net, head: str, symbols: Sequence[str]) -> dict[str, float]:
+    from .registry import model_heads
+
+    table = np.atleast_2d(net.atomic_energies_fn.atomic_energies.detach().cpu().numpy())
+    heads = model_heads(net)
+    row = table[min(heads.index(head), len(table) - 1)]
+    zs = [int(z) for z in net.atomic_numbers]
+    return {chemical_symbols[z]: float(row[i]) for i, z in enumerate(zs) if chemical_symbols[z] in symbols}
+
+
+def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, float]:
+    """Explicit E0s from a dict (keys: symbols or Z) or a JSON file / JSON text."""
+    if isinstance(values, (str, Path)):
+        text = str(values)
+        p = Path(text).expanduser()
+        try:
+            raw = json.loads(p.read_text()) if p.is_file() else json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise E0Error(f"explicit E0s are not valid JSON: {exc}") from exc
+    else:
+        raw = dict(values)
+    out = {}
+    for k, v in raw.items():
+        key = str(k).strip()
+        sym = chemical_symbols[int(key)] if key.isdigit() else key
+        if sym not in atomic_numbers:
+            raise E0Error(f"explicit E0s: {k!r} is not an element")
+        try:
+            out[sym] = float(v)
+        except (TypeError, ValueError) as exc:
+            raise E0Error(f"explicit E0s: value for {sym} is not a number: {v!r}") from exc
+    return out
+
+
+def isolated_energies(frames: Sequence[Atoms], keys: LabelKeys | None = None) -> dict[str, float]:
+    """Energies of single-atom ``IsolatedAtom`` configurations."""
+    keys = keys or detect_keys(frames)
+    out = {}
+    for a in frames:
+        if a.info.get("config_type") == "IsolatedAtom" and len(a) == 1:
+            e = get_label(a, keys.energy, "energy")
+            if e is not None:
+                out[a.get_chemical_symbols()[0]] = float(e)
+    return out
+
+
+@dataclass
+class E0Inputs:
+    """A training set evaluated once with the foundation model (shared by all methods)."""
+
+    frames: list[Atoms]
+    keys: LabelKeys
+    elements: list[str]
+    ref_energy: np.ndarray
+    model_energy: np.ndarray | None
+    foundation_e0: dict[str, float] | None
+    isolated: dict[str, float]
+    model_elements: list[str] | None = None
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        return np.array([len(a) for a in self.frames])
+
+    @property
+    def A(self) -> np.ndarray:
+        return composition_matrix(self.frames, self.elements)
+
+
+def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None, *,
+            head: str | None = None, keys: LabelKeys | None = None, trusted: bool = False,
+            isolated_file: str | Path | None = None, batch_size: int = 16,
+            device: str | None = None, progress=None) -> E0Inputs:
+    """Read the training data and evaluate the foundation model on it (batched).
+
+    ``IsolatedAtom`` configurations are set aside (mace would use them as E0s).
+    """
+    all_frames = read_frames(data) if isinstance(data, (str, Path)) else list(data)
+    keys = keys or detect_keys(all_frames)
+    if keys.energy is None:
+        raise DataError("no energy label: E0s cannot be fitted", code="missing_energy")
+    isolated = isolated_energies(all_frames, keys)
+    if isolated_file is not None:
+        isolated.update(isolated_energies(read_frames(isolated_file)))
+    frames = [a for a in all_frames if a.info.get("config_type") != "IsolatedAtom"]
+    frames = [a for a in frames if get_label(a, keys.energy, "energy") is not None]
+    if not frames:
+        raise DataError("no configurations with an energy label", code="missing_energy")
+    elements = sorted({s for a in frames for s in a.get_chemical_symbols()},
+                      key=lambda s: atomic_numbers[s])
+    ref = np.array([float(get_label(a, keys.energy, "energy")) for a in frames])
+    model_e = found = model_elements = None
+    if model is not None:
+        from .evaluate import predict
+        from .registry import check_head, load_model
+
+        net = load_model(model, trusted=trusted, device=device or "cpu")
+        head = check_head(net, head)
+        model_elements = [chemical_symbols[int(z)] for z in net.atomic_numbers]
+        missing = [e for e in elements if e not in model_elements]
+        if missing:
+            raise DataError(f"the foundation model does not cover {', '.join(missing)}",
+                            code="elements_not_covered")
+        model_e, _ = predict(net, frames, head=head, batch_size=batch_size, device=device,
+                             progress=progress)
+        found = _model_e0s(net, head, model_elements)
+    return E0Inputs(frames, keys, elements, ref, model_e, found, isolated, model_elements)
+
+
+def compute(inputs: E0Inputs, method: str,
+            explicit: Mapping[str | int, float] | str | Path | None = None) -> E0Result:
+    """E0s of one method, with offsets before/after and fit diagnostics."""
+    if method not in METHODS:
+        raise E0Error(f"unknown E0 method {method!r}; choose from {', '.join(METHODS)}")
+    A, elements = inputs.A, inputs.elements
+    warnings: list[str] = []
+    diag = None
+    found = inputs.foundation_e0
+    if method in ("foundation", "estimated") and found is None:
+        raise E0Error(f"the {method!r} method needs a foundation model")
+    if method == "foundation":
+        e0 = {e: found[e] for e in elements}
+    elif method == "average":
+        diag = diagnose(A, elements)
+        e0 = dict(zip(elements, _lstsq(A, inputs.ref_energy).tolist()))
+        if found is not None:
+            warnings.append("'average' E0s absorb the interaction energy of the training "
+                            "data into per-element constants and ignore the model; mace "
+                            "refuses them for multihead fine-tuning.")
+    elif method == "estimated":
+        diag = diagnose(A, elements)
+        corr = _lstsq(A, inputs.ref_energy - inputs.model_energy)
+        e0 = {e: found[e] + c for e, c in zip(elements, corr.tolist())}
+    elif method == "isolated":
+        if not inputs.isolated:
+            raise E0Error("the data has no IsolatedAtom configurations; give isolated-atom "
+                          "energies as a file or use explicit values")
+        missing = [e for e in elements if e not in inputs.isolated]
+        if missing:
+            raise E0Error(f"no isolated-atom energy for {', '.join(missing)}")
+        e0 = {e: inputs.isolated[e] for e in elements}
+    else:
+        if explicit is None:
+            raise E0Error("the 'explicit' method needs values (a dict or a JSON file)")
+        given = load_explicit(explicit)
+        missing = [e for e in elements if e not in given]
+        if missing:
+            raise E0Error(f"explicit E0s miss {', '.join(missing)}")
+        e0 = {e: given[e] for e in elements}
+    if diag is not None and diag.rank_deficient:
+        warnings.append(diag.explanation)
+    before = after = None
+    if inputs.model_energy is not None and found is not None:
+        n = inputs.n_atoms
+        before = (inputs.ref_energy - inputs.model_energy) / n
+        delta = np.array([e0[e] - found[e] for e in elements])
+        after = (inputs.ref_energy - (inputs.model_energy + A @ delta)) / n
+        if abs(np.mean(before)) > LEVEL_MISMATCH_EV_PER_ATOM and method == "foundation":
+            warnings.append(f"The data and the model differ by {np.mean(before):+.3f} eV/atom "
+                            "on average: different levels of theory. Keeping the foundation "
+                            "E0s would make the network learn this offset.")
+    return E0Result(method, e0, None if found is None else {e: found[e] for e in elements},
+                    inputs.n_atoms, before, after, diag, warnings)
+
+
+def compute_all(inputs: E0Inputs, explicit=None) -> dict[str, E0Result]:
+    """Every method that applies to the inputs (errors are skipped)."""
+    out = {}
+    for m in METHODS:
+        try:
+            out[m] = compute(inputs, m, explicit=explicit)
+        except E0Error:
+            continue
+    return out
+
+
+def format_energy_per_atom(ev: float) -> str:
+    """``-2.71 keV/atom``, ``+1.21 eV/atom`` or ``33.6 meV/atom``, whichever reads best."""
+    a = abs(ev)
+    if a >= 1000:
+        return f"{ev / 1000:+.2f} keV/atom"
+    if a >= 1:
+        return f"{ev:+.2f} eV/atom"
+    return f"{ev * 1000:+.1f} meV/atom"
+
+
+def verdict(results: Mapping[str, E0Result]) -> tuple[str | None, list[str]]:
+    """Which method the data supports, and why, in plain language."""
+    notes: list[str] = []
+    scored = {m: r.offset_rmse_after_mev_per_atom for m, r in results.items()
+              if r.offset_rmse_after_mev_per_atom is not None}
+    if not scored:
+        return None, ["Choose a foundation model to compare methods on the data."]
+    best = min(scored, key=scored.get)
+    f = results.get("foundation")
+    if f is not None and f.offset_before is not None:
+        mean = float(np.mean(f.offset_before))
+        if abs(mean) > LEVEL_MISMATCH_EV_PER_ATOM:
+            notes.append(f"The reference data and the foundation model disagree by "
+                         f"{format_energy_per_atom(mean)} on average: different levels of theory "
+                         "(or a different energy zero). The foundation E0s are wrong for "
+                         "this data.")
+        else:
+            notes.append("The data and the foundation model agree on absolute energies to "
+                         f"{abs(mean) * 1000:.0f} meV/atom: the foundation E0s are usable.")
+    est = results.get("estimated")
+    if best != "estimated" and est is not None and \
+            scored.get("estimated", np.inf) <= scored[best] * 1.05 + 1.0:
+        best = "estimated"  # as good as the best, and keeps the model's energy decomposition
+    notes.append(f"'{best}' leaves the smallest offset: "
+                 f"{scored[best]:.1f} meV/atom RMSE after the E0s.")
+    if best == "estimated":
+        notes.append("Model-aware re-estimation keeps the foundation model's split of energy "
+                     "into E0s and interaction energy; the study behind this workbench found "
+                     "it essential.")
+    for r in results.values():
+        if r.diagnostics is not None and r.diagnostics.rank_deficient:
+            notes.append(f"Elements the data cannot determine: "
+                         f"{', '.join(r.diagnostics.undetermined)}. {r.diagnostics.explanation}")
+            break
+    return best, notes
+
+
+# ----------------------------------------------------------------------------- saving
+def save_choice(workspace: Workspace, result: E0Result, *, model: str | None, head: str | None,
+                data: str | None) -> dict[str, Any]:
+    """Save an E0 choice in the workspace (``e0/<method>-<hash>.json`` + a mace JSON file)."""
+    import hashlib
+
+    payload = {"method": result.method, "e0": result.e0, "model": model, "head": head,
+               "data": data, "mace_argument": result.mace_argument(),
+               "offset_rmse_after_mev_per_atom": result.offset_rmse_after_mev_per_atom}
+    cid = result.method + "-" + hashlib.sha256(
+        json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    folder = workspace.root / "e0"
+    mace_json = folder / f"{cid}.mace.json"
+    atomic_write_json(mace_json, {str(z): v for z, v in result.e0_by_z.items()})
+    payload.update(id=cid, mace_json=str(mace_json))
+    atomic_write_json(folder / f"{cid}.json", payload)
+    workspace.set(e0_choice=cid)
+    return payload
+
+
+def load_choice(workspace: Workspace, cid: str | None = None) -> dict[str, Any] | None:
+    """A saved E0 choice (the selected one when ``cid`` is None)."""
+    cid = cid or workspace.get("e0_choice")
+    if not cid:
+        return None
+    return read_json(workspace.root / "e0" / f"{cid}.json")
+
+
+def series_energies(model: str | Path, frames: Sequence[Atoms], results: Mapping[str, E0Result],
+                    *, head: str | None = None, trusted: bool = False, keys: LabelKeys | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Total energies along a series of structures (e.g. a reaction-path scan).
+
+    Returns ``reference`` (labels, NaN where missing) and, for every method, the foundation
+    model's prediction with that method's E0s in place of its own.
+    """
+    from .evaluate import predict
+    from .registry import load_model
+
+    frames = list(frames)
+    keys = keys or detect_keys(frames)
+    net = load_model(model, trusted=trusted)
+    pred, _ = predict(net, frames, head=head)
+    out = {"reference": np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None
+                                  else float(v) for a in frames])}
+    for name, r in results.items():
+        if r.foundation_e0 is None:
+            continue
+        elements = list(r.e0)
+        A = composition_matrix(frames, elements)
+        delta = np.array([r.e0[e] - r.foundation_e0[e] for e in elements])
+        out[name] = pred + A @ delta
+    return out

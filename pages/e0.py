@@ -1,0 +1,145 @@
+"""E0 workbench: compare atomic reference energies by every method and choose one."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mlipft_core import e0 as e0mod
+from mlipft_core.data import load_split, read_frames
+from mlipft_core.demo import demo_paths
+from mlipft_core.errors import MlipftError
+from mlipft_ui import plots, state
+
+state.require_navigation()
+
+st.title("E0s: atomic reference energies")
+st.caption("A wrong E0 can ruin a fine-tune while held-out errors still look fine. Compare "
+           "every method mace offers on your training data and pick the one the data supports.")
+
+model_path = state.selected_model_path()
+split_id = state.get("split_id")
+if model_path is None or not split_id:
+    st.info("Choose a foundation model and a dataset split first (Foundation model and Data "
+            "pages).")
+    st.stop()
+try:
+    split = load_split(state.workspace(), split_id)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
+train_file = str(split.file("train"))
+info = state.inspect_selected(model_path)
+head = st.selectbox("Head", info["heads"]) if len(info["heads"]) > 1 else info["heads"][0]
+demo = demo_paths()
+default_iso = demo["sn2_isolated_atoms"] if str(Path(train_file).resolve()) == str(
+    Path(demo["sn2_train"]).resolve()) else ""
+with st.expander("Optional inputs: isolated-atom energies, explicit values"):
+    iso_file = st.text_input("extxyz with IsolatedAtom configurations of the reference method",
+                             value=default_iso) or None
+    explicit = st.text_area("Explicit E0s as JSON, e.g. {\"H\": -13.6, \"C\": -1029.0}",
+                            value="") or None
+st.markdown(f"Training data: `{train_file}` ({split.counts.get('train', 0)} configurations) · "
+            f"model: **{state.get('model_label') or state.get('model')}**, head `{head}`")
+
+key = f"e0::{model_path}::{train_file}::{head}::{iso_file}::{explicit}"
+if st.button("Compute E0s", type="primary") or key in st.session_state:
+    if key not in st.session_state:
+        bar = st.progress(0.0, text="Evaluating the foundation model on the training set…")
+        try:
+            inputs = e0mod.prepare(train_file, model_path, head=head, trusted=True,
+                                   isolated_file=iso_file,
+                                   progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n}"))
+            st.session_state[key] = (inputs, e0mod.compute_all(inputs, explicit=explicit))
+        except MlipftError as exc:
+            st.error(str(exc))
+            st.stop()
+        finally:
+            bar.empty()
+    inputs, results = st.session_state[key]
+else:
+    st.stop()
+
+# ----------------------------------------------------------------- verdict
+best, notes = e0mod.verdict(results)
+st.subheader("Verdict")
+(st.success if best == "estimated" else st.info)(" ".join(notes))
+if split.excluded.get("isolated_atom"):
+    st.warning(f"The source file had {len(split.excluded['isolated_atom'])} IsolatedAtom "
+               "configurations; they were left out of the split, because mace would take them as "
+               "E0s and silently override this choice.")
+
+# ----------------------------------------------------------------- table and bars
+st.subheader("E0 per element")
+table = pd.DataFrame({m: r.e0 for m, r in results.items()})
+table.index.name = "element"
+def _mev(v):
+    return "—" if v is None else f"{v:,.1f}"
+
+
+summary = pd.DataFrame({m: {"offset RMSE before (meV/atom)": _mev(r.offset_rmse_before_mev_per_atom),
+                            "offset RMSE after (meV/atom)": _mev(r.offset_rmse_after_mev_per_atom),
+                            "fit rank": "—" if r.diagnostics is None else
+                            f"{r.diagnostics.rank}/{len(r.diagnostics.elements)}",
+                            "condition number": "—" if r.diagnostics is None else
+                            f"{r.diagnostics.condition_number:.3g}"}
+                        for m, r in results.items()})
+st.dataframe(pd.concat([table.map(lambda v: f"{v:,.4f}"), summary.astype(str)]))
+relative = st.toggle("Show as difference from the foundation E0s", value=False)
+bars = {m: {el: v - (results["foundation"].e0[el] if relative and "foundation" in results else 0.0)
+            for el, v in r.e0.items()} for m, r in results.items()}
+st.plotly_chart(plots.grouped_bar(bars, title="E0 per element and method",
+                                  ylabel="ΔE0 from foundation (eV)" if relative else "E0 (eV)"),
+                config=plots.export_config("e0_methods"))
+
+# ----------------------------------------------------------------- residuals and parity
+st.subheader("Offset per configuration before and after")
+method = st.selectbox("Method", list(results), index=list(results).index(best) if best in results else 0)
+r = results[method]
+if r.offset_before is not None:
+    n = inputs.n_atoms
+    for label, offset in (("with the model's own E0s", r.offset_before),
+                          (f"with {method} E0s", r.offset_after)):
+        left, right = st.columns(2)
+        rmse = float(np.sqrt(np.mean(offset**2)) * 1000)
+        left.plotly_chart(plots.histogram(offset * 1000, title=f"(E_ref − E_model) / N {label}",
+                                          xlabel="meV/atom"),
+                          config=plots.export_config("e0_residuals"))
+        right.plotly_chart(plots.parity(inputs.ref_energy / n, inputs.ref_energy / n - offset,
+                                        title=f"Energy per atom {label} · RMSE {rmse:.1f} meV/atom",
+                                        unit="eV/atom"), config=plots.export_config("e0_parity"))
+for w in r.warnings:
+    st.warning(w)
+
+# ----------------------------------------------------------------- interaction-energy view
+st.subheader("Energy along a structure series")
+series_default = demo["sn2_scan"] if default_iso else ""
+series_path = st.text_input("Series of structures (extxyz, in order), e.g. a reaction-path scan",
+                            value=series_default)
+if series_path:
+    try:
+        frames = read_frames(series_path)
+        curves = e0mod.series_energies(model_path, frames, results, head=head, trusted=True)
+        shift = st.toggle("Relative to the first structure", value=False)
+        st.plotly_chart(plots.curves(curves, relative=shift, title="Energy along the series",
+                                     ylabel="energy (eV)"), config=plots.export_config("e0_series"))
+        st.caption("For structures of one composition every E0 choice shifts the curve rigidly: "
+                   "the absolute offset is what the network would have to learn if the E0s "
+                   "do not absorb it, and what distorts interaction energies after training.")
+    except MlipftError as exc:
+        st.error(str(exc))
+
+# ----------------------------------------------------------------- choose and export
+st.subheader("Use these E0s")
+choice = st.radio("E0 method for fine-tuning", list(results),
+                  index=list(results).index(best) if best in results else 0, horizontal=True)
+chosen = results[choice]
+st.code(f"--E0s=\"{chosen.mace_argument()}\"", language="bash")
+c1, c2 = st.columns(2)
+if c1.button("Save as the E0 choice for runs", type="primary"):
+    saved = e0mod.save_choice(state.workspace(), chosen, model=state.get("model"), head=head,
+                              data=train_file)
+    st.success(f"Saved as **{saved['id']}**; fine-tuning runs will use it.")
+c2.download_button("Download E0s as JSON", pd.Series(chosen.e0).to_json(indent=2),
+                   f"e0_{choice}.json", "application/json")

@@ -1,0 +1,61 @@
+"""The bundled demo world: manifest, files, sizes, and the geometry builders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from mlipft_core.demo import sample_data_dir
+from mlipft_core.demo import structures as st
+
+
+def test_manifest_matches_the_files(demo):
+    manifest = json.loads(Path(demo["manifest"]).read_text())
+    root = sample_data_dir()
+    for rel, entry in manifest["files"].items():
+        data = (root / rel).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], rel
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert total < 25 * 1024 * 1024
+    assert manifest["versions"]["mace-torch"] == "0.3.16"
+    for step in ("corpus", "sn2", "water"):
+        assert manifest["steps"][step]["seconds"] > 0
+    for name in ("demo-gfn1-weak", "demo-gfn1-strong"):
+        assert manifest["models"][name]["test_errors"]["pretrain_test"]["n_structures"] > 100
+
+
+def test_demo_datasets_have_what_the_workflow_needs(demo):
+    scan = read(demo["sn2_scan"], ":")
+    assert [a.info["scan_index"] for a in scan] == list(range(len(scan)))
+    d_cx = [a.get_distance(0, 1) for a in scan]
+    assert np.all(np.diff(d_cx) < 0), "the scan is ordered along the reaction"
+    for key in ("sn2_train", "sn2_valid", "sn2_test"):
+        frames = read(demo[key], ":")
+        assert all(a.info["total_charge"] == -1 for a in frames)
+        assert {s for a in frames for s in a.get_chemical_symbols()} <= {"H", "C", "F", "Cl"}
+    water = read(demo["water_test"], ":3")
+    assert all(a.pbc.all() and len(a) == 96 and "REF_stress" in a.info for a in water)
+    pre = read(demo["pretrain_test"], ":")
+    assert {"organic", "water_cluster", "water_box", "sn2_complex"} <= {a.info["config_type"] for a in pre}
+    assert not any(a.info.get("config_type") == "IsolatedAtom" for a in pre)
+
+
+def test_geometry_builders():
+    rng = np.random.default_rng(0)
+    box = st.water_box(32, rng)
+    mass_g = box.get_masses().sum() / 6.02214076e23
+    assert mass_g / (box.get_volume() * 1e-24) == pytest.approx(0.997, rel=1e-3)
+    d = box.get_all_distances(mic=True)
+    oo = d[::3, ::3][np.triu_indices(32, 1)]
+    assert oo.min() >= 2.6
+    react, prod = st.sn2_complex("F", "Cl", 0.02), st.sn2_complex("F", "Cl", 0.98)
+    assert react.get_distance(0, 1) > 2.5 and react.get_distance(0, 2) < 1.85
+    assert prod.get_distance(0, 1) < 1.45 and prod.get_distance(0, 2) > 2.9
+    r = st.rattle_per_atom(react, rng, 0.05, 0.1)
+    moved = np.linalg.norm(r.positions - react.positions, axis=1)
+    assert np.all((moved >= 0.05 - 1e-9) & (moved <= 0.1 + 1e-9))

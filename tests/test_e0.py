@@ -1,0 +1,184 @@
+"""E0 methods against hand-computed least squares, rank deficiency, and mace's own numbers."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import read, write
+
+from mlipft_core import e0 as e0mod
+from mlipft_core.data import detect_keys
+from mlipft_core.e0 import E0Error, E0Inputs, compute, diagnose, verdict
+from mlipft_core.workspace import Workspace
+
+from conftest import mlipft_cmd
+
+TRUE = {"H": -13.6, "C": -1029.0, "O": -2041.0}
+FOUND = {"H": -11.0, "C": -47.0, "O": -118.0}
+
+
+def synthetic(compositions, interaction=None) -> E0Inputs:
+    """Configurations with exact energies: E_ref = sum n E0_true + E_int, E_model = sum n E0_found + E_int."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for comp in compositions:
+        syms = [s for s, k in comp.items() for _ in range(k)]
+        frames.append(Atoms(syms, positions=rng.normal(size=(len(syms), 3)) * 3))
+    elements = sorted({s for c in compositions for s in c}, key=lambda s: "HCO".index(s))
+    A = e0mod.composition_matrix(frames, elements)
+    e_int = np.asarray(interaction if interaction is not None else rng.normal(size=len(frames)))
+    ref = A @ np.array([TRUE[e] for e in elements]) + e_int
+    model = A @ np.array([FOUND[e] for e in elements]) + e_int
+    for a, e in zip(frames, ref):
+        a.info["REF_energy"] = e
+    return E0Inputs(frames, detect_keys(frames), elements, ref, model,
+                    {e: FOUND[e] for e in elements}, {})
+
+
+COMPS = [{"H": 2, "O": 1}, {"H": 4, "C": 1}, {"C": 2, "O": 1, "H": 4}, {"H": 2},
+         {"C": 1, "O": 2}, {"H": 6, "C": 2, "O": 1}]
+
+
+def test_estimated_recovers_the_true_e0s_and_removes_the_offset():
+    inp = synthetic(COMPS)
+    res = compute(inp, "estimated")
+    for el, v in TRUE.items():
+        assert res.e0[el] == pytest.approx(v, abs=1e-8)
+    assert res.offset_rmse_after_mev_per_atom == pytest.approx(0.0, abs=1e-6)
+    before = (inp.ref_energy - inp.model_energy) / inp.n_atoms
+    assert res.offset_rmse_before_mev_per_atom == pytest.approx(
+        np.sqrt(np.mean(before**2)) * 1000)
+    assert not res.diagnostics.rank_deficient and np.isfinite(res.diagnostics.condition_number)
+    arg = ast.literal_eval(res.mace_argument())
+    assert list(arg) == [1, 6, 8]
+    assert list(arg.values()) == pytest.approx([-13.6, -1029.0, -2041.0])
+
+
+def test_average_is_least_squares_of_total_energy_on_composition():
+    inp = synthetic(COMPS)
+    res = compute(inp, "average")
+    A = inp.A
+    expected = np.linalg.lstsq(A, inp.ref_energy, rcond=None)[0]
+    assert [res.e0[e] for e in inp.elements] == pytest.approx(expected.tolist(), abs=1e-9)
+    # 'average' ignores the model: it absorbs the interaction energy into the E0s
+    inp2 = synthetic(COMPS, interaction=-2.0 * inp.n_atoms)
+    res2 = compute(inp2, "average")
+    assert res2.e0["H"] == pytest.approx(TRUE["H"] - 2.0, abs=1e-8)
+
+
+def test_foundation_isolated_and_explicit():
+    inp = synthetic(COMPS)
+    f = compute(inp, "foundation")
+    assert f.e0 == FOUND
+    assert np.allclose(f.offset_after, f.offset_before)
+    assert any("different levels of theory" in w for w in f.warnings)
+    with pytest.raises(E0Error, match="no IsolatedAtom"):
+        compute(inp, "isolated")
+    inp.isolated = dict(TRUE)
+    iso = compute(inp, "isolated")
+    assert iso.e0 == TRUE and iso.offset_rmse_after_mev_per_atom == pytest.approx(0, abs=1e-6)
+    ex = compute(inp, "explicit", explicit={"1": -13.6, "C": -1029.0, 8: -2041.0})
+    assert ex.e0 == TRUE
+    with pytest.raises(E0Error, match="miss O"):
+        compute(inp, "explicit", explicit='{"H": -13.6, "C": -1029.0}')
+    with pytest.raises(E0Error, match="not valid JSON"):
+        compute(inp, "explicit", explicit="{H: oops")
+
+
+def test_rank_deficient_fits_are_explained():
+    fixed_ratio = diagnose(np.array([[3, 1, 2, 0], [3, 1, 1, 1], [3, 1, 0, 2]], float),
+                           ["H", "C", "F", "Cl"])
+    assert fixed_ratio.rank == 2 and fixed_ratio.rank_deficient
+    assert fixed_ratio.condition_number == float("inf")
+    assert "3 n_C = n_H" in fixed_ratio.explanation
+    single = diagnose(np.array([[2, 1], [4, 2], [6, 3]], float), ["H", "O"])
+    assert single.rank == 1 and "same composition" in single.explanation
+    absent = diagnose(np.array([[2, 1, 0], [1, 0, 0], [0, 1, 0]], float), ["H", "O", "C"])
+    assert absent.undetermined == ["C"] and "C never appears" in absent.explanation
+    inp = synthetic([{"H": 2, "O": 1}, {"H": 4, "O": 2}])
+    res = compute(inp, "estimated")
+    assert res.diagnostics.rank_deficient and any("same composition" in w for w in res.warnings)
+    # still, the offset is removed: only the weighted sum matters for this data
+    assert res.offset_rmse_after_mev_per_atom == pytest.approx(0, abs=1e-6)
+
+
+def test_verdict_prefers_estimated_on_level_mismatch():
+    inp = synthetic(COMPS)
+    inp.isolated = {e: v + 0.5 for e, v in TRUE.items()}
+    results = e0mod.compute_all(inp)
+    best, notes = verdict(results)
+    assert best == "estimated"
+    assert any("different levels of theory" in n for n in notes)
+
+
+def _mace_e0s(tmp_path, method: str, model: str, train, valid) -> dict[int, float]:
+    write(tmp_path / "train.xyz", train)
+    write(tmp_path / "valid.xyz", valid)
+    cmd = [sys.executable, "-m", "mace.cli.run_train", "--name=e0check",
+           f"--train_file={tmp_path / 'train.xyz'}", f"--valid_file={tmp_path / 'valid.xyz'}",
+           f"--foundation_model={model}", "--multiheads_finetuning=False", f"--E0s={method}",
+           "--max_num_epochs=1", "--batch_size=5", "--device=cpu", "--default_dtype=float32",
+           "--energy_key=REF_energy", "--forces_key=REF_forces", f"--work_dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    m = re.search(r"Atomic Energies used \(z: eV\) for head Default: (\{.*\})", log)
+    assert m, log[-3000:]
+    return ast.literal_eval(m.group(1))
+
+
+@pytest.mark.parametrize("method", ["estimated", "average"])
+def test_agrees_with_mace_run_train(tmp_path, demo, weak_model, method):
+    train = read(demo["sn2_train"], ":40")
+    valid = read(demo["sn2_valid"], ":5")
+    ours = compute(e0mod.prepare(train, "demo-gfn1-weak"), method)
+    theirs = _mace_e0s(tmp_path, method, weak_model, train, valid)
+    assert set(theirs) == set(ours.e0_by_z)
+    for z, v in theirs.items():
+        # float32 model predictions of totals around -10^4 eV: agree to a few meV
+        assert ours.e0_by_z[z] == pytest.approx(v, abs=0.02), (z, ours.e0_by_z[z], v)
+
+
+def test_demo_sn2_story(demo):
+    """GFN1-trained model, DFT target: keV-scale disagreement, estimated fixes the offset."""
+    inp = e0mod.prepare(demo["sn2_train"], "demo-gfn1-strong",
+                        isolated_file=demo["sn2_isolated_atoms"])
+    res = e0mod.compute_all(inp)
+    assert set(res) == {"foundation", "average", "estimated", "isolated"}
+    assert abs(res["estimated"].e0["Cl"] - res["foundation"].e0["Cl"]) > 1000
+    assert res["foundation"].offset_rmse_after_mev_per_atom > 1e6  # > 1 keV/atom
+    assert res["estimated"].offset_rmse_after_mev_per_atom < 100
+    assert res["estimated"].diagnostics.rank_deficient  # C and H always 1:3
+    assert "n_H" in res["estimated"].diagnostics.explanation
+    best, _ = verdict(res)
+    assert best == "estimated"
+
+
+def test_choice_saved_and_cli(tmp_path, demo):
+    inp = e0mod.prepare(demo["sn2_train"], "demo-gfn1-weak")
+    res = compute(inp, "estimated")
+    ws = Workspace()
+    saved = e0mod.save_choice(ws, res, model="demo-gfn1-weak", head="Default",
+                              data=demo["sn2_train"])
+    assert ws.get("e0_choice") == saved["id"]
+    assert e0mod.load_choice(ws)["mace_argument"] == res.mace_argument()
+    mace_json = json.loads(open(saved["mace_json"]).read())
+    assert {int(k) for k in mace_json} == {1, 6, 9, 17}
+    out = subprocess.run(mlipft_cmd() + ["e0", demo["sn2_train"], "--model", "demo-gfn1-weak",
+                                         "--method", "estimated", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["e0"]["Cl"] == pytest.approx(res.e0["Cl"], abs=1e-6)
+    assert d["offset_rmse_before_mev_per_atom"] > 1e6
+    assert d["offset_rmse_after_mev_per_atom"] < 100
+    bad = subprocess.run(mlipft_cmd() + ["e0", demo["sn2_train"], "--model", "demo-gfn1-weak",
+                                         "--method", "isolated", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "IsolatedAtom" in bad.stderr.strip().splitlines()[-1]
