@@ -1,0 +1,216 @@
+"""The local execution backend: a huey queue (SQLite, in the workspace) and its consumers.
+
+Runs are ``mace_run_train`` processes started by a consumer that is itself a detached process,
+so they outlive the browser session and a restart of the app. One consumer per device:
+``cuda`` runs one at a time by default, ``cpu`` runs ``MLIPFT_CPU_SLOTS`` at a time (default
+2 on 2+ cores) with ``cores / slots`` threads each (oversubscribed threads slow torch down
+many times over).
+
+Start a consumer by hand with ``python -m mlipft_core.jobs.worker --device cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..workspace import Workspace
+from .progress import read_progress
+from .records import RunStore, log_tail, pid_alive
+
+TASK_NAME = "mlipft.execute_run"
+_TASKS: dict[tuple[str, str], object] = {}
+
+
+def cpu_slots() -> int:
+    env = os.environ.get("MLIPFT_CPU_SLOTS")
+    if env:
+        return max(1, int(env))
+    return min(2, os.cpu_count() or 1)
+
+
+def slots(device: str) -> int:
+    if device == "cuda":
+        return max(1, int(os.environ.get("MLIPFT_GPU_SLOTS", "1")))
+    return cpu_slots()
+
+
+def threads_per_run(device: str) -> int:
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        return max(1, min(4, cores))
+    return max(1, cores // cpu_slots())
+
+
+def queue_dir(root: Path) -> Path:
+    d = Path(root) / "queue"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _task(root: str | Path, device: str):
+    """The huey task (bound to its queue) of a workspace and device."""
+    from huey import SqliteHuey
+
+    key = (str(Path(root).resolve()), device)
+    if key not in _TASKS:
+        h = SqliteHuey(name=f"mlipft-{device}", filename=str(queue_dir(Path(root)) / "queue.db"),
+                       results=False, utc=True)
+        _TASKS[key] = h.task(name=TASK_NAME, retries=0)(execute_run)
+    return _TASKS[key]
+
+
+def get_huey(root: str | Path, device: str):
+    """The huey instance of a workspace and device, with the run task registered."""
+    return _task(root, device).huey
+
+
+def enqueue(root: str | Path, device: str, run_id: str) -> None:
+    """Put a run on its device's queue (persisted in SQLite until a consumer takes it)."""
+    _task(root, device)(str(root), run_id)
+
+
+# ----------------------------------------------------------------------------- execution
+def execute_run(root: str, run_id: str) -> None:
+    """Run one queued run to its end (called in a consumer worker thread)."""
+    store = RunStore(Workspace(root))
+    folder = store.folder(run_id)
+    rec = store.get(run_id)
+    if rec.status != "queued":
+        return  # cancelled or already handled
+    threads = threads_per_run(rec.device)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "mace.cli.run_train", "--config", str(folder / "config.yaml")]
+    log_path = folder / "train.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    started = store.transition(run_id, ("queued",), status="running", pid=proc.pid,
+                               started=time.time(), threads=threads)
+    if started is None:  # cancelled between the check and the start
+        _kill(proc)
+        return
+    cancelled = False
+    while proc.poll() is None:
+        if (folder / "cancel").exists():
+            cancelled = True
+            _kill(proc)
+            break
+        time.sleep(0.5)
+    rc = proc.wait()
+    finish(store, run_id, rc, cancelled)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
+           reason: str | None = None) -> None:
+    """Record the end of a run: done with its model, failed with the reason, or cancelled."""
+    rec = store.get(run_id)
+    folder = store.folder(run_id)
+    model = folder / f"{rec.name}.model"
+    tail = log_tail(folder / "train.log")
+    prog = read_progress(folder, rec.max_epochs)
+    metrics = {"epochs_done": None if prog.epoch is None else prog.epoch + 1,
+               "valid": prog.last_valid()}
+    if cancelled:
+        store.transition(run_id, ("queued", "running"), status="cancelled",
+                         finished=time.time(), returncode=rc, reason="cancelled by the user",
+                         log_tail=tail, metrics=metrics)
+    elif rc in (0, None) and model.is_file():
+        store.transition(run_id, ("running",), status="done", finished=time.time(),
+                         returncode=rc, model_path=str(model), metrics=metrics, log_tail=tail)
+    else:
+        if reason is None:
+            if rc is not None and rc < 0:
+                reason = f"mace_run_train was killed by signal {-rc} ({signal.Signals(-rc).name})"
+            elif rc == 0:
+                reason = "mace_run_train ended without writing a model file"
+            else:
+                last = [ln for ln in tail.splitlines() if ln.strip()]
+                reason = f"mace_run_train exited with code {rc}" + (
+                    f": {last[-1].strip()[:300]}" if last else "")
+        store.transition(run_id, ("queued", "running"), status="failed", finished=time.time(),
+                         returncode=rc, reason=reason, log_tail=tail, metrics=metrics)
+
+
+def reconcile(store: RunStore) -> None:
+    """Record the end of runs whose worker is gone (the consumer was stopped or killed).
+
+    While a device's consumer lives, its worker records the end of each of its runs itself,
+    a killed training process included.
+    """
+    for rec in store.list():
+        if rec.status != "running" or pid_alive(rec.pid):
+            continue
+        if consumer_alive(store.workspace.root, rec.device):
+            continue
+        fresh = store.get(rec.id)
+        if fresh.status == "running" and not pid_alive(fresh.pid):
+            finish(store, rec.id, None, False,
+                   reason="the queue worker stopped while the run was going; the training "
+                          "process is gone")
+
+
+# ----------------------------------------------------------------------------- consumers
+def consumer_pidfile(root: Path, device: str) -> Path:
+    return queue_dir(root) / f"consumer-{device}.pid"
+
+
+def consumer_alive(root: Path, device: str) -> bool:
+    try:
+        pid = int(consumer_pidfile(root, device).read_text())
+    except (OSError, ValueError):
+        return False
+    return pid_alive(pid)
+
+
+def ensure_consumer(root: str | Path, device: str) -> None:
+    """Start the device's consumer as a detached process unless one is running."""
+    root = Path(root)
+    if consumer_alive(root, device):
+        return
+    log = open(queue_dir(root) / f"consumer-{device}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.worker", "--root",
+                             str(root), "--device", device], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    consumer_pidfile(root, device).write_text(str(proc.pid))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from huey.consumer import Consumer
+
+    parser = argparse.ArgumentParser(description="Run the workbench's training queue.")
+    parser.add_argument("--root", default=None, help="workspace folder")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = parser.parse_args(argv)
+    ws = Workspace(args.root)
+    consumer_pidfile(ws.root, args.device).write_text(str(os.getpid()))
+    reconcile(RunStore(ws))
+    h = get_huey(ws.root, args.device)
+    Consumer(h, workers=slots(args.device), worker_type="thread", periodic=False).run()
+    return 0
+
+
+if __name__ == "__main__":
+    # run the package module, not __main__, so that task names match the producer's
+    from mlipft_core.jobs import worker as _worker
+
+    raise SystemExit(_worker.main())

@@ -1,0 +1,271 @@
+"""The seven fine-tuning strategies and the from-scratch baseline, as ``mace_run_train`` options.
+
+Each strategy maps to a ``mace_run_train`` configuration (a YAML file of its options) and
+nothing else: training is mace's. Guard rails refuse settings that would train nothing or that
+mace would silently change.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MlipftError
+
+
+class StrategyError(MlipftError):
+    """Settings that a strategy refuses, with the reason."""
+
+    code = "bad_settings"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One fine-tuning strategy: what it changes, when to use it, its defaults."""
+
+    name: str
+    title: str
+    changes: str
+    when: str
+    defaults: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    multihead: bool = False
+    lora: bool = False
+    from_scratch: bool = False
+
+
+_COMMON = {"max_num_epochs": 20, "batch_size": 5, "energy_weight": 10.0, "forces_weight": 100.0,
+           "ema": True, "ema_decay": 0.99, "seed": 0}
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
+    Strategy("naive", "Naive fine-tuning",
+             "All weights of the foundation model train on the target data.",
+             "The study found it converges best for a single system; it forgets the "
+             "pretraining distribution.",
+             {**_COMMON, "lr": 1e-3},
+             {"multiheads_finetuning": False}),
+    Strategy("freeze-a", "Freeze, variant A",
+             "Embedding and all interaction blocks are frozen; products and readouts train.",
+             "Fewer trainable weights; a compromise between adaptation and retention.",
+             {**_COMMON, "lr": 3e-3},
+             {"multiheads_finetuning": False, "freeze": 5}),
+    Strategy("freeze-b", "Freeze, variant B",
+             "Everything but the readouts is frozen.",
+             "The smallest change to the model; limited adaptation.",
+             {**_COMMON, "lr": 5e-3},
+             {"multiheads_finetuning": False, "freeze": 6}),
+    Strategy("lora", "LoRA",
+             "Low-rank equivariant adapters on linear and radial layers train; the base is "
+             "frozen. The adapters are merged into a plain model when saved.",
+             "Tolerates a high learning rate; the study recommends tuning it per strategy.",
+             {**_COMMON, "lr": 1e-2, "lora_rank": 4, "lora_alpha": 1.0},
+             {"multiheads_finetuning": False}, lora=True),
+    Strategy("multihead-replay", "Multihead replay",
+             "A new head learns the target while the pt_head replays pretraining data through "
+             "a shared backbone.",
+             "The study found replay (real or pseudolabelled) the only strategy that keeps "
+             "pretraining accuracy and short-range repulsion. Needs a low learning rate.",
+             {**_COMMON, "lr": 1e-4, "num_samples_pt": 200, "subselect_pt": "random"},
+             {"multiheads_finetuning": True, "force_mh_ft_lr": True}, multihead=True),
+    Strategy("pseudolabel-replay", "Pseudolabelled replay",
+             "As multihead replay, but the replay structures are labelled by the foundation "
+             "model itself, so no original pretraining labels are needed.",
+             "Keeps robustness like replay when the pretraining labels are not at hand.",
+             {**_COMMON, "lr": 1e-4, "num_samples_pt": 200, "subselect_pt": "random"},
+             {"multiheads_finetuning": True, "force_mh_ft_lr": True,
+              "pseudolabel_replay": True}, multihead=True),
+    Strategy("replay-lora", "Replay + LoRA",
+             "Multihead replay with LoRA adapters instead of full weights.",
+             "Combines the retention of replay with the small footprint of LoRA.",
+             {**_COMMON, "lr": 1e-3, "num_samples_pt": 200, "subselect_pt": "random",
+              "lora_rank": 4, "lora_alpha": 1.0},
+             {"multiheads_finetuning": True, "force_mh_ft_lr": True}, multihead=True, lora=True),
+    Strategy("scratch", "From scratch (baseline)",
+             "A new model with the foundation model's architecture, trained on the target "
+             "data only.",
+             "The baseline every fine-tuning strategy should beat.",
+             {**_COMMON, "lr": 1e-2}, from_scratch=True),
+]}
+
+#: Settings a user may edit (besides the strategy-specific ones in the defaults).
+EDITABLE = ("lr", "max_num_epochs", "batch_size", "energy_weight", "forces_weight", "ema",
+            "ema_decay", "seed", "device", "default_dtype", "lora_rank", "lora_alpha",
+            "num_samples_pt", "subselect_pt")
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise StrategyError(f"unknown strategy {name!r}; choose from "
+                            f"{', '.join(STRATEGIES)}") from None
+
+
+@dataclass
+class RunSpec:
+    """Everything a run needs: strategy, data, E0s and hyperparameters."""
+
+    strategy: str
+    foundation_model: str          # file path of the foundation model
+    train_file: str
+    valid_file: str | None = None
+    test_file: str | None = None
+    e0s: str = "estimated"         # method name, a mace dict string or a JSON file
+    replay_file: str | None = None
+    name: str = "run"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolved_settings(spec: RunSpec) -> dict[str, Any]:
+    strat = get_strategy(spec.strategy)
+    out = dict(strat.defaults)
+    out.setdefault("device", _default_device())
+    out.setdefault("default_dtype", "float32")
+    unknown = set(spec.settings) - set(EDITABLE)
+    if unknown:
+        raise StrategyError(f"unknown settings: {', '.join(sorted(unknown))}")
+    out.update(spec.settings)
+    return out
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+def _scratch_architecture(model_path: str) -> dict[str, Any]:
+    import mace  # noqa: F401
+    import torch
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    net = torch.load(model_path, map_location="cpu", weights_only=False)
+    cfg = extract_config_mace_model(net)
+    if "error" in cfg:
+        raise StrategyError(f"cannot read the architecture of {model_path}: {cfg['error']}")
+    return {
+        "model": "ScaleShiftMACE" if type(net).__name__ == "ScaleShiftMACE" else "MACE",
+        "r_max": float(cfg["r_max"]),
+        "num_radial_basis": int(cfg["num_bessel"]),
+        "num_cutoff_basis": int(cfg["num_polynomial_cutoff"]),
+        "max_ell": int(cfg["max_ell"]),
+        "num_interactions": int(cfg["num_interactions"]),
+        "hidden_irreps": str(cfg["hidden_irreps"]),
+        "MLP_irreps": str(cfg["MLP_irreps"]),
+        "correlation": int(cfg["correlation"]),
+    }
+
+
+def build_config(spec: RunSpec, work_dir: str | Path) -> dict[str, Any]:
+    """The ``mace_run_train`` options of a run (keys are option names without ``--``).
+
+    Raises
+    ------
+    StrategyError
+        For settings that would train nothing or that mace would silently change.
+    """
+    strat = get_strategy(spec.strategy)
+    s = resolved_settings(spec)
+    if not Path(spec.train_file).is_file():
+        raise StrategyError(f"training file not found: {spec.train_file}")
+    e0s = str(spec.e0s)
+    if strat.multihead:
+        if not spec.replay_file:
+            raise StrategyError(f"{strat.title} needs a replay file (pretraining "
+                                "configurations for the pt_head); without one mace would "
+                                "silently fall back to single-head training")
+        if not Path(spec.replay_file).is_file():
+            raise StrategyError(f"replay file not found: {spec.replay_file}")
+        if e0s.lower() == "average":
+            raise StrategyError("'average' E0s cannot be used with multihead fine-tuning "
+                                "(mace refuses them); use 'estimated' or explicit values")
+    freeze = strat.options.get("freeze")
+    if freeze is not None and freeze >= 7:
+        raise StrategyError("freezing every block trains nothing")
+    if float(s["lr"]) <= 0:
+        raise StrategyError("the learning rate must be positive")
+    if int(s["max_num_epochs"]) < 1 or int(s["batch_size"]) < 1:
+        raise StrategyError("epochs and batch size must be at least 1")
+    if (strat.lora) and int(s.get("lora_rank", 0)) < 1:
+        raise StrategyError("the LoRA rank must be at least 1")
+    if s["device"] == "cuda" and _default_device() != "cuda":
+        raise StrategyError("device 'cuda' was asked for, but torch sees no GPU here")
+    cfg: dict[str, Any] = {
+        "name": spec.name,
+        "work_dir": str(work_dir),
+        "train_file": spec.train_file,
+        "E0s": e0s,
+        "lr": float(s["lr"]),
+        "max_num_epochs": int(s["max_num_epochs"]),
+        "batch_size": int(s["batch_size"]),
+        "valid_batch_size": int(s["batch_size"]),
+        "energy_weight": float(s["energy_weight"]),
+        "forces_weight": float(s["forces_weight"]),
+        "seed": int(s["seed"]),
+        "device": s["device"],
+        "default_dtype": s["default_dtype"],
+        "energy_key": "REF_energy",
+        "forces_key": "REF_forces",
+        "stress_key": "REF_stress",
+        "eval_interval": 1,
+        "error_table": "PerAtomRMSE",
+        "save_cpu": True,
+        "restart_latest": True,
+    }
+    if s.get("ema"):
+        cfg["ema"] = True
+        cfg["ema_decay"] = float(s["ema_decay"])
+    if spec.valid_file:
+        cfg["valid_file"] = spec.valid_file
+    else:
+        cfg["valid_fraction"] = 0.1
+    if spec.test_file:
+        cfg["test_file"] = spec.test_file
+    if strat.from_scratch:
+        cfg.update(_scratch_architecture(spec.foundation_model))
+        if e0s.lower() in ("foundation", "estimated"):
+            raise StrategyError(f"'{e0s}' E0s need a foundation model; for a from-scratch run "
+                                "pass the chosen E0 values explicitly")
+    else:
+        cfg["foundation_model"] = spec.foundation_model
+        cfg.update(strat.options)
+        if not strat.multihead:
+            cfg["foundation_model_elements"] = True
+    if strat.lora:
+        cfg.update(lora=True, lora_rank=int(s["lora_rank"]), lora_alpha=float(s["lora_alpha"]))
+    if strat.multihead:
+        cfg.update(pt_train_file=spec.replay_file, num_samples_pt=int(s["num_samples_pt"]),
+                   subselect_pt=s["subselect_pt"])
+    return cfg
+
+
+def config_yaml(cfg: dict[str, Any]) -> str:
+    """The configuration as the YAML file ``mace_run_train --config`` reads."""
+    import yaml
+
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def command_line(cfg: dict[str, Any], python: str | None = None) -> list[str]:
+    """The equivalent ``mace_run_train`` command line (one ``--key=value`` per option)."""
+    args = [python or sys.executable, "-m", "mace.cli.run_train"]
+    for k, v in cfg.items():
+        if v is True and k in ("ema", "save_cpu", "restart_latest"):
+            args.append(f"--{k}")
+        else:
+            args.append(f"--{k}={v}")
+    return args
+
+
+def shell_command(cfg: dict[str, Any]) -> str:
+    """A command line a user can paste into a shell."""
+    return shlex.join(["mace_run_train"] + command_line(cfg)[3:])
