@@ -142,6 +142,59 @@ def cmd_e0(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_row(rec, prog=None) -> dict[str, Any]:
+    d = {"id": rec.id, "status": rec.status, "strategy": rec.strategy, "name": rec.name,
+         "device": rec.device, "model_path": rec.model_path, "reason": rec.reason,
+         "metrics": rec.metrics, "sweep": rec.sweep}
+    if prog is not None:
+        d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
+                         "fraction": prog.fraction, "valid": prog.last_valid()}
+    return d
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .demo import demo_paths
+    from .registry import DEMO_MODEL_NAMES, get_spec, model_path
+    from .strategies import RunSpec
+
+    path = str(model_path(args.model, trusted=_trusted(args.model)))
+    replay = args.replay
+    spec = get_spec(args.model)
+    if replay is None and spec is not None and spec.name in DEMO_MODEL_NAMES:
+        replay = demo_paths()["replay_pool"]
+    settings = {k: v for k, v in {"max_num_epochs": args.epochs, "lr": args.lr,
+                                  "batch_size": args.batch_size, "seed": args.seed,
+                                  "device": args.device}.items() if v is not None}
+    run = RunSpec(strategy=args.strategy, foundation_model=path, train_file=args.train,
+                  valid_file=args.valid, test_file=args.test, e0s=args.e0,
+                  replay_file=replay, name=args.name or args.strategy, settings=settings)
+    rec = jobs.submit(run)
+    if args.wait:
+        rec = jobs.wait(rec.id)
+    row = _run_row(rec)
+    _print(args, row, f"{rec.id}: {rec.status}" + (f" -> {rec.model_path}" if rec.model_path
+                                                   else f" ({rec.reason})" if rec.reason else ""))
+    return 0 if rec.status != "failed" else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    rows = [_run_row(r, jobs.progress(r)) for r in jobs.list_runs()]
+    text = "\n".join(f"{r['id']:45s} {r['status']:9s} {r['strategy']}" for r in rows) or "no runs"
+    _print(args, rows, text)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    rec = jobs.cancel(args.run)
+    _print(args, _run_row(rec), f"{rec.id}: {rec.status}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_paths
 
@@ -192,6 +245,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--values", help="explicit E0s: JSON text or file (keys: symbols or Z)")
     p.add_argument("--isolated-file", help="extxyz with IsolatedAtom configurations")
     p.set_defaults(func=cmd_e0)
+    from .strategies import STRATEGIES
+
+    p = add("train", "queue a fine-tuning run")
+    p.add_argument("--strategy", required=True, choices=list(STRATEGIES))
+    p.add_argument("--model", required=True, help="foundation model (registry name or path)")
+    p.add_argument("--train", required=True, help="training extxyz")
+    p.add_argument("--valid", help="validation extxyz (default: 10%% of the training set)")
+    p.add_argument("--test", help="test extxyz")
+    p.add_argument("--e0", default="estimated",
+                   help="foundation | average | estimated | a saved E0 choice id | JSON or "
+                        "mace dict of values (default: estimated)")
+    p.add_argument("--replay", help="replay file for multihead strategies (default for demo "
+                                    "models: the bundled replay pool)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--name", help="run name (default: the strategy)")
+    p.add_argument("--wait", action="store_true", help="return when the run has ended")
+    p.set_defaults(func=cmd_train)
+    add("runs", "list runs with status and metrics").set_defaults(func=cmd_runs)
+    p = add("cancel", "cancel a queued or running run")
+    p.add_argument("run", help="run id")
+    p.set_defaults(func=cmd_cancel)
     p = add("demo", "the bundled demo world")
     p.add_argument("what", choices=["paths"])
     p.set_defaults(func=cmd_demo)

@@ -232,9 +232,6 @@ def build_config(spec: RunSpec, work_dir: str | Path) -> dict[str, Any]:
         cfg["test_file"] = spec.test_file
     if strat.from_scratch:
         cfg.update(_scratch_architecture(spec.foundation_model))
-        if e0s.lower() in ("foundation", "estimated"):
-            raise StrategyError(f"'{e0s}' E0s need a foundation model; for a from-scratch run "
-                                "pass the chosen E0 values explicitly")
     else:
         cfg["foundation_model"] = spec.foundation_model
         cfg.update(strat.options)

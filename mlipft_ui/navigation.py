@@ -16,6 +16,7 @@ PAGES = [
     ("pages/foundation_model.py", "Foundation model", ":material/hub:"),
     ("pages/data.py", "Data", ":material/dataset:"),
     ("pages/e0.py", "E0s", ":material/balance:"),
+    ("pages/runs.py", "Fine-tuning runs", ":material/model_training:"),
 ]
 
 

@@ -81,3 +81,17 @@ def curves(series: dict[str, np.ndarray], *, title: str, ylabel: str,
     fig.update_layout(title=title, xaxis_title="structure index", yaxis_title=ylabel,
                       height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig
+
+
+def learning_curves(curves: dict[str, list[tuple[int, float]]], *, title: str, ylabel: str,
+                    log_y: bool = True) -> go.Figure:
+    """One line per run (and head): a metric against epoch."""
+    fig = go.Figure()
+    for name, pts in curves.items():
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 name=name))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=ylabel, height=420,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig

@@ -30,20 +30,21 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def demo() -> dict:
-    paths = demo_paths()
-    for name, p in paths["models"].items():
-        assert Path(p).is_file(), f"demo model {name} missing: {p}"
-    return paths
+    return demo_paths()
 
 
 @pytest.fixture
 def strong_model(demo) -> str:
-    return demo["models"]["demo-gfn1-strong"]
+    path = demo["models"]["demo-gfn1-strong"]
+    assert Path(path).is_file(), f"demo model missing: {path}"
+    return path
 
 
 @pytest.fixture
 def weak_model(demo) -> str:
-    return demo["models"]["demo-gfn1-weak"]
+    path = demo["models"]["demo-gfn1-weak"]
+    assert Path(path).is_file(), f"demo model missing: {path}"
+    return path
 
 
 def mlipft_cmd() -> list[str]:

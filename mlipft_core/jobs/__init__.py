@@ -82,6 +82,16 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True) -> dict[str, float]:
     return e0mod.load_explicit(value)
 
 
+def _check_e0_coverage(train_file: str, e0: dict[str, float]) -> None:
+    from ..data import read_frames
+
+    present = {s for a in read_frames(train_file) for s in a.get_chemical_symbols()}
+    missing = sorted(present - set(e0))
+    if missing:
+        raise StrategyError(f"the E0s give no value for {', '.join(missing)}, which the "
+                            "training data contains")
+
+
 def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Path:
     """Copy of the foundation model whose first head carries the chosen E0s.
 
@@ -111,8 +121,12 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
 
 # ----------------------------------------------------------------------------- API
 def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
-           backend: Backend | None = None, trusted: bool = True) -> RunRecord:
-    """Validate a run, write its folder and queue it. Raises StrategyError for bad settings."""
+           backend: Backend | None = None, trusted: bool = True,
+           e0_values: dict[str, float] | None = None) -> RunRecord:
+    """Validate a run, write its folder and queue it. Raises StrategyError for bad settings.
+
+    ``e0_values`` (element -> eV) skips resolving ``spec.e0s`` again (used by sweeps).
+    """
     ws = workspace or Workspace()
     store = RunStore(ws)
     strat = get_strategy(spec.strategy)
@@ -121,7 +135,8 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     folder = store.folder(rid)
     spec = replace(spec, name=spec.name if spec.name not in ("", "run") else spec.strategy)
     build_config(spec, folder)  # validate before anything is written
-    e0 = resolve_e0s(spec, trusted=trusted)
+    e0 = e0_values if e0_values is not None else resolve_e0s(spec, trusted=trusted)
+    _check_e0_coverage(spec.train_file, e0)
     folder.mkdir(parents=True, exist_ok=True)
     run_spec = spec
     if not strat.multihead and not strat.from_scratch:
@@ -149,7 +164,14 @@ def submit_sweep(specs: list[RunSpec], **kwargs: Any) -> list[RunRecord]:
     sweep = time.strftime("sweep-%Y%m%d-%H%M%S")
     for s in specs:  # refuse the whole sweep before queuing any of it
         build_config(s, Path("/tmp"))
-    return [submit(s, sweep=sweep, **kwargs) for s in specs]
+    e0_cache: dict[tuple[str, str, str], dict[str, float]] = {}
+    out = []
+    for s in specs:
+        key = (s.foundation_model, s.train_file, str(s.e0s))
+        if key not in e0_cache:
+            e0_cache[key] = resolve_e0s(s, trusted=kwargs.get("trusted", True))
+        out.append(submit(s, sweep=sweep, e0_values=e0_cache[key], **kwargs))
+    return out
 
 
 def list_runs(workspace: Workspace | None = None, backend: Backend | None = None
