@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -195,6 +196,38 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, resolve_models
+    from .registry import model_path
+
+    refs = resolve_models(args.models)
+    foundation = (str(model_path(args.foundation, trusted=_trusted(args.foundation)))
+                  if args.foundation else None)
+    rows, _ = compare(refs, args.target, args.pretrain, foundation=foundation)
+    payload = [r.to_dict() for r in rows]
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
+    text = "\n".join(f"{r.name[:30]:30s} {r.head:10s} E {f(r.target_energy_rmse_mev_per_atom):>9s} "
+                     f"F {f(r.target_forces_rmse_mev_per_a):>8s}  pretrain F "
+                     f"{f(r.pretrain_forces_rmse_mev_per_a):>8s}  ratio "
+                     f"{'n/a' if r.forgetting_ratio is None else f'{r.forgetting_ratio:.2f}'}"
+                     for r in rows)
+    _print(args, payload, text)
+    return 0
+
+
+def cmd_dimer(args: argparse.Namespace) -> int:
+    from .probes import dimer_curve
+
+    curve = dimer_curve(args.model, args.pair, head=args.head, trusted=_trusted(args.model))
+    payload = {"model": args.model, "pair": args.pair, "head": args.head, **curve}
+    text = "\n".join(f"{d:6.3f} {e:12.5f}" for d, e in zip(curve["distances"], curve["energies"]))
+    _print(args, payload, text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_paths
 
@@ -270,6 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cancel", "cancel a queued or running run")
     p.add_argument("run", help="run id")
     p.set_defaults(func=cmd_cancel)
+    p = add("compare", "target accuracy and forgetting of runs and models side by side")
+    p.add_argument("models", nargs="+", help="run ids or models (registry names or paths)")
+    p.add_argument("--target", required=True, help="target test extxyz")
+    p.add_argument("--pretrain", help="held-out pretraining test extxyz (for forgetting)")
+    p.add_argument("--foundation", help="reference model of the forgetting ratio (default: "
+                                        "the foundation model of the first run)")
+    p.set_defaults(func=cmd_compare)
+    p = add("dimer", "energy of an A-B dimer against distance")
+    p.add_argument("model", help="registry name or .model path")
+    p.add_argument("--pair", required=True, help="element pair, e.g. C-H")
+    p.add_argument("--head", help="model head (default: the first)")
+    p.set_defaults(func=cmd_dimer)
     p = add("demo", "the bundled demo world")
     p.add_argument("what", choices=["paths"])
     p.set_defaults(func=cmd_demo)
@@ -301,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. piped into head
         return 0
+    except Exception as exc:  # anything unforeseen: still one line, details on request
+        if os.environ.get("MLIPFT_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (set MLIPFT_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -450,6 +450,8 @@ def make_split(dataset: Dataset, workspace: Workspace, fractions: dict[str, floa
     and listed in ``excluded``. Raises :class:`DataError` when nothing usable remains.
     """
     fractions = fractions or {"train": 0.8, "valid": 0.1, "test": 0.1}
+    if fractions.get("train", 0) <= 0:
+        raise DataError("the training fraction must be above 0", code="bad_split")
     findings = validate(dataset.frames, dataset.keys)
     if dataset.keys.energy is None:
         raise DataError("cannot split: no energy label (see validation)", code="missing_energy")

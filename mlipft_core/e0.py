@@ -204,26 +204,44 @@ def _model_e0s(net, head: str, symbols: Sequence[str]) -> dict[str, float]:
 
 
 def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, float]:
-    """Explicit E0s from a dict (keys: symbols or Z) or a JSON file / JSON text."""
+    """Explicit E0s from a dict (keys: symbols or Z), JSON text or a JSON file."""
     if isinstance(values, (str, Path)):
-        text = str(values)
-        p = Path(text).expanduser()
+        text = str(values).strip()
         try:
-            raw = json.loads(p.read_text()) if p.is_file() else json.loads(text)
+            raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise E0Error(f"explicit E0s are not valid JSON: {exc}") from exc
+            try:
+                p = Path(text).expanduser()
+                is_file = p.is_file()
+            except OSError:
+                is_file = False
+            if not is_file:
+                raise E0Error(f"explicit E0s are neither valid JSON nor a file: {exc}") from exc
+            try:
+                raw = json.loads(p.read_text())
+            except json.JSONDecodeError as exc2:
+                raise E0Error(f"{p} is not valid JSON: {exc2}") from exc2
     else:
-        raw = dict(values)
+        raw = values
+    if not isinstance(raw, Mapping):
+        raise E0Error("explicit E0s must be a mapping of element (symbol or Z) to energy in eV")
     out = {}
     for k, v in raw.items():
         key = str(k).strip()
-        sym = chemical_symbols[int(key)] if key.isdigit() else key
-        if sym not in atomic_numbers:
+        if key.isdigit():
+            if not 1 <= int(key) < len(chemical_symbols):
+                raise E0Error(f"explicit E0s: {k!r} is not an atomic number")
+            sym = chemical_symbols[int(key)]
+        else:
+            sym = key
+        if sym not in atomic_numbers or sym == "X":
             raise E0Error(f"explicit E0s: {k!r} is not an element")
         try:
             out[sym] = float(v)
         except (TypeError, ValueError) as exc:
             raise E0Error(f"explicit E0s: value for {sym} is not a number: {v!r}") from exc
+        if not np.isfinite(out[sym]):
+            raise E0Error(f"explicit E0s: value for {sym} is not finite")
     return out
 
 
@@ -358,12 +376,20 @@ def compute(inputs: E0Inputs, method: str,
 
 
 def compute_all(inputs: E0Inputs, explicit=None) -> dict[str, E0Result]:
-    """Every method that applies to the inputs (errors are skipped)."""
+    """Every method that applies to the inputs.
+
+    Methods without their inputs (no model, no isolated atoms, no explicit values) are
+    skipped; explicit values that were given but are wrong raise :class:`E0Error`.
+    """
     out = {}
     for m in METHODS:
+        if m == "explicit" and explicit is None:
+            continue
         try:
             out[m] = compute(inputs, m, explicit=explicit)
         except E0Error:
+            if m == "explicit":
+                raise
             continue
     return out
 

@@ -6,6 +6,7 @@ ASE calculator call per structure; the device is CUDA when available, else CPU.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +19,9 @@ from .errors import DataError
 from .registry import check_head, load_model
 
 ProgressFn = Callable[[int, int], None]
+#: torch's default dtype is process-wide: predictions of different models (e.g. from two
+#: browser sessions) must not interleave while it is switched.
+_DTYPE_LOCK = threading.RLock()
 
 
 def default_device() -> str:
@@ -94,6 +98,19 @@ class EvaluationResult:
         return out
 
 
+def reference_labels(frames: Sequence[Atoms], keys: LabelKeys
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reference energies (NaN where missing) and stacked forces (None unless all present)."""
+    ref_e = np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None else float(v)
+                      for a in frames])
+    ref_f = None
+    if keys.forces is not None:
+        parts = [get_label(a, keys.forces, "forces") for a in frames]
+        if all(p is not None and np.shape(p) == (len(a), 3) for p, a in zip(parts, frames)):
+            ref_f = np.concatenate([np.asarray(p, dtype=float) for p in parts])
+    return ref_e, ref_f
+
+
 def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size: int = 16,
             device: str | None = None, progress: ProgressFn | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +122,7 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size
     device = device or default_device()
     head = check_head(net, head)
     dtype = next(net.parameters()).dtype
+    _DTYPE_LOCK.acquire()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -138,6 +156,7 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size
                 progress(done, len(dataset))
     finally:
         torch.set_default_dtype(previous)
+        _DTYPE_LOCK.release()
     return (np.concatenate(energies).astype(float),
             np.concatenate(forces).astype(float) if forces else np.zeros((0, 3)))
 
@@ -168,13 +187,7 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
     pred_e, pred_f = predict(net, frames, head=head, batch_size=batch_size, device=device,
                              progress=progress)
     n_atoms = np.array([len(a) for a in frames])
-    ref_e = np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None else float(v)
-                      for a in frames])
-    ref_f = None
-    if keys.forces is not None:
-        parts = [get_label(a, keys.forces, "forces") for a in frames]
-        if all(p is not None and np.shape(p) == (len(a), 3) for p, a in zip(parts, frames)):
-            ref_f = np.concatenate([np.asarray(p, dtype=float) for p in parts])
+    ref_e, ref_f = reference_labels(frames, keys)
     metrics = compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f)
     return EvaluationResult(
         model=str(model), head=head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
@@ -185,3 +198,44 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
 
 __all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
            "evaluate_model", "predict"]
+
+
+def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
+                    workspace=None, trusted: bool = False, batch_size: int = 16,
+                    progress: ProgressFn | None = None) -> EvaluationResult:
+    """:func:`evaluate_model` with predictions cached in the workspace.
+
+    The cache key is the SHA-256 of the model file, the head and the SHA-256 of the data file,
+    so a second look costs nothing and a changed file is never served stale.
+    """
+    from .registry import check_head, load_model, model_path
+    from .workspace import Workspace, atomic_write_bytes, file_sha256
+
+    import io
+    import json
+
+    ws = workspace or Workspace()
+    mpath = model_path(model, trusted=trusted)
+    frames = read_frames(data)
+    keys = detect_keys(frames)
+    key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(Path(data))[:20]}"
+    cache = ws.cache / "predictions" / f"{key}.npz"
+    n_atoms = np.array([len(a) for a in frames])
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        pred_e, pred_f, used_head = z["pred_energy"], z["pred_forces"], str(z["head"])
+    else:
+        net = load_model(mpath, trusted=True)
+        used_head = check_head(net, head)
+        pred_e, pred_f = predict(net, frames, head=used_head, batch_size=batch_size,
+                                 progress=progress)
+        buf = io.BytesIO()
+        np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
+                 meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})))
+        atomic_write_bytes(cache, buf.getvalue())
+    ref_e, ref_f = reference_labels(frames, keys)
+    return EvaluationResult(
+        model=str(model), head=used_head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
+        ref_forces=ref_f, pred_forces=pred_f,
+        config_types=[str(a.info.get("config_type", "Default")) for a in frames],
+        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f))

@@ -134,7 +134,7 @@ def get_spec(name: str) -> ModelSpec | None:
 
 
 def local_spec(path: str | Path) -> ModelSpec:
-    p = Path(path).expanduser()
+    p = Path(path).expanduser().resolve()
     return ModelSpec(name=str(p), display_name=p.name, source="local", path=str(p),
                      file_size_mb=round(p.stat().st_size / 1e6, 2) if p.exists() else None,
                      notes="local model file (a pickle: load only files you trust)")

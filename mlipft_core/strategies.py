@@ -191,8 +191,24 @@ def build_config(spec: RunSpec, work_dir: str | Path) -> dict[str, Any]:
     freeze = strat.options.get("freeze")
     if freeze is not None and freeze >= 7:
         raise StrategyError("freezing every block trains nothing")
-    if float(s["lr"]) <= 0:
-        raise StrategyError("the learning rate must be positive")
+    import math
+
+    def positive(key: str, allow_zero: bool = False) -> None:
+        bound = ">= 0" if allow_zero else "> 0"
+        try:
+            v = float(s[key])
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            raise StrategyError(f"{key} must be a finite number {bound}, not {s[key]!r}")
+
+    positive("lr")
+    positive("energy_weight", allow_zero=True)
+    positive("forces_weight", allow_zero=True)
+    if strat.lora:
+        positive("lora_alpha")
+    if strat.multihead and int(s.get("num_samples_pt") or 0) < 1:
+        raise StrategyError("the number of replay samples must be at least 1")
     if int(s["max_num_epochs"]) < 1 or int(s["batch_size"]) < 1:
         raise StrategyError("epochs and batch size must be at least 1")
     if (strat.lora) and int(s.get("lora_rank", 0)) < 1:

@@ -31,7 +31,7 @@ SUBDIRS = ("uploads", "splits", "runs", "cache", "models")
 def default_root() -> Path:
     """The workspace root: ``$MLIPFT_WORKSPACE`` or ``~/mlipft-workspace``."""
     env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / "mlipft-workspace"
+    return (Path(env).expanduser() if env else Path.home() / "mlipft-workspace").resolve()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -90,7 +90,7 @@ class Workspace:
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = Path(root).expanduser().resolve() if root is not None else default_root()
         for sub in SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -130,14 +130,21 @@ class Workspace:
         return self.selections().get(key, default)
 
     def set(self, **values: Any) -> dict[str, Any]:
-        """Update selections atomically; a value of ``None`` removes the key."""
-        state = self.selections()
-        for k, v in values.items():
-            if v is None:
-                state.pop(k, None)
-            else:
-                state[k] = v
-        atomic_write_json(self.state_file, state)
+        """Update selections (locked read-modify-write, atomic file replace).
+
+        A value of ``None`` removes the key.
+        """
+        import fcntl
+
+        with open(self.root / ".state.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self.selections()
+            for k, v in values.items():
+                if v is None:
+                    state.pop(k, None)
+                else:
+                    state[k] = v
+            atomic_write_json(self.state_file, state)
         return state
 
     # -- uploads -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ PAGES = [
     ("pages/data.py", "Data", ":material/dataset:"),
     ("pages/e0.py", "E0s", ":material/balance:"),
     ("pages/runs.py", "Fine-tuning runs", ":material/model_training:"),
+    ("pages/compare.py", "Compare", ":material/compare:"),
 ]
 
 

@@ -95,3 +95,71 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], *, title: str, y
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], *, unit: str,
+                quantity: str, overlay: bool = False, max_points: int = 5000) -> go.Figure:
+    """Parity of several models: one panel each with shared axes (or all overlaid).
+
+    ``panels``: name -> (reference, prediction, RMSE in meV units for the title).
+    """
+    from plotly.subplots import make_subplots
+
+    allv = np.concatenate([np.concatenate([r, p]) for r, p, _ in panels.values()]) if panels else np.zeros(1)
+    allv = allv[np.isfinite(allv)]
+    lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
+    pad = 0.03 * (hi - lo or 1.0)
+    lo, hi = lo - pad, hi + pad
+    names = list(panels)
+    if overlay:
+        fig = go.Figure()
+        for name in names:
+            r, p, rmse = panels[name]
+            idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
+            fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers", marker={"size": 4},
+                                       name=f"{name} ({rmse:.1f})" if rmse is not None else name))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
+                                 line={"color": "gray", "dash": "dash"}))
+        fig.update_layout(title=f"{quantity} parity", xaxis_title=f"reference ({unit})",
+                          yaxis_title=f"predicted ({unit})", height=480)
+        return fig
+    cols = min(4, max(1, len(names)))
+    rows = int(np.ceil(len(names) / cols)) or 1
+    titles = [f"{n}<br>RMSE {panels[n][2]:.1f}" if panels[n][2] is not None else n for n in names]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes="all",
+                        shared_yaxes="all", horizontal_spacing=0.04, vertical_spacing=0.12)
+    for i, name in enumerate(names):
+        r, p, _ = panels[name]
+        idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers", marker={"size": 3},
+                                   showlegend=False), row=row, col=col)
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
+                                 line={"color": "gray", "dash": "dash"}), row=row, col=col)
+    fig.update_layout(title=f"{quantity} parity ({unit})", height=300 * rows + 80,
+                      margin={"l": 50, "r": 20, "t": 90, "b": 40})
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def labelled_scatter(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *,
+                     title: str, xlabel: str, ylabel: str, log: bool = True) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers+text", text=list(labels),
+                               textposition="top center", marker={"size": 10}))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=480)
+    if log:
+        fig.update_xaxes(type="log")
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def xy_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
+             xlabel: str, ylabel: str, y_range: tuple[float, float] | None = None) -> go.Figure:
+    fig = go.Figure()
+    for name, (x, y) in series.items():
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name,
+                                 marker={"size": 4}))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=420)
+    if y_range:
+        fig.update_yaxes(range=list(y_range))
+    return fig

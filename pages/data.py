@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mlipft_core.data import (Dataset, detect_keys, has_errors, make_split,
+from mlipft_core.data import (Dataset, detect_keys, make_split,
                               register_files_as_split, summarize, validate)
 from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
 from mlipft_core.errors import MlipftError
@@ -44,7 +44,8 @@ if kind == "Bundled demo":
     else:
         path = str(sample_data_dir() / DEMO_DATASETS[choice.split(":")[0]][0])
 elif kind == "File path":
-    path = st.text_input("Path of an extxyz file", value=state.get("dataset") or "") or None
+    typed = st.text_input("Path of an extxyz file", value=state.get("dataset") or "").strip()
+    path = str(Path(typed).expanduser().resolve()) if typed else None
     label = Path(path).name if path else ""
 else:
     up = st.file_uploader("Upload an extxyz file", type=["xyz", "extxyz"])
@@ -61,7 +62,7 @@ except MlipftError as exc:
     st.error(f"**{exc.code}**: {exc}")
     st.stop()
 if path != state.get("dataset"):
-    state.select(dataset=path, dataset_label=label, split_id=None, keys=None)
+    state.select(dataset=path, dataset_label=label, split_id=None, keys=None, e0_choice=None)
 
 # ----------------------------------------------------------------- 2. label keys
 st.subheader("Label keys")
@@ -77,7 +78,7 @@ for col, q in zip(cols, ("energy", "forces", "stress")):
                          key=f"key_{q}", help="Detected automatically; override if wrong.")
     chosen[q] = None if pick == "(none)" else pick
 if chosen != saved_keys:
-    state.select(keys=chosen)
+    state.select(keys=chosen, split_id=None, e0_choice=None)
 keys = detect_keys(frames, **{k: v for k, v in chosen.items() if v})
 keys.energy, keys.forces, keys.stress = chosen["energy"], chosen["forces"], chosen["stress"]
 dataset = Dataset(Path(path), frames, keys)
@@ -85,7 +86,13 @@ dataset = Dataset(Path(path), frames, keys)
 # ----------------------------------------------------------------- 3. validation
 st.subheader("Checks")
 model_path = state.selected_model_path()
-model_elements = state.inspect_selected(model_path)["elements"] if model_path else None
+model_elements = None
+if model_path:
+    try:
+        model_elements = state.inspect_selected(model_path)["elements"]
+    except MlipftError as exc:
+        st.error(f"The chosen model cannot be read: {exc}")
+        model_path = None
 findings = validate(frames, keys, model_elements)
 if model_elements is None:
     st.caption("Choose a foundation model to check element coverage too.")
@@ -130,7 +137,10 @@ else:
     f_valid = c[1].number_input("valid", 0.0, 1.0, 0.1, 0.05)
     f_test = c[2].number_input("test", 0.0, 1.0, 0.1, 0.05)
     seed = int(c[3].number_input("seed", 0, 2**31 - 1, 0))
-    if st.button("Save split", disabled=has_errors([f for f in findings if f.code != "elements_not_covered"])):
+    dropped = {i for f in findings if f.indices and f.severity == "error" for i in f.indices}
+    if dropped:
+        st.caption(f"{len(dropped)} configuration(s) with errors will be left out of the split.")
+    if st.button("Save split", disabled=keys.energy is None or len(frames) - len(dropped) < 2):
         try:
             split = make_split(dataset, ws, {"train": f_train, "valid": f_valid, "test": f_test}, seed)
         except MlipftError as exc:
@@ -144,7 +154,7 @@ else:
             split = None
 if split is not None:
     if state.get("split_id") != split.id:
-        state.select(split_id=split.id)
+        state.select(split_id=split.id, e0_choice=None)
     st.success(f"Split **{split.id}**: " + ", ".join(f"{k} {v}" for k, v in split.counts.items())
                + (f" (left out: {sum(len(v) for v in split.excluded.values())})"
                   if split.excluded else ""))
@@ -169,7 +179,11 @@ parts = {"whole file": path}
 if split is not None:
     parts = {p: str(split.file(p)) for p in split.counts if split.counts[p]} | parts
 target = st.selectbox("Evaluate on", list(parts), index=list(parts).index("test") if "test" in parts else 0)
-heads = state.inspect_selected(model_path)["heads"]
+try:
+    heads = state.inspect_selected(model_path)["heads"]
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
 head = st.selectbox("Head", heads) if len(heads) > 1 else heads[0]
 run_key = f"zeroshot::{model_path}::{parts[target]}::{head}::{keys.energy}::{keys.forces}"
 if st.button("Evaluate", type="primary"):
@@ -186,21 +200,27 @@ if st.button("Evaluate", type="primary"):
 res = st.session_state.get(run_key)
 if res is not None:
     m = res.metrics
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
     c = st.columns(4)
-    c[0].metric("E RMSE (meV/atom)", f"{m.energy_rmse_mev_per_atom:.1f}" if m.energy_rmse_mev_per_atom is not None else "n/a")
-    c[1].metric("E MAE (meV/atom)", f"{m.energy_mae_mev_per_atom:.1f}" if m.energy_mae_mev_per_atom is not None else "n/a")
-    c[2].metric("F RMSE (meV/Å)", f"{m.forces_rmse_mev_per_a:.1f}" if m.forces_rmse_mev_per_a is not None else "n/a")
-    c[3].metric("F MAE (meV/Å)", f"{m.forces_mae_mev_per_a:.1f}" if m.forces_mae_mev_per_a is not None else "n/a")
+    c[0].metric("E RMSE (meV/atom)", fmt(m.energy_rmse_mev_per_atom))
+    c[1].metric("E MAE (meV/atom)", fmt(m.energy_mae_mev_per_atom))
+    c[2].metric("F RMSE (meV/Å)", fmt(m.forces_rmse_mev_per_a))
+    c[3].metric("F MAE (meV/Å)", fmt(m.forces_mae_mev_per_a))
     left, right = st.columns(2)
-    left.plotly_chart(plots.parity(res.ref_energy_per_atom, res.pred_energy_per_atom,
-                                   title=f"Energy per atom · RMSE {m.energy_rmse_mev_per_atom:.1f} meV/atom",
-                                   unit="eV/atom", labels=res.config_types),
-                      config=plots.export_config("parity_energy"))
+    if m.energy_rmse_mev_per_atom is not None:
+        ok = np.isfinite(res.ref_energy)
+        left.plotly_chart(plots.parity(res.ref_energy_per_atom[ok], res.pred_energy_per_atom[ok],
+                                       title=f"Energy per atom · RMSE {fmt(m.energy_rmse_mev_per_atom)} meV/atom",
+                                       unit="eV/atom",
+                                       labels=[t for t, k in zip(res.config_types, ok) if k]),
+                          config=plots.export_config("parity_energy"))
     if res.ref_forces is not None:
         right.plotly_chart(plots.parity(res.ref_forces.ravel(), res.pred_forces.ravel(),
-                                        title=f"Force components · RMSE {m.forces_rmse_mev_per_a:.1f} meV/Å",
+                                        title=f"Force components · RMSE {fmt(m.forces_rmse_mev_per_a)} meV/Å",
                                         unit="eV/Å"), config=plots.export_config("parity_forces"))
-    offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom)
+    offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
     if abs(offset) > 0.1:
         st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average: "
                    "different levels of theory. Re-estimated E0s absorb such offsets.")

@@ -30,7 +30,11 @@ except MlipftError as exc:
     st.error(str(exc))
     st.stop()
 train_file = str(split.file("train"))
-info = state.inspect_selected(model_path)
+try:
+    info = state.inspect_selected(model_path)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
 head = st.selectbox("Head", info["heads"]) if len(info["heads"]) > 1 else info["heads"][0]
 demo = demo_paths()
 default_iso = demo["sn2_isolated_atoms"] if str(Path(train_file).resolve()) == str(

@@ -58,8 +58,9 @@ if st.button("Use this model", type="primary", disabled=not chosen):
         else:
             with st.spinner(f"Fetching {spec.display_name}…"):
                 fetch(spec)
-            state.select(model=spec.name, model_label=spec.display_name,
-                         model_trusted=spec.source == "local")
+            if spec.name != state.get("model"):
+                state.select(model=spec.name, model_label=spec.display_name,
+                             model_trusted=spec.source == "local", e0_choice=None)
             st.rerun()
     except MlipftError as exc:
         st.error(str(exc))

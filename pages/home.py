@@ -28,8 +28,9 @@ steps = [
     ("2. Load your data", "extxyz from the bundled demo, a path or an upload. Label keys are "
      "detected, problems are flagged, a seeded train/valid/test split is saved, and the "
      "zero-shot errors of the model show where you start from.", "pages/data.py"),
-    ("3. Then", "Fit E0s, launch fine-tuning runs, compare parity, learning curves, "
-     "forgetting and MD side by side (coming pages).", None),
+    ("3. E0s, runs, comparison", "Fit atomic reference energies by every method, launch "
+     "the seven strategies and the from-scratch baseline on a queue, then compare target "
+     "accuracy, forgetting and short-range repulsion side by side.", "pages/e0.py"),
 ]
 for col, (head, text, page) in zip(cols, steps):
     with col, st.container(border=True):

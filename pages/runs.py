@@ -40,20 +40,27 @@ if ready:
     st.markdown(f"Model **{state.get('model_label') or state.get('model')}** · split "
                 f"**{split.id}** ({', '.join(f'{k} {v}' for k, v in split.counts.items())}) · "
                 f"E0s: {e0_label}")
+    picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
+                            format_func=lambda n: STRATEGIES[n].title)
     with st.form("launch"):
-        picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
-                                format_func=lambda n: STRATEGIES[n].title)
-        c = st.columns(4)
+        per = pd.DataFrame([{"strategy": n, "lr": STRATEGIES[n].defaults["lr"],
+                             "lora_rank": STRATEGIES[n].defaults.get("lora_rank"),
+                             "lora_alpha": STRATEGIES[n].defaults.get("lora_alpha"),
+                             "replay samples": STRATEGIES[n].defaults.get("num_samples_pt")}
+                            for n in picked])
+        per = st.data_editor(per, hide_index=True, disabled=["strategy"], key="per_strategy")
+        c = st.columns(5)
         epochs = c[0].number_input("Epochs", 1, 10000, 20)
         batch = c[1].number_input("Batch size", 1, 1024, 5)
         seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
         device = c[3].selectbox("Device", ["auto", "cpu", "cuda"])
+        dtype = c[4].selectbox("Precision", ["float32", "float64"])
         c = st.columns(3)
         e_weight = c[0].number_input("Energy weight", 0.0, 1e6, 10.0)
         f_weight = c[1].number_input("Forces weight", 0.0, 1e6, 100.0)
         ema = c[2].checkbox("EMA", value=True)
-        lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: each "
-                                 "strategy's default)", "")
+        lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: the "
+                                 "table's value for each strategy)", "")
         seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
         replay_default = demo_paths()["replay_pool"] if state.get("model") in DEMO_MODEL_NAMES else ""
         replay = st.text_input("Replay file for multihead strategies (pretraining "
@@ -71,16 +78,33 @@ if ready:
             st.error("Learning rates and seeds must be numbers separated by commas.")
             st.stop()
         specs = []
-        for name in picked:
+        try:
+            rows_in = per.to_dict("records")
+            for row in rows_in:
+                float(row["lr"])
+                if STRATEGIES[row["strategy"]].lora:
+                    int(row["lora_rank"]), float(row["lora_alpha"])
+                if STRATEGIES[row["strategy"]].multihead:
+                    int(row["replay samples"])
+        except (TypeError, ValueError):
+            st.error("Every cell of the strategy table needs a number (learning rate, LoRA rank "
+                     "and alpha, replay samples).")
+            st.stop()
+        for row in rows_in:
+            name = row["strategy"]
             for lr in lrs:
                 for sd in seed_list:
                     settings = {"max_num_epochs": int(epochs), "batch_size": int(batch),
-                                "seed": sd, "energy_weight": e_weight,
-                                "forces_weight": f_weight, "ema": ema}
+                                "seed": sd, "energy_weight": e_weight, "default_dtype": dtype,
+                                "forces_weight": f_weight, "ema": ema,
+                                "lr": float(lr if lr is not None else row["lr"])}
+                    if STRATEGIES[name].lora:
+                        settings.update(lora_rank=int(row["lora_rank"]),
+                                        lora_alpha=float(row["lora_alpha"]))
+                    if STRATEGIES[name].multihead:
+                        settings["num_samples_pt"] = int(row["replay samples"])
                     if device != "auto":
                         settings["device"] = device
-                    if lr is not None:
-                        settings["lr"] = lr
                     tag = f"{name}" + (f"-lr{lr:g}" if lr else "") + (f"-s{sd}" if len(seed_list) > 1 else "")
                     specs.append(RunSpec(
                         strategy=name, foundation_model=model_path,
@@ -145,15 +169,22 @@ records = jobs.list_runs(ws)
 if records:
     st.subheader("Actions")
     rid = st.selectbox("Run", [r.id for r in reversed(records)])
-    rec = jobs.get_run(rid, ws)
+    try:
+        rec = jobs.get_run(rid, ws)
+    except MlipftError as exc:  # deleted from another tab meanwhile
+        st.warning(str(exc))
+        st.stop()
     folder = ws.runs / rid
     c = st.columns(4)
-    if c[0].button("Cancel", disabled=rec.status not in ("queued", "running")):
-        jobs.cancel(rid, ws)
-        st.rerun()
-    if c[1].button("Delete", disabled=rec.status not in ("done", "failed", "cancelled")):
-        jobs.delete(rid, ws)
-        st.rerun()
+    try:
+        if c[0].button("Cancel", disabled=rec.status not in ("queued", "running")):
+            jobs.cancel(rid, ws)
+            st.rerun()
+        if c[1].button("Delete", disabled=rec.status not in ("done", "failed", "cancelled")):
+            jobs.delete(rid, ws)
+            st.rerun()
+    except MlipftError as exc:
+        st.error(str(exc))
     if rec.model_path and Path(rec.model_path).is_file():
         c[2].download_button("Download model", Path(rec.model_path).read_bytes(),
                              f"{rec.name}.model")

@@ -111,3 +111,41 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
     assert any("--E0s=" in c.value for c in at.code)
     button(at, "Save as the E0 choice for runs").click().run()
     assert ws.get("e0_choice", "").startswith("estimated-")
+
+
+def test_runs_page_launches_and_lists_runs(demo, tmp_path):
+    import os
+    import signal
+
+    from ase.io import read, write
+
+    from mlipft_core import jobs
+    from mlipft_core.data import register_files_as_split
+    from mlipft_core.jobs import worker
+
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
+    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
+                                         "valid": tmp_path / "valid.xyz"}, "tiny")
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
+    at = app("pages/runs.py")
+    assert not at.exception
+    at.multiselect[0].set_value(["freeze-b", "lora"]).run()
+    at.number_input[0].set_value(1)
+    button(at, "Launch").click().run()
+    assert not at.exception, at.exception
+    assert any("Queued 2 run(s)" in s.value for s in at.success)
+    try:
+        recs = jobs.list_runs(ws)
+        assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
+        for r in recs:
+            assert jobs.wait(r.id, timeout=600).status == "done"
+        at.run()
+        table = at.dataframe[-1].value
+        assert set(table["status"]) == {"done"} and "E RMSE Default (meV/atom)" in table
+    finally:
+        try:
+            os.killpg(int(worker.consumer_pidfile(ws.root, "cpu").read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass

@@ -88,7 +88,7 @@ def test_foundation_isolated_and_explicit():
     assert ex.e0 == TRUE
     with pytest.raises(E0Error, match="miss O"):
         compute(inp, "explicit", explicit='{"H": -13.6, "C": -1029.0}')
-    with pytest.raises(E0Error, match="not valid JSON"):
+    with pytest.raises(E0Error, match="neither valid JSON nor a file"):
         compute(inp, "explicit", explicit="{H: oops")
 
 
@@ -182,3 +182,16 @@ def test_choice_saved_and_cli(tmp_path, demo):
                                          "--method", "isolated", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "IsolatedAtom" in bad.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("[1, 2]", "must be a mapping"), ('{"200": 1}', "not an atomic number"),
+    ('{"0": 1}', "not an atomic number"), ('{"Xx": 1}', "not an element"),
+    ('{"H": "a lot"}', "not a number"), ('{"H": NaN}', "not finite"),
+    ("{" + ", ".join(f'"{e}": -1.0' for e in ["H", "He", "Li", "Be", "B", "C", "N", "O", "F",
+                                               "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl",
+                                               "Ar", "K", "Ca", "Sc", "Ti", "V"]) + ", oops", "neither"),
+])
+def test_explicit_values_are_checked(bad, message):
+    with pytest.raises(E0Error, match=message):
+        e0mod.load_explicit(bad)

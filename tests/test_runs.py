@@ -143,9 +143,16 @@ def test_bad_settings_are_refused(tiny, weak_model):
                              e0s="average", replay_file=str(tiny / "replay.xyz")), tiny)
     with pytest.raises(StrategyError, match="unknown strategy"):
         build_config(RunSpec("freeze-everything", weak_model, str(tiny / "train.xyz")), tiny)
-    with pytest.raises(StrategyError, match="positive"):
+    with pytest.raises(StrategyError, match="lr must be a finite number > 0"):
         build_config(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
                              settings={"lr": 0}), tiny)
+    with pytest.raises(StrategyError, match="lr must be a finite number > 0"):
+        build_config(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
+                             settings={"lr": float("nan")}), tiny)
+    with pytest.raises(StrategyError, match="replay samples"):
+        build_config(RunSpec("multihead-replay", weak_model, str(tiny / "train.xyz"),
+                             replay_file=str(tiny / "replay.xyz"),
+                             settings={"num_samples_pt": 0}), tiny)
     with pytest.raises(StrategyError, match="no GPU"):
         build_config(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
                              settings={"device": "cuda"}), tiny)

@@ -9,6 +9,7 @@ backend can take its place.
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,13 +49,15 @@ class LocalBackend:
 
     def reconcile(self, store: RunStore) -> None:
         worker.reconcile(store)
+        worker.ensure_consumers_for(store)
 
 
 DEFAULT_BACKEND: Backend = LocalBackend()
 
 
 # ----------------------------------------------------------------------------- E0s
-def resolve_e0s(spec: RunSpec, *, trusted: bool = True) -> dict[str, float]:
+def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
+                workspace: Workspace | None = None) -> dict[str, float]:
     """Explicit E0 values (element -> eV) for a run's training data.
 
     ``spec.e0s`` may be a method name (``foundation``, ``average``, ``estimated``), a saved E0
@@ -63,10 +66,17 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True) -> dict[str, float]:
     from .. import e0 as e0mod
 
     value = str(spec.e0s).strip()
-    ws = Workspace()
+    ws = workspace or Workspace()
     saved = e0mod.load_choice(ws, value) if value and not value.startswith("{") else None
     if saved is not None:
+        data = saved.get("data")
+        if data and Path(data).resolve() != Path(spec.train_file).resolve():
+            raise StrategyError(f"the saved E0 choice {value} was fitted on {data}, not on "
+                                f"{spec.train_file}: fit E0s for this training set first")
         return {k: float(v) for k, v in saved["e0"].items()}
+    if value == "isolated":
+        raise StrategyError("isolated-atom E0s: fit them on the E0 page (with an isolated-atom "
+                            "file) and use the saved choice, or give the values explicitly")
     if value in ("foundation", "average", "estimated"):
         model = None if value == "average" else spec.foundation_model
         inputs = e0mod.prepare(spec.train_file, model, trusted=trusted)
@@ -80,6 +90,16 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True) -> dict[str, float]:
             raise StrategyError(f"E0s {value!r} are not a valid dict") from exc
         return e0mod.load_explicit(raw)
     return e0mod.load_explicit(value)
+
+
+def _absolute(spec: RunSpec) -> RunSpec:
+    """Absolute file paths: mace runs inside the run folder, not where the user typed them."""
+    def fix(p: str | None) -> str | None:
+        return None if not p else str(Path(p).expanduser().resolve())
+
+    return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
+                   valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
+                   replay_file=fix(spec.replay_file))
 
 
 def _check_e0_coverage(train_file: str, e0: dict[str, float]) -> None:
@@ -130,12 +150,13 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     ws = workspace or Workspace()
     store = RunStore(ws)
     strat = get_strategy(spec.strategy)
+    spec = _absolute(spec)
     settings = resolved_settings(spec)
     rid = store.new_id(spec.strategy)
     folder = store.folder(rid)
     spec = replace(spec, name=spec.name if spec.name not in ("", "run") else spec.strategy)
     build_config(spec, folder)  # validate before anything is written
-    e0 = e0_values if e0_values is not None else resolve_e0s(spec, trusted=trusted)
+    e0 = e0_values if e0_values is not None else resolve_e0s(spec, trusted=trusted, workspace=ws)
     _check_e0_coverage(spec.train_file, e0)
     folder.mkdir(parents=True, exist_ok=True)
     run_spec = spec
@@ -149,13 +170,18 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     cfg = build_config(run_spec, folder)
     atomic_write_text(folder / "config.yaml", config_yaml(cfg))
     atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"
-                      f"cd {folder}\n{shell_command(cfg)}\n")
+                      f"cd {shlex.quote(str(folder))}\n{shell_command(cfg)}\n")
     rec = RunRecord(id=rid, name=run_spec.name, strategy=spec.strategy,
                     device=settings["device"], max_epochs=int(settings["max_num_epochs"]),
                     spec={**spec.to_dict(), "e0_values": e0, "settings": settings},
                     sweep=sweep)
     store.create(rec)
-    (backend or DEFAULT_BACKEND).submit(ws.root, rec)
+    try:
+        (backend or DEFAULT_BACKEND).submit(ws.root, rec)
+    except Exception as exc:
+        store.update(rec.id, status="failed", finished=time.time(),
+                     reason=f"could not be queued: {type(exc).__name__}: {exc}")
+        raise MlipftError(f"run {rec.id} could not be queued: {exc}") from exc
     return rec
 
 
@@ -165,13 +191,14 @@ def submit_sweep(specs: list[RunSpec], **kwargs: Any) -> list[RunRecord]:
     for s in specs:  # refuse the whole sweep before queuing any of it
         build_config(s, Path("/tmp"))
     e0_cache: dict[tuple[str, str, str], dict[str, float]] = {}
-    out = []
-    for s in specs:
+    for s in specs:  # every E0 resolved (and checked) before the first run is queued
         key = (s.foundation_model, s.train_file, str(s.e0s))
         if key not in e0_cache:
-            e0_cache[key] = resolve_e0s(s, trusted=kwargs.get("trusted", True))
-        out.append(submit(s, sweep=sweep, e0_values=e0_cache[key], **kwargs))
-    return out
+            e0_cache[key] = resolve_e0s(_absolute(s), trusted=kwargs.get("trusted", True),
+                                        workspace=kwargs.get("workspace"))
+            _check_e0_coverage(s.train_file, e0_cache[key])
+    return [submit(s, sweep=sweep, e0_values=e0_cache[(s.foundation_model, s.train_file,
+                                                      str(s.e0s))], **kwargs) for s in specs]
 
 
 def list_runs(workspace: Workspace | None = None, backend: Backend | None = None
@@ -214,7 +241,7 @@ def wait(run_id: str, workspace: Workspace | None = None, timeout: float | None 
     store = RunStore(workspace)
     deadline = None if timeout is None else time.time() + timeout
     while True:
-        worker.reconcile(store)
+        DEFAULT_BACKEND.reconcile(store)
         rec = store.get(run_id)
         if rec.status in FINAL:
             return rec

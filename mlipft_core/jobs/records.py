@@ -50,6 +50,7 @@ class RunRecord:
     spec: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
+    worker_pid: int | None = None   # the queue consumer that watches the run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -92,7 +92,7 @@ def execute_run(root: str, run_id: str) -> None:
         proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
     started = store.transition(run_id, ("queued",), status="running", pid=proc.pid,
-                               started=time.time(), threads=threads)
+                               started=time.time(), threads=threads, worker_pid=os.getpid())
     if started is None:  # cancelled between the check and the start
         _kill(proc)
         return
@@ -151,15 +151,16 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
 
 
 def reconcile(store: RunStore) -> None:
-    """Record the end of runs whose worker is gone (the consumer was stopped or killed).
+    """Record the end of runs whose watcher is gone and whose process has ended too.
 
-    While a device's consumer lives, its worker records the end of each of its runs itself,
-    a killed training process included.
+    A run's consumer records its end itself (a killed training process included). When the
+    consumer died, a new consumer adopts the still-running training processes (see
+    :func:`adopt_orphans`); runs whose process is gone as well are closed here.
     """
     for rec in store.list():
         if rec.status != "running" or pid_alive(rec.pid):
             continue
-        if consumer_alive(store.workspace.root, rec.device):
+        if rec.worker_pid and pid_alive(rec.worker_pid):
             continue
         fresh = store.get(rec.id)
         if fresh.status == "running" and not pid_alive(fresh.pid):
@@ -168,21 +169,74 @@ def reconcile(store: RunStore) -> None:
                           "process is gone")
 
 
+def _watch(store: RunStore, run_id: str, pid: int) -> None:
+    """Watch a training process this consumer did not start, until it ends."""
+    folder = store.folder(run_id)
+    cancelled = False
+    while pid_alive(pid):
+        if (folder / "cancel").exists() and not cancelled:
+            cancelled = True
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    finish(store, run_id, None, cancelled)
+
+
+def requeue_lost(store: RunStore, device: str) -> list[str]:
+    """Queue again the queued runs whose task was lost (taken by a consumer that was killed)."""
+    h = get_huey(store.workspace.root, device)
+    pending = {t.args[1] for t in h.pending() if len(t.args) > 1}
+    lost = [r.id for r in store.list()
+            if r.status == "queued" and r.device == device and r.id not in pending]
+    for rid in lost:
+        enqueue(store.workspace.root, device, rid)
+    return lost
+
+
+def adopt_orphans(store: RunStore, device: str) -> list[str]:
+    """Take over running runs of this device whose consumer died (their process lives on)."""
+    import threading
+
+    adopted = []
+    for rec in store.list():
+        if rec.status == "running" and rec.device == device and pid_alive(rec.pid) and \
+                not (rec.worker_pid and pid_alive(rec.worker_pid)):
+            store.update(rec.id, worker_pid=os.getpid())
+            threading.Thread(target=_watch, args=(store, rec.id, rec.pid), daemon=True).start()
+            adopted.append(rec.id)
+    return adopted
+
+
 # ----------------------------------------------------------------------------- consumers
 def consumer_pidfile(root: Path, device: str) -> Path:
     return queue_dir(root) / f"consumer-{device}.pid"
 
 
+def _lockfile(root: Path, device: str) -> Path:
+    return queue_dir(root) / f"consumer-{device}.lock"
+
+
 def consumer_alive(root: Path, device: str) -> bool:
-    try:
-        pid = int(consumer_pidfile(root, device).read_text())
-    except (OSError, ValueError):
+    """Whether a consumer holds the device's lock (a stale pid file does not count)."""
+    import fcntl
+
+    with open(_lockfile(Path(root), device), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
         return False
-    return pid_alive(pid)
 
 
 def ensure_consumer(root: str | Path, device: str) -> None:
-    """Start the device's consumer as a detached process unless one is running."""
+    """Start the device's consumer as a detached process unless one is running.
+
+    Two callers racing here start two processes; the second exits at once because the first
+    holds the device's lock, so one consumer per device runs.
+    """
     root = Path(root)
     if consumer_alive(root, device):
         return
@@ -191,7 +245,19 @@ def ensure_consumer(root: str | Path, device: str) -> None:
                              str(root), "--device", device], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             cwd=str(Path(__file__).resolve().parents[2]))
-    consumer_pidfile(root, device).write_text(str(proc.pid))
+    for _ in range(50):  # wait until it holds its lock (or has exited: another one does)
+        if consumer_alive(root, device) or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+
+
+def ensure_consumers_for(store: RunStore) -> None:
+    """Start consumers for every device that has queued runs or orphaned running ones."""
+    devices = {r.device for r in store.list()
+               if r.status == "queued" or (r.status == "running" and pid_alive(r.pid) and
+                                           not (r.worker_pid and pid_alive(r.worker_pid)))}
+    for dev in devices:
+        ensure_consumer(store.workspace.root, dev)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,9 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
     ws = Workspace(args.root)
+    import fcntl
+
+    lock = open(_lockfile(ws.root, args.device), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the consumer's life
+    except BlockingIOError:
+        return 0  # another consumer serves this device
     consumer_pidfile(ws.root, args.device).write_text(str(os.getpid()))
-    reconcile(RunStore(ws))
+    store = RunStore(ws)
+    reconcile(store)
+    adopt_orphans(store, args.device)
     h = get_huey(ws.root, args.device)
+    requeue_lost(store, args.device)
     Consumer(h, workers=slots(args.device), worker_type="thread", periodic=False).run()
     return 0
 

@@ -1,0 +1,124 @@
+"""Physical probes of a model: dimer curves and a random-structure collapse probe.
+
+A model that lost its short-range repulsion lets atoms approach far closer than any
+reference structure: its dimer curves turn down at short distance and relaxations of random
+compact structures collapse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, covalent_radii
+
+from .errors import MlipftError
+
+
+class ProbeError(MlipftError):
+    code = "probe_error"
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """``"C-H"`` → ``("C", "H")``; raises ProbeError for anything else."""
+    parts = pair.replace(" ", "").split("-")
+    if len(parts) != 2 or not all(p in atomic_numbers for p in parts):
+        raise ProbeError(f"pair {pair!r} is not of the form A-B with element symbols (e.g. C-H)")
+    return parts[0], parts[1]
+
+
+def _calculator(model: str | Path, head: str | None, trusted: bool):
+    """An ASE calculator for a registry model or file (mace's own MACECalculator)."""
+    from mace.calculators import MACECalculator
+
+    from .evaluate import default_device
+    from .registry import check_head, load_model, model_path
+
+    path = model_path(model, trusted=trusted)
+    net = load_model(path, trusted=True)
+    head = check_head(net, head)
+    dtype = str(next(net.parameters()).dtype).replace("torch.", "")
+    kwargs = {"head": head} if len(getattr(net, "heads", []) or []) > 1 else {}
+    return MACECalculator(model_paths=str(path), device=default_device(), default_dtype=dtype,
+                          **kwargs)
+
+
+def dimer_distances(start: float = 0.5, stop: float = 5.0, n: int = 46) -> np.ndarray:
+    return np.linspace(start, stop, n)
+
+
+def dimer_curve(model: str | Path, pair: str, *, head: str | None = None,
+                distances: Sequence[float] | None = None, trusted: bool = False
+                ) -> dict[str, list[float]]:
+    """Energy of an isolated A-B dimer against distance (eV, Å), in one batched call.
+
+    Energies are relative to the last (largest) distance.
+    """
+    from .evaluate import predict
+    from .registry import load_model
+
+    a, b = parse_pair(pair)
+    d = np.asarray(distances if distances is not None else dimer_distances(), float)
+    frames = [Atoms([a, b], positions=[[0, 0, 0], [0, 0, float(x)]]) for x in d]
+    net = load_model(model, trusted=trusted)
+    energies, _ = predict(net, frames, head=head)
+    return {"distances": d.tolist(), "energies": (energies - energies[-1]).tolist()}
+
+
+@dataclass
+class CollapseResult:
+    """Outcome of relaxing random compact structures."""
+
+    n_structures: int
+    min_distance: float             # smallest interatomic distance reached (Å)
+    min_distance_per_structure: list[float]
+    collapsed: int                  # structures with a distance below the threshold
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def random_compact(elements: Sequence[str], n_atoms: int, rng: np.random.Generator,
+                   min_sep: float = 0.8) -> Atoms:
+    """Atoms placed at random in a sphere of roughly condensed-matter density."""
+    radius = (n_atoms * 10.0 * 3 / (4 * np.pi)) ** (1 / 3)  # ~10 Å^3 per atom
+    pos: list[np.ndarray] = []
+    while len(pos) < n_atoms:
+        p = rng.uniform(-radius, radius, 3)
+        if np.linalg.norm(p) <= radius and all(np.linalg.norm(p - q) >= min_sep for q in pos):
+            pos.append(p)
+    syms = [elements[i % len(elements)] for i in rng.permutation(n_atoms)]
+    return Atoms(syms, positions=np.array(pos))
+
+
+def collapse_probe(model: str | Path, elements: Sequence[str], *, head: str | None = None,
+                   n_structures: int = 5, n_atoms: int = 8, steps: int = 100, seed: int = 0,
+                   threshold_factor: float = 0.5, trusted: bool = False) -> CollapseResult:
+    """Relax random compact structures (FIRE) and report the closest approach reached.
+
+    A structure counts as collapsed when two atoms end closer than ``threshold_factor`` times
+    the sum of their covalent radii (0.5 × (0.31 + 0.31) = 0.31 Å for H-H).
+    """
+    from ase.optimize import FIRE
+
+    calc = _calculator(model, head, trusted)
+    rng = np.random.default_rng(seed)
+    mins, collapsed = [], 0
+    thresholds = []
+    for _ in range(n_structures):
+        atoms = random_compact(list(elements), n_atoms, rng)
+        atoms.calc = calc
+        FIRE(atoms, logfile=None).run(fmax=0.05, steps=steps)
+        d = atoms.get_all_distances()
+        iu = np.triu_indices(len(atoms), 1)
+        radii = covalent_radii[atoms.numbers]
+        limit = threshold_factor * (radii[:, None] + radii[None, :])
+        mins.append(float(d[iu].min()))
+        if np.any(d[iu] < limit[iu]):
+            collapsed += 1
+        thresholds.append(float(limit[iu].min()))
+    return CollapseResult(n_structures, float(min(mins)), mins, collapsed, float(min(thresholds)))

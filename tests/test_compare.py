@@ -1,0 +1,134 @@
+"""Comparison engine: prediction cache, per-head evaluation, forgetting ratio, dimer curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import read, write
+
+from mlipft_core import jobs
+from mlipft_core.compare import ModelRef, compare, resolve_models
+from mlipft_core.evaluate import evaluate_cached, evaluate_model
+from mlipft_core.jobs import worker
+from mlipft_core.probes import ProbeError, collapse_probe, dimer_curve, parse_pair
+from mlipft_core.strategies import RunSpec
+from mlipft_core.workspace import Workspace
+
+from conftest import mlipft_cmd
+
+
+@pytest.fixture
+def small(tmp_path, demo):
+    write(tmp_path / "target.xyz", read(demo["sn2_test"], ":12"))
+    write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":25"))
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
+    write(tmp_path / "replay.xyz", read(demo["replay_pool"], ":20"))
+    return tmp_path
+
+
+def test_cache_hit_and_invalidation(small, weak_model, tmp_path):
+    model = tmp_path / "m.model"
+    shutil.copy(weak_model, model)
+    first = evaluate_cached(model, small / "target.xyz", trusted=True)
+    cache_files = list((Workspace().cache / "predictions").glob("*.npz"))
+    assert len(cache_files) == 1
+    again = evaluate_cached(model, small / "target.xyz", trusted=True)
+    assert np.array_equal(first.pred_energy, again.pred_energy)
+    assert len(list((Workspace().cache / "predictions").glob("*.npz"))) == 1
+    direct = evaluate_model(model, small / "target.xyz", trusted=True)
+    assert np.allclose(first.pred_energy, direct.pred_energy)
+    # a changed data file gets new predictions, never the stale ones
+    frames = read(small / "target.xyz", ":")
+    frames[0].positions[0, 0] += 0.3
+    write(small / "target.xyz", frames)
+    changed = evaluate_cached(model, small / "target.xyz", trusted=True)
+    assert changed.pred_energy[0] != pytest.approx(first.pred_energy[0], abs=1e-6)
+    assert len(list((Workspace().cache / "predictions").glob("*.npz"))) == 2
+    # and so does a changed model file
+    shutil.copy(small.parent / "tiny.model" if False else weak_model, model)
+    import torch
+
+    net = torch.load(model, weights_only=False)
+    with torch.no_grad():
+        net.atomic_energies_fn.atomic_energies += 1.0
+    torch.save(net, model)
+    shifted = evaluate_cached(model, small / "target.xyz", trusted=True)
+    assert shifted.pred_energy[1] == pytest.approx(changed.pred_energy[1] + 6.0, abs=1e-3)
+
+
+def test_forgetting_per_head_and_cli(small, weak_model):
+    def s(strategy):
+        return RunSpec(strategy, weak_model, str(small / "train.xyz"), e0s="estimated",
+                       replay_file=str(small / "replay.xyz"),
+                       settings={"max_num_epochs": 1, "num_samples_pt": 15})
+
+    try:
+        recs = jobs.submit_sweep([s("naive"), s("multihead-replay")])
+        for r in recs:
+            assert jobs.wait(r.id, timeout=600).status == "done"
+    finally:
+        root = Workspace().root
+        try:
+            os.killpg(int(worker.consumer_pidfile(root, "cpu").read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    refs = resolve_models([r.id for r in recs])
+    rows, results = compare(refs, small / "target.xyz", small / "pretrain.xyz")
+    by = {(r.name, r.head): r for r in rows}
+    assert by[("foundation", "Default")].forgetting_ratio == pytest.approx(1.0)
+    assert by[("foundation", "Default")].is_foundation
+    assert ("multihead-replay", "pt_head") in by and ("multihead-replay", "Default") in by
+    # the two heads of one model answer differently
+    assert not np.allclose(results[("multihead-replay", "pt_head")].pred_energy,
+                           results[("multihead-replay", "Default")].pred_energy)
+    naive = by[("naive", "Default")]
+    assert naive.forgetting_ratio == pytest.approx(
+        naive.pretrain_forces_rmse_mev_per_a
+        / by[("foundation", "Default")].pretrain_forces_rmse_mev_per_a)
+    out = subprocess.run(mlipft_cmd() + ["compare", *[r.id for r in recs], "--target",
+                                         str(small / "target.xyz"), "--pretrain",
+                                         str(small / "pretrain.xyz"), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    for row in d:
+        for key in ("name", "target_energy_rmse_mev_per_atom", "target_forces_rmse_mev_per_a",
+                    "pretrain_forces_rmse_mev_per_a", "forgetting_ratio"):
+            assert key in row
+    assert [r["forgetting_ratio"] for r in d if r["name"] == "foundation"] == [pytest.approx(1.0)]
+
+
+def test_dimer_curve_matches_direct_ase_calls(weak_model):
+    from mace.calculators import MACECalculator
+
+    d = [0.6, 1.0, 1.5, 2.5, 5.0]
+    curve = dimer_curve("demo-gfn1-weak", "C-H", distances=d)
+    calc = MACECalculator(model_paths=weak_model, device="cpu", default_dtype="float32")
+    direct = []
+    for x in d:
+        a = Atoms("CH", positions=[[0, 0, 0], [0, 0, x]])
+        a.calc = calc
+        direct.append(a.get_potential_energy())
+    direct = np.array(direct) - direct[-1]
+    assert curve["distances"] == d
+    assert np.allclose(curve["energies"], direct, atol=2e-3)
+    with pytest.raises(ProbeError):
+        parse_pair("C_H")
+    out = subprocess.run(mlipft_cmd() + ["dimer", "demo-gfn1-weak", "--pair", "H-H", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    d2 = json.loads(out.stdout)
+    assert d2["distances"][0] == pytest.approx(0.5) and len(d2["energies"]) == len(d2["distances"])
+
+
+def test_collapse_probe_reports_closest_approach(weak_model):
+    res = collapse_probe("demo-gfn1-weak", ["C", "H"], n_structures=2, n_atoms=6, steps=30)
+    assert res.n_structures == 2 and len(res.min_distance_per_structure) == 2
+    assert res.min_distance == min(res.min_distance_per_structure) > 0
+    assert 0 <= res.collapsed <= 2
