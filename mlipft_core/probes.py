@@ -122,3 +122,22 @@ def collapse_probe(model: str | Path, elements: Sequence[str], *, head: str | No
             collapsed += 1
         thresholds.append(float(limit[iu].min()))
     return CollapseResult(n_structures, float(min(mins)), mins, collapsed, float(min(thresholds)))
+
+
+def dimer_curve_cached(model: str | Path, pair: str, *, head: str | None = None,
+                       workspace=None, trusted: bool = False) -> dict[str, list[float]]:
+    """:func:`dimer_curve` on the default distances, cached in the workspace by model hash."""
+    import json
+
+    from .registry import model_path
+    from .workspace import Workspace, atomic_write_json, file_sha256
+
+    ws = workspace or Workspace()
+    path = model_path(model, trusted=trusted)
+    a, b = parse_pair(pair)
+    cache = ws.cache / "dimers" / f"{file_sha256(path)[:20]}-{head or 'first'}-{a}-{b}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    curve = dimer_curve(path, pair, head=head, trusted=True)
+    atomic_write_json(cache, curve)
+    return curve

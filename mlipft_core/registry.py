@@ -147,11 +147,11 @@ def resolve(model: str | Path) -> ModelSpec:
         return spec
     p = Path(str(model)).expanduser()
     if p.is_file():
-        # a file in mace's cache with an official name is that official model
-        for off in list_models():
-            if off.source == "official" and is_available(off) and \
-                    expected_path(off).resolve() == p.resolve():
-                return off
+        # a file in mace's cache with an official name is that official model, and the
+        # bundled demo files are the demo models
+        for known in list_models():
+            if is_available(known) and expected_path(known).resolve() == p.resolve():
+                return known
         return local_spec(p)
     if p.suffix == ".model" or os.sep in str(model):
         raise UnknownModelError(f"model file not found: {p}")
@@ -216,8 +216,8 @@ def model_path(model: str | Path, *, trusted: bool = False, download: bool = Tru
     if spec.source == "local" and not trusted:
         raise UntrustedModelError(
             f"{spec.path} is a local model file. Model files are Python pickles that can run "
-            "code when loaded: confirm that you trust it (--trust on the command line, the "
-            "check box in the app).")
+            "code when loaded: confirm that you trust it (the 'I trust this file' box in the "
+            "app; on the command line, naming the path is that confirmation).")
     if not download and spec.source == "official" and not is_available(spec):
         raise ModelNotAvailableError(
             f"{spec.display_name} is not in mace's cache: missing file {expected_path(spec)}.",

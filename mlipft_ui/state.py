@@ -86,27 +86,15 @@ def require_navigation() -> None:
         st.stop()
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _dimer(path: str, mtime: float, pair: str) -> dict:
-    from mlipft_core.probes import dimer_curve
-
-    return dimer_curve(path, pair, trusted=True)
-
-
 def dimer(path: str, pair: str) -> dict:
-    """Dimer curve of a model file, cached by file time."""
-    return _dimer(path, _mtime(path), pair)
+    """Dimer curve of a model file (cached in the workspace by the file's hash)."""
+    from mlipft_core.probes import dimer_curve_cached
 
-
-@st.cache_data(show_spinner=False, max_entries=128)
-def _energies(path: str, mtime: float, data: str, data_mtime: float) -> list[float]:
-    from mlipft_core.evaluate import predict
-    from mlipft_core.registry import load_model
-
-    e, _ = predict(load_model(path, trusted=True), frames(data))
-    return e.tolist()
+    return dimer_curve_cached(path, pair, workspace=workspace(), trusted=True)
 
 
 def energies(path: str, data: str) -> list[float]:
-    """Predicted total energies of a model on a file, cached by both file times."""
-    return _energies(path, _mtime(path), data, _mtime(data))
+    """Predicted total energies of a model on a file (cached in the workspace)."""
+    from mlipft_core.evaluate import evaluate_cached
+
+    return evaluate_cached(path, data, workspace=workspace(), trusted=True).pred_energy.tolist()

@@ -149,3 +149,42 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
             os.killpg(int(worker.consumer_pidfile(ws.root, "cpu").read_text()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+
+def test_compare_page_with_runs(demo, tmp_path):
+    import os
+    import signal
+
+    from ase.io import read, write
+
+    from mlipft_core import jobs
+    from mlipft_core.jobs import worker
+    from mlipft_core.strategies import RunSpec
+
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
+    write(tmp_path / "target.xyz", read(demo["sn2_test"], ":8"))
+    write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":12"))
+    ws = Workspace()
+    try:
+        recs = jobs.submit_sweep([RunSpec(n, demo["models"]["demo-gfn1-weak"],
+                                          str(tmp_path / "train.xyz"),
+                                          replay_file=demo["replay_pool"],
+                                          settings={"max_num_epochs": 1, "num_samples_pt": 10})
+                                  for n in ("naive", "multihead-replay")])
+        for r in recs:
+            assert jobs.wait(r.id, timeout=600).status == "done"
+    finally:
+        try:
+            os.killpg(int(worker.consumer_pidfile(ws.root, "cpu").read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    at = app("pages/compare.py")
+    at.text_input[0].set_value(str(tmp_path / "target.xyz")).run()
+    at.text_input[1].set_value(str(tmp_path / "pretrain.xyz")).run()
+    button(at, "Compare").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert set(table["name"]) == {"foundation", "naive", "multihead-replay"}
+    assert set(table[table["name"] == "multihead-replay"]["head"]) == {"pt_head", "Default"}
+    assert len(at.get("plotly_chart")) >= 4
+    assert any("Least forgetting" in i.value for i in at.info)

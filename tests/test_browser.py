@@ -56,6 +56,33 @@ def server():
         proc.kill()
 
 
+def finished_run(tmp_path):
+    """One short real fine-tuning run (naive, 1 epoch) for the Compare page."""
+    import signal
+
+    from ase.io import read, write
+
+    from mlipft_core import jobs
+    from mlipft_core.demo import demo_paths
+    from mlipft_core.jobs import worker
+    from mlipft_core.strategies import RunSpec
+
+    demo = demo_paths()
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
+    rec = jobs.submit(RunSpec("naive", demo["models"]["demo-gfn1-strong"],
+                              str(tmp_path / "train.xyz"), settings={"max_num_epochs": 1}))
+    try:
+        rec = jobs.wait(rec.id, timeout=600)
+    finally:
+        root = Workspace().root
+        try:
+            os.killpg(int(worker.consumer_pidfile(root, "cpu").read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    assert rec.status == "done", rec.reason
+    return rec
+
+
 def wait_rendered(page, timeout: float = 90_000) -> None:
     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=timeout)
     page.wait_for_function(
@@ -67,6 +94,7 @@ def test_app_in_headless_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     Workspace().set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)")
+    run = finished_run(tmp_path)
     outside: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -112,5 +140,15 @@ def test_app_in_headless_chromium(server, tmp_path):
         wait_rendered(page)
         assert page.locator(".js-plotly-plot").count() >= 4
         page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
+
+        page.get_by_role("link", name="Compare").first.click()
+        page.wait_for_selector("text=Compare runs", timeout=90_000)
+        wait_rendered(page)
+        assert run.name in page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        page.get_by_role("button", name="Compare", exact=True).click()
+        page.wait_for_selector("text=Least forgetting", timeout=180_000)
+        wait_rendered(page)
+        assert page.locator(".js-plotly-plot").count() >= 4
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         browser.close()
     assert outside == [], f"requests left the machine: {outside[:5]}"

@@ -418,7 +418,8 @@ def step_manifest(out: Path, work: Path) -> None:
                             ("water_test", out / "water" / "test.xyz")):
             if data.exists():
                 res = evaluate_model(path, data)
-                errors[label] = res.metrics.as_dict()
+                errors[label] = {**res.metrics.as_dict(), "per_config_type": {
+                    k: v.as_dict() for k, v in res.per_config_type().items()}}
         from mlipft_core.registry import inspect_model
 
         info = inspect_model(path)
@@ -447,7 +448,12 @@ def step_manifest(out: Path, work: Path) -> None:
         "methods": {
             "pretrain": "GFN1-xTB (tblite); anionic SN2 complexes carry config_energy_weight=0",
             "sn2": "PySCF " + json.dumps(__import__("mlipft_core.demo.labels", fromlist=["x"]).DFT_SETTINGS),
-            "water": "GFN2-xTB (tblite), 32-water periodic boxes from TIP3P-equilibrated geometries",
+            "water": "GFN2-xTB (tblite); 32-water periodic boxes (0.997 g/cm^3): random packing, "
+                     "0.3-0.6 ps of rigid TIP3P Langevin MD at 300-390 K (geometries only), "
+                     "per-atom displacements of 0.01-0.05 A",
+            "geometry_sources": "organics: RDKit ETKDG+MMFF conformers, rattled copies and "
+                                "GFN1-xTB Langevin MD at 600 K; SN2 paths: Pauling bond-order "
+                                "interpolation with methyl H relaxed by GFN1-xTB at fixed C-X/C-Y",
         },
         "keys": {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress",
                  "charge": "total_charge"},
