@@ -40,7 +40,7 @@ def test_foundation_model_page_shows_demo_model_and_e0s():
     assert Workspace().get("model") == "demo-gfn1-strong"
     labels = {m.label: m.value for m in at.metric}
     assert labels["Channels"] == "32" and labels["Interactions"] == "2"
-    assert any("E0" in (c.proto.figure.spec or "") for c in at.get("plotly_chart"))
+    assert any("E0" in (c.proto.spec or "") for c in at.get("plotly_chart"))
 
 
 def test_foundation_model_page_offline_official_model_message():
@@ -52,15 +52,20 @@ def test_foundation_model_page_offline_official_model_message():
 
 
 def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_model):
+    import shutil
+
+    local = tmp_path / "downloaded.model"
+    shutil.copy(strong_model, local)
     at = app("pages/foundation_model.py")
     at.radio(key="model_source").set_value("Local file (path)").run()
-    at.text_input[0].input(strong_model).run()
+    at.text_input[0].input(str(local)).run()
     button(at, "Use this model").click().run()
     assert not at.exception
     assert any("trust" in e.value for e in at.error)
     at.checkbox(key="trust_model").check().run()
     button(at, "Use this model").click().run()
-    assert Workspace().get("model") == strong_model
+    assert Workspace().get("model") == str(local)
+    assert Workspace().get("model_trusted") is True
 
 
 def test_data_page_on_sn2_target_with_zero_shot_parity():
@@ -72,7 +77,7 @@ def test_data_page_on_sn2_target_with_zero_shot_parity():
     button(at, "Evaluate").click().run()
     assert not at.exception
     charts = at.get("plotly_chart")
-    titles = " ".join(c.proto.figure.spec for c in charts)
+    titles = " ".join(c.proto.spec for c in charts)
     assert "Energy per atom" in titles and "Force components" in titles
     assert any("eV/atom on average" in w.value for w in at.warning)
 

@@ -142,9 +142,10 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
 
         page.get_by_role("link", name="Compare").first.click()
-        page.wait_for_selector("text=Compare runs", timeout=90_000)
+        page.wait_for_selector("text=Held-out pretraining test set", timeout=90_000)
         wait_rendered(page)
-        assert run.name in page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        main = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
+        assert run.id[-6:] in main, main[:1500]
         page.get_by_role("button", name="Compare", exact=True).click()
         page.wait_for_selector("text=Least forgetting", timeout=180_000)
         wait_rendered(page)
