@@ -419,7 +419,7 @@ class Split:
         return d
 
 
-def _write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
+def write_extxyz(path: Path, frames: Sequence[Atoms]) -> None:
     from ase.io import write
 
     buf = io.StringIO()
@@ -478,7 +478,7 @@ def make_split(dataset: Dataset, workspace: Workspace, fractions: dict[str, floa
     counts = {}
     for name, idx in parts.items():
         if idx:
-            _write_extxyz(folder / f"{name}.xyz", [canon[i] for i in idx])
+            write_extxyz(folder / f"{name}.xyz", [canon[i] for i in idx])
         counts[name] = len(idx)
     meta = {"id": sid, "source": str(dataset.path), "source_sha256": src_hash, "seed": seed,
             "fractions": fractions, "counts": counts, "keys": keys, "excluded": excluded,

@@ -11,6 +11,7 @@ from mlipft_core.compare import compare, resolve_models
 from mlipft_core.data import load_split, read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
+from mlipft_core.evaluate import evaluate_cached
 from mlipft_core.probes import collapse_probe
 from mlipft_ui import plots, state
 
@@ -109,6 +110,28 @@ for ref in refs:
 if curves:
     st.plotly_chart(plots.learning_curves(curves, title="Validation force RMSE per epoch",
                                           ylabel="meV/Å"), config=plots.export_config("curves"))
+
+# ----------------------------------------------------------------- learning curves
+sized = [r for r in done if r.spec.get("train_size")]
+if sized:
+    st.subheader("Learning curves")
+    lc: dict[str, list[tuple[int, float]]] = {}
+    for r in sized:
+        m = evaluate_cached(r.model_path, target, workspace=ws, trusted=True).metrics
+        lc.setdefault(r.strategy, []).append((int(r.spec["train_size"]),
+                                              m.forces_rmse_mev_per_a))
+    series = {k: ([p[0] for p in sorted(v)], [p[1] for p in sorted(v)]) for k, v in lc.items()}
+    fig = plots.xy_lines(series, title="Target force RMSE against training-set size",
+                         xlabel="training configurations", ylabel="force RMSE (meV/Å)")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    st.plotly_chart(fig, config=plots.export_config("learning_curve"))
+
+# ----------------------------------------------------------------- per config type
+with st.expander("Target errors per config type"):
+    per = [{"model": n, "head": h, "config_type": ct, **m.as_dict()}
+           for (n, h), r in results.items() for ct, m in r.per_config_type().items()]
+    st.dataframe(pd.DataFrame(per), hide_index=True)
 
 # ----------------------------------------------------------------- repulsion
 st.subheader("Short-range repulsion")

@@ -62,6 +62,8 @@ if ready:
         lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: the "
                                  "table's value for each strategy)", "")
         seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
+        sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
+                                  "e.g. 10,30,100; empty: the whole training set)", "")
         replay_default = demo_paths()["replay_pool"] if state.get("model") in DEMO_MODEL_NAMES else ""
         replay = st.text_input("Replay file for multihead strategies (pretraining "
                                "configurations)", replay_default)
@@ -114,12 +116,21 @@ if ready:
                         e0s=choice["id"] if choice else "estimated",
                         replay_file=replay or None, name=tag.replace(".", "p"),
                         settings=settings))
+        try:
+            sizes = [int(x) for x in sizes_txt.split(",") if x.strip()]
+        except ValueError:
+            st.error("Training-set sizes must be whole numbers separated by commas.")
+            st.stop()
         if not specs:
             st.error("Pick at least one strategy.")
         else:
             with st.spinner(f"Preparing {len(specs)} run(s): E0s, configurations…"):
                 try:
-                    recs = jobs.submit_sweep(specs)
+                    if sizes:
+                        recs = [r for sp in specs
+                                for r in jobs.submit_size_sweep(sp, sizes, seed=int(seed))]
+                    else:
+                        recs = jobs.submit_sweep(specs)
                     st.success(f"Queued {len(recs)} run(s): " + ", ".join(r.id for r in recs))
                 except MlipftError as exc:
                     st.error(str(exc))

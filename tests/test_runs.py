@@ -175,3 +175,19 @@ def test_cli_train_wait_and_runs(tiny):
     bad = subprocess.run(mlipft_cmd() + ["cancel", "no-such-run"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode != 0 and "no run" in bad.stderr
+
+
+def test_size_sweep_for_learning_curves(tiny, weak_model):
+    from mlipft_core.data import read_frames
+
+    recs = jobs.submit_size_sweep(spec(tiny, weak_model, "freeze-b"), [5, 15], seed=1)
+    assert [r.spec["train_size"] for r in recs] == [5, 15]
+    for r in recs:
+        final = jobs.wait(r.id, timeout=600)
+        assert final.status == "done" and final.spec["train_size"] in (5, 15)
+        assert len(read_frames(final.spec["train_file"])) == final.spec["train_size"]
+    small = {a.get_positions().tobytes() for a in read_frames(recs[0].spec["train_file"])}
+    large = {a.get_positions().tobytes() for a in read_frames(recs[1].spec["train_file"])}
+    assert small <= large  # nested subsets
+    with pytest.raises(StrategyError, match="between 2 and 20"):
+        jobs.submit_size_sweep(spec(tiny, weak_model, "naive"), [1, 50])

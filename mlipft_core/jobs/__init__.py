@@ -201,6 +201,43 @@ def submit_sweep(specs: list[RunSpec], **kwargs: Any) -> list[RunRecord]:
                                                       str(s.e0s))], **kwargs) for s in specs]
 
 
+def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
+                      **kwargs: Any) -> list[RunRecord]:
+    """One strategy over training-set sizes (nested random subsets), for learning curves.
+
+    Subsets are written to the workspace (``subsets/``); each run records its
+    ``train_size``. The E0s are resolved once, on the full training set.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from ..data import read_frames, write_extxyz
+
+    ws = kwargs.get("workspace") or Workspace()
+    spec = _absolute(spec)
+    frames = read_frames(spec.train_file)
+    sizes = sorted({int(n) for n in sizes})
+    if not sizes or sizes[0] < 2 or sizes[-1] > len(frames):
+        raise StrategyError(f"training-set sizes must lie between 2 and {len(frames)} "
+                            f"(the training set), got {sizes}")
+    order = np.random.default_rng(seed).permutation(len(frames))
+    tag = hashlib.sha256(f"{spec.train_file}:{seed}".encode()).hexdigest()[:10]
+    e0 = resolve_e0s(spec, trusted=kwargs.get("trusted", True), workspace=ws)
+    specs = []
+    for n in sizes:
+        path = ws.root / "subsets" / f"{tag}-{n}.xyz"
+        if not path.is_file():
+            write_extxyz(path, [frames[i] for i in sorted(order[:n])])
+        specs.append(replace(spec, train_file=str(path), name=f"{spec.name}-n{n}"))
+    sweep = time.strftime("sizes-%Y%m%d-%H%M%S")
+    out = []
+    for n, s in zip(sizes, specs):
+        rec = submit(s, sweep=sweep, e0_values=e0, **kwargs)
+        out.append(RunStore(ws).update(rec.id, spec={**rec.spec, "train_size": n}))
+    return out
+
+
 def list_runs(workspace: Workspace | None = None, backend: Backend | None = None
               ) -> list[RunRecord]:
     store = RunStore(workspace)
