@@ -43,7 +43,7 @@ def main() -> int:
     a.get_forces()
 
     def batched():
-        return predict(net, frames, batch_size=16)[0]
+        return predict(net, frames)[0]  # automatic batch size
 
     def per_structure():
         out = []

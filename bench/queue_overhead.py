@@ -62,9 +62,12 @@ def main() -> int:
     folder = Path(os.environ["MLIPFT_WORKSPACE"]) / "runs" / rec.id
     q_err = final_errors((folder / "train.log").read_text())
 
-    cfg = (folder / "config.yaml").read_text().replace(str(folder), str(tmp / "direct"))
+    import yaml
+
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    cfg["work_dir"] = str(tmp / "direct")  # same inputs (foundation copy included), new outputs
     (tmp / "direct").mkdir()
-    (tmp / "direct.yaml").write_text(cfg)
+    (tmp / "direct.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     threads = str(worker.threads_per_run("cpu"))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     t0 = time.perf_counter()

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", help="check element coverage against this model")
         else:
             p.add_argument("--head", help="model head (default: the first)")
-            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--batch-size", type=int, default=None,
+                           help="structures per batch (default: about 384 atoms per batch)")
             p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                            help="default: cuda when available")
         p.add_argument("--energy-key")

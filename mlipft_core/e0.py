@@ -281,7 +281,7 @@ class E0Inputs:
 
 def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None, *,
             head: str | None = None, keys: LabelKeys | None = None, trusted: bool = False,
-            isolated_file: str | Path | None = None, batch_size: int = 16,
+            isolated_file: str | Path | None = None, batch_size: int | None = None,
             device: str | None = None, progress=None) -> E0Inputs:
     """Read the training data and evaluate the foundation model on it (batched).
 

@@ -111,10 +111,19 @@ def reference_labels(frames: Sequence[Atoms], keys: LabelKeys
     return ref_e, ref_f
 
 
-def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size: int = 16,
-            device: str | None = None, progress: ProgressFn | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (eV) and forces (eV/Å, stacked) of ``frames`` with a loaded model, in batches."""
+def auto_batch_size(frames: Sequence[Atoms], atoms_per_batch: int = 384) -> int:
+    """Structures per batch for about ``atoms_per_batch`` atoms (batching helps small ones)."""
+    mean = float(np.mean([len(a) for a in frames])) if len(frames) else 1.0
+    return int(max(1, min(64, atoms_per_batch // max(1.0, mean))))
+
+
+def predict(net, frames: Sequence[Atoms], *, head: str | None = None,
+            batch_size: int | None = None, device: str | None = None,
+            progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Energies (eV) and forces (eV/Å, stacked) of ``frames`` with a loaded model, in batches.
+
+    ``batch_size`` defaults to :func:`auto_batch_size`.
+    """
     import torch
     from mace import data as mace_data
     from mace.tools import torch_geometric, utils
@@ -143,7 +152,8 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size
             dataset.append(mace_data.AtomicData.from_config(
                 cfg, z_table=z_table, cutoff=float(net.r_max), heads=heads))
         loader = torch_geometric.dataloader.DataLoader(
-            dataset=dataset, batch_size=batch_size, shuffle=False, drop_last=False)
+            dataset=dataset, batch_size=batch_size or auto_batch_size(frames), shuffle=False,
+            drop_last=False)
         energies, forces = [], []
         done = 0
         for batch in loader:
@@ -163,7 +173,7 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None, batch_size
 
 def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
                    head: str | None = None, keys: LabelKeys | None = None,
-                   batch_size: int = 16, device: str | None = None, trusted: bool = False,
+                   batch_size: int | None = None, device: str | None = None, trusted: bool = False,
                    progress: ProgressFn | None = None) -> EvaluationResult:
     """Evaluate a model (registry name or path) on a dataset and compute its errors.
 
@@ -201,7 +211,7 @@ __all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "defau
 
 
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
-                    workspace=None, trusted: bool = False, batch_size: int = 16,
+                    workspace=None, trusted: bool = False, batch_size: int | None = None,
                     progress: ProgressFn | None = None) -> EvaluationResult:
     """:func:`evaluate_model` with predictions cached in the workspace.
 

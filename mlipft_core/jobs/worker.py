@@ -97,13 +97,16 @@ def execute_run(root: str, run_id: str) -> None:
         _kill(proc)
         return
     cancelled = False
-    while proc.poll() is None:
-        if (folder / "cancel").exists():
-            cancelled = True
-            _kill(proc)
+    while True:
+        try:
+            rc = proc.wait(timeout=0.5)  # returns as soon as the process ends
             break
-        time.sleep(0.5)
-    rc = proc.wait()
+        except subprocess.TimeoutExpired:
+            if (folder / "cancel").exists():
+                cancelled = True
+                _kill(proc)
+                rc = proc.wait()
+                break
     finish(store, run_id, rc, cancelled)
 
 
@@ -281,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     adopt_orphans(store, args.device)
     h = get_huey(ws.root, args.device)
     requeue_lost(store, args.device)
-    Consumer(h, workers=slots(args.device), worker_type="thread", periodic=False).run()
+    # poll the queue every 0.1 s without huey's idle back-off (up to 10 s by default), so a
+    # run starts as soon as it is queued
+    Consumer(h, workers=slots(args.device), worker_type="thread", periodic=False,
+             initial_delay=0.1, backoff=1.0, max_delay=0.1).run()
     return 0
 
 
