@@ -69,6 +69,7 @@ class ComparisonRow:
     forgetting_ratio: float | None
     is_foundation: bool = False
     note: str = ""
+    target_stress_rmse_mev_per_a3: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +113,8 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
             m.name, head, m.strategy, tgt.metrics.energy_rmse_mev_per_atom,
             tgt.metrics.forces_rmse_mev_per_a,
             None if pre is None else pre.metrics.energy_rmse_mev_per_atom,
-            None if pre is None else pre.metrics.forces_rmse_mev_per_a, None, is_found, note))
+            None if pre is None else pre.metrics.forces_rmse_mev_per_a, None, is_found, note,
+            tgt.metrics.stress_rmse_mev_per_a3))
     if base_f is None and rows and rows[0].pretrain_forces_rmse_mev_per_a:
         base_f = rows[0].pretrain_forces_rmse_mev_per_a
     for r in rows:

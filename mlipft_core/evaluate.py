@@ -41,14 +41,19 @@ class Metrics:
     energy_mae_mev_per_atom: float | None
     forces_rmse_mev_per_a: float | None
     forces_mae_mev_per_a: float | None
+    stress_rmse_mev_per_a3: float | None = None   # periodic structures with a stress label
+    stress_mae_mev_per_a3: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def compute_metrics(ref_e: np.ndarray, pred_e: np.ndarray, n_atoms: np.ndarray,
-                    ref_f: np.ndarray | None, pred_f: np.ndarray | None) -> Metrics:
-    """Errors from reference and predicted totals (eV) and force components (eV/Å)."""
+                    ref_f: np.ndarray | None, pred_f: np.ndarray | None,
+                    ref_s: np.ndarray | None = None, pred_s: np.ndarray | None = None
+                    ) -> Metrics:
+    """Errors from reference and predicted totals (eV), force components (eV/Å) and, where
+    given, stress components (eV/Å³; NaN rows of ``ref_s`` are unlabelled and skipped)."""
     ok = np.isfinite(ref_e)
     de = (pred_e[ok] - ref_e[ok]) / n_atoms[ok]
     e_rmse = float(np.sqrt(np.mean(de**2)) * 1000) if de.size else None
@@ -58,7 +63,15 @@ def compute_metrics(ref_e: np.ndarray, pred_e: np.ndarray, n_atoms: np.ndarray,
         df = (pred_f - ref_f).ravel()
         f_rmse = float(np.sqrt(np.mean(df**2)) * 1000)
         f_mae = float(np.mean(np.abs(df)) * 1000)
-    return Metrics(int(len(ref_e)), int(n_atoms.sum()), e_rmse, e_mae, f_rmse, f_mae)
+    s_rmse = s_mae = None
+    if ref_s is not None and pred_s is not None:
+        ok = np.all(np.isfinite(ref_s.reshape(len(ref_s), -1)), axis=1)
+        if ok.any():
+            ds = (pred_s[ok] - ref_s[ok]).ravel()
+            s_rmse = float(np.sqrt(np.mean(ds**2)) * 1000)
+            s_mae = float(np.mean(np.abs(ds)) * 1000)
+    return Metrics(int(len(ref_e)), int(n_atoms.sum()), e_rmse, e_mae, f_rmse, f_mae,
+                   s_rmse, s_mae)
 
 
 @dataclass
@@ -74,6 +87,8 @@ class EvaluationResult:
     pred_forces: np.ndarray         # (n_atoms_total, 3)
     config_types: list[str]
     metrics: Metrics
+    ref_stress: np.ndarray | None = None    # (n, 3, 3) eV/Å³, NaN where unlabelled
+    pred_stress: np.ndarray | None = None
 
     @property
     def ref_energy_per_atom(self) -> np.ndarray:
@@ -94,8 +109,27 @@ class EvaluationResult:
             out[t] = compute_metrics(
                 self.ref_energy[sel], self.pred_energy[sel], self.n_atoms[sel],
                 None if self.ref_forces is None else self.ref_forces[amask],
-                self.pred_forces[amask])
+                self.pred_forces[amask],
+                None if self.ref_stress is None else self.ref_stress[sel],
+                None if self.pred_stress is None else self.pred_stress[sel])
         return out
+
+
+def reference_stress(frames: Sequence[Atoms], keys: LabelKeys) -> np.ndarray | None:
+    """(n, 3, 3) stress labels of periodic structures (NaN elsewhere); None if there are none."""
+    if keys.stress is None:
+        return None
+    out = np.full((len(frames), 3, 3), np.nan)
+    for i, a in enumerate(frames):
+        v = get_label(a, keys.stress, "stress")
+        if v is None or not a.pbc.all():
+            continue
+        v = np.asarray(v, dtype=float)
+        if v.size == 6:
+            xx, yy, zz, yz, xz, xy = v
+            v = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+        out[i] = v.reshape(3, 3)
+    return out if np.isfinite(out).any() else None
 
 
 def reference_labels(frames: Sequence[Atoms], keys: LabelKeys
@@ -119,10 +153,13 @@ def auto_batch_size(frames: Sequence[Atoms], atoms_per_batch: int = 384) -> int:
 
 def predict(net, frames: Sequence[Atoms], *, head: str | None = None,
             batch_size: int | None = None, device: str | None = None,
-            progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+            progress: ProgressFn | None = None, stress_out: list | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Energies (eV) and forces (eV/Å, stacked) of ``frames`` with a loaded model, in batches.
 
-    ``batch_size`` defaults to :func:`auto_batch_size`.
+    ``batch_size`` defaults to :func:`auto_batch_size`. When ``stress_out`` is a list, the
+    predicted stresses (eV/Å³, one 3x3 per structure; meaningless for non-periodic ones) are
+    appended to it.
     """
     import torch
     from mace import data as mace_data
@@ -158,7 +195,10 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None,
         done = 0
         for batch in loader:
             batch = batch.to(device)
-            out = net(batch.to_dict(), training=False, compute_force=True)
+            out = net(batch.to_dict(), training=False, compute_force=True,
+                      compute_stress=stress_out is not None)
+            if stress_out is not None:
+                stress_out.extend(out["stress"].detach().cpu().numpy().astype(float))
             energies.append(out["energy"].detach().cpu().numpy())
             forces.append(out["forces"].detach().cpu().numpy())
             done += int(batch.num_graphs)
@@ -194,16 +234,19 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
     keys = keys or detect_keys(frames)
     net = load_model(model, device=device or default_device(), trusted=trusted)
     head = check_head(net, head)
+    ref_s = reference_stress(frames, keys)
+    stress: list | None = [] if ref_s is not None else None
     pred_e, pred_f = predict(net, frames, head=head, batch_size=batch_size, device=device,
-                             progress=progress)
+                             progress=progress, stress_out=stress)
     n_atoms = np.array([len(a) for a in frames])
     ref_e, ref_f = reference_labels(frames, keys)
-    metrics = compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f)
+    pred_s = None if stress is None else np.array(stress)
+    metrics = compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s)
     return EvaluationResult(
         model=str(model), head=head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
         ref_forces=ref_f, pred_forces=pred_f,
         config_types=[str(a.info.get("config_type", "Default")) for a in frames],
-        metrics=metrics)
+        metrics=metrics, ref_stress=ref_s, pred_stress=pred_s)
 
 
 __all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
@@ -231,21 +274,27 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(Path(data))[:20]}"
     cache = ws.cache / "predictions" / f"{key}.npz"
     n_atoms = np.array([len(a) for a in frames])
+    ref_s = reference_stress(frames, keys)
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         pred_e, pred_f, used_head = z["pred_energy"], z["pred_forces"], str(z["head"])
+        pred_s = z["pred_stress"] if "pred_stress" in z.files else None
     else:
         net = load_model(mpath, trusted=True)
         used_head = check_head(net, head)
+        stress: list | None = [] if ref_s is not None else None
         pred_e, pred_f = predict(net, frames, head=used_head, batch_size=batch_size,
-                                 progress=progress)
+                                 progress=progress, stress_out=stress)
+        pred_s = None if stress is None else np.array(stress)
+        extra = {} if pred_s is None else {"pred_stress": pred_s}
         buf = io.BytesIO()
         np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
-                 meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})))
+                 meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})), **extra)
         atomic_write_bytes(cache, buf.getvalue())
     ref_e, ref_f = reference_labels(frames, keys)
     return EvaluationResult(
         model=str(model), head=used_head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
         ref_forces=ref_f, pred_forces=pred_f,
         config_types=[str(a.info.get("config_type", "Default")) for a in frames],
-        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f))
+        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s),
+        ref_stress=ref_s, pred_stress=pred_s)

@@ -13,7 +13,7 @@ from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
 from mlipft_core.evaluate import evaluate_cached
 from mlipft_core.probes import collapse_probe
-from mlipft_ui import plots, state
+from mlipft_ui import plots, show, state
 
 state.require_navigation()
 
@@ -86,19 +86,18 @@ e_panels = {f"{n} [{h}]": (r.ref_energy_per_atom, r.pred_energy_per_atom,
 f_panels = {f"{n} [{h}]": (r.ref_forces.ravel(), r.pred_forces.ravel(),
                            r.metrics.forces_rmse_mev_per_a)
             for (n, h), r in results.items() if r.ref_forces is not None}
-st.plotly_chart(plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
-                                  overlay=overlay), config=plots.export_config("parity_energy"))
-st.plotly_chart(plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
-                                  overlay=overlay), config=plots.export_config("parity_forces"))
+show.chart(st, plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
+                                  overlay=overlay), "parity_energy")
+show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
+                                  overlay=overlay), "parity_forces")
 
 # ----------------------------------------------------------------- forgetting and curves
 st.subheader("Forgetting")
 ok = [r for r in rows if r.pretrain_forces_rmse_mev_per_a and r.target_forces_rmse_mev_per_a]
-st.plotly_chart(plots.labelled_scatter(
+show.chart(st, plots.labelled_scatter(
     [r.target_forces_rmse_mev_per_a for r in ok], [r.pretrain_forces_rmse_mev_per_a for r in ok],
     [f"{r.name} [{r.head}]" for r in ok], title="Target error against pretraining error",
-    xlabel="target force RMSE (meV/Å)", ylabel="pretraining force RMSE (meV/Å)"),
-    config=plots.export_config("forgetting"))
+    xlabel="target force RMSE (meV/Å)", ylabel="pretraining force RMSE (meV/Å)"), "forgetting")
 st.subheader("Training curves")
 curves = {}
 for ref in refs:
@@ -108,9 +107,8 @@ for ref in refs:
             if pts:
                 curves[f"{ref.name} [{head}]"] = pts
 if curves:
-    st.plotly_chart(plots.learning_curves(curves, title="Validation force RMSE per epoch",
-                                          ylabel="meV/Å"), config=plots.export_config("curves"))
-
+    show.chart(st, plots.learning_curves(curves, title="Validation force RMSE per epoch",
+                                          ylabel="meV/Å"), "curves")
 # ----------------------------------------------------------------- learning curves
 sized = [r for r in done if r.spec.get("train_size")]
 if sized:
@@ -125,7 +123,7 @@ if sized:
                          xlabel="training configurations", ylabel="force RMSE (meV/Å)")
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    st.plotly_chart(fig, config=plots.export_config("learning_curve"))
+    show.chart(st, fig, "learning_curve")
 
 # ----------------------------------------------------------------- per config type
 with st.expander("Target errors per config type"):
@@ -144,9 +142,8 @@ series = {}
 for name, path in all_refs.items():
     curve = state.dimer(path, pair)
     series[name] = (curve["distances"], curve["energies"])
-st.plotly_chart(plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
-                               ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30)),
-                config=plots.export_config("dimer"))
+show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
+                               ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30)), "dimer")
 if st.button("Run the collapse probe (relaxes random compact structures)"):
     probe_rows = []
     with st.spinner("Relaxing…"):
@@ -165,6 +162,5 @@ if Path(target).resolve().parent == Path(demo["sn2_test"]).resolve().parent:
     for name, path in all_refs.items():
         e = np.array(state.energies(path, demo["sn2_scan"]))
         prof[name] = (list(range(len(scan))), (e - e[0]).tolist())
-    st.plotly_chart(plots.xy_lines(prof, title="Energy along the scan", xlabel="scan point",
-                                   ylabel="energy relative to the first point (eV)"),
-                    config=plots.export_config("sn2_profile"))
+    show.chart(st, plots.xy_lines(prof, title="Energy along the scan", xlabel="scan point",
+                                   ylabel="energy relative to the first point (eV)"), "sn2_profile")

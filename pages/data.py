@@ -11,7 +11,7 @@ from mlipft_core.data import (Dataset, detect_keys, make_split,
 from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
 from mlipft_core.errors import MlipftError
 from mlipft_core.evaluate import evaluate_model
-from mlipft_ui import plots, state
+from mlipft_ui import plots, show, state
 from mlipft_ui.viewer import local_js_available, structure_html
 
 state.require_navigation()
@@ -99,8 +99,8 @@ if model_elements is None:
 if not findings:
     st.success(f"{len(frames)} configurations, no problems found.")
 for f in findings:
-    show = {"error": st.error, "warning": st.warning}.get(f.severity, st.info)
-    show(f"**{f.code}**: {f.message}")
+    notify = {"error": st.error, "warning": st.warning}.get(f.severity, st.info)
+    notify(f"**{f.code}**: {f.message}")
 
 # ----------------------------------------------------------------- 4. summary
 st.subheader("Summary")
@@ -117,12 +117,11 @@ left.dataframe(comp)
 right.dataframe(pd.Series(summ.config_types, name="configurations").rename_axis("config_type"))
 left, right = st.columns(2)
 if summ.energy_per_atom:
-    left.plotly_chart(plots.histogram(summ.energy_per_atom, title="Energy per atom",
-                                      xlabel="eV/atom"), config=plots.export_config("energy_hist"))
+    show.chart(left, plots.histogram(summ.energy_per_atom, title="Energy per atom",
+                                      xlabel="eV/atom"), "energy_hist")
 if summ.force_magnitudes:
-    right.plotly_chart(plots.histogram(summ.force_magnitudes, title="Force magnitude",
-                                       xlabel="eV/Å", log_y=True),
-                       config=plots.export_config("force_hist"))
+    show.chart(right, plots.histogram(summ.force_magnitudes, title="Force magnitude",
+                                       xlabel="eV/Å", log_y=True), "force_hist")
 
 # ----------------------------------------------------------------- 5. split
 st.subheader("Train / valid / test split")
@@ -211,15 +210,14 @@ if res is not None:
     left, right = st.columns(2)
     if m.energy_rmse_mev_per_atom is not None:
         ok = np.isfinite(res.ref_energy)
-        left.plotly_chart(plots.parity(res.ref_energy_per_atom[ok], res.pred_energy_per_atom[ok],
+        show.chart(left, plots.parity(res.ref_energy_per_atom[ok], res.pred_energy_per_atom[ok],
                                        title=f"Energy per atom · RMSE {fmt(m.energy_rmse_mev_per_atom)} meV/atom",
                                        unit="eV/atom",
-                                       labels=[t for t, k in zip(res.config_types, ok) if k]),
-                          config=plots.export_config("parity_energy"))
+                                       labels=[t for t, k in zip(res.config_types, ok) if k]), "parity_energy")
     if res.ref_forces is not None:
-        right.plotly_chart(plots.parity(res.ref_forces.ravel(), res.pred_forces.ravel(),
+        show.chart(right, plots.parity(res.ref_forces.ravel(), res.pred_forces.ravel(),
                                         title=f"Force components · RMSE {fmt(m.forces_rmse_mev_per_a)} meV/Å",
-                                        unit="eV/Å"), config=plots.export_config("parity_forces"))
+                                        unit="eV/Å"), "parity_forces")
     offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
     if abs(offset) > 0.1:
         st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average: "

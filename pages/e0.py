@@ -10,7 +10,7 @@ from mlipft_core import e0 as e0mod
 from mlipft_core.data import load_split, read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
-from mlipft_ui import plots, state
+from mlipft_ui import plots, show, state
 
 state.require_navigation()
 
@@ -93,9 +93,8 @@ st.dataframe(pd.concat([table.map(lambda v: f"{v:,.4f}"), summary.astype(str)]))
 relative = st.toggle("Show as difference from the foundation E0s", value=False)
 bars = {m: {el: v - (results["foundation"].e0[el] if relative and "foundation" in results else 0.0)
             for el, v in r.e0.items()} for m, r in results.items()}
-st.plotly_chart(plots.grouped_bar(bars, title="E0 per element and method",
-                                  ylabel="ΔE0 from foundation (eV)" if relative else "E0 (eV)"),
-                config=plots.export_config("e0_methods"))
+show.chart(st, plots.grouped_bar(bars, title="E0 per element and method",
+                                  ylabel="ΔE0 from foundation (eV)" if relative else "E0 (eV)"), "e0_methods")
 
 # ----------------------------------------------------------------- residuals and parity
 st.subheader("Offset per configuration before and after")
@@ -103,16 +102,15 @@ method = st.selectbox("Method", list(results), index=list(results).index(best) i
 r = results[method]
 if r.offset_before is not None:
     n = inputs.n_atoms
-    for label, offset in (("with the model's own E0s", r.offset_before),
-                          (f"with {method} E0s", r.offset_after)):
+    for stage, label, offset in (("before", "with the model's own E0s", r.offset_before),
+                                 ("after", f"with {method} E0s", r.offset_after)):
         left, right = st.columns(2)
         rmse = float(np.sqrt(np.mean(offset**2)) * 1000)
-        left.plotly_chart(plots.histogram(offset * 1000, title=f"(E_ref − E_model) / N {label}",
-                                          xlabel="meV/atom"),
-                          config=plots.export_config("e0_residuals"))
-        right.plotly_chart(plots.parity(inputs.ref_energy / n, inputs.ref_energy / n - offset,
+        show.chart(left, plots.histogram(offset * 1000, title=f"(E_ref − E_model) / N {label}",
+                                          xlabel="meV/atom"), f"e0_residuals_{stage}")
+        show.chart(right, plots.parity(inputs.ref_energy / n, inputs.ref_energy / n - offset,
                                         title=f"Energy per atom {label} · RMSE {rmse:.1f} meV/atom",
-                                        unit="eV/atom"), config=plots.export_config("e0_parity"))
+                                        unit="eV/atom"), f"e0_parity_{stage}")
 for w in r.warnings:
     st.warning(w)
 
@@ -126,8 +124,8 @@ if series_path:
         frames = read_frames(series_path)
         curves = e0mod.series_energies(model_path, frames, results, head=head, trusted=True)
         shift = st.toggle("Relative to the first structure", value=False)
-        st.plotly_chart(plots.curves(curves, relative=shift, title="Energy along the series",
-                                     ylabel="energy (eV)"), config=plots.export_config("e0_series"))
+        show.chart(st, plots.curves(curves, relative=shift, title="Energy along the series",
+                                     ylabel="energy (eV)"), "e0_series")
         st.caption("For structures of one composition every E0 choice shifts the curve rigidly: "
                    "the absolute offset is what the network would have to learn if the E0s "
                    "do not absorb it, and what distorts interaction energies after training.")

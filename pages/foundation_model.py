@@ -5,7 +5,7 @@ import streamlit as st
 
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import expected_path, fetch, is_available, list_models, resolve
-from mlipft_ui import plots, state
+from mlipft_ui import plots, show, state
 
 state.require_navigation()
 
@@ -110,6 +110,6 @@ e0.index.name = "element"
 st.dataframe(e0.style.format("{:.4f}"))
 st.download_button("E0s as CSV", e0.to_csv(), "e0s.csv", "text/csv")
 fig = plots.grouped_bar(info["e0s"], title="E0 per element and head", ylabel="E0 (eV)")
-st.plotly_chart(fig, config=plots.export_config("e0s"))
+show.chart(st, fig, "e0s")
 with st.expander("Full architecture"):
     st.json(info["architecture"])

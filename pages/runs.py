@@ -12,7 +12,7 @@ from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES, RunSpec
-from mlipft_ui import plots, state
+from mlipft_ui import plots, show, state
 
 state.require_navigation()
 
@@ -167,9 +167,8 @@ def runs_table() -> None:
             if pts:
                 curves[f"{r.name} [{head}]"] = pts
     if curves:
-        st.plotly_chart(plots.learning_curves(curves, title="Validation force RMSE",
-                                              ylabel="meV/Å"),
-                        config=plots.export_config("learning_curves"), key="live_curves")
+        show.chart(st, plots.learning_curves(curves, title="Validation force RMSE",
+                                              ylabel="meV/Å"), "learning_curves", key="live_curves")
 
 
 st.subheader("Runs")

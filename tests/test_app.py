@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -193,3 +194,30 @@ def test_compare_page_with_runs(demo, tmp_path):
     assert set(table[table["name"] == "multihead-replay"]["head"]) == {"pt_head", "Default"}
     assert len(at.get("plotly_chart")) >= 4
     assert any("Least forgetting" in i.value for i in at.info)
+
+
+def test_data_page_with_findings_still_plots(tmp_path):
+    """A dataset with warnings (duplicates, IsolatedAtom) renders findings and plots."""
+    from ase import Atoms
+    from ase.io import write
+
+    frames = []
+    for i in range(6):
+        a = Atoms("OH2", positions=[[0, 0, 0], [0.96 + 0.01 * i, 0, 0], [-0.24, 0.93, 0]])
+        a.info["REF_energy"] = -10.0 - 0.1 * i
+        a.arrays["REF_forces"] = np.full((3, 3), 0.05 * i)
+        frames.append(a)
+    frames.append(frames[0].copy())
+    frames.append(Atoms("H", info={"config_type": "IsolatedAtom", "REF_energy": -13.6}))
+    p = tmp_path / "water.xyz"
+    write(p, frames, format="extxyz")
+    at = app("pages/data.py")
+    at.radio(key="data_source").set_value("File path").run()
+    at.text_input[0].input(str(p)).run()
+    assert not at.exception, at.exception
+    codes = " ".join(w.value for w in at.warning)
+    assert "duplicates" in codes and "isolated_atom" in codes
+    assert len(at.get("plotly_chart")) == 2
+    button(at, "Save split").click().run()
+    assert not at.exception
+    assert any("left out" in s.value for s in at.success)

@@ -64,3 +64,18 @@ def test_uncovered_elements_and_unknown_head(tmp_path):
               info={"REF_energy": -1.0})
     with pytest.raises(HeadError):
         evaluate_model("demo-gfn1-weak", [b], head="pt_head")
+
+
+def test_stress_metrics_only_for_labelled_periodic_structures(demo):
+    ref_s = np.full((3, 3, 3), np.nan)
+    ref_s[0] = np.eye(3) * 0.01
+    ref_s[2] = 0.0
+    pred_s = np.zeros((3, 3, 3))
+    pred_s[1] = 99.0  # unlabelled: ignored
+    m = compute_metrics(np.zeros(3), np.zeros(3), np.ones(3, int), None, None, ref_s, pred_s)
+    assert m.stress_rmse_mev_per_a3 == pytest.approx(np.sqrt(3 * 0.01**2 / 18) * 1000)
+    assert m.stress_mae_mev_per_a3 == pytest.approx(0.03 / 18 * 1000)
+    water = evaluate_model("demo-gfn1-weak", read(demo["water_test"], ":3"))
+    assert water.metrics.stress_rmse_mev_per_a3 is not None and water.pred_stress.shape == (3, 3, 3)
+    mol = evaluate_model("demo-gfn1-weak", read(demo["sn2_test"], ":3"))
+    assert mol.metrics.stress_rmse_mev_per_a3 is None
