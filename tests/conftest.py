@@ -26,6 +26,18 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     yield
+    stop_consumers(tmp_path / "workspace")
+
+
+def stop_consumers(root: Path) -> None:
+    """Stop the queue consumers a test started in its workspace (they are detached)."""
+    import signal
+
+    for pidfile in (Path(root) / "queue").glob("consumer-*.pid"):
+        try:
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from mlipft_core.workspace import Workspace
@@ -120,14 +119,10 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
 
 
 def test_runs_page_launches_and_lists_runs(demo, tmp_path):
-    import os
-    import signal
-
     from ase.io import read, write
 
     from mlipft_core import jobs
     from mlipft_core.data import register_files_as_split
-    from mlipft_core.jobs import worker
 
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
     write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
@@ -142,48 +137,30 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
     button(at, "Launch").click().run()
     assert not at.exception, at.exception
     assert any("Queued 2 run(s)" in s.value for s in at.success)
-    try:
-        recs = jobs.list_runs(ws)
-        assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
-        for r in recs:
-            assert jobs.wait(r.id, timeout=600).status == "done"
-        at.run()
-        table = at.dataframe[-1].value
-        assert set(table["status"]) == {"done"} and "E RMSE Default (meV/atom)" in table
-    finally:
-        try:
-            os.killpg(int(worker.consumer_pidfile(ws.root, "cpu").read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    recs = jobs.list_runs(ws)
+    assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
+    for r in recs:
+        assert jobs.wait(r.id, timeout=600).status == "done"
+    at.run()
+    table = at.dataframe[-1].value
+    assert set(table["status"]) == {"done"} and "E RMSE Default (meV/atom)" in table
 
 
 def test_compare_page_with_runs(demo, tmp_path):
-    import os
-    import signal
-
     from ase.io import read, write
 
     from mlipft_core import jobs
-    from mlipft_core.jobs import worker
     from mlipft_core.strategies import RunSpec
 
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
     write(tmp_path / "target.xyz", read(demo["sn2_test"], ":8"))
     write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":12"))
-    ws = Workspace()
-    try:
-        recs = jobs.submit_sweep([RunSpec(n, demo["models"]["demo-gfn1-weak"],
-                                          str(tmp_path / "train.xyz"),
-                                          replay_file=demo["replay_pool"],
-                                          settings={"max_num_epochs": 1, "num_samples_pt": 10})
-                                  for n in ("naive", "multihead-replay")])
-        for r in recs:
-            assert jobs.wait(r.id, timeout=600).status == "done"
-    finally:
-        try:
-            os.killpg(int(worker.consumer_pidfile(ws.root, "cpu").read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    recs = jobs.submit_sweep([RunSpec(n, demo["models"]["demo-gfn1-weak"],
+                                      str(tmp_path / "train.xyz"), replay_file=demo["replay_pool"],
+                                      settings={"max_num_epochs": 1, "num_samples_pt": 10})
+                              for n in ("naive", "multihead-replay")])
+    for r in recs:
+        assert jobs.wait(r.id, timeout=600).status == "done"
     at = app("pages/compare.py")
     at.text_input[0].set_value(str(tmp_path / "target.xyz")).run()
     at.text_input[1].set_value(str(tmp_path / "pretrain.xyz")).run()

@@ -58,27 +58,17 @@ def server():
 
 def finished_run(tmp_path):
     """One short real fine-tuning run (naive, 1 epoch) for the Compare page."""
-    import signal
-
     from ase.io import read, write
 
     from mlipft_core import jobs
     from mlipft_core.demo import demo_paths
-    from mlipft_core.jobs import worker
     from mlipft_core.strategies import RunSpec
 
     demo = demo_paths()
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
     rec = jobs.submit(RunSpec("naive", demo["models"]["demo-gfn1-strong"],
                               str(tmp_path / "train.xyz"), settings={"max_num_epochs": 1}))
-    try:
-        rec = jobs.wait(rec.id, timeout=600)
-    finally:
-        root = Workspace().root
-        try:
-            os.killpg(int(worker.consumer_pidfile(root, "cpu").read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+    rec = jobs.wait(rec.id, timeout=600)
     assert rec.status == "done", rec.reason
     return rec
 

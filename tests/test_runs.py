@@ -32,18 +32,6 @@ def tiny(tmp_path, demo):
     return d
 
 
-@pytest.fixture(autouse=True)
-def stop_consumers():
-    yield
-    root = Workspace().root
-    for dev in ("cpu", "cuda"):
-        try:
-            pid = int(worker.consumer_pidfile(root, dev).read_text())
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-
-
 def spec(tiny, weak_model, strategy, **settings) -> RunSpec:
     return RunSpec(strategy, weak_model, str(tiny / "train.xyz"), str(tiny / "valid.xyz"),
                    e0s="estimated", replay_file=str(tiny / "replay.xyz"),
