@@ -68,6 +68,20 @@ def dimer_curve(model: str | Path, pair: str, *, head: str | None = None,
     return {"distances": d.tolist(), "energies": (energies - energies[-1]).tolist()}
 
 
+def repulsive_wall(curve: dict[str, list[float]]) -> float:
+    """Height (eV) of the curve at its shortest distance above its minimum.
+
+    A physical dimer rises by many eV at 0.5 Å; a model that lost its short-range repulsion
+    shows a low wall, or none (the minimum sits at the shortest distance).
+    """
+    e = np.asarray(curve["energies"], float)
+    return float(e[0] - e.min())
+
+
+#: Below this wall height (eV) at the shortest probed distance a model is flagged.
+WALL_THRESHOLD_EV = 2.0
+
+
 @dataclass
 class CollapseResult:
     """Outcome of relaxing random compact structures."""

@@ -12,7 +12,7 @@ from mlipft_core.data import load_split, read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
 from mlipft_core.evaluate import evaluate_cached
-from mlipft_core.probes import collapse_probe
+from mlipft_core.probes import WALL_THRESHOLD_EV, collapse_probe, repulsive_wall
 from mlipft_ui import plots, show, state
 
 state.require_navigation()
@@ -138,12 +138,21 @@ pairs = [f"{a}-{b}" for i, a in enumerate(elements) for b in elements[i:]]
 pair = st.selectbox("Dimer", pairs)
 all_refs = {"foundation": refs[0].foundation} if refs[0].foundation else {}
 all_refs.update({r.name: r.path for r in refs})
-series = {}
+series, walls = {}, []
 for name, path in all_refs.items():
     curve = state.dimer(path, pair)
     series[name] = (curve["distances"], curve["energies"])
+    wall = repulsive_wall(curve)
+    walls.append({"model": name, f"wall at {curve['distances'][0]:.1f} Å (eV)": round(wall, 2),
+                  "short-range repulsion": "kept" if wall >= WALL_THRESHOLD_EV else "LOST"})
 show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
                                ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30)), "dimer")
+walls_df = pd.DataFrame(walls)
+st.dataframe(walls_df, hide_index=True)
+lost = [w["model"] for w in walls if w["short-range repulsion"] == "LOST"]
+if lost:
+    st.warning(f"{', '.join(lost)}: the {pair} energy at the shortest distance is less than "
+               f"{WALL_THRESHOLD_EV:g} eV above the curve's minimum: short-range repulsion lost.")
 if st.button("Run the collapse probe (relaxes random compact structures)"):
     probe_rows = []
     with st.spinner("Relaxing…"):

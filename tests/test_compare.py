@@ -122,3 +122,15 @@ def test_collapse_probe_reports_closest_approach(weak_model):
     assert res.n_structures == 2 and len(res.min_distance_per_structure) == 2
     assert res.min_distance == min(res.min_distance_per_structure) > 0
     assert 0 <= res.collapsed <= 2
+
+
+def test_repulsive_wall_flags_a_model_without_repulsion():
+    from mlipft_core.probes import WALL_THRESHOLD_EV, repulsive_wall
+
+    d = np.linspace(0.5, 5, 46)
+    physical = {"distances": d.tolist(), "energies": (4 * ((1 / d) ** 12 - (1 / d) ** 6)).tolist()}
+    lost = {"distances": d.tolist(), "energies": (-2.0 * np.exp(-d)).tolist()}  # no wall at all
+    assert repulsive_wall(physical) > WALL_THRESHOLD_EV
+    assert repulsive_wall(lost) == pytest.approx(0.0)
+    curve = dimer_curve("demo-gfn1-strong", "C-H")
+    assert repulsive_wall(curve) > WALL_THRESHOLD_EV  # the demo model keeps its C-H wall
