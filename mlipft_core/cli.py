@@ -228,6 +228,27 @@ def cmd_dimer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_md(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from .md import MDError, MDSettings, run_md_for_model
+
+    try:
+        structure = read(args.structure, index=args.index)
+    except Exception as exc:
+        raise MDError(f"cannot read a structure from {args.structure}: {exc}") from exc
+    settings = MDSettings(ensemble=args.ensemble, temperature_k=args.temperature,
+                          timestep_fs=args.timestep, steps=args.steps, seed=args.seed,
+                          interval=args.interval)
+    res = run_md_for_model(args.model, structure, settings, head=args.head,
+                           trusted=_trusted(args.model), trajectory=args.trajectory)
+    d = res.to_dict()
+    text = (f"survived {res.survived_steps}/{res.steps} steps, "
+            f"{res.steps_per_second:.1f} steps/s, failure: {res.failure or 'none'}")
+    _print(args, d, text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo_paths
 
@@ -316,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", required=True, help="element pair, e.g. C-H")
     p.add_argument("--head", help="model head (default: the first)")
     p.set_defaults(func=cmd_dimer)
+    p = add("md", "molecular dynamics with a model: stability and RDFs")
+    p.add_argument("model", help="registry name or .model path")
+    p.add_argument("structure", help="structure file (extxyz or any ASE format)")
+    p.add_argument("--index", type=int, default=0, help="which structure of the file")
+    p.add_argument("--head", help="model head (default: the first)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--temperature", type=float, required=True, help="K")
+    p.add_argument("--timestep", type=float, required=True, help="fs")
+    p.add_argument("--ensemble", choices=["langevin", "bussi", "nve"], default="langevin")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--interval", type=int, default=10, help="steps between recorded frames")
+    p.add_argument("--trajectory", help="write the recorded frames to this extxyz file")
+    p.set_defaults(func=cmd_md)
     p = add("demo", "the bundled demo world")
     p.add_argument("what", choices=["paths"])
     p.set_defaults(func=cmd_demo)

@@ -18,6 +18,7 @@ PAGES = [
     ("pages/e0.py", "E0s", ":material/balance:"),
     ("pages/runs.py", "Fine-tuning runs", ":material/model_training:"),
     ("pages/compare.py", "Compare", ":material/compare:"),
+    ("pages/md.py", "Molecular dynamics", ":material/animation:"),
 ]
 
 

@@ -46,3 +46,37 @@ def structure_html(atoms: Atoms, width: int = 520, height: int = 380,
                           "end": dict(zip("xyz", map(float, q))), "color": "gray"})
     view.zoomTo()
     return view._make_html()
+
+
+def trajectory_html(frames: list[Atoms], width: int = 360, height: int = 300,
+                    interval_ms: int = 120) -> str:
+    """An animated 3D view of a trajectory with play, pause and a frame slider."""
+    import json
+
+    buf = io.StringIO()
+    for a in frames:
+        write(buf, a, format="xyz")
+    js = LOCAL_JS_URL if local_js_available() else \
+        "https://cdn.jsdelivr.net/npm/3dmol@2.5.5/build/3Dmol-min.js"
+    n = len(frames)
+    return f"""<html><head><script src="{js}"></script></head><body style="margin:0">
+<div id="v" style="width:{width}px;height:{height}px;position:relative"></div>
+<div style="font:12px sans-serif;margin-top:4px">
+<button id="play">Play</button> <button id="pause">Pause</button>
+<input id="frame" type="range" min="0" max="{n - 1}" value="0" style="width:{width - 150}px">
+<span id="label">0/{n - 1}</span></div>
+<script>
+const data = {json.dumps(buf.getvalue())};
+const viewer = $3Dmol.createViewer(document.getElementById("v"), {{backgroundColor: "white"}});
+viewer.addModelsAsFrames(data, "xyz");
+viewer.setStyle({{}}, {{stick: {{radius: 0.12}}, sphere: {{scale: 0.25}}}});
+viewer.zoomTo(); viewer.render();
+const slider = document.getElementById("frame"), label = document.getElementById("label");
+let timer = null;
+function show(i) {{ viewer.setFrame(i); viewer.render(); slider.value = i;
+  label.textContent = i + "/{n - 1}"; }}
+document.getElementById("play").onclick = () => {{ if (timer) return;
+  timer = setInterval(() => show((parseInt(slider.value) + 1) % {n}), {interval_ms}); }};
+document.getElementById("pause").onclick = () => {{ clearInterval(timer); timer = null; }};
+slider.oninput = () => show(parseInt(slider.value));
+</script></body></html>"""

@@ -23,7 +23,7 @@ st.caption("Target accuracy, forgetting of the pretraining distribution and shor
 
 ws = state.workspace()
 demo = demo_paths()
-done = [r for r in jobs.list_runs(ws) if r.status == "done"]
+done = [r for r in jobs.list_runs(ws) if r.status == "done" and r.kind == "train"]
 if not done:
     st.info("No finished runs yet: launch some on the Fine-tuning runs page.")
     st.stop()

@@ -139,7 +139,7 @@ if ready:
 # ----------------------------------------------------------------- watch
 @st.fragment(run_every=3)
 def runs_table() -> None:
-    records = jobs.list_runs(ws)
+    records = [r for r in jobs.list_runs(ws) if r.kind == "train"]
     if not records:
         st.info("No runs yet.")
         return
@@ -175,7 +175,7 @@ st.subheader("Runs")
 runs_table()
 
 # ----------------------------------------------------------------- actions
-records = jobs.list_runs(ws)
+records = [r for r in jobs.list_runs(ws) if r.kind == "train"]
 if records:
     st.subheader("Actions")
     rid = st.selectbox("Run", [r.id for r in reversed(records)])

@@ -198,3 +198,21 @@ def test_data_page_with_findings_still_plots(tmp_path):
     button(at, "Save split").click().run()
     assert not at.exception
     assert any("left out" in s.value for s in at.success)
+
+
+def test_md_page_runs_models_side_by_side(demo):
+    from mlipft_core import jobs
+
+    Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
+    at = app("pages/md.py")
+    at.number_input[3].set_value(20)  # steps
+    at.number_input[4].set_value(5)   # record interval
+    button(at, "Run MD for the chosen models").click().run()
+    assert not at.exception, at.exception
+    for r in jobs.list_runs():
+        assert jobs.wait(r.id, timeout=300).status == "done"
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.get("iframe")) == 1 and "3Dmol" in at.get("iframe")[0].proto.srcdoc
+    assert len(at.get("plotly_chart")) >= 6  # 3 traces + 3 RDF pairs
+    assert any("Closest RDFs" in s.value for s in at.success)

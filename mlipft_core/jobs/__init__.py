@@ -238,6 +238,53 @@ def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
     return out
 
 
+def submit_md(models: dict[str, str], structure: str | Path, settings, *, index: int = 0,
+              head: str | None = None, workspace: Workspace | None = None,
+              backend: Backend | None = None) -> list[RunRecord]:
+    """Queue the same MD (an :class:`~mlipft_core.md.MDSettings`) for several models.
+
+    ``models`` maps a display name to a model file; one MD run per model, one group.
+    """
+    from ..md import MDError
+
+    settings.check()
+    ws = workspace or Workspace()
+    store = RunStore(ws)
+    structure = str(Path(structure).expanduser().resolve())
+    if not Path(structure).is_file():
+        raise MDError(f"structure file not found: {structure}")
+    group = time.strftime("md-%Y%m%d-%H%M%S")
+    out = []
+    for name, path in models.items():
+        rid = store.new_id("md")
+        folder = store.folder(rid)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "md.json", __import__("json").dumps(
+            {"model": str(Path(path).resolve()), "structure": structure, "index": index,
+             "head": head, "settings": settings.to_dict()}, indent=2))
+        rec = RunRecord(id=rid, name=name, strategy="md", kind="md", device=_device(),
+                        spec={"model": str(path), "structure": structure, "index": index,
+                              "head": head, "settings": settings.to_dict()}, sweep=group)
+        store.create(rec)
+        (backend or DEFAULT_BACKEND).submit(ws.root, rec)
+        out.append(rec)
+    return out
+
+
+def _device() -> str:
+    from ..evaluate import default_device
+
+    return default_device()
+
+
+def md_progress(record: RunRecord, workspace: Workspace | None = None) -> float:
+    """Fraction of an MD run's steps done."""
+    from ..workspace import read_json
+
+    p = read_json(RunStore(workspace).folder(record.id) / "progress.json") or {}
+    return (p.get("step", 0) / p["steps"]) if p.get("steps") else 0.0
+
+
 def list_runs(workspace: Workspace | None = None, backend: Backend | None = None
               ) -> list[RunRecord]:
     store = RunStore(workspace)

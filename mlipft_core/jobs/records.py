@@ -51,6 +51,7 @@ class RunRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
     worker_pid: int | None = None   # the queue consumer that watches the run
+    kind: str = "train"             # "train" (mace_run_train) or "md"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

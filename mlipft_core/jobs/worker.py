@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..workspace import Workspace
+from ..workspace import Workspace, read_json
 from .progress import read_progress
 from .records import RunStore, log_tail, pid_alive
 
@@ -86,7 +86,11 @@ def execute_run(root: str, run_id: str) -> None:
     threads = threads_per_run(rec.device)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "mace.cli.run_train", "--config", str(folder / "config.yaml")]
+    if rec.kind == "md":
+        cmd = [sys.executable, "-m", "mlipft_core.md", str(folder)]
+    else:
+        cmd = [sys.executable, "-m", "mace.cli.run_train", "--config",
+               str(folder / "config.yaml")]
     log_path = folder / "train.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -127,24 +131,32 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
     """Record the end of a run: done with its model, failed with the reason, or cancelled."""
     rec = store.get(run_id)
     folder = store.folder(run_id)
-    model = folder / f"{rec.name}.model"
     tail = log_tail(folder / "train.log")
-    prog = read_progress(folder, rec.max_epochs)
-    metrics = {"epochs_done": None if prog.epoch is None else prog.epoch + 1,
-               "valid": prog.last_valid()}
+    if rec.kind == "md":
+        model = folder / "result.json"  # an MD run's product
+        result = read_json(model) or {}
+        metrics = {k: result.get(k) for k in ("survived_steps", "steps", "failure",
+                                               "steps_per_second")}
+    else:
+        model = folder / f"{rec.name}.model"
+        prog = read_progress(folder, rec.max_epochs)
+        metrics = {"epochs_done": None if prog.epoch is None else prog.epoch + 1,
+                   "valid": prog.last_valid()}
     if cancelled:
         store.transition(run_id, ("queued", "running"), status="cancelled",
                          finished=time.time(), returncode=rc, reason="cancelled by the user",
                          log_tail=tail, metrics=metrics)
     elif rc in (0, None) and model.is_file():
         store.transition(run_id, ("running",), status="done", finished=time.time(),
-                         returncode=rc, model_path=str(model), metrics=metrics, log_tail=tail)
+                         returncode=rc, model_path=None if rec.kind == "md" else str(model),
+                         metrics=metrics, log_tail=tail)
     else:
         if reason is None:
             if rc is not None and rc < 0:
                 reason = f"mace_run_train was killed by signal {-rc} ({signal.Signals(-rc).name})"
             elif rc == 0:
-                reason = "mace_run_train ended without writing a model file"
+                reason = ("the MD process ended without a result" if rec.kind == "md" else
+                          "mace_run_train ended without writing a model file")
             else:
                 last = [ln for ln in tail.splitlines() if ln.strip()]
                 reason = f"mace_run_train exited with code {rc}" + (

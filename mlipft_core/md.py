@@ -1,0 +1,314 @@
+"""Molecular dynamics with any model: stability, radial distribution functions, EMD.
+
+MD runs with ASE's integrators (Langevin or Bussi NVT, velocity Verlet NVE) and mace's
+``MACECalculator``. Stability is watched as the run goes: it stops and reports when the
+smallest interatomic distance falls below a threshold, the temperature runs away, or the
+total energy drifts past a limit in NVE.
+
+``python -m mlipft_core.md RUN_FOLDER`` runs the ``md.json`` of a queued MD run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from ase import Atoms, units
+from ase.data import chemical_symbols
+
+from .errors import MlipftError
+
+
+class MDError(MlipftError):
+    code = "md_error"
+
+
+@dataclass
+class MDSettings:
+    """Settings of one MD run."""
+
+    ensemble: str = "langevin"        # langevin | bussi | nve
+    temperature_k: float = 300.0
+    timestep_fs: float = 0.5
+    steps: int = 1000
+    friction_per_fs: float = 0.01     # Langevin friction; Bussi uses taut = 1 / friction
+    seed: int = 0
+    interval: int = 10                # steps between recorded frames
+    min_distance: float = 0.5         # Å: closer atoms mean a collapse
+    max_temperature_factor: float = 5.0   # runaway above factor x target (and 3000 K floor)
+    max_drift_ev_per_atom: float = 0.05   # NVE: total-energy drift limit
+    equilibration_fraction: float = 0.2   # frames skipped before averaging the RDF
+    rdf_rmax: float = 6.0
+    rdf_nbins: int = 120
+
+    def check(self) -> None:
+        if self.ensemble not in ("langevin", "bussi", "nve"):
+            raise MDError(f"unknown ensemble {self.ensemble!r}: langevin, bussi or nve")
+        for name in ("temperature_k", "timestep_fs", "friction_per_fs", "min_distance"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v <= 0:
+                raise MDError(f"{name} must be a positive number, not {v!r}")
+        if self.steps < 1 or self.interval < 1:
+            raise MDError("steps and the recording interval must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MDResult:
+    """Outcome of one MD run."""
+
+    survived_steps: int
+    steps: int
+    failure: str | None
+    steps_per_second: float
+    time_fs: list[float] = field(default_factory=list)
+    temperature_k: list[float] = field(default_factory=list)
+    potential_ev: list[float] = field(default_factory=list)
+    total_ev: list[float] = field(default_factory=list)
+    min_distance: list[float] = field(default_factory=list)
+    rdf: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # pair -> r, g
+    trajectory: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- RDF and EMD
+def element_pairs(symbols: Sequence[str]) -> list[tuple[str, str]]:
+    els = sorted(set(symbols), key=lambda s: chemical_symbols.index(s))
+    return [(a, b) for i, a in enumerate(els) for b in els[i:]]
+
+
+def rdf(frames: Sequence[Atoms], pair: tuple[str, str], rmax: float = 6.0,
+        nbins: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Radial distribution function g(r) of an element pair, averaged over frames.
+
+    Normalised so that g → 1 for an uncorrelated fluid: for a periodic box of volume V with
+    N_a and N_b atoms, ``g(r) = V · n_ab(r) / (N_a · N_b' · 4π r² dr)`` with
+    ``N_b' = N_b - 1`` for a = b. Distances use the minimum image; ``rmax`` is capped at half
+    the shortest cell height.
+    """
+    a_sym, b_sym = pair
+    edges = np.linspace(0.0, rmax, nbins + 1)
+    counts = np.zeros(nbins)
+    norm = 0.0
+    for atoms in frames:
+        syms = np.array(atoms.get_chemical_symbols())
+        ia, ib = np.where(syms == a_sym)[0], np.where(syms == b_sym)[0]
+        if not len(ia) or not len(ib):
+            continue
+        periodic = bool(atoms.pbc.all())
+        if periodic:
+            heights = atoms.cell.volume / np.linalg.norm(
+                np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+            if rmax > heights.min() / 2 + 1e-9:
+                raise MDError(f"rdf rmax {rmax} Å exceeds half the cell height "
+                              f"({heights.min() / 2:.2f} Å)")
+            volume = atoms.cell.volume
+        else:
+            pos = atoms.positions
+            volume = float(np.prod(np.ptp(pos, axis=0) + 2 * rmax))  # rough, for molecules
+        d = atoms.get_all_distances(mic=periodic)[np.ix_(ia, ib)]
+        if a_sym == b_sym:
+            d = d[np.triu_indices(len(ia), 1)]
+            n_pairs = len(ia) * (len(ia) - 1) / 2
+        else:
+            d = d.ravel()
+            n_pairs = len(ia) * len(ib)
+        counts += np.histogram(d, bins=edges)[0]
+        norm += n_pairs / volume
+    r = 0.5 * (edges[1:] + edges[:-1])
+    shell = 4.0 * np.pi * r**2 * np.diff(edges)
+    g = counts / (norm * shell) if norm > 0 else np.zeros(nbins)
+    return r, g
+
+
+def emd(r: Sequence[float], g1: Sequence[float], g2: Sequence[float]) -> float:
+    """Earth mover's distance (Å) between two RDFs taken as distributions over r."""
+    from scipy.stats import wasserstein_distance
+
+    g1, g2 = np.clip(np.asarray(g1, float), 0, None), np.clip(np.asarray(g2, float), 0, None)
+    if g1.sum() == 0 or g2.sum() == 0:
+        return float("nan")
+    return float(wasserstein_distance(r, r, u_weights=g1, v_weights=g2))
+
+
+def reference_rdf(frames: Sequence[Atoms], rmax: float = 6.0, nbins: int = 120
+                  ) -> dict[str, dict[str, list[float]]]:
+    """RDFs of every element pair of reference structures (e.g. the target data)."""
+    out = {}
+    for pair in element_pairs(frames[0].get_chemical_symbols()):
+        r, g = rdf(frames, pair, rmax, nbins)
+        out[f"{pair[0]}-{pair[1]}"] = {"r": r.tolist(), "g": g.tolist()}
+    return out
+
+
+# ----------------------------------------------------------------------------- MD
+class _Unstable(Exception):
+    """Raised inside the integrator loop when the run has failed."""
+
+
+def _dynamics(atoms: Atoms, s: MDSettings):
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    rng = np.random.default_rng(s.seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=s.temperature_k, rng=rng)
+    Stationary(atoms)
+    dt = s.timestep_fs * units.fs
+    if s.ensemble == "langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(atoms, timestep=dt, temperature_K=s.temperature_k,
+                        friction=s.friction_per_fs / units.fs, fixcm=False, rng=rng)
+    if s.ensemble == "bussi":
+        from ase.md.bussi import Bussi
+
+        return Bussi(atoms, timestep=dt, temperature_K=s.temperature_k,
+                     taut=(1.0 / s.friction_per_fs) * units.fs, rng=rng)
+    return VelocityVerlet(atoms, timestep=dt)
+
+
+def run_md(calc, structure: Atoms, settings: MDSettings, *, trajectory: str | Path | None = None,
+           progress: Callable[[int, int], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> MDResult:
+    """Run MD with an ASE calculator, watching stability; write frames to ``trajectory``."""
+    from ase.io import write
+
+    settings.check()
+    s = settings
+    atoms = structure.copy()
+    atoms.calc = calc
+    dyn = _dynamics(atoms, s)
+    n = len(atoms)
+    res = MDResult(survived_steps=0, steps=s.steps, failure=None, steps_per_second=0.0,
+                   trajectory=str(trajectory) if trajectory else None)
+    frames: list[Atoms] = []
+    e0_total = None
+    t_limit = max(s.max_temperature_factor * s.temperature_k, 3000.0)
+    if trajectory:
+        Path(trajectory).unlink(missing_ok=True)
+
+    def record(step: int) -> str | None:
+        epot = float(atoms.get_potential_energy())
+        ekin = float(atoms.get_kinetic_energy())
+        temp = float(atoms.get_temperature())
+        d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+        dmin = float(d[np.triu_indices(n, 1)].min()) if n > 1 else float("inf")
+        res.time_fs.append(step * s.timestep_fs)
+        res.temperature_k.append(temp)
+        res.potential_ev.append(epot)
+        res.total_ev.append(epot + ekin)
+        res.min_distance.append(dmin)
+        snap = atoms.copy()
+        snap.calc = None
+        frames.append(snap)
+        if trajectory:
+            write(trajectory, snap, format="extxyz", append=True)
+        if not np.isfinite(epot) or not np.isfinite(temp):
+            return "energy or temperature became non-finite"
+        if dmin < s.min_distance:
+            return f"atoms collapsed: smallest distance {dmin:.2f} Å < {s.min_distance} Å"
+        if temp > t_limit:
+            return f"temperature ran away: {temp:.0f} K > {t_limit:.0f} K"
+        if s.ensemble == "nve" and e0_total is not None:
+            drift = abs(epot + ekin - e0_total) / n
+            if drift > s.max_drift_ev_per_atom:
+                return (f"total energy drifted by {drift * 1000:.0f} meV/atom > "
+                        f"{s.max_drift_ev_per_atom * 1000:.0f} meV/atom (NVE)")
+        return None
+
+    res.failure = record(0)
+    e0_total = res.total_ev[0]
+    counter = {"step": 0}
+
+    def guard() -> None:
+        """Every step (cheap checks): stop before a blown-up structure reaches the neighbour
+        list; distances are checked at every recorded frame."""
+        counter["step"] += 1
+        pos = atoms.positions
+        if not np.all(np.isfinite(pos)):
+            raise _Unstable("positions became non-finite")
+        temp = float(atoms.get_temperature())
+        if not np.isfinite(temp) or temp > t_limit:
+            raise _Unstable(f"temperature ran away: {temp:.0f} K > {t_limit:.0f} K")
+
+    dyn.attach(guard, interval=1)
+    t0 = time.perf_counter()
+    step = 0
+    while res.failure is None and step < s.steps:
+        chunk = min(s.interval, s.steps - step)
+        try:
+            dyn.run(chunk)
+        except _Unstable as exc:
+            res.failure = f"{exc} (step {counter['step']})"
+            res.survived_steps = max(0, counter["step"] - 1)
+            step = counter["step"]
+            break
+        step += chunk
+        res.failure = record(step)
+        res.survived_steps = step if res.failure is None else step - chunk
+        if progress:
+            progress(step, s.steps)
+        if should_stop is not None and should_stop():
+            res.failure = res.failure or "cancelled by the user"
+            break
+    elapsed = time.perf_counter() - t0
+    res.steps_per_second = step / elapsed if elapsed > 0 else 0.0
+    start = int(len(frames) * s.equilibration_fraction)
+    used = frames[start:] if len(frames) - start >= 2 else frames
+    rmax = s.rdf_rmax
+    if atoms.pbc.all():
+        heights = atoms.cell.volume / np.linalg.norm(
+            np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
+        rmax = min(rmax, heights.min() / 2 - 1e-6)
+    for pair in element_pairs(atoms.get_chemical_symbols()):
+        r, g = rdf(used, pair, rmax, s.rdf_nbins)
+        res.rdf[f"{pair[0]}-{pair[1]}"] = {"r": r.tolist(), "g": g.tolist()}
+    return res
+
+
+def calculator(model: str | Path, head: str | None = None, trusted: bool = False):
+    """mace's ASE calculator for a registry model or file (device: CUDA when present)."""
+    from .probes import _calculator
+
+    return _calculator(model, head, trusted)
+
+
+def run_md_for_model(model: str | Path, structure: Atoms, settings: MDSettings, *,
+                     head: str | None = None, trusted: bool = False, **kwargs) -> MDResult:
+    return run_md(calculator(model, head, trusted), structure, settings, **kwargs)
+
+
+# ----------------------------------------------------------------------------- queued runs
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the MD described by ``RUN_FOLDER/md.json``; write ``result.json`` there."""
+    from ase.io import read
+
+    from .workspace import atomic_write_json
+
+    folder = Path((argv or sys.argv[1:])[0])
+    cfg = json.loads((folder / "md.json").read_text())
+    settings = MDSettings(**cfg["settings"])
+    structure = read(cfg["structure"], index=cfg.get("index", 0))
+    progress_file = folder / "progress.json"
+
+    def progress(step: int, total: int) -> None:
+        atomic_write_json(progress_file, {"step": step, "steps": total})
+
+    res = run_md_for_model(cfg["model"], structure, settings, head=cfg.get("head"),
+                           trusted=True, trajectory=folder / "trajectory.xyz",
+                           progress=progress, should_stop=lambda: (folder / "cancel").exists())
+    atomic_write_json(folder / "result.json", res.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
