@@ -36,6 +36,9 @@ picked = st.multiselect("Models", list(choices), default=list(choices)[:3])
 c = st.columns(2)
 structure = c[0].text_input("Starting structure (extxyz)", demo["water_test"])
 index = int(c[1].number_input("Structure index in the file", 0, 100000, 0))
+upload = st.file_uploader("…or upload a starting structure (extxyz)", type=["xyz", "extxyz"])
+if upload is not None:
+    structure = str(ws.save_upload(upload.name, upload.getvalue()))
 reference = st.text_input("Reference for the RDFs (structures of the target data, or a "
                           "reference trajectory)", demo["water_train"])
 c = st.columns(5)
