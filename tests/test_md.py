@@ -82,3 +82,18 @@ def test_md_on_the_queue_and_cli(demo, weak_model, strong_model):
                                          "--temperature", "300", "--timestep", "0.5"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "cannot read a structure" in bad.stderr
+
+
+def test_md_run_can_be_cancelled(demo, weak_model):
+    import time
+
+    rec = jobs.submit_md({"weak": weak_model}, demo["water_test"],
+                         MDSettings(steps=100000, interval=10))[0]
+    deadline = time.time() + 120
+    while jobs.md_progress(jobs.get_run(rec.id)) == 0 and time.time() < deadline:
+        time.sleep(0.5)
+    assert jobs.get_run(rec.id).status == "running"
+    jobs.cancel(rec.id)
+    final = jobs.wait(rec.id, timeout=120)
+    assert final.status == "cancelled"
+    assert final.metrics["survived_steps"] is None or final.metrics["survived_steps"] < 100000
