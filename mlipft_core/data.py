@@ -151,6 +151,14 @@ def get_label(atoms: Atoms, key: str | None, quantity: str) -> Any:
     return atoms.info.get(key)
 
 
+def stress_3x3(value: Any) -> np.ndarray:
+    """A stress label (3x3, 9 values or Voigt 6) as a 3x3 array."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    v = np.asarray(value, dtype=float)
+    return voigt_6_to_full_3x3_stress(v) if v.size == 6 else v.reshape(3, 3)
+
+
 def canonical_frames(frames: Sequence[Atoms], keys: LabelKeys) -> list[Atoms]:
     """Copies of ``frames`` with labels under ``REF_energy``/``REF_forces``/``REF_stress``."""
     out = []
@@ -172,11 +180,7 @@ def canonical_frames(frames: Sequence[Atoms], keys: LabelKeys) -> list[Atoms]:
             elif q == "forces":
                 a.arrays[CANONICAL[q]] = np.asarray(v, dtype=float)
             else:
-                v = np.asarray(v, dtype=float)
-                if v.size == 6:  # Voigt -> 3x3
-                    xx, yy, zz, yz, xz, xy = v
-                    v = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-                a.info[CANONICAL[q]] = v.reshape(3, 3)
+                a.info[CANONICAL[q]] = stress_3x3(v)
         out.append(a)
     return out
 

@@ -193,16 +193,6 @@ def _lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
-def _model_e0s(net, head: str, symbols: Sequence[str]) -> dict[str, float]:
-    from .registry import model_heads
-
-    table = np.atleast_2d(net.atomic_energies_fn.atomic_energies.detach().cpu().numpy())
-    heads = model_heads(net)
-    row = table[min(heads.index(head), len(table) - 1)]
-    zs = [int(z) for z in net.atomic_numbers]
-    return {chemical_symbols[z]: float(row[i]) for i, z in enumerate(zs) if chemical_symbols[z] in symbols}
-
-
 def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, float]:
     """Explicit E0s from a dict (keys: symbols or Z), JSON text or a JSON file."""
     if isinstance(values, (str, Path)):
@@ -304,7 +294,7 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
     model_e = found = model_elements = None
     if model is not None:
         from .evaluate import predict
-        from .registry import check_head, load_model
+        from .registry import check_head, load_model, model_e0s
 
         net = load_model(model, trusted=trusted, device=device or "cpu")
         head = check_head(net, head)
@@ -315,7 +305,7 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
                             code="elements_not_covered")
         model_e, _ = predict(net, frames, head=head, batch_size=batch_size, device=device,
                              progress=progress)
-        found = _model_e0s(net, head, model_elements)
+        found = model_e0s(net)[head]
     return E0Inputs(frames, keys, elements, ref, model_e, found, isolated, model_elements)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from ase import Atoms
 
-from .data import CANONICAL, LabelKeys, detect_keys, get_label, read_frames
+from .data import CANONICAL, LabelKeys, detect_keys, get_label, read_frames, stress_3x3
 from .errors import DataError
 from .registry import check_head, load_model
 
@@ -124,11 +124,7 @@ def reference_stress(frames: Sequence[Atoms], keys: LabelKeys) -> np.ndarray | N
         v = get_label(a, keys.stress, "stress")
         if v is None or not a.pbc.all():
             continue
-        v = np.asarray(v, dtype=float)
-        if v.size == 6:
-            xx, yy, zz, yz, xz, xy = v
-            v = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-        out[i] = v.reshape(3, 3)
+        out[i] = stress_3x3(v)
     return out if np.isfinite(out).any() else None
 
 
@@ -235,22 +231,32 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
     net = load_model(model, device=device or default_device(), trusted=trusted)
     head = check_head(net, head)
     ref_s = reference_stress(frames, keys)
-    stress: list | None = [] if ref_s is not None else None
-    pred_e, pred_f = predict(net, frames, head=head, batch_size=batch_size, device=device,
-                             progress=progress, stress_out=stress)
+    pred_e, pred_f, pred_s = _predict_labels(net, frames, head, ref_s is not None,
+                                             batch_size=batch_size, device=device,
+                                             progress=progress)
+    return _result(model, head, frames, keys, ref_s, pred_e, pred_f, pred_s)
+
+
+def _predict_labels(net, frames: Sequence[Atoms], head: str, with_stress: bool, **kwargs
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`predict` plus stresses when the data has stress labels to compare with."""
+    stress: list | None = [] if with_stress else None
+    pred_e, pred_f = predict(net, frames, head=head, stress_out=stress, **kwargs)
+    return pred_e, pred_f, None if stress is None else np.array(stress)
+
+
+def _result(model, head: str, frames: Sequence[Atoms], keys: LabelKeys,
+            ref_s: np.ndarray | None, pred_e: np.ndarray, pred_f: np.ndarray,
+            pred_s: np.ndarray | None) -> EvaluationResult:
+    """Predictions next to the reference labels, with their metrics."""
     n_atoms = np.array([len(a) for a in frames])
     ref_e, ref_f = reference_labels(frames, keys)
-    pred_s = None if stress is None else np.array(stress)
-    metrics = compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s)
     return EvaluationResult(
         model=str(model), head=head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
         ref_forces=ref_f, pred_forces=pred_f,
         config_types=[str(a.info.get("config_type", "Default")) for a in frames],
-        metrics=metrics, ref_stress=ref_s, pred_stress=pred_s)
-
-
-__all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
-           "evaluate_model", "predict"]
+        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s),
+        ref_stress=ref_s, pred_stress=pred_s)
 
 
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
@@ -273,7 +279,6 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     keys = detect_keys(frames)
     key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(Path(data))[:20]}"
     cache = ws.cache / "predictions" / f"{key}.npz"
-    n_atoms = np.array([len(a) for a in frames])
     ref_s = reference_stress(frames, keys)
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
@@ -282,19 +287,15 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     else:
         net = load_model(mpath, trusted=True)
         used_head = check_head(net, head)
-        stress: list | None = [] if ref_s is not None else None
-        pred_e, pred_f = predict(net, frames, head=used_head, batch_size=batch_size,
-                                 progress=progress, stress_out=stress)
-        pred_s = None if stress is None else np.array(stress)
+        pred_e, pred_f, pred_s = _predict_labels(net, frames, used_head, ref_s is not None,
+                                                 batch_size=batch_size, progress=progress)
         extra = {} if pred_s is None else {"pred_stress": pred_s}
         buf = io.BytesIO()
         np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
                  meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})), **extra)
         atomic_write_bytes(cache, buf.getvalue())
-    ref_e, ref_f = reference_labels(frames, keys)
-    return EvaluationResult(
-        model=str(model), head=used_head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
-        ref_forces=ref_f, pred_forces=pred_f,
-        config_types=[str(a.info.get("config_type", "Default")) for a in frames],
-        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s),
-        ref_stress=ref_s, pred_stress=pred_s)
+    return _result(model, used_head, frames, keys, ref_s, pred_e, pred_f, pred_s)
+
+
+__all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
+           "evaluate_cached", "evaluate_model", "predict"]

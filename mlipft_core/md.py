@@ -86,6 +86,11 @@ def element_pairs(symbols: Sequence[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(els) for b in els[i:]]
 
 
+def half_cell_height(atoms: Atoms) -> float:
+    """Half the smallest distance between opposite cell faces: the minimum-image limit."""
+    return float((atoms.cell.volume / atoms.cell.areas()).min() / 2)
+
+
 def rdf(frames: Sequence[Atoms], pair: tuple[str, str], rmax: float = 6.0,
         nbins: int = 120) -> tuple[np.ndarray, np.ndarray]:
     """Radial distribution function g(r) of an element pair, averaged over frames.
@@ -106,11 +111,9 @@ def rdf(frames: Sequence[Atoms], pair: tuple[str, str], rmax: float = 6.0,
             continue
         periodic = bool(atoms.pbc.all())
         if periodic:
-            heights = atoms.cell.volume / np.linalg.norm(
-                np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
-            if rmax > heights.min() / 2 + 1e-9:
-                raise MDError(f"rdf rmax {rmax} Å exceeds half the cell height "
-                              f"({heights.min() / 2:.2f} Å)")
+            half = half_cell_height(atoms)
+            if rmax > half + 1e-9:
+                raise MDError(f"rdf rmax {rmax} Å exceeds half the cell height ({half:.2f} Å)")
             volume = atoms.cell.volume
         else:
             pos = atoms.positions
@@ -266,9 +269,7 @@ def run_md(calc, structure: Atoms, settings: MDSettings, *, trajectory: str | Pa
     used = frames[start:] if len(frames) - start >= 2 else frames
     rmax = s.rdf_rmax
     if atoms.pbc.all():
-        heights = atoms.cell.volume / np.linalg.norm(
-            np.cross(atoms.cell[[1, 2, 0]], atoms.cell[[2, 0, 1]]), axis=1)
-        rmax = min(rmax, heights.min() / 2 - 1e-6)
+        rmax = min(rmax, half_cell_height(atoms) - 1e-6)
     for pair in element_pairs(atoms.get_chemical_symbols()):
         r, g = rdf(used, pair, rmax, s.rdf_nbins)
         res.rdf[f"{pair[0]}-{pair[1]}"] = {"r": r.tolist(), "g": g.tolist()}

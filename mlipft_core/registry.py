@@ -277,6 +277,17 @@ def model_heads(net) -> list[str]:
     return list(heads) if heads else ["Default"]
 
 
+def model_e0s(net) -> dict[str, dict[str, float]]:
+    """E0s of a loaded model: head -> element -> eV (heads sharing one table repeat it)."""
+    import numpy as np
+    from ase.data import chemical_symbols
+
+    table = np.atleast_2d(net.atomic_energies_fn.atomic_energies.detach().cpu().numpy())
+    elements = [chemical_symbols[int(z)] for z in net.atomic_numbers]
+    return {h: {el: float(table[min(i, len(table) - 1)][j]) for j, el in enumerate(elements)}
+            for i, h in enumerate(model_heads(net))}
+
+
 def check_head(net, head: str | None) -> str:
     """Return a valid head name (the first head when ``None``)."""
     heads = model_heads(net)
@@ -290,7 +301,6 @@ def check_head(net, head: str | None) -> str:
 def inspect_model(model: str | Path, *, trusted: bool = False) -> ModelInfo:
     """Elements, heads, E0s per head, cutoff, channels, L, interactions, parameter count."""
     import mace  # noqa: F401  (sets torch's pickle settings before e3nn loads its constants)
-    import numpy as np
     from ase.data import chemical_symbols
     from e3nn import o3
 
@@ -299,10 +309,7 @@ def inspect_model(model: str | Path, *, trusted: bool = False) -> ModelInfo:
     zs = [int(z) for z in net.atomic_numbers]
     elements = [chemical_symbols[z] for z in zs]
     heads = model_heads(net)
-    e0_table = net.atomic_energies_fn.atomic_energies.detach().cpu().numpy()
-    e0_table = np.atleast_2d(e0_table)
-    e0s = {h: {el: float(e0_table[min(i, len(e0_table) - 1)][j]) for j, el in enumerate(elements)}
-           for i, h in enumerate(heads)}
+    e0s = model_e0s(net)
     hidden = o3.Irreps(str(net.products[0].linear.irreps_out))
     arch: dict[str, Any] = {}
     try:

@@ -102,10 +102,8 @@ st.subheader("Training curves")
 curves = {}
 for ref in refs:
     if ref.run_id:
-        for head, evals in jobs.progress(jobs.get_run(ref.run_id, ws), ws).valid.items():
-            pts = [(e["epoch"], e["rmse_f_mev_per_a"]) for e in evals if e["epoch"] is not None]
-            if pts:
-                curves[f"{ref.name} [{head}]"] = pts
+        for head, pts in jobs.progress(jobs.get_run(ref.run_id, ws), ws).series().items():
+            curves[f"{ref.name} [{head}]"] = pts
 if curves:
     show.chart(st, plots.learning_curves(curves, title="Validation force RMSE per epoch",
                                           ylabel="meV/Å"), "curves")

@@ -162,10 +162,8 @@ def runs_table() -> None:
     st.caption(f"{len(active)} active, {len(records)} in all · refreshes every 3 s")
     curves = {}
     for r in records[-8:]:
-        for head, evals in jobs.progress(r, ws).valid.items():
-            pts = [(e["epoch"], e["rmse_f_mev_per_a"]) for e in evals if e["epoch"] is not None]
-            if pts:
-                curves[f"{r.name} [{head}]"] = pts
+        for head, pts in jobs.progress(r, ws).series().items():
+            curves[f"{r.name} [{head}]"] = pts
     if curves:
         show.chart(st, plots.learning_curves(curves, title="Validation force RMSE",
                                               ylabel="meV/Å"), "learning_curves", key="live_curves")

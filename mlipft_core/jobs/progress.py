@@ -28,6 +28,15 @@ class Progress:
             return 0.0
         return min(1.0, (self.epoch + 1) / self.max_epochs)
 
+    def series(self, metric: str = "rmse_f_mev_per_a") -> dict[str, list[tuple[int, float]]]:
+        """Per head, (epoch, value) of a validation metric; the initial evaluation left out."""
+        out = {}
+        for head, evals in self.valid.items():
+            pts = [(e["epoch"], e[metric]) for e in evals if e["epoch"] is not None]
+            if pts:
+                out[head] = pts
+        return out
+
     def last_valid(self) -> dict[str, dict[str, Any]]:
         return {h: v[-1] for h, v in self.valid.items() if v}
 
