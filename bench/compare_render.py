@@ -27,7 +27,6 @@ def main() -> int:
 
     from mlipft_core import jobs
     from mlipft_core.demo import demo_paths
-    from mlipft_core.jobs import worker
     from mlipft_core.strategies import STRATEGIES, RunSpec
 
     demo = demo_paths()
@@ -38,7 +37,6 @@ def main() -> int:
     recs = jobs.submit_sweep(specs)
     for r in recs:
         assert jobs.wait(r.id, timeout=1800).status == "done"
-    os.killpg(int(worker.consumer_pidfile(tmp / "workspace", "cpu").read_text()), 9)
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=1200)
     at.run()

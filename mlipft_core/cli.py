@@ -25,6 +25,28 @@ class Output:
         self.text = ""
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return strict_json(value.item())
+        if isinstance(value, np.ndarray):
+            return strict_json(value.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
 def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
     args.output.payload, args.output.text = payload, text
 
@@ -145,45 +167,88 @@ def cmd_e0(args: argparse.Namespace) -> int:
 
 def _run_row(rec, prog=None) -> dict[str, Any]:
     d = {"id": rec.id, "status": rec.status, "strategy": rec.strategy, "name": rec.name,
-         "device": rec.device, "model_path": rec.model_path, "reason": rec.reason,
-         "metrics": rec.metrics, "sweep": rec.sweep}
+         "kind": rec.kind, "device": rec.device, "executor": rec.executor,
+         "slurm_job_id": rec.slurm_job_id, "host": rec.host, "gpu": rec.gpu,
+         "created": rec.created, "started": rec.started, "finished": rec.finished,
+         "model_path": rec.model_path, "reason": rec.reason, "metrics": rec.metrics,
+         "sweep": rec.sweep, "lr": (rec.spec.get("settings") or {}).get("lr")
+         if isinstance(rec.spec, dict) else None,
+         "train_size": rec.spec.get("train_size") if isinstance(rec.spec, dict) else None}
     if prog is not None:
         d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
                          "fraction": prog.fraction, "valid": prog.last_valid()}
     return d
 
 
+def _slurm_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"partition": args.slurm_partition, "time_min": args.slurm_time,
+            "cpus": args.slurm_cpus, "gpus": args.slurm_gpus, "mem_gb": args.slurm_mem,
+            "extra": args.slurm_extra}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import jobs
     from .demo import demo_paths
     from .registry import DEMO_MODEL_NAMES, get_spec, model_path
-    from .strategies import RunSpec
+    from .strategies import STRATEGIES, StrategyError
 
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise StrategyError(f"unknown strategy {', '.join(unknown) or args.strategy!r}; "
+                            f"choose from {', '.join(STRATEGIES)}")
+    lrs = jobs.parse_list(args.lrs, float, "--lrs")
+    seeds = jobs.parse_list(args.seeds, int, "--seeds")
+    sizes = jobs.parse_list(args.sizes, int, "--sizes")
     path = str(model_path(args.model, trusted=_trusted(args.model)))
     replay = args.replay
     spec = get_spec(args.model)
     if replay is None and spec is not None and spec.name in DEMO_MODEL_NAMES:
         replay = demo_paths()["replay_pool"]
-    settings = {k: v for k, v in {"max_num_epochs": args.epochs, "lr": args.lr,
-                                  "batch_size": args.batch_size, "seed": args.seed,
-                                  "device": args.device}.items() if v is not None}
-    run = RunSpec(strategy=args.strategy, foundation_model=path, train_file=args.train,
-                  valid_file=args.valid, test_file=args.test, e0s=args.e0,
-                  replay_file=replay, name=args.name or args.strategy, settings=settings)
-    rec = jobs.submit(run)
+    common = {k: v for k, v in {
+        "max_num_epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device, "energy_weight": args.energy_weight,
+        "forces_weight": args.forces_weight, "ema": args.ema, "ema_decay": args.ema_decay,
+        "default_dtype": args.precision, "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha, "num_samples_pt": args.replay_samples}.items()
+        if v is not None}
+    plan = jobs.expand_sweep({s: {} for s in strategies}, foundation_model=path,
+                             train_file=args.train, valid_file=args.valid,
+                             test_file=args.test, e0s=args.e0, replay_file=replay,
+                             common=common, lrs=lrs, seeds=seeds, sizes=sizes)
+    if args.name:
+        if plan.n_runs == 1:
+            plan.specs[0].name = args.name
+        else:
+            for sp in plan.specs:
+                sp.name = f"{args.name}-{sp.name}"
+    slurm = _slurm_options(args) if args.executor == "slurm" else None
+    if plan.n_runs == 1 and not plan.sizes:
+        recs = [jobs.submit(plan.specs[0], executor=args.executor, slurm=slurm)]
+    else:
+        recs = jobs.submit_plan(plan, executor=args.executor, slurm=slurm)
     if args.wait:
-        rec = jobs.wait(rec.id)
-    row = _run_row(rec)
-    _print(args, row, f"{rec.id}: {rec.status}" + (f" -> {rec.model_path}" if rec.model_path
-                                                   else f" ({rec.reason})" if rec.reason else ""))
-    return 0 if rec.status != "failed" else 1
+        recs = [jobs.wait(r.id) for r in recs]
+    rows = [_run_row(r) for r in recs]
+
+    def line(rec) -> str:
+        where = rec.executor + (f" job {rec.slurm_job_id}" if rec.slurm_job_id else "")
+        return f"{rec.id}: {rec.status} ({where})" + (
+            f" -> {rec.model_path}" if rec.model_path else f": {rec.reason}" if rec.reason
+            else "")
+
+    _print(args, rows[0] if len(rows) == 1 else rows, "\n".join(line(r) for r in recs))
+    return 0 if all(r.status != "failed" for r in recs) else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from . import jobs
 
     rows = [_run_row(r, jobs.progress(r)) for r in jobs.list_runs()]
-    text = "\n".join(f"{r['id']:45s} {r['status']:9s} {r['strategy']}" for r in rows) or "no runs"
+    text = "\n".join(f"{r['id']:45s} {r['status']:10s} {r['executor']:5s} "
+                     f"{r['slurm_job_id'] or '':9s} {r['strategy']}"
+                     + (f"  ({r['reason']})" if r["status"] == "unreadable" else "")
+                     for r in rows) or "no runs"
     _print(args, rows, text)
     return 0
 
@@ -193,6 +258,27 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     rec = jobs.cancel(args.run)
     _print(args, _run_row(rec), f"{rec.id}: {rec.status}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from . import jobs
+
+    slurm = {k: v for k, v in _slurm_options(args).items() if v is not None}
+    if args.executor or args.cpu_slots is not None or slurm:
+        cur = jobs.save_settings(executor=args.executor, cpu_slots=args.cpu_slots,
+                                 slurm=slurm or None)
+    else:
+        cur = jobs.load_settings()
+    from .jobs.slurm import available
+
+    ok, why = available()
+    cur = {**cur, "slurm_available": ok, "slurm_status": why}
+    text = (f"default executor: {cur['executor']}\n"
+            f"local CPU slots: {cur['local']['cpu_slots'] or 'automatic'}\n"
+            f"SLURM: {why}\nSLURM options: " + ", ".join(f"{k}={v}" for k, v in
+                                                    cur["slurm"].items() if v not in (None, "")))
+    _print(args, cur, text)
     return 0
 
 
@@ -258,6 +344,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_executor_options(p: argparse.ArgumentParser,
+                         default_help: str = "where runs execute (default: the workspace "
+                                             "setting, normally local)") -> None:
+    p.add_argument("--executor", choices=["local", "slurm"], help=default_help)
+    g = p.add_argument_group("SLURM (with --executor slurm; defaults from mlipft settings)")
+    g.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
+    g.add_argument("--slurm-time", type=int, help="time limit per run, minutes")
+    g.add_argument("--slurm-cpus", type=int, help="CPUs per run")
+    g.add_argument("--slurm-gpus", type=int, help="GPUs per run (0: CPU runs)")
+    g.add_argument("--slurm-mem", type=float, help="memory per run, GB")
+    g.add_argument("--slurm-extra", help="further sbatch options, e.g. '--qos=short'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlipft", description="Fine-tuning workbench for MACE foundation models.")
@@ -302,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_e0)
     from .strategies import STRATEGIES
 
-    p = add("train", "queue a fine-tuning run")
-    p.add_argument("--strategy", required=True, choices=list(STRATEGIES))
+    p = add("train", "queue fine-tuning runs (one, or a sweep)")
+    p.add_argument("--strategy", required=True,
+                   help="strategy, or several separated by commas: " + ", ".join(STRATEGIES))
     p.add_argument("--model", required=True, help="foundation model (registry name or path)")
     p.add_argument("--train", required=True, help="training extxyz")
     p.add_argument("--valid", help="validation extxyz (default: 10%% of the training set)")
@@ -314,17 +414,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", help="replay file for multihead strategies (default for demo "
                                     "models: the bundled replay pool)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="learning rate (default: the strategy's)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--lora-rank", type=int, help="LoRA rank (LoRA strategies)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (LoRA strategies)")
+    p.add_argument("--replay-samples", type=int,
+                   help="pretraining configurations replayed (multihead strategies)")
+    p.add_argument("--energy-weight", type=float)
+    p.add_argument("--forces-weight", type=float)
+    p.add_argument("--ema", dest="ema", action="store_true", default=None,
+                   help="exponential moving average of the weights (default: on)")
+    p.add_argument("--no-ema", dest="ema", action="store_false")
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--precision", choices=["float32", "float64"])
+    p.add_argument("--lrs", help="learning rates to sweep, e.g. 1e-3,3e-3,1e-2")
+    p.add_argument("--seeds", help="seeds to sweep, e.g. 0,1,2")
+    p.add_argument("--sizes", help="training-set sizes for a learning curve, e.g. 10,30,100")
     p.add_argument("--name", help="run name (default: the strategy)")
-    p.add_argument("--wait", action="store_true", help="return when the run has ended")
+    p.add_argument("--wait", action="store_true", help="return when the runs have ended")
+    add_executor_options(p)
     p.set_defaults(func=cmd_train)
-    add("runs", "list runs with status and metrics").set_defaults(func=cmd_runs)
+    add("runs", "list runs with status, where they run, and metrics").set_defaults(func=cmd_runs)
     p = add("cancel", "cancel a queued or running run")
     p.add_argument("run", help="run id")
     p.set_defaults(func=cmd_cancel)
+    p = add("settings", "show or change the workspace's run settings (default executor, "
+                        "local CPU slots, SLURM options)")
+    p.add_argument("--cpu-slots", type=int, help="local CPU runs at once")
+    add_executor_options(p, default_help="set the default executor")
+    p.set_defaults(func=cmd_settings)
     p = add("compare", "target accuracy and forgetting of runs and models side by side")
     p.add_argument("models", nargs="+", help="run ids or models (registry names or paths)")
     p.add_argument("--target", required=True, help="target test extxyz")
@@ -370,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             code = int(args.func(args))
         if args.json:
-            print(json.dumps(args.output.payload, indent=2, default=str))
+            print(json.dumps(strict_json(args.output.payload), indent=2, default=str,
+                             allow_nan=False))
         else:
             print(args.output.text)
         return code

@@ -29,15 +29,15 @@ class ModelRef:
 def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
     """Run ids (finished runs) or model names/paths → :class:`ModelRef`."""
     from . import jobs
-    from .jobs.records import RunNotFoundError
+    from .jobs.records import InvalidRunNameError, RunNotFoundError
     from .registry import model_path, resolve
 
     out = []
     for item in items:
         try:
             rec = jobs.get_run(item, workspace)
-        except RunNotFoundError:
-            rec = None
+        except (RunNotFoundError, InvalidRunNameError):
+            rec = None  # not a run id: a model name or a path
         if rec is not None:
             if rec.status != "done" or not rec.model_path:
                 raise MlipftError(f"run {item} has no model yet (status {rec.status})")

@@ -165,8 +165,12 @@ def _scratch_architecture(model_path: str) -> dict[str, Any]:
     }
 
 
-def build_config(spec: RunSpec, work_dir: str | Path) -> dict[str, Any]:
+def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = True
+                 ) -> dict[str, Any]:
     """The ``mace_run_train`` options of a run (keys are option names without ``--``).
+
+    ``check_device=False`` skips checking that a CUDA run has a GPU here (for runs that
+    execute elsewhere, e.g. on a SLURM cluster).
 
     Raises
     ------
@@ -213,7 +217,18 @@ def build_config(spec: RunSpec, work_dir: str | Path) -> dict[str, Any]:
         raise StrategyError("epochs and batch size must be at least 1")
     if (strat.lora) and int(s.get("lora_rank", 0)) < 1:
         raise StrategyError("the LoRA rank must be at least 1")
-    if s["device"] == "cuda" and _default_device() != "cuda":
+    if s["default_dtype"] not in ("float32", "float64"):
+        raise StrategyError(f"precision must be float32 or float64, not {s['default_dtype']!r}")
+    if s.get("ema"):
+        try:
+            decay = float(s["ema_decay"])
+        except (TypeError, ValueError):
+            decay = float("nan")
+        if not 0.0 < decay < 1.0:
+            raise StrategyError(f"the EMA decay must lie between 0 and 1, not {s['ema_decay']!r}")
+    if s["device"] not in ("cpu", "cuda"):
+        raise StrategyError(f"device must be 'cpu' or 'cuda', not {s['device']!r}")
+    if check_device and s["device"] == "cuda" and _default_device() != "cuda":
         raise StrategyError("device 'cuda' was asked for, but torch sees no GPU here")
     cfg: dict[str, Any] = {
         "name": spec.name,

@@ -50,13 +50,18 @@ interval = int(c[4].number_input("Record every (steps)", 1, 10000, 10))
 c = st.columns(3)
 friction = c[0].number_input("Friction (1/fs)", 0.0001, 1.0, 0.01, format="%.4f")
 seed = int(c[1].number_input("Seed", 0, 2**31 - 1, 0))
-if c[2].button("Run MD for the chosen models", type="primary", disabled=not picked):
+_default_exec = jobs.load_settings(ws)["executor"]
+executor = c[2].radio("Run on", ["local", "slurm"], horizontal=True,
+                      index=["local", "slurm"].index(_default_exec),
+                      format_func={"local": "this machine",
+                                   "slurm": "SLURM (workspace settings)"}.get)
+if st.button("Run MD for the chosen models", type="primary", disabled=not picked):
     try:
         settings = MDSettings(ensemble=ensemble, temperature_k=temperature,
                               timestep_fs=timestep, steps=steps, interval=interval,
                               friction_per_fs=friction, seed=seed)
         recs = jobs.submit_md({name: choices[name] for name in picked}, structure, settings,
-                              index=index, workspace=ws)
+                              index=index, workspace=ws, executor=executor)
         state.select(md_group=recs[0].sweep)
         st.success(f"Queued {len(recs)} MD run(s).")
     except MlipftError as exc:

@@ -6,19 +6,35 @@ import pandas as pd
 import streamlit as st
 
 from mlipft_core import jobs
+from mlipft_core.jobs.local import dispatcher_alive, ensure_dispatcher
+from mlipft_core.jobs.records import UnreadableRunError
+from mlipft_core.jobs.slurm import available as _slurm_available
+from mlipft_core.jobs.slurm import partitions as _slurm_partitions
 from mlipft_core.data import load_split
 from mlipft_core.demo import demo_paths
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
-from mlipft_core.strategies import STRATEGIES, RunSpec
+from mlipft_core.strategies import STRATEGIES
 from mlipft_ui import plots, show, state
 
 state.require_navigation()
 
+
+@st.cache_data(ttl=30, show_spinner=False)
+def slurm_status() -> tuple[bool, str]:
+    return _slurm_available()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def slurm_partitions() -> list[str]:
+    return _slurm_partitions()
+
+
 st.title("Fine-tuning runs")
 st.caption("Each strategy becomes a mace_run_train configuration; runs are separate processes "
-           "on a queue, so they keep going when the browser is closed.")
+           "on this machine or jobs on a SLURM cluster, so they keep going when the browser is "
+           "closed.")
 
 model_path = state.selected_model_path()
 split_id = state.get("split_id")
@@ -42,126 +58,177 @@ if ready:
                 f"E0s: {e0_label}")
     picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
                             format_func=lambda n: STRATEGIES[n].title)
-    with st.form("launch"):
-        per = pd.DataFrame([{"strategy": n, "lr": STRATEGIES[n].defaults["lr"],
-                             "lora_rank": STRATEGIES[n].defaults.get("lora_rank"),
-                             "lora_alpha": STRATEGIES[n].defaults.get("lora_alpha"),
-                             "replay samples": STRATEGIES[n].defaults.get("num_samples_pt")}
-                            for n in picked])
-        per = st.data_editor(per, hide_index=True, disabled=["strategy"], key="per_strategy")
-        c = st.columns(5)
-        epochs = c[0].number_input("Epochs", 1, 10000, 20)
-        batch = c[1].number_input("Batch size", 1, 1024, 5)
-        seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
-        device = c[3].selectbox("Device", ["auto", "cpu", "cuda"])
-        dtype = c[4].selectbox("Precision", ["float32", "float64"])
-        c = st.columns(3)
-        e_weight = c[0].number_input("Energy weight", 0.0, 1e6, 10.0)
-        f_weight = c[1].number_input("Forces weight", 0.0, 1e6, 100.0)
-        ema = c[2].checkbox("EMA", value=True)
-        lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: the "
-                                 "table's value for each strategy)", "")
-        seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
-        sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
-                                  "e.g. 10,30,100; empty: the whole training set)", "")
-        replay_default = demo_paths()["replay_pool"] if state.get("model") in DEMO_MODEL_NAMES else ""
-        replay = st.text_input("Replay file for multihead strategies (pretraining "
-                               "configurations)", replay_default)
-        submitted = st.form_submit_button("Launch", type="primary")
+    st.caption("Per-strategy settings (edit a cell to change it):")
+    per = pd.DataFrame([{"strategy": STRATEGIES[n].title, "key": n,
+                         "learning rate": STRATEGIES[n].defaults["lr"],
+                         "LoRA rank": STRATEGIES[n].defaults.get("lora_rank"),
+                         "LoRA alpha": STRATEGIES[n].defaults.get("lora_alpha"),
+                         "replay samples": STRATEGIES[n].defaults.get("num_samples_pt")}
+                        for n in picked])
+    per = st.data_editor(per, hide_index=True, disabled=["strategy"],
+                         column_config={"key": None}, key=f"per_strategy_{'-'.join(picked)}")
+    c = st.columns(5)
+    epochs = c[0].number_input("Epochs", 1, 10000, 20)
+    batch = c[1].number_input("Batch size (structures)", 1, 1024, 5)
+    seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
+    device = c[3].selectbox("Device", ["auto", "cpu", "cuda"],
+                            help="auto: a GPU when one is visible to the executor")
+    dtype = c[4].selectbox("Precision", ["float32", "float64"])
+    c = st.columns(3)
+    e_weight = c[0].number_input("Energy weight", 0.0, 1e6, 10.0)
+    f_weight = c[1].number_input("Forces weight", 0.0, 1e6, 100.0)
+    ema = c[2].checkbox("EMA (moving average of the weights)", value=True)
+    lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: the "
+                             "table's value for each strategy)", "")
+    seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
+    sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
+                              "e.g. 10,30,100; empty: the whole training set)", "")
+    replay_default = demo_paths()["replay_pool"] if state.get("model") in DEMO_MODEL_NAMES else ""
+    replay = st.text_input("Replay file for multihead strategies (pretraining "
+                           "configurations)", replay_default)
+
+    # where the runs execute
+    run_settings = jobs.load_settings(ws)
+    executors = ["local", "slurm"]
+    executor = st.radio("Run on", executors, horizontal=True,
+                        index=executors.index(run_settings["executor"]),
+                        format_func={"local": "this machine",
+                                     "slurm": "a SLURM cluster"}.get)
+    slurm_opts = None
+    if executor == "slurm":
+        ok, why = slurm_status()
+        if not ok:
+            st.warning(f"SLURM is not reachable from this machine: {why}.")
+        so = run_settings["slurm"]
+        parts = slurm_partitions() if ok else []
+        c = st.columns(6)
+        part_choices = ["(cluster default)"] + parts
+        partition = c[0].selectbox("Partition", part_choices,
+                                   index=part_choices.index(so["partition"])
+                                   if so["partition"] in part_choices else 0)
+        time_min = c[1].number_input("Time limit (min)", 1, 100_000, int(so["time_min"]))
+        cpus = c[2].number_input("CPUs per run", 1, 512, int(so["cpus"]))
+        gpus = c[3].number_input("GPUs per run", 0, 16, int(so["gpus"]))
+        mem = c[4].number_input("Memory per run (GB, 0: default)", 0.0, 4096.0,
+                                float(so["mem_gb"] or 0.0))
+        extra = c[5].text_input("Extra sbatch options", so["extra"],
+                                placeholder="--qos=short --account=proj")
+        slurm_opts = {"partition": None if partition.startswith("(") else partition,
+                      "time_min": int(time_min), "cpus": int(cpus), "gpus": int(gpus),
+                      "mem_gb": float(mem) or None, "extra": extra}
+        st.caption("Each run becomes one SLURM job; a sweep goes in as one job array. The "
+                   "workspace folder must be visible to the compute nodes.")
+    if st.button("Make this the default for new runs", help="Saved in the workspace "
+                 "settings; the command line uses it too (mlipft settings)."):
+        try:
+            jobs.save_settings(ws, executor=executor, slurm=slurm_opts)
+            st.toast("Saved as the default.")
+        except MlipftError as exc:
+            st.error(str(exc))
+
+    plan, problem = None, None
+    try:
+        lrs = jobs.parse_list(lr_sweep, float, "Learning rates to sweep")
+        seed_list = [int(seed)] + [x for x in jobs.parse_list(seeds, int, "Extra seeds")
+                                   if x != int(seed)]
+        sizes = jobs.parse_list(sizes_txt, int, "Training-set sizes")
+        own = {}
+        for row in per.to_dict("records"):
+            own[row["key"]] = {"lr": float(row["learning rate"]),
+                               "lora_rank": None if pd.isna(row["LoRA rank"]) else int(row["LoRA rank"]),
+                               "lora_alpha": None if pd.isna(row["LoRA alpha"]) else float(row["LoRA alpha"]),
+                               "num_samples_pt": None if pd.isna(row["replay samples"])
+                               else int(row["replay samples"])}
+        common = {"max_num_epochs": int(epochs), "batch_size": int(batch), "seed": int(seed),
+                  "energy_weight": e_weight, "forces_weight": f_weight, "ema": ema,
+                  "default_dtype": dtype}
+        if device != "auto":
+            common["device"] = device
+        plan = jobs.expand_sweep(
+            own, foundation_model=model_path, train_file=str(split.file("train")),
+            valid_file=str(split.file("valid")) if split.counts.get("valid") else None,
+            test_file=str(split.file("test")) if split.counts.get("test") else None,
+            e0s=choice["id"] if choice else "estimated", replay_file=replay or None,
+            common=common, lrs=lrs, seeds=seed_list if len(seed_list) > 1 else [],
+            sizes=sizes)
+    except (TypeError, ValueError):
+        problem = ("Every cell of the strategy table needs a number (learning rate, LoRA rank "
+                   "and alpha, replay samples).")
+    except MlipftError as exc:
+        problem = str(exc)
+    if problem:
+        st.error(problem)
+    elif not plan.specs:
+        st.info("Pick at least one strategy.")
+    else:
+        where = "on this machine" if executor == "local" else "on SLURM"
+        st.markdown(f"**{plan.n_runs} run(s)** will be queued {where}: {plan.describe()}.")
+    launch = st.button("Launch", type="primary", disabled=bool(problem) or not plan or
+                       not plan.specs)
     with st.expander("What each strategy changes, and when the study recommends it"):
         for s in STRATEGIES.values():
-            st.markdown(f"**{s.title}** (`{s.name}`, default lr {s.defaults['lr']:g}): "
+            st.markdown(f"**{s.title}** (default learning rate {s.defaults['lr']:g}): "
                         f"{s.changes} *{s.when}*")
-    if submitted:
-        try:
-            lrs = [float(x) for x in lr_sweep.split(",") if x.strip()] or [None]
-            seed_list = [int(seed)] + [int(x) for x in seeds.split(",") if x.strip()]
-        except ValueError:
-            st.error("Learning rates and seeds must be numbers separated by commas.")
-            st.stop()
-        specs = []
-        try:
-            rows_in = per.to_dict("records")
-            for row in rows_in:
-                float(row["lr"])
-                if STRATEGIES[row["strategy"]].lora:
-                    int(row["lora_rank"]), float(row["lora_alpha"])
-                if STRATEGIES[row["strategy"]].multihead:
-                    int(row["replay samples"])
-        except (TypeError, ValueError):
-            st.error("Every cell of the strategy table needs a number (learning rate, LoRA rank "
-                     "and alpha, replay samples).")
-            st.stop()
-        for row in rows_in:
-            name = row["strategy"]
-            for lr in lrs:
-                for sd in seed_list:
-                    settings = {"max_num_epochs": int(epochs), "batch_size": int(batch),
-                                "seed": sd, "energy_weight": e_weight, "default_dtype": dtype,
-                                "forces_weight": f_weight, "ema": ema,
-                                "lr": float(lr if lr is not None else row["lr"])}
-                    if STRATEGIES[name].lora:
-                        settings.update(lora_rank=int(row["lora_rank"]),
-                                        lora_alpha=float(row["lora_alpha"]))
-                    if STRATEGIES[name].multihead:
-                        settings["num_samples_pt"] = int(row["replay samples"])
-                    if device != "auto":
-                        settings["device"] = device
-                    tag = f"{name}" + (f"-lr{lr:g}" if lr else "") + (f"-s{sd}" if len(seed_list) > 1 else "")
-                    specs.append(RunSpec(
-                        strategy=name, foundation_model=model_path,
-                        train_file=str(split.file("train")),
-                        valid_file=str(split.file("valid")) if split.counts.get("valid") else None,
-                        test_file=str(split.file("test")) if split.counts.get("test") else None,
-                        e0s=choice["id"] if choice else "estimated",
-                        replay_file=replay or None, name=tag.replace(".", "p"),
-                        settings=settings))
-        try:
-            sizes = [int(x) for x in sizes_txt.split(",") if x.strip()]
-        except ValueError:
-            st.error("Training-set sizes must be whole numbers separated by commas.")
-            st.stop()
-        if not specs:
-            st.error("Pick at least one strategy.")
-        else:
-            with st.spinner(f"Preparing {len(specs)} run(s): E0s, configurations…"):
-                try:
-                    if sizes:
-                        recs = [r for sp in specs
-                                for r in jobs.submit_size_sweep(sp, sizes, seed=int(seed))]
-                    else:
-                        recs = jobs.submit_sweep(specs)
-                    st.success(f"Queued {len(recs)} run(s): " + ", ".join(r.id for r in recs))
-                except MlipftError as exc:
-                    st.error(str(exc))
+    if launch and plan and plan.specs:
+        with st.spinner(f"Preparing {plan.n_runs} run(s): data checks, E0s, configurations…"):
+            try:
+                recs = jobs.submit_plan(plan, workspace=ws, executor=executor,
+                                        slurm=slurm_opts)
+                jobs_txt = ", ".join(r.slurm_job_id for r in recs if r.slurm_job_id)
+                st.success(f"Queued {len(recs)} run(s)"
+                           + (f" as SLURM job(s) {jobs_txt}" if jobs_txt else "") + ".")
+            except MlipftError as exc:
+                st.error(str(exc))
 
 
 # ----------------------------------------------------------------- watch
+def where(r) -> str:
+    if r.executor == "slurm":
+        return f"SLURM job {r.slurm_job_id}" if r.slurm_job_id else "SLURM (submitting)"
+    return "this machine" + (f", GPU {r.gpu}" if r.gpu and r.device == "cuda" else "")
+
+
 @st.fragment(run_every=3)
 def runs_table() -> None:
-    records = [r for r in jobs.list_runs(ws) if r.kind == "train"]
+    records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
     if not records:
         st.info("No runs yet.")
         return
     rows = []
     for r in reversed(records):
+        if not r.readable:
+            rows.append({"run": r.id, "strategy": "?", "status": "unreadable",
+                         "where": "", "progress": 0.0, "epoch": "", "note": r.reason})
+            continue
         p = jobs.progress(r, ws)
         last = p.last_valid()
-        row = {"id": r.id, "strategy": r.strategy, "status": r.status,
+        row = {"run": r.name, "strategy": STRATEGIES[r.strategy].title
+               if r.strategy in STRATEGIES else r.strategy,
+               "status": r.status, "where": where(r),
                "progress": p.fraction if r.status != "done" else 1.0,
                "epoch": f"{(p.epoch or 0) + 1 if p.epoch is not None else 0}/{r.max_epochs}"}
         for head, v in last.items():
-            row[f"E RMSE {head} (meV/atom)"] = v.get("rmse_e_per_atom_mev")
-            row[f"F RMSE {head} (meV/Å)"] = v.get("rmse_f_mev_per_a")
-        row["reason"] = r.reason or ""
+            row[f"valid. energy RMSE, {head} head (meV/atom)"] = v.get("rmse_e_per_atom_mev")
+            row[f"valid. force RMSE, {head} head (meV/Å)"] = v.get("rmse_f_mev_per_a")
+        row["note"] = r.reason or ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
+    table = table[[c for c in table.columns if c != "note"] + ["note"]]
+    config = {c: st.column_config.NumberColumn(c, format="%.1f") for c in table.columns
+              if "RMSE" in c}
+    config["progress"] = st.column_config.ProgressColumn("progress", min_value=0.0,
+                                                         max_value=1.0)
+    st.dataframe(table, hide_index=True, column_config=config)
     active = [r for r in records if r.status in ("queued", "running")]
     st.caption(f"{len(active)} active, {len(records)} in all · refreshes every 3 s")
+    waiting = [r for r in active if r.executor == "local" and r.status == "queued"]
+    if waiting and not dispatcher_alive(ws.root):
+        st.warning(f"{len(waiting)} local run(s) wait, but the local dispatcher is not "
+                   "running (the machine may have restarted).")
+        if st.button("Start the local dispatcher"):
+            ensure_dispatcher(ws.root)
     curves = {}
-    for r in records[-8:]:
+    for r in [r for r in records if r.readable][-8:]:
         for head, pts in jobs.progress(r, ws).series().items():
             curves[f"{r.name} [{head}]"] = pts
     if curves:
@@ -173,15 +240,27 @@ st.subheader("Runs")
 runs_table()
 
 # ----------------------------------------------------------------- actions
-records = [r for r in jobs.list_runs(ws) if r.kind == "train"]
+records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
 if records:
     st.subheader("Actions")
-    rid = st.selectbox("Run", [r.id for r in reversed(records)])
+    names = {r.id: (f"{r.name} · {r.executor} · {r.id[-6:]}" if r.readable
+                    else f"{r.id} · unreadable") for r in records}
+    rid = st.selectbox("Run", [r.id for r in reversed(records)], format_func=names.get)
     try:
         rec = jobs.get_run(rid, ws)
+    except UnreadableRunError as exc:
+        st.error(f"This run folder cannot be read: {exc}. It can only be deleted.")
+        if st.button("Delete this folder"):
+            jobs.delete(rid, ws)
+            st.rerun()
+        st.stop()
     except MlipftError as exc:  # deleted from another tab meanwhile
         st.warning(str(exc))
         st.stop()
+    if rec.executor == "slurm":
+        st.caption(f"SLURM job **{rec.slurm_job_id or 'being submitted'}**"
+                   + (f" · log: `{rec.executor_options.get('log')}`"
+                      if rec.executor_options.get("log") else ""))
     folder = ws.runs / rid
     c = st.columns(4)
     try:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (first run) and run the whole test suite, browser test included.
+# Set up (first run) and run the whole test suite: browser and SLURM tests included.
+# As root on Debian it installs chromium (browser test) and starts a single-node SLURM
+# cluster (scripts/local_slurm.sh) for the SLURM tests, and stops the cluster at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -7,4 +9,14 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = "0" ] && command -v apt-get >/de
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "note: chromium could not be installed; the browser test will be skipped" >&2
 fi
-exec .venv/bin/python -m pytest -q "$@"
+started_slurm=0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! bash scripts/local_slurm.sh status >/dev/null 2>&1; then
+  if bash scripts/local_slurm.sh start; then
+    started_slurm=1
+  else
+    echo "note: a local SLURM cluster could not be started; the SLURM tests will be skipped" >&2
+  fi
+fi
+stop_slurm() { [ "$started_slurm" = 1 ] && bash scripts/local_slurm.sh stop >/dev/null || true; }
+trap stop_slurm EXIT
+.venv/bin/python -m pytest -q "$@"

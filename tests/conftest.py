@@ -26,18 +26,48 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
     yield
-    stop_consumers(tmp_path / "workspace")
+    stop_workers(tmp_path / "workspace")
 
 
-def stop_consumers(root: Path) -> None:
-    """Stop the queue consumers a test started in its workspace (they are detached)."""
+def stop_workers(root: Path) -> None:
+    """Stop the dispatcher and the runners a test started in its workspace (detached)."""
+    import json
     import signal
 
-    for pidfile in (Path(root) / "queue").glob("consumer-*.pid"):
+    from mlipft_core.jobs.records import same_process_alive
+
+    pids = []
+    try:
+        info = json.loads((Path(root) / "queue" / "dispatcher.json").read_text())
+        pids.append((info["pid"], info["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for rec in (Path(root) / "runs").glob("*/run.json"):
         try:
-            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
+            d = json.loads(rec.read_text())
+            if d.get("status") == "running" and d.get("executor", "local") == "local":
+                pids.append((d["pid"], d["pid_started"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
+    slurm_jobs = []
+    for rec in (Path(root) / "runs").glob("*/run.json"):
+        try:
+            d = json.loads(rec.read_text())
+            if d.get("executor") == "slurm" and d.get("status") in ("queued", "running") \
+                    and d.get("slurm_job_id"):
+                slurm_jobs.append(d["slurm_job_id"])
+        except (OSError, ValueError, AttributeError):
+            pass
+    if slurm_jobs:
+        import subprocess
+
+        subprocess.run(["scancel", *slurm_jobs], capture_output=True, timeout=60)
+    for pid, started in pids:
+        if same_process_alive(pid, started):
+            try:
+                os.kill(pid, signal.SIGKILL)  # a runner's training dies with it
+            except OSError:
+                pass
 
 
 @pytest.fixture(scope="session")

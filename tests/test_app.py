@@ -133,7 +133,9 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
     at = app("pages/runs.py")
     assert not at.exception
     at.multiselect[0].set_value(["freeze-b", "lora"]).run()
-    at.number_input[0].set_value(1)
+    at.number_input[0].set_value(1).run()
+    assert any("2 run(s)** will be queued on this machine" in m.value for m in at.markdown)
+    assert not button(at, "Launch").disabled
     button(at, "Launch").click().run()
     assert not at.exception, at.exception
     assert any("Queued 2 run(s)" in s.value for s in at.success)
@@ -143,7 +145,61 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
         assert jobs.wait(r.id, timeout=600).status == "done"
     at.run()
     table = at.dataframe[-1].value
-    assert set(table["status"]) == {"done"} and "E RMSE Default (meV/atom)" in table
+    assert set(table["status"]) == {"done"}
+    assert "valid. energy RMSE, Default head (meV/atom)" in table
+    assert set(table["where"]) == {"this machine"}
+
+
+def test_runs_page_launches_a_sweep_on_slurm(demo, tmp_path):
+    import pytest
+    from ase.io import read, write
+
+    from mlipft_core import jobs
+    from mlipft_core.data import register_files_as_split
+    from mlipft_core.jobs.slurm import available
+
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"no SLURM cluster reachable: {why}")
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
+    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
+                                         "valid": tmp_path / "valid.xyz"}, "tiny")
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
+    at = app("pages/runs.py")
+    at.multiselect[0].set_value(["naive", "freeze-b"]).run()
+    at.number_input[0].set_value(1).run()
+    at.radio[0].set_value("slurm").run()
+    assert not at.exception, at.exception
+    num = {n.label: n for n in at.number_input}
+    num["CPUs per run"].set_value(1).run()
+    assert any("2 run(s)** will be queued on SLURM" in m.value for m in at.markdown)
+    button(at, "Launch").click().run()
+    assert not at.exception, at.exception
+    recs = jobs.list_runs(ws)
+    assert {r.executor for r in recs} == {"slurm"}
+    assert len({r.slurm_job_id.split("_")[0] for r in recs}) == 1  # one job array
+    assert any("as SLURM job(s)" in s.value for s in at.success)
+    for r in recs:
+        assert jobs.wait(r.id, timeout=600).status == "done"
+    at.run()
+    table = at.dataframe[-1].value
+    assert set(table["status"]) == {"done"}
+    assert sorted(table["where"]) == sorted(f"SLURM job {r.slurm_job_id}" for r in recs)
+
+
+def test_pages_survive_an_unreadable_run(demo):
+    ws = Workspace()
+    (ws.runs / "broken").mkdir(parents=True)
+    (ws.runs / "broken" / "run.json").write_text("[1, 2]")
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak")
+    for page in ("pages/runs.py", "pages/compare.py", "pages/md.py"):
+        at = app(page)
+        assert not at.exception, (page, at.exception)
+    at = app("pages/runs.py")
+    table = at.dataframe[-1].value
+    assert list(table["status"]) == ["unreadable"] and "holds a list" in table["note"][0]
 
 
 def test_compare_page_with_runs(demo, tmp_path):

@@ -14,8 +14,15 @@ import pytest
 import torch
 from ase.io import read, write
 
+import sys
+from dataclasses import replace
+
+import psutil
+
 from mlipft_core import jobs
-from mlipft_core.jobs import worker
+from mlipft_core.jobs.local import dispatcher_alive, dispatcher_pid, ensure_dispatcher
+from mlipft_core.jobs.records import (InvalidRunNameError, RunStore, UnreadableRunError,
+                                      same_process_alive, this_host)
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
 
@@ -84,43 +91,202 @@ def test_every_strategy_trains_and_yields_a_loadable_model(tiny, weak_model):
     assert "foundation_model_elements: true" in cfg
 
 
-def test_cancel_and_killed_process(tiny, weak_model):
+def _wait_status(run_id, status, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rec = jobs.get_run(run_id)
+        if rec.status == status:
+            return rec
+        time.sleep(0.2)
+    raise AssertionError(f"{run_id} never became {status}: {jobs.get_run(run_id)}")
+
+
+def _training_child(runner_pid: int) -> int:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        kids = psutil.Process(runner_pid).children()
+        if kids:
+            return kids[0].pid
+        time.sleep(0.1)
+    raise AssertionError("the runner started no training process")
+
+
+def test_cancel_and_killed_process(tiny, weak_model, monkeypatch):
+    monkeypatch.setenv("MLIPFT_CPU_SLOTS", "2")  # two runs at once, the third waits
     long = jobs.submit(spec(tiny, weak_model, "naive", max_num_epochs=500))
-    deadline = time.time() + 120
-    while jobs.get_run(long.id).status != "running" and time.time() < deadline:
-        time.sleep(0.5)
+    _wait_status(long.id, "running")
     queued = jobs.submit(spec(tiny, weak_model, "freeze-b", max_num_epochs=500))
     victim = jobs.submit(spec(tiny, weak_model, "freeze-a", max_num_epochs=500))
-    # two CPU slots: the third run waits in the queue and is cancelled there
+    _wait_status(queued.id, "running")
+    assert jobs.get_run(victim.id).status == "queued"  # both slots are taken
     assert jobs.cancel(victim.id).status == "cancelled"
-    while jobs.get_run(queued.id).status != "running" and time.time() < deadline:
-        time.sleep(0.5)
-    pid = jobs.get_run(queued.id).pid
-    os.kill(pid, signal.SIGKILL)
+    # the training process is killed: the runner records the signal
+    os.kill(_training_child(jobs.get_run(queued.id).pid), signal.SIGKILL)
     failed = jobs.wait(queued.id, timeout=60)
     assert failed.status == "failed" and "signal 9" in failed.reason
     jobs.cancel(long.id)
     cancelled = jobs.wait(long.id, timeout=60)
-    assert cancelled.status == "cancelled"
-    assert not worker.pid_alive(cancelled.pid)
+    assert cancelled.status == "cancelled" and cancelled.reason == "cancelled by the user"
+    assert not same_process_alive(cancelled.pid, cancelled.pid_started)
     time.sleep(1)
     assert jobs.get_run(victim.id).status == "cancelled"  # never started
+    assert not (Workspace().runs / victim.id / "train.log").exists()
 
 
-def test_queue_state_survives_a_restart(tiny, weak_model):
+def test_runs_survive_the_dispatcher_and_it_exits_when_idle(tiny, weak_model):
     rec = jobs.submit(spec(tiny, weak_model, "freeze-b"))
     root = Workspace().root
-    pid = int(worker.consumer_pidfile(root, "cpu").read_text())
-    os.killpg(pid, signal.SIGKILL)  # the queue goes down (e.g. the machine's app restarts)
+    pid = dispatcher_pid(root)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the dispatcher goes down (e.g. the app's machine restarts)
     time.sleep(0.5)
-    r = jobs.get_run(rec.id)
-    if r.status == "running":  # it had started: the orphaned process finishes on its own
-        final = jobs.wait(rec.id, timeout=300)
-        assert final.status in ("done", "failed")
+    assert jobs.get_run(rec.id).status in ("queued", "running")
+    # waiting starts a dispatcher again when the run still waits; a running one goes on alone
+    assert jobs.wait(rec.id, timeout=300).status == "done"
+    deadline = time.time() + 10
+    while dispatcher_alive(root) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not dispatcher_alive(root)  # nothing queued or running: the dispatcher is gone
+
+
+def test_killed_at_the_claim_point_never_trains_twice(tiny, weak_model):
+    """A runner killed right after claiming: the run is failed, never started again."""
+    rec = jobs.prepare(spec(tiny, weak_model, "freeze-b"))  # prepared, not yet dispatched
+    folder = Workspace().runs / rec.id
+    runner = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)],
+                              start_new_session=True)
+    deadline = time.time() + 60
+    while RunStore().read(rec.id).status != "running" and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(runner.pid, signal.SIGKILL)  # claimed; its training dies with it
+    runner.wait()
+    seen = jobs.get_run(rec.id)
+    assert seen.status == "failed" and "without recording" in seen.reason
+    assert RunStore().read(rec.id).status == "running"  # reading wrote nothing
+    ensure_dispatcher(Workspace().root)  # a dispatcher must not start it again
+    time.sleep(3)
+    final = jobs.wait(rec.id, timeout=30)
+    assert final.status == "failed"
+    log = (folder / "train.log").read_text() if (folder / "train.log").exists() else ""
+    assert log.count("VERIFYING SETTINGS") <= 1
+    time.sleep(2)
+    log = (folder / "train.log").read_text() if (folder / "train.log").exists() else ""
+    assert log.count("VERIFYING SETTINGS") <= 1 and "Done" not in log
+
+
+def test_two_runners_on_one_run_train_once(tiny, weak_model):
+    rec = jobs.prepare(spec(tiny, weak_model, "freeze-b"))
+    folder = Workspace().runs / rec.id
+    cmd = [sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)]
+    a, b = subprocess.Popen(cmd), subprocess.Popen(cmd)
+    assert sorted([a.wait(timeout=300), b.wait(timeout=300)]) == [0, 0]
+    assert jobs.get_run(rec.id).status == "done"
+    assert (folder / "train.log").read_text().count("VERIFYING SETTINGS") == 1
+
+
+def test_a_reused_pid_is_not_taken_for_the_run(tiny, weak_model):
+    rec = jobs.prepare(spec(tiny, weak_model, "freeze-b"))
+    other = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        # recorded as running under a pid that now belongs to an unrelated program
+        RunStore().update(rec.id, status="running", pid=other.pid,
+                          pid_started=psutil.Process(other.pid).create_time() - 3600,
+                          host=this_host())
+        (Workspace().runs / rec.id / "cancel").touch()  # a leftover cancel marker
+        seen = jobs.get_run(rec.id)
+        assert seen.status == "failed" and "without recording" in seen.reason
+        assert jobs.cancel(rec.id).status == "failed"
+        ensure_dispatcher(Workspace().root)
+        time.sleep(2)
+        assert other.poll() is None  # nobody signalled the unrelated program
+        assert RunStore().read(rec.id).status == "failed"
+    finally:
+        other.kill()
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"[1, 2]", "holds a list"),
+    (b"\xff\xfe\x00binary", "not UTF-8"),
+    (b'{"id": "X", "name": "x"}', "lacks the field"),
+    (b'{"id": "X", "name": "x", "strategy": "naive", "status": 5}', "'status' is a int"),
+    (b'{"id": "X", "name": "x", "strategy": "naive", "status": "zombie"}', "unknown status"),
+    (b'{"id": "other", "name": "x", "strategy": "naive"}', "names the run"),
+    (b"{not json", "not valid JSON"),
+    (None, "is a folder"),
+])
+def test_a_broken_run_json_breaks_nothing_else(tiny, weak_model, content, why):
+    ws = Workspace()
+    broken = ws.runs / "X"
+    broken.mkdir(parents=True)
+    if content is None:
+        (broken / "run.json").mkdir()
     else:
-        assert r.status == "queued"
-        worker.ensure_consumer(root, "cpu")  # a new consumer picks it up from SQLite
+        (broken / "run.json").write_bytes(content)
+    rows = json.loads(subprocess.run(mlipft_cmd() + ["runs", "--json"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    assert rows == [] or rows[0]["status"] == "unreadable"
+    assert len(rows) == 1 and why in rows[0]["reason"], rows
+    with pytest.raises(UnreadableRunError):
+        jobs.cancel("X")
+    if why == "holds a list":  # and runs still go, through the same dispatcher
+        rec = jobs.submit(spec(tiny, weak_model, "freeze-b"))
         assert jobs.wait(rec.id, timeout=300).status == "done"
+        assert [r.status for r in jobs.list_runs()] == ["unreadable", "done"] or \
+            sorted(r.status for r in jobs.list_runs()) == ["done", "unreadable"]
+    jobs.delete("X")
+    assert not broken.exists()
+
+
+def test_an_unknown_field_is_kept_not_fatal(tiny, weak_model):
+    rec = jobs.prepare(spec(tiny, weak_model, "freeze-b"))
+    path = Workspace().runs / rec.id / "run.json"
+    data = json.loads(path.read_text())
+    data["added_by_a_newer_version"] = {"x": 1}
+    path.write_text(json.dumps(data))
+    assert jobs.get_run(rec.id).status == "queued"
+    RunStore().update(rec.id, reason="touched")
+    assert json.loads(path.read_text())["added_by_a_newer_version"] == {"x": 1}
+
+
+def test_names_and_ids_stay_inside_the_runs_folder(tiny, weak_model, tmp_path):
+    with pytest.raises(InvalidRunNameError):
+        jobs.submit(replace(spec(tiny, weak_model, "naive"), name="../../x"))
+    with pytest.raises(InvalidRunNameError):
+        jobs.cancel("../runs/abc")
+    assert not any(tmp_path.glob("x*")) and not (Workspace().root / "x.model").exists()
+    assert jobs.list_runs() == []
+    for args in (["train", "--strategy", "naive", "--model", "demo-gfn1-weak", "--train",
+                  str(tiny / "train.xyz"), "--name", "../../x"], ["cancel", "../runs/ID"]):
+        out = subprocess.run(mlipft_cmd() + args, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "is not allowed" in out.stderr, out.stderr
+    assert list(Workspace().runs.iterdir()) == []
+
+
+@pytest.mark.parametrize("what, message", [
+    ("nan_energy", "NaN or infinite"),
+    ("nan_position", "NaN or infinite"),
+    ("one_config", "training needs at least 2"),
+    ("nan_valid", "validation file"),
+])
+def test_garbage_is_refused_before_queueing(tiny, weak_model, what, message):
+    frames = read(tiny / "train.xyz", ":")
+    valid = str(tiny / "valid.xyz")
+    if what == "nan_energy":
+        frames[3].info["REF_energy"] = float("nan")
+    elif what == "nan_position":
+        frames[2].positions[0, 1] = float("nan")
+    elif what == "one_config":
+        frames = frames[:1]
+    else:
+        v = read(valid, ":")
+        v[0].arrays["REF_forces"][0, 0] = float("inf")
+        valid = str(tiny / "bad_valid.xyz")
+        write(valid, v)
+    write(tiny / "bad.xyz", frames)
+    with pytest.raises(StrategyError, match=message):
+        jobs.submit(RunSpec("naive", weak_model, str(tiny / "bad.xyz"), valid,
+                            settings={"max_num_epochs": 1}))
+    assert jobs.list_runs() == [] and list(Workspace().runs.iterdir()) == []
 
 
 def test_bad_settings_are_refused(tiny, weak_model):
@@ -157,6 +323,7 @@ def test_cli_train_wait_and_runs(tiny):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["status"] == "done" and Path(d["model_path"]).is_file() and d["id"]
+    assert d["executor"] == "local" and d["slurm_job_id"] is None
     rows = json.loads(subprocess.run(mlipft_cmd() + ["runs", "--json"], capture_output=True,
                                      text=True, timeout=120).stdout)
     assert rows[0]["id"] == d["id"] and rows[0]["strategy"] == "freeze-b"
@@ -179,3 +346,80 @@ def test_size_sweep_for_learning_curves(tiny, weak_model):
     assert small <= large  # nested subsets
     with pytest.raises(StrategyError, match="between 2 and 20"):
         jobs.submit_size_sweep(spec(tiny, weak_model, "naive"), [1, 50])
+
+
+def test_cli_sweep_carries_every_page_setting(tiny):
+    out = subprocess.run(mlipft_cmd() + [
+        "train", "--strategy", "lora,multihead-replay", "--model", "demo-gfn1-weak",
+        "--train", str(tiny / "train.xyz"), "--valid", str(tiny / "valid.xyz"),
+        "--replay", str(tiny / "replay.xyz"), "--epochs", "300", "--lora-rank", "2",
+        "--lora-alpha", "0.5", "--replay-samples", "7", "--energy-weight", "1",
+        "--forces-weight", "50", "--no-ema", "--precision", "float64",
+        "--lrs", "1e-3,2e-3", "--seeds", "0,1", "--executor", "local", "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    try:
+        assert len(rows) == 8 and len({r["sweep"] for r in rows}) == 1
+        assert {r["lr"] for r in rows} == {1e-3, 2e-3}
+        assert all(r["executor"] == "local" for r in rows)
+        import yaml
+
+        for r in rows:
+            cfg = yaml.safe_load((Workspace().runs / r["id"] / "config.yaml").read_text())
+            assert cfg["energy_weight"] == 1.0 and cfg["forces_weight"] == 50.0
+            assert cfg["default_dtype"] == "float64" and "ema" not in cfg
+            assert cfg["seed"] in (0, 1) and cfg["lr"] == r["lr"]
+            if r["strategy"] == "lora":
+                assert cfg["lora_rank"] == 2 and cfg["lora_alpha"] == 0.5
+                assert "num_samples_pt" not in cfg
+            else:
+                assert cfg["num_samples_pt"] == 7 and "lora" not in cfg
+        assert sorted(r["name"] for r in rows)[0] == "lora-lr0p001-s0"
+    finally:
+        for r in rows:
+            jobs.cancel(r["id"])
+    for r in rows:
+        assert jobs.wait(r["id"], timeout=60).status == "cancelled"
+
+
+def test_one_slot_per_visible_gpu_and_cpu_slots(tmp_path, monkeypatch):
+    """The dispatcher's slots: one run per GPU, each its own device; CPU runs by slot count."""
+    from mlipft_core.jobs.local import Dispatcher
+    from mlipft_core.jobs.records import RunRecord
+
+    monkeypatch.setenv("MLIPFT_CPU_SLOTS", "1")
+    store = RunStore()
+    for i, dev in enumerate(["cuda", "cuda", "cuda", "cpu", "cpu"]):
+        store.create(RunRecord(id=f"r{i}", name=f"r{i}", strategy="naive", device=dev,
+                               created=1000.0 + i))
+
+    class Proc:
+        code = None
+
+        def poll(self):
+            return self.code
+
+    d = Dispatcher(Workspace().root)
+    d._gpus = ["0", "1"]
+    started: list[tuple[str, str | None]] = []
+
+    def fake_launch(rec, gpu):
+        started.append((rec.id, gpu))
+        d.launched[rec.id] = (Proc(), rec.device, gpu)
+
+    d._launch = fake_launch
+    d.step()
+    assert started == [("r0", "0"), ("r1", "1"), ("r3", None)]  # r2 and r4 wait
+    d.step()
+    assert len(started) == 3  # nothing is started twice while it has not claimed yet
+    # r0 ends (its runner claimed it, ran, recorded done, exited): its GPU goes to r2
+    store.update("r0", status="done")
+    d.launched["r0"][0].code = 0
+    d.step()
+    assert started[-1] == ("r2", "0")
+    # a cuda run with no GPU visible fails with the reason instead of waiting for ever
+    store.create(RunRecord(id="r9", name="r9", strategy="naive", device="cuda", created=2000.0))
+    d._gpus = []
+    d.step()
+    assert store.read("r9").status == "failed" and "GPU" in store.read("r9").reason

@@ -1,58 +1,121 @@
-"""Fine-tuning runs on a durable queue: submit, watch, cancel, delete.
+"""Fine-tuning and MD runs: prepare, execute on an executor, watch, cancel, delete.
 
-A run is a folder ``runs/<id>/`` in the workspace with ``run.json`` (the record),
-``config.yaml`` (the exact ``mace_run_train`` configuration), ``command.sh`` (the same run as a
-command line), ``train.log`` and mace's own ``results/``, ``logs/``, ``checkpoints/`` and model
-files. Execution goes through a backend (:mod:`.worker`: a local huey queue); a cluster
-backend can take its place.
+A run is a folder ``runs/<id>/`` in the workspace, and that folder is the single truth:
+``run.json`` (the record and its state), ``config.yaml`` (the exact ``mace_run_train``
+configuration), ``command.sh`` (the same run as a command line), the foundation copy carrying
+the chosen E0s, ``train.log`` and mace's own ``results/``, ``logs/``, ``checkpoints/`` and
+model files. A run is *prepared* once (:func:`prepare`) and then handed to an *executor*:
+
+- ``local`` (:mod:`.local`): runs on this machine, CPU slots and one slot per visible GPU;
+- ``slurm`` (:mod:`.slurm`): one SLURM job per run (a job array per sweep), via submitit.
+
+Both start the same :mod:`.runner` on the folder, which claims the run before its process
+starts and records its end. Reading runs (:func:`list_runs`, :func:`get_run`) has no side
+effects: a run whose runner or job is gone is *shown* as failed; :func:`settle` records it.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from ..errors import MlipftError
-from ..strategies import (RunSpec, StrategyError, build_config, config_yaml, get_strategy,
-                          resolved_settings, shell_command)
-from ..workspace import Workspace, atomic_write_text
-from . import worker
+from ..strategies import (RunSpec, StrategyError, build_config, config_yaml,
+                          get_strategy, resolved_settings, shell_command)
+from ..workspace import Workspace, atomic_write_json, atomic_write_text, read_json
+from .local import LocalExecutor, ensure_dispatcher
 from .progress import Progress, read_progress
-from .records import FINAL, RunNotFoundError, RunRecord, RunStore
+from .records import (ACTIVE, EXECUTORS, FINAL, InvalidRunNameError,
+                      RunNotFoundError, RunRecord, RunStore, UnreadableRunError, check_name,
+                      runner_alive)
+from .slurm import SlurmError, SlurmExecutor, SlurmOptions
 
-__all__ = ["Backend", "LocalBackend", "RunRecord", "RunNotFoundError", "cancel", "delete",
-           "get_run", "list_runs", "progress", "resolve_e0s", "submit", "wait"]
-
-
-class Backend(Protocol):
-    """Where runs execute. The local backend uses huey; a cluster one would submit jobs."""
-
-    def submit(self, root: Path, record: RunRecord) -> None: ...
-
-    def cancel(self, root: Path, record: RunRecord) -> None: ...
-
-    def reconcile(self, store: RunStore) -> None: ...
+__all__ = ["Executor", "InvalidRunNameError", "MlipftError", "RunRecord", "RunNotFoundError",
+           "SlurmError", "SlurmOptions", "UnreadableRunError", "cancel", "delete",
+           "expand_sweep", "get_executor", "get_run", "list_runs", "load_settings",
+           "preflight", "prepare", "progress", "resolve_e0s", "save_settings", "settle",
+           "submit", "submit_sweep", "submit_size_sweep", "submit_md", "wait"]
 
 
-class LocalBackend:
-    """Runs on this machine through the workspace's huey queue and detached consumers."""
+class Executor(Protocol):
+    """Where prepared runs execute."""
 
-    def submit(self, root: Path, record: RunRecord) -> None:
-        worker.enqueue(root, record.device, record.id)
-        worker.ensure_consumer(root, record.device)
+    name: str
 
-    def cancel(self, root: Path, record: RunRecord) -> None:
-        (Path(root) / "runs" / record.id / "cancel").touch()
+    def submit(self, store: RunStore, records: list[RunRecord]) -> None: ...
 
-    def reconcile(self, store: RunStore) -> None:
-        worker.reconcile(store)
-        worker.ensure_consumers_for(store)
+    def cancel(self, store: RunStore, rec: RunRecord) -> None: ...
 
 
-DEFAULT_BACKEND: Backend = LocalBackend()
+_EXECUTORS: dict[str, Executor] = {"local": LocalExecutor(), "slurm": SlurmExecutor()}
+
+
+def get_executor(name: str) -> Executor:
+    try:
+        return _EXECUTORS[name]
+    except KeyError:
+        raise MlipftError(f"unknown executor {name!r}; choose from "
+                          f"{', '.join(EXECUTORS)}", code="unknown_executor") from None
+
+
+# ----------------------------------------------------------------------------- settings
+DEFAULT_SETTINGS: dict[str, Any] = {"executor": "local", "local": {"cpu_slots": None},
+                                    "slurm": SlurmOptions().to_dict()}
+
+
+def load_settings(workspace: Workspace | None = None) -> dict[str, Any]:
+    """The workspace's run settings (``settings.json``): default executor, local slots,
+    SLURM options. Unreadable or unknown values fall back to the defaults."""
+    ws = workspace or Workspace()
+    raw = read_json(ws.root / "settings.json")
+    raw = raw if isinstance(raw, dict) else {}
+    out = {"executor": raw.get("executor") if raw.get("executor") in EXECUTORS else "local",
+           "local": {"cpu_slots": None}, "slurm": SlurmOptions().to_dict()}
+    local = raw.get("local") if isinstance(raw.get("local"), dict) else {}
+    if isinstance(local.get("cpu_slots"), int) and local["cpu_slots"] >= 1:
+        out["local"]["cpu_slots"] = local["cpu_slots"]
+    slurm = raw.get("slurm") if isinstance(raw.get("slurm"), dict) else {}
+    try:
+        out["slurm"] = SlurmOptions.from_dict({**out["slurm"], **slurm}).check().to_dict()
+    except (SlurmError, TypeError):
+        pass
+    return out
+
+
+def save_settings(workspace: Workspace | None = None, *, executor: str | None = None,
+                  cpu_slots: int | None = None, slurm: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Change the workspace's run settings (checked) and return them."""
+    ws = workspace or Workspace()
+    cur = load_settings(ws)
+    if executor is not None:
+        get_executor(executor)
+        cur["executor"] = executor
+    if cpu_slots is not None:
+        if not isinstance(cpu_slots, int) or cpu_slots < 1:
+            raise MlipftError(f"CPU slots must be at least 1, not {cpu_slots!r}")
+        cur["local"]["cpu_slots"] = cpu_slots
+    if slurm is not None:
+        cur["slurm"] = SlurmOptions.from_dict({**cur["slurm"], **slurm}).check().to_dict()
+    atomic_write_json(ws.root / "settings.json", cur)
+    return cur
+
+
+def _executor_choice(ws: Workspace, executor: str | None,
+                     slurm: SlurmOptions | dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    settings = load_settings(ws)
+    name = executor or settings["executor"]
+    get_executor(name)
+    if name != "slurm":
+        return name, {}
+    base = settings["slurm"]
+    given = slurm.to_dict() if isinstance(slurm, SlurmOptions) else dict(slurm or {})
+    opts = SlurmOptions.from_dict({**base, **{k: v for k, v in given.items() if v is not None}})
+    return name, opts.check().to_dict()
 
 
 # ----------------------------------------------------------------------------- E0s
@@ -92,15 +155,6 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
     return e0mod.load_explicit(value)
 
 
-def _absolute(spec: RunSpec) -> RunSpec:
-    """Absolute file paths: mace runs inside the run folder, not where the user typed them."""
-    def fix(p: str | None) -> str | None:
-        return None if not p else str(Path(p).expanduser().resolve())
-
-    return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
-                   valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
-                   replay_file=fix(spec.replay_file))
-
 
 def _check_e0_coverage(train_file: str, e0: dict[str, float]) -> None:
     from ..data import read_frames
@@ -139,66 +193,282 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
     return out
 
 
-# ----------------------------------------------------------------------------- API
-def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
-           backend: Backend | None = None, trusted: bool = True,
-           e0_values: dict[str, float] | None = None) -> RunRecord:
-    """Validate a run, write its folder and queue it. Raises StrategyError for bad settings.
 
-    ``e0_values`` (element -> eV) skips resolving ``spec.e0s`` again (used by sweeps).
+def _absolute(spec: RunSpec) -> RunSpec:
+    """Absolute file paths: mace runs inside the run folder, not where the user typed them."""
+    def fix(p: str | None) -> str | None:
+        return None if not p else str(Path(p).expanduser().resolve())
+
+    return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
+                   valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
+                   replay_file=fix(spec.replay_file))
+
+
+
+
+# ----------------------------------------------------------------------------- checks
+class TrainingDataError(StrategyError):
+    """Training inputs that would train garbage (non-finite values, too few structures)."""
+
+    code = "bad_training_data"
+
+
+def preflight(spec: RunSpec) -> int:
+    """Refuse inputs that would train garbage; return the number of training structures.
+
+    Checks the training, validation, test and replay files for NaN or infinite positions
+    and labels, and that the training set holds at least two structures.
+    """
+    from ..data import detect_keys, read_frames, validate
+
+    n_train = 0
+    for role, path in (("training", spec.train_file), ("validation", spec.valid_file),
+                       ("test", spec.test_file), ("replay", spec.replay_file)):
+        if not path:
+            continue
+        frames = read_frames(path)
+        keys = detect_keys(frames)
+        for f in validate(frames, keys):
+            if f.code in ("non_finite", "forces_shape"):
+                raise TrainingDataError(
+                    f"the {role} file {Path(path).name} cannot be trained on: {f.message}; "
+                    "remove or fix those configurations first", code=f.code)
+        if role == "training":
+            n_train = sum(1 for a in frames if a.info.get("config_type") != "IsolatedAtom")
+    if n_train < 2:
+        raise TrainingDataError(f"the training file {Path(spec.train_file).name} holds "
+                                f"{n_train} usable configuration(s); training needs at least 2",
+                                code="too_few_configurations")
+    return n_train
+
+
+def _check_e0s(train_file: str, e0: dict[str, float]) -> None:
+    bad = sorted(k for k, v in e0.items() if not math.isfinite(float(v)))
+    if bad:
+        raise StrategyError(f"the E0s of {', '.join(bad)} are not finite numbers; fix the "
+                            "training labels or give the E0s explicitly")
+    _check_e0_coverage(train_file, e0)
+
+
+# ----------------------------------------------------------------------------- prepare
+def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
+            trusted: bool = True, e0_values: dict[str, float] | None = None,
+            executor: str | None = None, slurm: SlurmOptions | dict[str, Any] | None = None,
+            checked: bool = False) -> RunRecord:
+    """Check a run and write its folder (E0s resolved, foundation copy with the E0s,
+    ``config.yaml``, ``command.sh``, ``run.json`` in state ``queued``). Nothing executes yet.
+
+    Raises
+    ------
+    StrategyError
+        For bad settings or training data; no folder is left behind.
     """
     ws = workspace or Workspace()
     store = RunStore(ws)
+    exec_name, exec_opts = _executor_choice(ws, executor, slurm)
     strat = get_strategy(spec.strategy)
     spec = _absolute(spec)
+    spec = replace(spec, name=spec.name if spec.name not in ("", "run") else spec.strategy)
+    check_name(spec.name)
+    if sweep is not None:
+        check_name(sweep, "sweep name")
+    if exec_name == "slurm" and "device" not in spec.settings:
+        spec = replace(spec, settings={**spec.settings,
+                                       "device": "cuda" if exec_opts.get("gpus") else "cpu"})
+    on_here = exec_name == "local"
     settings = resolved_settings(spec)
     rid = store.new_id(spec.strategy)
     folder = store.folder(rid)
-    spec = replace(spec, name=spec.name if spec.name not in ("", "run") else spec.strategy)
-    build_config(spec, folder)  # validate before anything is written
+    build_config(spec, folder, check_device=on_here)  # validate before anything is written
+    if not checked:
+        preflight(spec)
     e0 = e0_values if e0_values is not None else resolve_e0s(spec, trusted=trusted, workspace=ws)
-    _check_e0_coverage(spec.train_file, e0)
-    folder.mkdir(parents=True, exist_ok=True)
-    run_spec = spec
-    if not strat.multihead and not strat.from_scratch:
-        patched = _foundation_with_e0s(spec.foundation_model, e0, folder / "foundation_e0s.model")
-        run_spec = replace(spec, foundation_model=str(patched), e0s="foundation")
-    else:
-        from ..e0 import mace_e0s_argument
-
-        run_spec = replace(spec, e0s=mace_e0s_argument(e0))
-    cfg = build_config(run_spec, folder)
-    atomic_write_text(folder / "config.yaml", config_yaml(cfg))
-    atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"
-                      f"cd {shlex.quote(str(folder))}\n{shell_command(cfg)}\n")
-    rec = RunRecord(id=rid, name=run_spec.name, strategy=spec.strategy,
-                    device=settings["device"], max_epochs=int(settings["max_num_epochs"]),
-                    spec={**spec.to_dict(), "e0_values": e0, "settings": settings},
-                    sweep=sweep)
-    store.create(rec)
+    _check_e0s(spec.train_file, e0)
+    folder.mkdir(parents=True, exist_ok=False)
     try:
-        (backend or DEFAULT_BACKEND).submit(ws.root, rec)
-    except Exception as exc:
-        store.update(rec.id, status="failed", finished=time.time(),
-                     reason=f"could not be queued: {type(exc).__name__}: {exc}")
-        raise MlipftError(f"run {rec.id} could not be queued: {exc}") from exc
-    return rec
+        if not strat.multihead and not strat.from_scratch:
+            patched = _foundation_with_e0s(spec.foundation_model, e0,
+                                           folder / "foundation_e0s.model")
+            run_spec = replace(spec, foundation_model=str(patched), e0s="foundation")
+        else:
+            from ..e0 import mace_e0s_argument
+
+            run_spec = replace(spec, e0s=mace_e0s_argument(e0))
+        cfg = build_config(run_spec, folder, check_device=on_here)
+        atomic_write_text(folder / "config.yaml", config_yaml(cfg))
+        atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"
+                          f"cd {shlex.quote(str(folder))}\n{shell_command(cfg)}\n")
+        rec = RunRecord(id=rid, name=run_spec.name, strategy=spec.strategy,
+                        device=settings["device"], max_epochs=int(settings["max_num_epochs"]),
+                        spec={**spec.to_dict(), "e0_values": e0, "settings": settings},
+                        sweep=sweep, executor=exec_name, executor_options=exec_opts)
+        return store.create(rec)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
-def submit_sweep(specs: list[RunSpec], **kwargs: Any) -> list[RunRecord]:
-    """Queue several runs (strategies, learning rates or seeds) as one sweep."""
-    sweep = time.strftime("sweep-%Y%m%d-%H%M%S")
-    for s in specs:  # refuse the whole sweep before queuing any of it
-        build_config(s, Path("/tmp"))
+def _launch(ws: Workspace, records: list[RunRecord]) -> list[RunRecord]:
+    """Hand prepared runs to their executors (grouped, so a SLURM sweep is one array)."""
+    store = RunStore(ws)
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        key = (r.executor, repr(sorted(r.executor_options.items())))
+        groups.setdefault(key, []).append(r)
+    for (name, _), recs in groups.items():
+        try:
+            get_executor(name).submit(store, recs)
+        except Exception as exc:
+            for r in recs:
+                store.transition(r.id, ("queued",), status="failed", finished=time.time(),
+                                 reason=f"could not be submitted: {exc}")
+            if isinstance(exc, MlipftError):
+                raise
+            raise MlipftError(f"{len(recs)} run(s) could not be submitted to the {name} "
+                              f"executor: {type(exc).__name__}: {exc}") from exc
+    return [store.read(r.id) for r in records]
+
+
+def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
+           trusted: bool = True, e0_values: dict[str, float] | None = None,
+           executor: str | None = None, slurm: SlurmOptions | dict[str, Any] | None = None
+           ) -> RunRecord:
+    """Prepare one run and hand it to its executor. Raises StrategyError for bad input."""
+    ws = workspace or Workspace()
+    rec = prepare(spec, workspace=ws, sweep=sweep, trusted=trusted, e0_values=e0_values,
+                  executor=executor, slurm=slurm)
+    return _launch(ws, [rec])[0]
+
+
+def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
+                 trusted: bool = True, executor: str | None = None,
+                 slurm: SlurmOptions | dict[str, Any] | None = None,
+                 sweep: str | None = None) -> list[RunRecord]:
+    """Prepare several runs (strategies, learning rates, seeds) as one sweep and submit them
+    together: on SLURM, one job array. The whole sweep is refused before any run is written
+    when one of them is bad."""
+    ws = workspace or Workspace()
+    sweep = sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
+    exec_name, exec_opts = _executor_choice(ws, executor, slurm)
+    for s in specs:  # refuse the whole sweep before preparing any of it
+        check_name(_absolute(s).name if s.name not in ("", "run") else s.strategy)
+        build_config(s, Path("/tmp"), check_device=exec_name == "local")
+    checked: set[tuple[str | None, ...]] = set()
     e0_cache: dict[tuple[str, str, str], dict[str, float]] = {}
-    for s in specs:  # every E0 resolved (and checked) before the first run is queued
-        key = (s.foundation_model, s.train_file, str(s.e0s))
+    for s in specs:  # data checked and every E0 resolved before the first run is written
+        a = _absolute(s)
+        files = (a.train_file, a.valid_file, a.test_file, a.replay_file)
+        if files not in checked:
+            preflight(a)
+            checked.add(files)
+        key = (a.foundation_model, a.train_file, str(a.e0s))
         if key not in e0_cache:
-            e0_cache[key] = resolve_e0s(_absolute(s), trusted=kwargs.get("trusted", True),
-                                        workspace=kwargs.get("workspace"))
-            _check_e0_coverage(s.train_file, e0_cache[key])
-    return [submit(s, sweep=sweep, e0_values=e0_cache[(s.foundation_model, s.train_file,
-                                                      str(s.e0s))], **kwargs) for s in specs]
+            e0_cache[key] = resolve_e0s(a, trusted=trusted, workspace=ws)
+            _check_e0s(a.train_file, e0_cache[key])
+    recs = []
+    for s in specs:
+        a = _absolute(s)
+        recs.append(prepare(s, workspace=ws, sweep=sweep, trusted=trusted, checked=True,
+                            e0_values=e0_cache[(a.foundation_model, a.train_file, str(a.e0s))],
+                            executor=exec_name, slurm=exec_opts or None))
+    return _launch(ws, recs)
+
+
+@dataclass
+class SweepPlan:
+    """What a launch will queue: one :class:`RunSpec` per strategy x learning rate x seed."""
+
+    specs: list[RunSpec]
+    sizes: list[int]
+    n_strategies: int = 0
+    n_lrs: int = 1
+    n_seeds: int = 1
+
+    def describe(self) -> str:
+        """E.g. ``2 strategies × 3 learning rates × 1 seed``."""
+        def n(k: int, one: str, many: str) -> str:
+            return f"{k} {one if k == 1 else many}"
+
+        parts = [n(self.n_strategies, "strategy", "strategies"),
+                 n(self.n_lrs, "learning rate", "learning rates") if self.n_lrs > 1 else
+                 "its own learning rate" if self.n_strategies == 1 else
+                 "their own learning rates",
+                 n(self.n_seeds, "seed", "seeds")]
+        if self.sizes:
+            parts.append(n(len(self.sizes), "training-set size", "training-set sizes"))
+        return " × ".join(parts)
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.specs) * max(1, len(self.sizes))
+
+
+def parse_list(text: str | Iterable[Any] | None, kind: type, what: str) -> list[Any]:
+    """Comma-separated numbers (``"1e-3, 3e-3"``) as a list of ``kind``; a clear error."""
+    if text is None:
+        return []
+    items = [x for x in (text.split(",") if isinstance(text, str) else text)
+             if str(x).strip()]
+    out = []
+    for x in items:
+        try:
+            v = kind(float(str(x).strip())) if kind is int else kind(str(x).strip())
+        except ValueError:
+            raise StrategyError(f"{what}: {str(x).strip()!r} is not a number") from None
+        if kind is int and float(str(x).strip()) != v:
+            raise StrategyError(f"{what}: {str(x).strip()!r} is not a whole number")
+        if kind is float and not math.isfinite(v):
+            raise StrategyError(f"{what}: {str(x).strip()!r} is not a finite number")
+        out.append(v)
+    return out
+
+
+def expand_sweep(strategies: dict[str, dict[str, Any]], *, foundation_model: str,
+                 train_file: str, valid_file: str | None = None, test_file: str | None = None,
+                 e0s: str = "estimated", replay_file: str | None = None,
+                 common: dict[str, Any] | None = None, lrs: Iterable[float] = (),
+                 seeds: Iterable[int] = (), sizes: Iterable[int] = (),
+                 name_prefix: str = "") -> SweepPlan:
+    """The runs of a launch: every strategy (with its own settings, e.g. ``lr``,
+    ``lora_rank``) x every learning rate in ``lrs`` (empty: the strategy's own) x every seed
+    in ``seeds`` (empty: the common seed). Names say what varies: ``naive-lr0p003-s1``."""
+    common = dict(common or {})
+    lr_list = list(lrs) or [None]
+    seed_list = list(seeds) or [common.get("seed", 0)]
+    specs = []
+    for name, own in strategies.items():
+        strat = get_strategy(name)
+        for lr in lr_list:
+            for sd in seed_list:
+                settings = {**common, **{k: v for k, v in own.items() if v is not None}}
+                settings["seed"] = int(sd)
+                if lr is not None:
+                    settings["lr"] = float(lr)
+                if not strat.lora:
+                    settings.pop("lora_rank", None), settings.pop("lora_alpha", None)
+                if not strat.multihead:
+                    settings.pop("num_samples_pt", None), settings.pop("subselect_pt", None)
+                tag = name_prefix + name + (f"-lr{lr:g}" if lr is not None and len(lr_list) > 1
+                                            else "") + (f"-s{sd}" if len(seed_list) > 1 else "")
+                specs.append(RunSpec(strategy=name, foundation_model=foundation_model,
+                                     train_file=train_file, valid_file=valid_file,
+                                     test_file=test_file, e0s=e0s, replay_file=replay_file,
+                                     name=tag.replace(".", "p"), settings=settings))
+    return SweepPlan(specs=specs, sizes=sorted({int(n) for n in sizes}),
+                     n_strategies=len(strategies), n_lrs=len(lr_list), n_seeds=len(seed_list))
+
+
+def submit_plan(plan: SweepPlan, **kwargs: Any) -> list[RunRecord]:
+    """Submit a :class:`SweepPlan`: a sweep, or one size sweep per run when sizes are set."""
+    if plan.sizes:
+        out = []
+        for sp in plan.specs:
+            out += submit_size_sweep(sp, plan.sizes, seed=int(sp.settings.get("seed", 0)),
+                                     **kwargs)
+        return out
+    return submit_sweep(plan.specs, **kwargs)
 
 
 def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
@@ -214,33 +484,38 @@ def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
 
     from ..data import read_frames, write_extxyz
 
-    ws = kwargs.get("workspace") or Workspace()
+    ws = kwargs.pop("workspace", None) or Workspace()
     spec = _absolute(spec)
     frames = read_frames(spec.train_file)
     sizes = sorted({int(n) for n in sizes})
     if not sizes or sizes[0] < 2 or sizes[-1] > len(frames):
         raise StrategyError(f"training-set sizes must lie between 2 and {len(frames)} "
                             f"(the training set), got {sizes}")
+    preflight(spec)
     order = np.random.default_rng(seed).permutation(len(frames))
     tag = hashlib.sha256(f"{spec.train_file}:{seed}".encode()).hexdigest()[:10]
     e0 = resolve_e0s(spec, trusted=kwargs.get("trusted", True), workspace=ws)
-    specs = []
+    _check_e0s(spec.train_file, e0)
+    exec_name, exec_opts = _executor_choice(ws, kwargs.pop("executor", None),
+                                            kwargs.pop("slurm", None))
+    sweep = time.strftime("sizes-%Y%m%d-%H%M%S")
+    recs = []
     for n in sizes:
         path = ws.root / "subsets" / f"{tag}-{n}.xyz"
         if not path.is_file():
             write_extxyz(path, [frames[i] for i in sorted(order[:n])])
-        specs.append(replace(spec, train_file=str(path), name=f"{spec.name}-n{n}"))
-    sweep = time.strftime("sizes-%Y%m%d-%H%M%S")
-    out = []
-    for n, s in zip(sizes, specs):
-        rec = submit(s, sweep=sweep, e0_values=e0, **kwargs)
-        out.append(RunStore(ws).update(rec.id, spec={**rec.spec, "train_size": n}))
-    return out
+        s = replace(spec, train_file=str(path), name=f"{spec.name}-n{n}")
+        rec = prepare(s, workspace=ws, sweep=sweep, e0_values=e0, checked=True,
+                      executor=exec_name, slurm=exec_opts or None,
+                      trusted=kwargs.get("trusted", True))
+        recs.append(RunStore(ws).update(rec.id, spec={**rec.spec, "train_size": n}))
+    return _launch(ws, recs)
 
 
 def submit_md(models: dict[str, str], structure: str | Path, settings, *, index: int = 0,
               head: str | None = None, workspace: Workspace | None = None,
-              backend: Backend | None = None) -> list[RunRecord]:
+              executor: str | None = None,
+              slurm: SlurmOptions | dict[str, Any] | None = None) -> list[RunRecord]:
     """Queue the same MD (an :class:`~mlipft_core.md.MDSettings`) for several models.
 
     ``models`` maps a display name to a model file; one MD run per model, one group.
@@ -250,25 +525,26 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
     settings.check()
     ws = workspace or Workspace()
     store = RunStore(ws)
+    exec_name, exec_opts = _executor_choice(ws, executor, slurm)
     structure = str(Path(structure).expanduser().resolve())
     if not Path(structure).is_file():
         raise MDError(f"structure file not found: {structure}")
     group = time.strftime("md-%Y%m%d-%H%M%S")
+    device = ("cuda" if exec_opts.get("gpus") else "cpu") if exec_name == "slurm" else _device()
     out = []
     for name, path in models.items():
         rid = store.new_id("md")
         folder = store.folder(rid)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=False)
         atomic_write_text(folder / "md.json", __import__("json").dumps(
             {"model": str(Path(path).resolve()), "structure": structure, "index": index,
              "head": head, "settings": settings.to_dict()}, indent=2))
-        rec = RunRecord(id=rid, name=name, strategy="md", kind="md", device=_device(),
+        rec = RunRecord(id=rid, name=str(name), strategy="md", kind="md", device=device,
                         spec={"model": str(path), "structure": structure, "index": index,
-                              "head": head, "settings": settings.to_dict()}, sweep=group)
-        store.create(rec)
-        (backend or DEFAULT_BACKEND).submit(ws.root, rec)
-        out.append(rec)
-    return out
+                              "head": head, "settings": settings.to_dict()}, sweep=group,
+                        executor=exec_name, executor_options=exec_opts)
+        out.append(store.create(rec))
+    return _launch(ws, out)
 
 
 def _device() -> str:
@@ -279,56 +555,143 @@ def _device() -> str:
 
 def md_progress(record: RunRecord, workspace: Workspace | None = None) -> float:
     """Fraction of an MD run's steps done."""
-    from ..workspace import read_json
-
     p = read_json(RunStore(workspace).folder(record.id) / "progress.json") or {}
-    return (p.get("step", 0) / p["steps"]) if p.get("steps") else 0.0
+    if not isinstance(p, dict) or not p.get("steps"):
+        return 0.0
+    try:
+        return min(1.0, float(p.get("step", 0)) / float(p["steps"]))
+    except (TypeError, ValueError):
+        return 0.0
 
 
-def list_runs(workspace: Workspace | None = None, backend: Backend | None = None
-              ) -> list[RunRecord]:
+# ----------------------------------------------------------------------------- reading
+def _gone_reason(rec: RunRecord, slurm_jobs: dict[str, str] | None) -> str | None:
+    """Why an active run is in truth over (its runner or job is gone), or ``None``."""
+    if rec.status not in ACTIVE:
+        return None
+    if rec.executor == "local":
+        if rec.status == "running" and runner_alive(rec) is False:
+            return ("the run's process ended without recording a result (killed, or the "
+                    "machine restarted)")
+        return None
+    # slurm
+    if slurm_jobs is None or not rec.slurm_job_id:
+        return None  # SLURM cannot be asked, or the job is being submitted
+    if rec.slurm_job_id in slurm_jobs:
+        return None
+    if rec.status == "running" and runner_alive(rec):
+        return None
+    from .slurm import job_log_tail
+
+    tail = job_log_tail(rec, 3)
+    last = tail.splitlines()[-1].strip() if tail else ""
+    return (f"SLURM job {rec.slurm_job_id} ended without recording a result"
+            + (f": {last[:300]}" if last else ""))
+
+
+def _slurm_jobs_for(records: Iterable[RunRecord]) -> dict[str, str] | None:
+    if any(r.executor == "slurm" and r.status in ACTIVE for r in records):
+        from .slurm import active_jobs
+
+        return active_jobs()
+    return {}
+
+
+def view(rec: RunRecord, store: RunStore, slurm_jobs: dict[str, str] | None = None
+         ) -> RunRecord:
+    """The record as it truly stands: an active run whose runner or job is gone is shown
+    as failed with the reason (nothing is written; :func:`settle` records it)."""
+    reason = _gone_reason(rec, slurm_jobs)
+    if reason is None:
+        return rec
+    try:  # it may have recorded its end meanwhile
+        fresh = store.read(rec.id)
+    except MlipftError:
+        return rec
+    if fresh.status in FINAL:
+        return fresh
+    return replace(fresh, status="failed", reason=reason)
+
+
+def settle(store: RunStore, rec: RunRecord, slurm_jobs: dict[str, str] | None = None
+           ) -> RunRecord:
+    """Record the end of an active run whose runner or job is gone; return the record."""
+    if slurm_jobs is None and rec.executor == "slurm":
+        slurm_jobs = _slurm_jobs_for([rec])
+    seen = view(rec, store, slurm_jobs)
+    if seen.status == "failed" and rec.status in ACTIVE:
+        from .records import log_tail
+
+        done = store.transition(rec.id, (rec.status,), status="failed", finished=time.time(),
+                                reason=seen.reason,
+                                log_tail=log_tail(store.folder(rec.id) / "train.log"))
+        return done or store.read(rec.id)
+    return seen
+
+
+def list_runs(workspace: Workspace | None = None) -> list[RunRecord]:
+    """Every run, oldest first, as it truly stands; unreadable folders with status
+    ``unreadable`` and the reason. Starts nothing and writes nothing."""
     store = RunStore(workspace)
-    (backend or DEFAULT_BACKEND).reconcile(store)
-    return store.list()
+    records = store.list()
+    jobs = _slurm_jobs_for(records)
+    return [view(r, store, jobs) if r.readable else r for r in records]
 
 
 def get_run(run_id: str, workspace: Workspace | None = None) -> RunRecord:
-    return RunStore(workspace).get(run_id)
+    store = RunStore(workspace)
+    rec = store.read(run_id)
+    return view(rec, store, _slurm_jobs_for([rec]))
 
 
 def progress(record: RunRecord, workspace: Workspace | None = None) -> Progress:
+    if not record.readable:
+        return Progress(max_epochs=None)
     return read_progress(RunStore(workspace).folder(record.id), record.max_epochs)
 
 
-def cancel(run_id: str, workspace: Workspace | None = None,
-           backend: Backend | None = None) -> RunRecord:
+# ----------------------------------------------------------------------------- actions
+def cancel(run_id: str, workspace: Workspace | None = None) -> RunRecord:
     """Cancel a queued or running run (a finished one is left as it is)."""
     ws = workspace or Workspace()
     store = RunStore(ws)
-    rec = store.get(run_id)
+    rec = store.read(run_id)
     if rec.status in FINAL:
         return rec
+    ex = get_executor(rec.executor)
     if store.transition(run_id, ("queued",), status="cancelled", finished=time.time(),
                         reason="cancelled before it started") is not None:
-        return store.get(run_id)
-    (backend or DEFAULT_BACKEND).cancel(ws.root, rec)
-    return store.get(run_id)
+        if rec.executor == "slurm":
+            ex.cancel(store, rec)  # the job must not start (if it does, its claim fails)
+        return store.read(run_id)
+    live = view(rec, store, _slurm_jobs_for([rec]))
+    if live.status == "failed":  # its runner is gone: record that, nothing to signal
+        return settle(store, rec)
+    atomic_write_text(store.folder(run_id) / "cancel", time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    ex.cancel(store, rec)
+    return store.read(run_id)
 
 
 def delete(run_id: str, workspace: Workspace | None = None) -> None:
+    """Remove a finished (or unreadable) run's folder."""
     RunStore(workspace).delete(run_id)
 
 
 def wait(run_id: str, workspace: Workspace | None = None, timeout: float | None = None,
-         poll: float = 1.0) -> RunRecord:
-    """Block until the run is done, failed or cancelled."""
-    store = RunStore(workspace)
+         poll: float = 0.5) -> RunRecord:
+    """Block until the run is done, failed or cancelled (starting the local dispatcher if a
+    local run waits for one, and recording the end of a run whose runner is gone)."""
+    ws = workspace or Workspace()
+    store = RunStore(ws)
     deadline = None if timeout is None else time.time() + timeout
+    started = False
     while True:
-        DEFAULT_BACKEND.reconcile(store)
-        rec = store.get(run_id)
+        rec = settle(store, store.read(run_id))
         if rec.status in FINAL:
             return rec
+        if rec.executor == "local" and rec.status == "queued" and not started:
+            ensure_dispatcher(ws.root)
+            started = True
         if deadline is not None and time.time() > deadline:
             raise MlipftError(f"run {run_id} still {rec.status} after {timeout:.0f} s")
         time.sleep(poll)

@@ -1,15 +1,26 @@
-"""The run registry: one folder per run in the workspace, one atomic ``run.json`` each.
+"""The run registry: one folder per run in the workspace, its ``run.json`` the single truth.
 
-States: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled``. Every update is a
-read-modify-write under an exclusive file lock and an atomic rename, so concurrent writers
-(the page, the command line, the queue's workers) never leave a half-written record.
+States: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled``. Every change is a
+read-modify-write under the run's exclusive file lock and an atomic rename, so concurrent
+writers (the page, the command line, the runner process, a SLURM job) never leave a
+half-written record, and a state changes only from the states it may change from: a run is
+*claimed* (``queued`` → ``running``) by exactly one runner, before its training starts.
+
+Reading is free of side effects. A folder whose ``run.json`` cannot be read (not JSON, not an
+object, a missing or mistyped field) is listed with status ``unreadable`` and the reason; every
+other run still works. Run ids and names are checked, so nothing is read or written outside
+the ``runs/`` folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import json
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -18,14 +29,44 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import MlipftError
-from ..workspace import Workspace, atomic_write_json, read_json
+from ..workspace import Workspace, atomic_write_json
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+UNREADABLE = "unreadable"
+EXECUTORS = ("local", "slurm")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
 
 
 class RunNotFoundError(MlipftError):
     code = "unknown_run"
+
+
+class InvalidRunNameError(MlipftError):
+    """A run id or name that could reach outside the run's folder, or has odd characters."""
+
+    code = "bad_run_name"
+
+
+class UnreadableRunError(MlipftError):
+    """A run folder whose ``run.json`` cannot be read as a run record."""
+
+    code = "unreadable_run"
+
+
+def check_name(value: str, what: str = "run name") -> str:
+    """``value`` if it is a safe file-name component, else :class:`InvalidRunNameError`.
+
+    Allowed: letters, digits, ``.``, ``_``, ``+`` and ``-``, starting with a letter or digit,
+    at most 120 characters, and no ``..``.
+    """
+    if not isinstance(value, str) or not _ID_RE.match(value) or ".." in value:
+        raise InvalidRunNameError(
+            f"{what} {value!r} is not allowed: use letters, digits, '.', '_', '+' and '-' "
+            "(starting with a letter or digit, no '..', at most 120 characters)")
+    return value
 
 
 @dataclass
@@ -40,21 +81,102 @@ class RunRecord:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
-    pid: int | None = None
+    pid: int | None = None            # the runner process (claims, watches, records the end)
+    pid_started: float | None = None  # its start time (psutil), so a reused pid never counts
+    host: str | None = None           # where the runner runs
     returncode: int | None = None
     reason: str | None = None
     log_tail: str | None = None
     model_path: str | None = None
     max_epochs: int | None = None
     threads: int | None = None
+    gpu: str | None = None            # CUDA_VISIBLE_DEVICES given to the run
     spec: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None
-    worker_pid: int | None = None   # the queue consumer that watches the run
-    kind: str = "train"             # "train" (mace_run_train) or "md"
+    kind: str = "train"               # "train" (mace_run_train) or "md"
+    executor: str = "local"           # "local" or "slurm"
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    slurm_job_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of a newer version, kept
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        extra = d.pop("extra")
+        return {**extra, **d}
+
+    @property
+    def readable(self) -> bool:
+        return self.status != UNREADABLE
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunRecord)}
+_REQUIRED = [n for n, f in _FIELDS.items()
+             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "name": (str,), "strategy": (str,), "status": (str,), "device": (str,),
+    "created": (int, float), "started": (int, float, type(None)),
+    "finished": (int, float, type(None)), "pid": (int, type(None)),
+    "pid_started": (int, float, type(None)), "host": (str, type(None)),
+    "returncode": (int, type(None)), "reason": (str, type(None)),
+    "log_tail": (str, type(None)), "model_path": (str, type(None)),
+    "max_epochs": (int, type(None)), "threads": (int, type(None)), "gpu": (str, type(None)),
+    "spec": (dict,), "metrics": (dict,), "sweep": (str, type(None)), "kind": (str,),
+    "executor": (str,), "executor_options": (dict,), "slurm_job_id": (str, type(None)),
+}
+
+
+def record_from_dict(data: Any, folder_name: str) -> RunRecord:
+    """A :class:`RunRecord` from parsed JSON, or :class:`UnreadableRunError` saying why."""
+    if not isinstance(data, dict):
+        raise UnreadableRunError(f"run.json holds a {type(data).__name__}, not a run record")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise UnreadableRunError(f"run.json lacks the field(s) {', '.join(missing)}")
+    known = {}
+    extra = {}
+    for k, v in data.items():
+        if k in _FIELDS and k != "extra":
+            types = _TYPES.get(k)
+            if types and (not isinstance(v, types) or isinstance(v, bool) and bool not in types):
+                raise UnreadableRunError(f"run.json field {k!r} is a {type(v).__name__}")
+            known[k] = v
+        else:
+            extra[str(k)] = v
+    if known["id"] != folder_name:
+        raise UnreadableRunError(f"run.json names the run {known['id']!r}, but its folder is "
+                                 f"{folder_name!r}")
+    if known.get("status", "queued") not in STATES:
+        raise UnreadableRunError(f"run.json has the unknown status {known['status']!r}")
+    if known.get("executor", "local") not in EXECUTORS:
+        raise UnreadableRunError(f"run.json has the unknown executor {known['executor']!r}")
+    return RunRecord(**known, extra=extra)
+
+
+def _read_file(path: Path) -> Any:
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise UnreadableRunError("run.json is a folder") from None
+    except UnicodeDecodeError:
+        raise UnreadableRunError("run.json is not UTF-8 text") from None
+    except OSError as exc:
+        raise UnreadableRunError(f"run.json cannot be read ({exc.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UnreadableRunError(f"run.json is not valid JSON ({exc.msg}, line {exc.lineno})"
+                                 ) from None
+
+
+def unreadable_record(folder: Path, reason: str) -> RunRecord:
+    """The placeholder listed for a run folder that cannot be read."""
+    try:
+        created = folder.stat().st_mtime
+    except OSError:
+        created = 0.0
+    return RunRecord(id=folder.name, name=folder.name, strategy="?", status=UNREADABLE,
+                     created=created, reason=reason, kind="unknown")
 
 
 class RunStore:
@@ -65,16 +187,25 @@ class RunStore:
         self.root = self.workspace.runs
 
     def folder(self, run_id: str) -> Path:
-        return self.root / run_id
+        """The folder of a run; the id is checked so that it stays inside ``runs/``."""
+        check_name(run_id, "run id")
+        folder = self.root / run_id
+        if folder.resolve().parent != self.root.resolve():
+            raise InvalidRunNameError(f"run id {run_id!r} does not name a folder in "
+                                      f"{self.root}")
+        return folder
 
     def new_id(self, strategy: str) -> str:
+        check_name(strategy, "strategy")
         return f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}-{uuid.uuid4().hex[:6]}"
 
     @contextmanager
-    def _locked(self, run_id: str) -> Iterator[None]:
+    def locked(self, run_id: str) -> Iterator[None]:
+        """Hold the run's exclusive lock (the folder must exist)."""
         folder = self.folder(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as fh:
+        if not folder.is_dir():
+            raise RunNotFoundError(f"no run {run_id!r} in {self.root}")
+        with open(folder / ".lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -82,65 +213,115 @@ class RunStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def create(self, record: RunRecord) -> RunRecord:
-        with self._locked(record.id):
-            atomic_write_json(self.folder(record.id) / "run.json", record.to_dict())
+        folder = self.folder(record.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self.locked(record.id):
+            atomic_write_json(folder / "run.json", record.to_dict())
         return record
 
-    def get(self, run_id: str) -> RunRecord:
-        data = read_json(self.folder(run_id) / "run.json")
-        if data is None:
+    def read(self, run_id: str) -> RunRecord:
+        """The run's record; :class:`RunNotFoundError` or :class:`UnreadableRunError`."""
+        folder = self.folder(run_id)
+        path = folder / "run.json"
+        if not folder.is_dir() or not (path.exists() or path.is_symlink()):
             raise RunNotFoundError(f"no run {run_id!r} in {self.root}")
-        return RunRecord(**data)
+        try:
+            return record_from_dict(_read_file(path), folder.name)
+        except UnreadableRunError as exc:
+            raise UnreadableRunError(f"run {run_id}: {exc}") from None
+
+    get = read
+
+    def _write(self, rec: RunRecord) -> None:
+        atomic_write_json(self.folder(rec.id) / "run.json", rec.to_dict())
 
     def update(self, run_id: str, **changes: Any) -> RunRecord:
-        with self._locked(run_id):
-            rec = self.get(run_id)
+        with self.locked(run_id):
+            rec = self.read(run_id)
             for k, v in changes.items():
                 setattr(rec, k, v)
-            atomic_write_json(self.folder(run_id) / "run.json", rec.to_dict())
+            self._write(rec)
         return rec
 
     def transition(self, run_id: str, allowed_from: tuple[str, ...], **changes: Any
                    ) -> RunRecord | None:
         """Update only when the current status is in ``allowed_from``; else ``None``."""
-        with self._locked(run_id):
-            rec = self.get(run_id)
+        with self.locked(run_id):
+            rec = self.read(run_id)
             if rec.status not in allowed_from:
                 return None
             for k, v in changes.items():
                 setattr(rec, k, v)
-            atomic_write_json(self.folder(run_id) / "run.json", rec.to_dict())
+            self._write(rec)
         return rec
 
     def list(self) -> list[RunRecord]:
+        """Every run folder's record, oldest first; unreadable ones as placeholders."""
         out = []
-        for p in sorted(self.root.glob("*/run.json")):
-            data = read_json(p)
-            if data:
-                out.append(RunRecord(**data))
-        return sorted(out, key=lambda r: r.created)
+        if not self.root.is_dir():
+            return out
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            if not _ID_RE.match(folder.name) or ".." in folder.name:
+                continue
+            if not (folder / "run.json").exists() and not (folder / "run.json").is_symlink():
+                continue  # a run being created (its folder comes first), or not a run
+            try:
+                out.append(self.read(folder.name))
+            except UnreadableRunError as exc:
+                out.append(unreadable_record(folder, str(exc).split(": ", 1)[-1]))
+            except RunNotFoundError:
+                continue
+        return sorted(out, key=lambda r: (r.created, r.id))
 
     def delete(self, run_id: str) -> None:
-        rec = self.get(run_id)
+        folder = self.folder(run_id)
+        try:
+            rec = self.read(run_id)
+        except UnreadableRunError:
+            shutil.rmtree(folder)  # an unreadable folder can always be removed
+            return
         if rec.status not in FINAL:
             raise MlipftError(f"run {run_id} is {rec.status}: cancel it before deleting")
-        shutil.rmtree(self.folder(run_id))
+        shutil.rmtree(folder)
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+# ----------------------------------------------------------------------------- processes
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_start_time(pid: int) -> float | None:
+    """The start time of a process (seconds since the epoch), or ``None`` when it is gone."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ValueError):
+        return None
+
+
+def same_process_alive(pid: int | None, started: float | None) -> bool:
+    """Whether ``pid`` still is the process that started at ``started``.
+
+    A pid alone is not enough: after a process ends, the system may give its number to an
+    unrelated program. Without a recorded start time the process is not taken for alive.
+    """
+    if not pid or started is None:
         return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+    now = process_start_time(int(pid))
+    return now is not None and abs(now - float(started)) < 1.0
+
+
+def runner_alive(rec: RunRecord) -> bool | None:
+    """Whether the run's runner process lives: ``None`` when it runs on another host."""
+    if rec.host and rec.host != this_host():
+        return None
+    return same_process_alive(rec.pid, rec.pid_started)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -150,3 +331,16 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return ""
     keep = [ln for ln in text if "Warning" not in ln and "warn(" not in ln]
     return "\n".join(keep[-lines:])
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether any process has this pid (prefer :func:`same_process_alive`)."""
+    if not pid:
+        return False
+    return process_start_time(int(pid)) is not None
+
+
+def current_process_identity() -> tuple[int, float, str]:
+    """(pid, start time, host) of the calling process."""
+    pid = os.getpid()
+    return pid, process_start_time(pid) or time.time(), this_host()

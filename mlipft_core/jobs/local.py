@@ -1,0 +1,284 @@
+"""The local executor: runs on this machine, dispatched from the run folders themselves.
+
+There is no queue besides the ``runs/`` folder: a run whose ``run.json`` says ``queued`` and
+``executor: local`` waits for a slot. One dispatcher per workspace
+(a detached process holding a file lock; ``python -m mlipft_core.jobs.local --root WORKSPACE``
+by hand)
+starts a runner (:mod:`.runner`) for each queued run as slots free up, oldest first:
+
+- CPU runs: ``cpu_slots`` at a time (``MLIPFT_CPU_SLOTS``, or ``local.cpu_slots`` in the
+  workspace settings; default 2 on 2+ cores), each with ``cores / slots`` threads
+  (oversubscribed threads slow torch down many times over);
+- GPU runs: one per visible GPU, each with its own ``CUDA_VISIBLE_DEVICES``.
+
+Runners are detached: runs survive a closed browser, a restart of the app and the end of the
+dispatcher. The dispatcher exits when no local run is queued or running and is started again
+on demand (by :func:`ensure_dispatcher`, which submitting, cancelling and waiting call), so
+an upgrade takes effect at the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..workspace import Workspace, read_json
+from .records import RunRecord, RunStore, runner_alive, same_process_alive
+
+POLL_S = 0.2
+# how the dispatcher is started (not ``-m``: the package imports this module first)
+_MAIN = "import sys; from mlipft_core.jobs.local import main; sys.exit(main())"
+
+
+def queue_dir(root: Path) -> Path:
+    d = Path(root) / "queue"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def local_settings(root: Path) -> dict:
+    data = read_json(Path(root) / "settings.json") or {}
+    local = data.get("local") if isinstance(data, dict) else None
+    return local if isinstance(local, dict) else {}
+
+
+def cpu_slots(root: Path | None = None) -> int:
+    """How many CPU runs go at once."""
+    env = os.environ.get("MLIPFT_CPU_SLOTS")
+    if env and env.strip().isdigit():
+        return max(1, int(env))
+    if root is not None:
+        v = local_settings(root).get("cpu_slots")
+        if isinstance(v, int) and v >= 1:
+            return v
+    return min(2, os.cpu_count() or 1)
+
+
+def threads_per_run(device: str, root: Path | None = None, n_gpus: int = 1) -> int:
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        return max(1, min(4, cores // max(1, n_gpus)))
+    return max(1, cores // cpu_slots(root))
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs runs may use, as values for ``CUDA_VISIBLE_DEVICES``."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [x.strip() for x in env.split(",") if x.strip()]
+        return [] if ids in ([], ["-1"]) else ids
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=20).stdout
+            return [str(i) for i, ln in enumerate(out.splitlines()) if ln.startswith("GPU ")]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:  # pragma: no cover
+        return []
+
+
+# ----------------------------------------------------------------------------- liveness
+def _lock_path(root: Path) -> Path:
+    return queue_dir(root) / "dispatcher.lock"
+
+
+def _gate_path(root: Path) -> Path:
+    return queue_dir(root) / "dispatch-gate.lock"
+
+
+def dispatcher_alive(root: str | Path) -> bool:
+    """Whether a dispatcher holds the workspace's lock."""
+    with open(_lock_path(Path(root)), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def dispatcher_pid(root: str | Path) -> int | None:
+    """The pid of the running dispatcher (checked against its start time), else ``None``."""
+    info = read_json(queue_dir(Path(root)) / "dispatcher.json") or {}
+    pid, started = info.get("pid"), info.get("started")
+    return pid if same_process_alive(pid, started) else None
+
+
+def ensure_dispatcher(root: str | Path) -> bool:
+    """Start the workspace's dispatcher unless one runs; ``True`` when one was started.
+
+    The decision is made under a gate lock that the dispatcher also takes before it exits,
+    so a run queued while the dispatcher is leaving is never stranded.
+    """
+    root = Path(root).resolve()
+    with open(_gate_path(root), "a") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        if dispatcher_alive(root):
+            return False
+        log = open(queue_dir(root) / "dispatcher.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-c", _MAIN, "--root", str(root)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parents[2]))
+        log.close()
+        for _ in range(100):  # until it holds its lock (or has exited)
+            if dispatcher_alive(root) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        return True
+
+
+# ----------------------------------------------------------------------------- executor
+class LocalExecutor:
+    """Runs on this machine through the workspace's dispatcher."""
+
+    name = "local"
+
+    def submit(self, store: RunStore, records: list[RunRecord]) -> None:
+        ensure_dispatcher(store.workspace.root)
+
+    def cancel(self, store: RunStore, rec: RunRecord) -> None:
+        """Ask the run's runner to stop (it records the end itself)."""
+        if rec.status == "running" and runner_alive(rec):
+            try:
+                os.kill(int(rec.pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def active_jobs(self, records: list[RunRecord]) -> None:
+        return None
+
+
+# ----------------------------------------------------------------------------- dispatcher
+class Dispatcher:
+    """Starts runners for queued local runs as slots free up."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.store = RunStore(Workspace(self.root))
+        self.launched: dict[str, tuple[subprocess.Popen, str, str | None]] = {}
+        self._gpus: list[str] | None = None
+
+    @property
+    def gpus(self) -> list[str]:
+        if self._gpus is None:
+            self._gpus = visible_gpus()
+        return self._gpus
+
+    def _local(self) -> list[RunRecord]:
+        return [r for r in self.store.list() if r.readable and r.executor == "local"]
+
+    def _launch(self, rec: RunRecord, gpu: str | None) -> None:
+        threads = threads_per_run(rec.device, self.root, len(self.gpus) if gpu else 1)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if rec.device == "cuda":
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        folder = self.store.folder(rec.id)
+        log = open(folder / "runner.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True,
+                                cwd=str(Path(__file__).resolve().parents[2]))
+        log.close()
+        self.launched[rec.id] = (proc, rec.device, gpu)
+
+    def _reap(self) -> None:
+        for rid, (proc, _dev, _gpu) in list(self.launched.items()):
+            if proc.poll() is None:
+                continue
+            del self.launched[rid]
+            try:
+                rec = self.store.read(rid)
+            except Exception:
+                continue
+            if rec.status == "queued":  # the runner ended without claiming: record why
+                from .records import log_tail
+
+                tail = log_tail(self.store.folder(rid) / "runner.log", 5)
+                self.store.transition(rid, ("queued",), status="failed", finished=time.time(),
+                                      reason="the runner could not start: "
+                                             + (tail.splitlines()[-1] if tail else
+                                                f"exit code {proc.returncode}"))
+
+    def step(self) -> tuple[int, int]:
+        """One dispatch round; returns (queued, running) local runs."""
+        from . import settle
+
+        self._reap()
+        recs = self._local()
+        for r in recs:
+            if r.status == "running" and runner_alive(r) is False:
+                settle(self.store, r)
+        running = [r for r in recs if r.status == "running" and runner_alive(r)]
+        waiting = [r for r in recs if r.status == "queued" and r.id not in self.launched]
+        pending = [v for rid, v in self.launched.items()
+                   if rid not in {r.id for r in running}]
+        cpu_busy = sum(1 for r in running if r.device != "cuda") + \
+            sum(1 for _p, dev, _g in pending if dev != "cuda")
+        gpu_busy = {r.gpu for r in running if r.device == "cuda"} | \
+            {g for _p, dev, g in pending if dev == "cuda"}
+        for rec in sorted(waiting, key=lambda r: (r.created, r.id)):
+            if rec.device == "cuda":
+                if not self.gpus:
+                    self.store.transition(rec.id, ("queued",), status="failed",
+                                          finished=time.time(),
+                                          reason="the run asks for a GPU, but this machine "
+                                                 "has none visible")
+                    continue
+                free = [g for g in self.gpus if g not in gpu_busy]
+                if free:
+                    self._launch(rec, free[0])
+                    gpu_busy.add(free[0])
+            elif cpu_busy < cpu_slots(self.root):
+                self._launch(rec, None)
+                cpu_busy += 1
+        queued = sum(1 for r in recs if r.status == "queued")
+        return queued, len(running) + len(self.launched)
+
+    def serve(self, lock_fh) -> int:
+        while True:
+            queued, running = self.step()
+            if not queued and not running:
+                with open(_gate_path(self.root), "a") as gate:
+                    fcntl.flock(gate, fcntl.LOCK_EX)
+                    queued, running = self.step()
+                    if not queued and not running:
+                        lock_fh.close()  # releases the dispatcher lock under the gate
+                        return 0
+            time.sleep(POLL_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Dispatch the workspace's local runs.")
+    parser.add_argument("--root", default=None, help="workspace folder")
+    args = parser.parse_args(argv)
+    ws = Workspace(args.root)
+    lock = open(_lock_path(ws.root), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the dispatcher's life
+    except BlockingIOError:
+        return 0  # another dispatcher serves this workspace
+    from ..workspace import atomic_write_json
+    from .records import current_process_identity
+
+    pid, started, _host = current_process_identity()
+    atomic_write_json(queue_dir(ws.root) / "dispatcher.json", {"pid": pid, "started": started})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    return Dispatcher(ws.root).serve(lock)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

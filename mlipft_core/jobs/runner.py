@@ -1,0 +1,184 @@
+"""The runner: executes one prepared run folder, wherever an executor starts it.
+
+``python -m mlipft_core.jobs.runner RUN_FOLDER`` (started by the local dispatcher) and
+:func:`run_folder` (called inside a SLURM job through submitit) do the same thing:
+
+1. **claim** the run: ``queued`` → ``running`` under the run's lock, recording this process's
+   pid, start time and host. A run that is not ``queued`` (already claimed, cancelled) is left
+   alone, so a run can never be started twice;
+2. start the training (``mace_run_train --config config.yaml``) or MD process, in its own
+   process group, tied to the runner (it is killed if the runner dies);
+3. watch for cancellation (a ``cancel`` marker in the folder, or SIGTERM/SIGINT, which is what
+   ``scancel`` sends) and for the SLURM time-limit warning (SIGUSR2);
+4. record the end: ``done`` with the model, ``failed`` with the reason, or ``cancelled``.
+
+Nothing else writes a run's state once it is claimed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..workspace import Workspace, read_json
+from .progress import read_progress
+from .records import RunStore, current_process_identity, log_tail
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the runner
+    except OSError:
+        pass
+
+
+def _slurm_job_id() -> str | None:
+    arr, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if arr and task:
+        return f"{arr}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def command_for(kind: str, folder: Path) -> list[str]:
+    if kind == "md":
+        return [sys.executable, "-m", "mlipft_core.md", str(folder)]
+    return [sys.executable, "-m", "mace.cli.run_train", "--config", str(folder / "config.yaml")]
+
+
+def execute(folder: str | Path) -> str:
+    """Claim and execute the run in ``folder``; return its final status (or ``skipped``)."""
+    folder = Path(folder).resolve()
+    store = RunStore(Workspace(folder.parent.parent))
+    run_id = folder.name
+    pid, started, host = current_process_identity()
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or None
+    claim = {"status": "running", "pid": pid, "pid_started": started, "host": host,
+             "started": time.time(), "threads": threads,
+             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or None}
+    job = _slurm_job_id()
+    if job:
+        claim["slurm_job_id"] = job
+    rec = store.transition(run_id, ("queued",), **claim)
+    if rec is None:
+        return "skipped"  # claimed by another runner, or cancelled before it started
+
+    stop: dict[str, str] = {}
+
+    def on_signal(signum, _frame) -> None:
+        stop.setdefault("why", "timeout" if signum == getattr(signal, "SIGUSR2", None)
+                        else "cancel")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
+        if sig is not None:
+            signal.signal(sig, on_signal)
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log_path = folder / "train.log"
+    rc: int | None = None
+    try:
+        if (folder / "cancel").exists():
+            stop.setdefault("why", "cancel")
+        else:
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(command_for(rec.kind, folder), cwd=folder, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, start_new_session=True,
+                                        preexec_fn=_child_setup)
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if "why" not in stop and (folder / "cancel").exists():
+                        stop["why"] = "cancel"
+                    if "why" in stop:
+                        rc = _kill(proc)
+                        break
+    except BaseException as exc:  # record the end even when something here goes wrong
+        finish(store, run_id, rc, cancelled=False,
+               reason=f"the runner stopped: {type(exc).__name__}: {exc}")
+        raise
+    why = stop.get("why")
+    if why == "timeout":
+        return finish(store, run_id, rc, cancelled=False,
+                      reason="the SLURM time limit was reached before the run ended")
+    return finish(store, run_id, rc, cancelled=why == "cancel")
+
+
+def _kill(proc: subprocess.Popen) -> int:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        return proc.wait(timeout=10)
+    except ProcessLookupError:
+        return proc.wait()
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.wait()
+
+
+def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
+           reason: str | None = None) -> str:
+    """Record the end of a run: done with its model, failed with the reason, or cancelled."""
+    rec = store.read(run_id)
+    folder = store.folder(run_id)
+    tail = log_tail(folder / "train.log")
+    if rec.kind == "md":
+        product = folder / "result.json"
+        result = read_json(product) or {}
+        metrics = {k: result.get(k) for k in ("survived_steps", "steps", "failure",
+                                               "steps_per_second")}
+    else:
+        product = folder / f"{rec.name}.model"
+        prog = read_progress(folder, rec.max_epochs)
+        metrics = {"epochs_done": None if prog.epoch is None else prog.epoch + 1,
+                   "valid": prog.last_valid()}
+    now = time.time()
+    if cancelled:
+        status, extra = "cancelled", {"reason": "cancelled by the user"}
+    elif reason is None and rc == 0 and product.is_file():
+        status, extra = "done", {"model_path": None if rec.kind == "md" else str(product)}
+    else:
+        status = "failed"
+        if reason is None:
+            tool = "the MD process" if rec.kind == "md" else "mace_run_train"
+            if rc is not None and rc < 0:
+                reason = f"{tool} was killed by signal {-rc} ({signal.Signals(-rc).name})"
+            elif rc == 0:
+                reason = (f"{tool} ended without a result" if rec.kind == "md" else
+                          "mace_run_train ended without writing a model file")
+            else:
+                last = [ln for ln in tail.splitlines() if ln.strip()]
+                reason = f"{tool} exited with code {rc}" + (
+                    f": {last[-1].strip()[:300]}" if last else "")
+        extra = {"reason": reason}
+    store.transition(run_id, ("queued", "running"), status=status, finished=now,
+                     returncode=rc, log_tail=tail, metrics=metrics, **extra)
+    return status
+
+
+def run_folder(folder: str) -> str:
+    """Entry point of a SLURM job (pickled by submitit): execute one run folder."""
+    return execute(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mlipft_core.jobs.runner RUN_FOLDER", file=sys.stderr)
+        return 2
+    status = execute(args[0])
+    return 0 if status in ("done", "cancelled", "skipped") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
