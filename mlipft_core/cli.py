@@ -95,7 +95,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .data import Finding, detect_keys, read_frames, validate
+    from .data import Finding, detect_keys, read_frames, unknown_key_message, validate
     from .errors import DataError
 
     payload: dict[str, Any] = {"file": args.data, "n_configs": 0, "keys": None}
@@ -104,13 +104,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except DataError as exc:
         findings = [Finding(exc.code, "error", str(exc))]
     else:
-        keys = detect_keys(frames, args.energy_key, args.forces_key, args.stress_key)
-        elements = None
+        named = {"energy": args.energy_key, "forces": args.forces_key,
+                 "stress": args.stress_key}
+        unknown = {q: msg for q, k in named.items()
+                   if k and (msg := unknown_key_message(frames, q, k, args.data))}
+        keys = detect_keys(frames, *(None if q in unknown else k for q, k in named.items()))
+        for q in unknown:  # not a guess in place of the key the user named
+            setattr(keys, q, None)
+        elements = cutoff = None
         if args.model:
             from .registry import inspect_model
 
-            elements = inspect_model(args.model, trusted=_trusted(args.model)).elements
-        findings = validate(frames, keys, elements)
+            info = inspect_model(args.model, trusted=_trusted(args.model))
+            elements, cutoff = info.elements, info.cutoff
+        findings = [Finding("unknown_key", "error", msg) for msg in unknown.values()]
+        findings += [f for f in validate(frames, keys, elements, cutoff=cutoff)
+                     if f.code not in {f"missing_{q}" for q in unknown}]
         payload.update(n_configs=len(frames), keys=keys.to_dict())
     payload["findings"] = [f.to_dict() for f in findings]
     payload["ok"] = not any(f.severity == "error" for f in findings)
@@ -120,14 +129,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import detect_keys, read_frames
-    from .evaluate import evaluate_model
+    from .evaluate import BatchSizeError, evaluate_model
 
-    frames = read_frames(args.data)
-    keys = detect_keys(frames, args.energy_key, args.forces_key)
-    res = evaluate_model(args.model, frames, head=args.head, keys=keys,
-                         batch_size=args.batch_size, device=args.device,
-                         trusted=_trusted(args.model))
+    if args.batch_size is not None and args.batch_size < 1:
+        raise BatchSizeError(f"--batch-size must be at least 1 structure per batch, not "
+                             f"{args.batch_size}")
+    res = evaluate_model(args.model, args.data, head=args.head, energy_key=args.energy_key,
+                         forces_key=args.forces_key, batch_size=args.batch_size,
+                         device=args.device, trusted=_trusted(args.model))
     m = res.metrics.as_dict()
     payload = {"model": args.model, "head": res.head, "data": args.data, **m,
                "per_config_type": {k: v.as_dict() for k, v in res.per_config_type().items()}}
@@ -156,9 +165,13 @@ def cmd_e0(args: argparse.Namespace) -> int:
                          else res.offset_before.tolist(),
                          "offset_after_ev_per_atom": None if res.offset_after is None
                          else res.offset_after.tolist()})
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
     lines = [f"{method} E0s (eV):"] + [f"  {el:2s} {v:14.6f}" for el, v in res.e0.items()]
-    lines.append(f"offset RMSE before {res.offset_rmse_before_mev_per_atom:.1f} meV/atom, "
-                 f"after {res.offset_rmse_after_mev_per_atom:.1f} meV/atom")
+    lines.append(f"offset RMSE before {fmt(res.offset_rmse_before_mev_per_atom)} meV/atom, "
+                 f"after {fmt(res.offset_rmse_after_mev_per_atom)} meV/atom")
     lines += [f"warning: {w}" for w in res.warnings]
     lines.append(f"--E0s=\"{res.mace_argument()}\"")
     _print(args, d, "\n".join(lines))
@@ -344,6 +357,74 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workshop(args: argparse.Namespace) -> int:
+    from . import workshop as shop_mod
+    from .workspace import Workspace
+
+    root = Workspace().root
+    if args.action == "create":
+        limits = shop_mod.Limits(
+            max_active_runs=args.max_runs, max_epochs=args.max_epochs,
+            max_run_minutes=args.max_minutes, upload_limit_mb=args.upload_limit_mb)
+        slurm = {k: v for k, v in _slurm_options(args).items() if v is not None}
+        names = [n.strip() for n in args.names.split(",")] if args.names else None
+        if names is None and args.participants is None:
+            raise shop_mod.WorkshopError("give --participants N (or --names a,b,c)")
+        shop = shop_mod.create(root, names or args.participants, name=args.name or "workshop",
+                               base_url=args.url, limits=limits,
+                               executor=args.executor or "local", slurm=slurm)
+        for path in args.stage_model or []:
+            shop.stage(path, "models")
+        for path in args.stage_data or []:
+            shop.stage(path, "data")
+        payload = {"name": shop.name, "workspace": str(shop.root),
+                   "instructor_url": shop.url(shop.instructor_token),
+                   "participants": [{"name": p.name, "url": shop.url(p.token),
+                                     "workspace": str(shop.workspace_of(p.name).root)}
+                                    for p in shop.participants],
+                   "limits": shop.limits.__dict__, "executor": shop.executor,
+                   "staged": {"models": [str(p) for p in shop.staged_models()],
+                              "data": [str(p) for p in shop.staged_data()]}}
+        text = (f"workshop {shop.name} in {shop.root}\ninstructor: {payload['instructor_url']}\n"
+                + "\n".join(f"{p['name']}: {p['url']}" for p in payload["participants"]))
+        _print(args, payload, text)
+        return 0
+    shop = shop_mod.load(root)
+    if shop is None:
+        raise shop_mod.WorkshopError(f"no workshop in {root}: create one with "
+                                     "'mlipft workshop create --participants N'")
+    if args.action == "stage":
+        staged = [str(shop.stage(p, "models" if p.endswith((".model", ".pt")) else "data"))
+                  for p in args.files]
+        _print(args, {"staged": staged}, "\n".join(staged))
+        return 0
+    if args.action == "board":
+        runs = shop_mod.board_runs(shop)
+        payload = {"workshop": shop.name,
+                   "participants": [p.name for p in shop.participants],
+                   "runs": [r.to_dict() for r in runs],
+                   "table": [e.to_dict() for e in shop_mod.board_table(runs)],
+                   "findings": shop_mod.findings(runs)}
+        text = "\n".join(f"{r.participant:10s} {r.strategy:20s} {r.status:10s} "
+                         f"F {r.target_forces_rmse_mev_per_a or float('nan'):8.1f} meV/Å  "
+                         f"forgetting {r.forgetting_ratio or float('nan'):.2f}" for r in runs)
+        _print(args, payload, text or "no runs yet")
+        return 0
+    # serve
+    import subprocess
+
+    from urllib.parse import urlparse
+
+    port = args.port or urlparse(shop.base_url).port or 8501
+    cmd = [sys.executable, "-m", "streamlit", "run",
+           str(Path(__file__).resolve().parents[1] / "app.py"), "--server.port", str(port),
+           "--server.headless", "true", "--server.address", args.address,
+           "--server.maxUploadSize", str(max(1, int(shop.limits.upload_limit_mb + 0.999)))]
+    print(f"serving workshop {shop.name} on port {port}; instructor link: "
+          f"{shop.url(shop.instructor_token)}", file=sys.stderr)
+    return subprocess.call(cmd, env=dict(os.environ, MLIPFT_WORKSPACE=str(shop.root)))
+
+
 def add_executor_options(p: argparse.ArgumentParser,
                          default_help: str = "where runs execute (default: the workspace "
                                              "setting, normally local)") -> None:
@@ -446,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_options(p, default_help="set the default executor")
     p.set_defaults(func=cmd_settings)
     p = add("compare", "target accuracy and forgetting of runs and models side by side")
-    p.add_argument("models", nargs="+", help="run ids or models (registry names or paths)")
+    p.add_argument("models", nargs="+",
+                   help="models: .model file paths, registry names or run ids (finished runs)")
     p.add_argument("--target", required=True, help="target test extxyz")
     p.add_argument("--pretrain", help="held-out pretraining test extxyz (for forgetting)")
     p.add_argument("--foundation", help="reference model of the forgetting ratio (default: "
@@ -470,6 +552,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=int, default=10, help="steps between recorded frames")
     p.add_argument("--trajectory", help="write the recorded frames to this extxyz file")
     p.set_defaults(func=cmd_md)
+    p = add("workshop", "many participants on one server: create, stage files, serve, board")
+    p.add_argument("action", choices=["create", "stage", "serve", "board"])
+    p.add_argument("files", nargs="*", help="for 'stage': model (.model) or data (.xyz) files")
+    p.add_argument("--participants", type=int, help="number of participants (create)")
+    p.add_argument("--names", help="participant names instead of p01, p02, ... (create)")
+    p.add_argument("--name", help="workshop name (create)")
+    p.add_argument("--url", default="http://localhost:8501",
+                   help="the address participants open, e.g. http://gpu-server:8501 (create)")
+    p.add_argument("--max-runs", type=int, default=4,
+                   help="queued + running runs per participant (create)")
+    p.add_argument("--max-epochs", type=int, default=50, help="epoch cap per run (create)")
+    p.add_argument("--max-minutes", type=float, default=30.0,
+                   help="wall-time cap per run, minutes (create)")
+    p.add_argument("--upload-limit-mb", type=float, default=50.0, help="upload size limit")
+    p.add_argument("--stage-model", action="append", help="pre-stage a model file (create)")
+    p.add_argument("--stage-data", action="append", help="pre-stage a dataset (create)")
+    p.add_argument("--port", type=int, help="port to serve on (serve)")
+    p.add_argument("--address", default="0.0.0.0", help="address to serve on (serve)")
+    add_executor_options(p, default_help="executor of every participant's runs (create)")
+    p.set_defaults(func=cmd_workshop)
     p = add("demo", "the bundled demo world")
     p.add_argument("what", choices=["paths"])
     p.set_defaults(func=cmd_demo)

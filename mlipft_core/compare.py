@@ -27,27 +27,72 @@ class ModelRef:
 
 
 def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
-    """Run ids (finished runs) or model names/paths → :class:`ModelRef`."""
+    """Model files (paths), registry names or run ids (finished runs) → :class:`ModelRef`.
+
+    An existing file is a model file and a registry name a registry model, whatever runs
+    exist; anything else must be the id of a run in the workspace's ``runs/`` folder (an id
+    cannot reach outside it, and a run's model must lie in its own folder). A path that does
+    not exist, an unknown name, an unreadable run and an unfinished run each get their own
+    message.
+    """
+    import os
+
     from . import jobs
-    from .jobs.records import InvalidRunNameError, RunNotFoundError
-    from .registry import model_path, resolve
+    from .errors import UnknownModelError
+    from .jobs.records import InvalidRunNameError, RunNotFoundError, RunStore, check_name
+    from .registry import get_spec, list_models, model_path, resolve
 
     out = []
     for item in items:
+        item = str(item)
+        p = Path(item).expanduser()
+        if p.is_file() or get_spec(item) is not None:
+            spec = resolve(item)
+            out.append(ModelRef(spec.name if spec.source != "local" else p.name,
+                                str(model_path(item, trusted=True))))
+            continue
+        store = RunStore(workspace)
+        escaped: InvalidRunNameError | None = None
         try:
             rec = jobs.get_run(item, workspace)
-        except (RunNotFoundError, InvalidRunNameError):
-            rec = None  # not a run id: a model name or a path
-        if rec is not None:
-            if rec.status != "done" or not rec.model_path:
-                raise MlipftError(f"run {item} has no model yet (status {rec.status})")
-            out.append(ModelRef(rec.name, rec.model_path, rec.spec.get("foundation_model"),
-                                rec.strategy, rec.id))
-        else:
-            spec = resolve(item)
-            trusted = spec.source != "local" or Path(item).exists()
-            out.append(ModelRef(spec.name if spec.source != "local" else Path(item).name,
-                                str(model_path(item, trusted=trusted))))
+        except RunNotFoundError:
+            rec = None  # UnreadableRunError goes on: its message says what is wrong
+        except InvalidRunNameError as exc:
+            rec, escaped = None, exc
+        if rec is None:
+            if p.is_dir():
+                raise UnknownModelError(f"{item}: is a folder, not a model file (nor a run id "
+                                        f"in {store.root})")
+            if p.suffix == ".model" or os.sep in item or "/" in item:
+                raise UnknownModelError(f"model file not found: {p}")
+            if escaped is not None:
+                try:
+                    check_name(item, "run id")
+                except InvalidRunNameError:
+                    pass
+                else:
+                    raise escaped  # a plain run id whose folder leads outside runs/
+            names = ", ".join(s.name for s in list_models())
+            raise UnknownModelError(f"{item!r} is neither a model file, a registry name "
+                                    f"({names}) nor a run id in {store.root}")
+        if rec.kind == "md":
+            raise MlipftError(f"run {item} is a molecular-dynamics run: it has no model",
+                              code="no_model")
+        if rec.status != "done" or not rec.model_path:
+            raise MlipftError(f"run {item} has no model yet (status {rec.status})",
+                              code="no_model")
+        folder = store.folder(rec.id).resolve()
+        mpath = Path(rec.model_path)
+        if not mpath.resolve().is_relative_to(folder):
+            # a moved workspace keeps the model in the run folder under the same name
+            mpath = folder / mpath.name
+            if not mpath.resolve().is_relative_to(folder):
+                raise MlipftError(f"run {item}: its model {rec.model_path} lies outside its run "
+                                  f"folder {folder}", code="bad_run_model")
+        if not mpath.is_file():
+            raise MlipftError(f"run {item}: its model file {mpath} is missing", code="no_model")
+        out.append(ModelRef(rec.name, str(mpath), rec.spec.get("foundation_model")
+                            if isinstance(rec.spec, dict) else None, rec.strategy, rec.id))
     return out
 
 
@@ -82,6 +127,8 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
 
     ``foundation`` (a path) is the reference for the forgetting ratio; by default the
     foundation model of the first run among ``models``. It is added as a row if missing.
+    ``progress(done, total, model_label, step)`` is told where the comparison stands (``done``
+    counts model heads, fractions within one).
     """
     models = list(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
@@ -93,15 +140,25 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     base_f = None
     todo = [(m, h) for m in models for h in model_heads_of(m.path)]
     for i, (m, head) in enumerate(todo):
+        label = f"{m.name} [{head}]"
+
+        def step(what: str, i: int = i, label: str = label):
+            if progress is None:
+                return None
+            return lambda d, n: progress(i + 0.5 * d / max(n, 1) * (what == "target set")
+                                         + (0.5 + 0.5 * d / max(n, 1)) * (what != "target set"),
+                                         len(todo), label, f"{what}: {d}/{n} structures")
+
         if progress:
-            progress(i, len(todo), m.name)
-        tgt = evaluate_cached(m.path, target, head=head, workspace=workspace, trusted=True)
+            progress(i, len(todo), label, "target set")
+        tgt = evaluate_cached(m.path, target, head=head, workspace=workspace, trusted=True,
+                              progress=step("target set"))
         results[(m.name, head)] = tgt
         pre, note = None, ""
         if pretrain:
             try:
                 pre = evaluate_cached(m.path, pretrain, head=head, workspace=workspace,
-                                      trusted=True)
+                                      trusted=True, progress=step("pretraining set"))
             except DataError as exc:
                 if exc.code != "elements_not_covered":
                     raise
@@ -121,5 +178,5 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
         if base_f and r.pretrain_forces_rmse_mev_per_a is not None:
             r.forgetting_ratio = r.pretrain_forces_rmse_mev_per_a / base_f
     if progress:
-        progress(len(todo), len(todo), "")
+        progress(len(todo), len(todo), "", "done")
     return rows, results

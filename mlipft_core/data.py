@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
 from .errors import DataError
-from .workspace import Workspace, atomic_write_json, atomic_write_text, file_sha256, read_json
+from .workspace import (
+    Workspace,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    read_json,
+)
 
 CANONICAL = {"energy": "REF_energy", "forces": "REF_forces", "stress": "REF_stress"}
 #: ``key`` value meaning "the calculator results that ASE's reader attached".
@@ -28,42 +35,195 @@ _NOT_LABELS = {"positions", "numbers", "momenta", "velocities", "masses", "initi
 
 
 # ----------------------------------------------------------------------------- reading
+def _open_text(path: Path):
+    """A text handle on ``path`` (gzip, bz2 and xz files by their suffix)."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    if suffix == ".bz2":
+        import bz2
+
+        return bz2.open(path, "rt", encoding="utf-8")
+    if suffix in (".xz", ".lzma"):
+        import lzma
+
+        return lzma.open(path, "rt", encoding="utf-8")
+    return open(path, "r", encoding="utf-8")
+
+
+def _parse_frame(lines: list[str]) -> Atoms:
+    """One configuration (its count line, comment line, atom lines, VEC lines) as ASE reads it."""
+    from ase.io.extxyz import read_xyz
+
+    return next(read_xyz(io.StringIO("".join(lines)), 0))
+
+
+def iter_numbered_frames(source: str | Path | bytes, name: str = "upload"
+                         ) -> Iterator[tuple[int, Atoms]]:
+    """``(first line, configuration)`` of every configuration of an extxyz file, one at a time.
+
+    Memory stays flat however large the file is: only one configuration's lines are held.
+    Each configuration is parsed by ASE's extxyz reader (what ``mace_run_train`` reads with),
+    so the result equals ``ase.io.read(path, ":", format="extxyz")``.
+
+    Raises
+    ------
+    DataError
+        With code ``unreadable`` and a message naming the file and the line: missing file, a
+        folder, not text, a header without atoms, a truncated configuration, an unknown
+        element symbol, a malformed line.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        label = name
+        try:
+            text = bytes(source).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{label}: not a text file, so not extended XYZ "
+                            f"({exc.reason} at byte {exc.start})", code="unreadable") from exc
+        yield from _numbered_frames(io.StringIO(text), label)
+        return
+    path = Path(source).expanduser()
+    label = check_file(path)
+    try:
+        fh = _open_text(path)
+    except OSError as exc:
+        raise DataError(f"{label}: cannot be opened ({exc.strerror or exc})",
+                        code="unreadable") from exc
+    with fh:
+        yield from _numbered_frames(fh, label)
+
+
+def check_file(path: str | Path) -> str:
+    """The path as shown in messages, or :class:`DataError` (code ``unreadable``) when it is
+    missing or a folder."""
+    path = Path(path).expanduser()
+    label = str(path)
+    if path.is_dir():
+        raise DataError(f"{label}: is a folder, not a file", code="unreadable")
+    if not path.is_file():
+        raise DataError(f"{label}: no such file", code="unreadable")
+    return label
+
+
+def iter_frames(source: str | Path | bytes, name: str = "upload") -> Iterator[Atoms]:
+    """Every configuration of an extxyz file, read lazily (see :func:`iter_numbered_frames`)."""
+    for _, atoms in iter_numbered_frames(source, name):
+        yield atoms
+
+
+def _text_lines(fh, label: str) -> Iterator[str]:
+    """Lines of ``fh``; undecodable bytes become a :class:`DataError` naming the file."""
+    n = 0
+    try:
+        for line in fh:
+            n += 1
+            yield line
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{label}: not a text file, so not extended XYZ ({exc.reason} "
+                        f"on line {n + 1})", code="unreadable") from exc
+    except (OSError, EOFError) as exc:  # e.g. a corrupt gzip stream
+        raise DataError(f"{label}: cannot be read ({type(exc).__name__}: {exc})",
+                        code="unreadable") from exc
+
+
+def _numbered_frames(fh, label: str) -> Iterator[tuple[int, Atoms]]:
+    from itertools import islice
+
+    it = _text_lines(fh, label)
+    lineno = 0
+    index = 0
+    pending: str | None = None
+    while True:
+        if pending is not None:
+            line, pending = pending, None
+        else:
+            line = next(it, None)
+        if line is None:
+            return
+        lineno += 1
+        start = lineno
+        if not line.strip():
+            # ASE (and so mace) stops reading at a blank line where a configuration should
+            # start: anything after it would be silently ignored
+            for rest in it:
+                lineno += 1
+                if rest.strip():
+                    raise DataError(
+                        f"{label}, line {start}: a blank line where configuration #{index} "
+                        f"should start, with more text after it (line {lineno}); ASE and mace "
+                        "stop reading at such a line and would ignore the rest",
+                        code="unreadable")
+            return
+        try:
+            natoms = int(line)
+        except ValueError:
+            raise DataError(f"{label}, line {start}: expected the number of atoms of "
+                            f"configuration #{index}, found {line.strip()[:40]!r}; "
+                            "not extended XYZ", code="unreadable") from None
+        if natoms < 0:
+            raise DataError(f"{label}, line {start}: configuration #{index} declares "
+                            f"{natoms} atoms", code="unreadable")
+        comment = next(it, None)
+        if comment is None:
+            raise DataError(f"{label}: configuration #{index} (line {start}) ends after its "
+                            f"atom count: it declares {natoms} atoms but has no comment line "
+                            "and no atom lines", code="unreadable")
+        lineno += 1
+        atom_lines = list(islice(it, natoms))
+        lineno += len(atom_lines)
+        if len(atom_lines) < natoms:
+            if not atom_lines:
+                raise DataError(f"{label}: configuration #{index} (lines {start}-{start + 1}) "
+                                f"is only a header: it declares {natoms} atoms but no atom "
+                                "lines follow", code="unreadable")
+            raise DataError(f"{label}: configuration #{index} (line {start}) declares "
+                            f"{natoms} atoms but the file ends after {len(atom_lines)} atom "
+                            "lines", code="unreadable")
+        vec: list[str] = []
+        while True:
+            nxt = next(it, None)
+            if nxt is None:
+                break
+            if nxt.lstrip().startswith("VEC"):
+                vec.append(nxt)
+                lineno += 1
+                continue
+            pending = nxt
+            break
+        try:
+            atoms = _parse_frame([line, comment, *atom_lines, *vec])
+        except KeyError as exc:
+            sym = str(exc.args[0]) if exc.args else "?"
+            where = next((start + 2 + k for k, al in enumerate(atom_lines)
+                          if sym in (t.capitalize() for t in al.split())), None)
+            at = f"line {where}" if where is not None else f"lines {start}-{lineno}"
+            raise DataError(f"{label}, {at} (configuration #{index}): unknown element "
+                            f"symbol {sym!r}", code="unreadable") from None
+        except Exception as exc:
+            raise DataError(f"{label}, configuration #{index} (lines {start}-{lineno}): "
+                            f"cannot be read as extended XYZ ({type(exc).__name__}: {exc})",
+                            code="unreadable") from exc
+        yield start, atoms
+        index += 1
+
+
 def read_frames(source: str | Path | bytes, name: str = "upload") -> list[Atoms]:
     """Read every configuration of an extxyz file (path or raw bytes).
 
     Raises
     ------
     DataError
-        With code ``unreadable`` (missing, not extxyz, corrupt) or ``empty``.
+        With code ``unreadable`` (missing, a folder, not extxyz, corrupt; the message names
+        the file and, where it helps, the line) or ``empty``.
     """
-    from ase.io import read
-
-    label = name if isinstance(source, (bytes, bytearray)) else str(source)
-    try:
-        if isinstance(source, (bytes, bytearray)):
-            text = bytes(source).decode("utf-8")
-            label = name
-            frames = read(io.StringIO(text), index=":", format="extxyz") if text.strip() else []
-        else:
-            path = Path(source).expanduser()
-            label = str(path)
-            if not path.is_file():
-                raise DataError(f"{label}: no such file", code="unreadable")
-            if path.stat().st_size == 0 or not path.read_bytes().strip():
-                frames = []
-            else:
-                frames = read(path, index=":", format="extxyz")
-    except DataError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not a text file, so not extxyz ({exc.reason})",
-                        code="unreadable") from exc
-    except Exception as exc:
-        raise DataError(f"{label}: cannot be read as extended XYZ "
-                        f"({type(exc).__name__}: {exc})", code="unreadable") from exc
+    frames = list(iter_frames(source, name))
     if not frames:
+        label = name if isinstance(source, (bytes, bytearray)) else str(
+            Path(source).expanduser())
         raise DataError(f"{label}: the file holds no configurations", code="empty")
-    return list(frames)
+    return frames
 
 
 # ----------------------------------------------------------------------------- keys
@@ -101,6 +261,7 @@ def _rank(name: str, quantity: str) -> tuple[int, str]:
 def key_candidates(frames: Sequence[Atoms]) -> dict[str, list[str]]:
     """All keys that could hold energy, forces or stress, best guess first."""
     found: dict[str, set[str]] = {"energy": set(), "forces": set(), "stress": set()}
+    misshapen: set[str] = set()
     for atoms in frames[:200]:
         n = len(atoms)
         for k, v in atoms.info.items():
@@ -117,14 +278,59 @@ def key_candidates(frames: Sequence[Atoms]) -> dict[str, list[str]]:
         for k, v in atoms.arrays.items():
             if k in _NOT_LABELS:
                 continue
-            if "force" in k.lower() and np.shape(v) == (n, 3):
+            if "force" in k.lower() and np.issubdtype(np.asarray(v).dtype, np.number):
+                # a per-atom array of the wrong width (e.g. REF_forces:R:2) is still the
+                # forces label: validation reports its shape instead of "no forces"
                 found["forces"].add(k)
+                if np.shape(v) != (n, 3):
+                    misshapen.add(k)
         if atoms.calc is not None:
             res = getattr(atoms.calc, "results", {})
             for q in ("energy", "forces", "stress"):
                 if q in res:
                     found[q].add(CALC + q)
-    return {q: sorted(v, key=lambda name: _rank(name, q)) for q, v in found.items()}
+    return {q: sorted(v, key=lambda name: (name in misshapen, _rank(name, q)))
+            for q, v in found.items()}
+
+
+def present_keys(frames: Sequence[Atoms]) -> list[str]:
+    """Every info and per-atom array key of the first configurations (labels or not)."""
+    keys: dict[str, None] = {}
+    for atoms in frames[:200]:
+        for k in atoms.info:
+            keys.setdefault(k, None)
+        for k in atoms.arrays:
+            if k not in ("numbers", "positions"):
+                keys.setdefault(k, None)
+        if atoms.calc is not None:
+            for k in getattr(atoms.calc, "results", {}):
+                keys.setdefault(CALC + k, None)
+    return list(keys)
+
+
+def unknown_key_message(frames: Sequence[Atoms], quantity: str, key: str, label: str = "data"
+                        ) -> str | None:
+    """A message when the named ``key`` for ``quantity`` is in none of ``frames`` (the first
+    200 are looked at), else ``None``."""
+    head = frames[:200]
+    if any(get_label(a, key, quantity) is not None or key in a.info or key in a.arrays
+           for a in head):
+        return None
+    cands = key_candidates(head).get(quantity, [])
+    others = [k for k in present_keys(head) if k not in cands]
+    where = "no configuration" if len(frames) <= 200 else "none of the first 200 configurations"
+    return (f"{label}: {where} has the {quantity} key {key!r}; {quantity} keys in the file: "
+            f"{', '.join(cands) or 'none'}; other keys: {', '.join(others) or 'none'}")
+
+
+def check_named_keys(frames: Sequence[Atoms], label: str = "data", *, energy: str | None = None,
+                     forces: str | None = None, stress: str | None = None) -> None:
+    """:class:`DataError` (code ``unknown_key``) when a key the user named is not in the file."""
+    for q, k in (("energy", energy), ("forces", forces), ("stress", stress)):
+        if k is not None:
+            msg = unknown_key_message(frames, q, k, label)
+            if msg:
+                raise DataError(msg, code="unknown_key")
 
 
 def detect_keys(frames: Sequence[Atoms], energy: str | None = None, forces: str | None = None,
@@ -185,6 +391,201 @@ def canonical_frames(frames: Sequence[Atoms], keys: LabelKeys) -> list[Atoms]:
     return out
 
 
+# ----------------------------------------------------------------------------- geometry
+#: Atoms closer than this (Å) overlap: no potential is meaningful there (MACE returns NaN for
+#: coincident atoms).
+OVERLAP_DISTANCE = 0.1
+#: A periodic cell vector shorter than this (Å) is degenerate: every atom overlaps its image.
+MIN_CELL_LENGTH = OVERLAP_DISTANCE
+#: A periodic cell whose volume is below this fraction of the product of its vector lengths
+#: (i.e. nearly coplanar vectors) is degenerate.
+MIN_CELL_FLATNESS = 1e-4
+#: Most neighbour-list bins accepted for one structure. mace's neighbour list (matscipy) holds
+#: about 4 bytes per bin (``cell size / cutoff`` bins along each periodic direction), so 10^8
+#: bins are about 0.4 GB and a few seconds per structure: a 2,300 Å periodic cube at a 5 Å
+#: cutoff. Real structures stay far below (a 200 Å box: 64,000 bins); a 10^4 Å cell would need
+#: about 10^10 bins and tens of GB.
+MAX_NEIGHBOUR_BINS = 10**8
+#: Cutoff (Å) assumed for the bin estimate when no model is known; MACE models use 4.5 to 6 Å
+#: (a smaller cutoff means more bins, so this errs on the safe side).
+NOMINAL_CUTOFF = 5.0
+
+
+def _finite_geometry(atoms: Atoms) -> bool:
+    return bool(np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell.array)))
+
+
+def cell_problem(atoms: Atoms) -> str | None:
+    """What is wrong with the cell of a (partly) periodic structure, or ``None``.
+
+    The periodic cell vectors must be longer than :data:`MIN_CELL_LENGTH` and span a
+    non-degenerate lattice (volume, or area for two periodic directions).
+    """
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.any():
+        return None
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if not np.all(np.isfinite(cell)):
+        return "the cell holds NaN or infinite values"
+    lengths = np.linalg.norm(cell, axis=1)
+    short = [("abc"[d], lengths[d]) for d in range(3) if pbc[d] and lengths[d] < MIN_CELL_LENGTH]
+    if short:
+        return ", ".join(f"periodic cell vector {n} has length {v:.3g} Å" for n, v in short)
+    vecs = cell[pbc]
+    gram = float(np.linalg.det(vecs @ vecs.T))
+    measure = float(np.sqrt(max(gram, 0.0)))     # volume, area or length of the lattice
+    flat = measure / float(np.prod(lengths[pbc]))
+    if flat < MIN_CELL_FLATNESS:
+        what = {3: "volume", 2: "area", 1: "length"}[int(pbc.sum())]
+        return (f"the periodic cell is singular ({what} {measure:.3g} for vectors of length "
+                f"{', '.join(f'{v:.3g}' for v in lengths[pbc])} Å)")
+    return None
+
+
+def _effective_cell(atoms: Atoms, cutoff: float, centered: bool) -> np.ndarray:
+    """The cell mace's neighbour list works in (non-periodic directions extended as
+    ``mace.data.neighborhood.get_neighborhood`` does)."""
+    pos = np.asarray(atoms.positions, dtype=float)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if centered and not pbc.any() and len(pos):
+        pos = pos - (pos.min(axis=0) + pos.max(axis=0)) / 2
+    cell = np.array(atoms.cell.array, dtype=float)
+    if not cell.any():
+        cell = np.identity(3)
+    reach = (float(np.max(np.abs(pos))) if len(pos) else 0.0) + 1.0
+    for d in range(3):
+        if not pbc[d]:
+            cell[d] = 0.0
+            cell[d, d] = reach * 5 * cutoff
+    return cell
+
+
+def neighbour_bins(atoms: Atoms, cutoff: float, *, centered: bool = False) -> float:
+    """Estimated number of bins of mace's neighbour list for ``atoms`` at ``cutoff``.
+
+    ``centered``: whether non-periodic structures are centred on the origin first (as
+    :mod:`mlipft_core.evaluate` does; ``mace_run_train`` does not).
+    """
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.any():  # mace's box: 5 * (largest |coordinate| + 1) cutoffs along each axis
+        pos = np.asarray(atoms.positions, dtype=float)
+        if centered and len(pos):
+            pos = pos - (pos.min(axis=0) + pos.max(axis=0)) / 2
+        reach = (float(np.max(np.abs(pos))) if len(pos) else 0.0) + 1.0
+        return max(1.0, float(np.floor(reach * 5))) ** 3
+    cell = _effective_cell(atoms, cutoff, centered)
+    vol = abs(float(np.linalg.det(cell)))
+    if vol == 0.0:
+        return 1.0
+    bins = 1.0
+    for d in range(3):
+        face = np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+        bins *= max(1.0, np.floor(vol / face / cutoff))
+    return bins
+
+
+def huge_cell_problem(atoms: Atoms, cutoff: float | None = None, *, centered: bool = False
+                      ) -> str | None:
+    """A message when mace's neighbour list for ``atoms`` would exceed
+    :data:`MAX_NEIGHBOUR_BINS` bins (memory), else ``None``."""
+    cutoff = float(cutoff or NOMINAL_CUTOFF)
+    bins = neighbour_bins(atoms, cutoff, centered=centered)
+    if bins <= MAX_NEIGHBOUR_BINS:
+        return None
+    if np.asarray(atoms.pbc).any():
+        lengths = " × ".join(f"{v:.6g}" for v in atoms.cell.lengths())
+        what = f"its periodic cell ({lengths} Å)"
+        hint = "is the cell in Å, and meant to be periodic?"
+    else:
+        reach = float(np.max(np.abs(atoms.positions)))
+        what = f"its coordinates (up to {reach:.6g} Å from the origin)"
+        hint = "centre the structure on the origin"
+    return (f"{what} would need about {bins:.1e} neighbour-list bins at a {cutoff:g} Å cutoff "
+            f"(limit {MAX_NEIGHBOUR_BINS:.0e}, about {bins * 4 / 1e9:.3g} GB); {hint}")
+
+
+def closest_overlap(atoms: Atoms, distance: float = OVERLAP_DISTANCE
+                    ) -> tuple[int, int, float] | None:
+    """The closest pair of atoms nearer than ``distance`` (periodic images included), as
+    ``(i, j, d)``, or ``None``. Cheap: a k-d tree for molecules, matscipy's neighbour list
+    with a bounded number of bins for periodic cells."""
+    n = len(atoms)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    pos = np.asarray(atoms.positions, dtype=float)
+    if n == 0 or (n == 1 and not pbc.any()):
+        return None
+    if not pbc.any():
+        if n <= 64:
+            diff = pos[:, None, :] - pos[None, :, :]
+            d2 = np.einsum("ijk,ijk->ij", diff, diff)
+            iu = np.triu_indices(n, 1)
+            vals = d2[iu]
+            k = int(np.argmin(vals))
+            dmin = float(np.sqrt(vals[k]))
+            return (int(iu[0][k]), int(iu[1][k]), dmin) if dmin < distance else None
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(pos).query_pairs(distance, output_type="ndarray")
+        if not len(pairs):
+            return None
+        d = np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1)
+        k = int(np.argmin(d))
+        return int(pairs[k, 0]), int(pairs[k, 1]), float(d[k])
+    if pbc.all():
+        from matscipy.neighbours import neighbour_list
+
+        cell = np.asarray(atoms.cell.array, dtype=float)
+        vol = abs(float(np.linalg.det(cell)))
+        faces = [vol / np.linalg.norm(np.cross(cell[(d + 1) % 3], cell[(d + 2) % 3]))
+                 for d in range(3)]
+        # a search radius that keeps the bins at most about 20^3 (then keep the close pairs)
+        search = max(distance, float(np.prod(faces) / 8000) ** (1 / 3))
+        i, j, d = neighbour_list("ijd", positions=pos, cell=cell, pbc=pbc, cutoff=search)
+    else:
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", atoms, distance, max_nbins=1e5)
+    close = d < distance
+    if not close.any():
+        return None
+    k = int(np.argmin(np.where(close, d, np.inf)))
+    a, b = sorted((int(i[k]), int(j[k])))
+    return a, b, float(d[k])
+
+
+def structure_problem(atoms: Atoms, *, cutoff: float | None = None, centered: bool = False,
+                      known_numbers: Iterable[int] | None = None,
+                      overlap: bool = True) -> tuple[str, str] | None:
+    """``(code, message)`` of the first thing that makes ``atoms`` unusable for a model, or
+    ``None``: non-finite positions or cell, a degenerate or huge cell, elements outside
+    ``known_numbers``, overlapping atoms."""
+    if not np.all(np.isfinite(atoms.positions)):
+        return "non_finite", "has NaN or infinite positions"
+    if np.asarray(atoms.pbc).any() and not np.all(np.isfinite(atoms.cell.array)):
+        return "non_finite", "has a NaN or infinite cell"
+    bad = cell_problem(atoms)
+    if bad:
+        return "bad_cell", f"has a degenerate periodic cell: {bad}"
+    if known_numbers is not None:
+        from ase.data import chemical_symbols
+
+        unknown = {int(z) for z in atoms.numbers} - {int(z) for z in known_numbers}
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in sorted(unknown))
+            return "elements_not_covered", f"has elements the model does not cover: {names}"
+    huge = huge_cell_problem(atoms, cutoff, centered=centered)
+    if huge:
+        return "huge_cell", f"is too large for mace's neighbour list: {huge}"
+    if overlap:
+        pair = closest_overlap(atoms)
+        if pair:
+            i, j, d = pair
+            msg = (f"has overlapping atoms: {i} and {j} are {d:.3f} Å apart (closer than "
+                   f"{OVERLAP_DISTANCE} Å)")
+            return "overlapping_atoms", msg
+    return None
+
+
 # ----------------------------------------------------------------------------- validation
 @dataclass
 class Finding:
@@ -204,9 +605,17 @@ FINDING_CODES = {
     "unreadable": "the file cannot be read as extended XYZ",
     "empty": "the file holds no configurations",
     "missing_energy": "no energy label, or configurations without one",
-    "missing_forces": "no forces label (training would use energies only)",
+    "missing_forces": "no forces label, or configurations without one (those train on "
+                      "energies only)",
     "forces_shape": "forces whose shape is not (number of atoms, 3)",
-    "non_finite": "NaN or infinite positions, energies, forces or stresses",
+    "non_finite": "NaN or infinite positions, cells, energies, forces or stresses",
+    "unknown_key": "a label key named by the user (--energy-key, --forces-key, --stress-key) "
+                   "that no configuration has",
+    "overlapping_atoms": f"atoms closer than {OVERLAP_DISTANCE} Å (periodic images included)",
+    "bad_cell": "a periodic structure with a singular or degenerate cell (zero volume, or a "
+                f"cell vector shorter than {MIN_CELL_LENGTH} Å)",
+    "huge_cell": f"a cell so large that mace's neighbour list would need more than "
+                 f"{MAX_NEIGHBOUR_BINS:.0e} bins (memory) at the model's cutoff",
     "elements_not_covered": "elements the chosen foundation model does not know",
     "isolated_atom": "IsolatedAtom configurations, which override the E0 choice in mace",
     "stress_non_periodic": "a stress label on a structure that is not periodic",
@@ -220,8 +629,13 @@ def _structure_key(atoms: Atoms) -> bytes:
 
 
 def validate(frames: Sequence[Atoms], keys: LabelKeys,
-             model_elements: Iterable[str] | None = None) -> list[Finding]:
-    """All findings for a dataset (an empty list means it is fine to use)."""
+             model_elements: Iterable[str] | None = None, *,
+             cutoff: float | None = None) -> list[Finding]:
+    """All findings for a dataset (an empty list means it is fine to use).
+
+    ``cutoff`` (Å, the model's) sizes the neighbour-list estimate of ``huge_cell``;
+    :data:`NOMINAL_CUTOFF` when not given.
+    """
     findings: list[Finding] = []
     n = len(frames)
     if keys.energy is None:
@@ -234,26 +648,34 @@ def validate(frames: Sequence[Atoms], keys: LabelKeys,
             findings.append(Finding("missing_energy", "error",
                                     f"{len(missing)} of {n} configurations have no "
                                     f"'{keys.energy}' value (first: #{missing[0]})", missing))
-    if keys.forces is None:
+    if keys.forces is None and not all(_isolated(a) for a in frames):
         findings.append(Finding("missing_forces", "warning",
                                 "no forces label found: fitting and evaluation will use "
                                 "energies only"))
-    else:
-        bad = []
+    elif keys.forces is not None:
+        bad, absent = [], []
         for i, a in enumerate(frames):
-            f = get_label(a, keys.forces, "forces")
-            if f is None or np.shape(f) != (len(a), 3):
+            f = _forces_value(a, keys.forces)
+            if f is None:
+                if not _isolated(a):  # an isolated atom has no forces to label
+                    absent.append(i)
+            elif np.shape(f) != (len(a), 3):
                 bad.append(i)
         if bad:
             a = frames[bad[0]]
-            shape = np.shape(get_label(a, keys.forces, "forces"))
+            shape = np.shape(_forces_value(a, keys.forces))
             findings.append(Finding("forces_shape", "error",
                                     f"{len(bad)} configurations have forces of the wrong shape "
-                                    f"(#{bad[0]}: {shape} for {len(a)} atoms; expected "
-                                    f"({len(a)}, 3))", bad))
+                                    f"(#{bad[0]}: '{keys.forces}' is {shape} for {len(a)} "
+                                    f"atoms; expected ({len(a)}, 3))", bad))
+        if absent:
+            findings.append(Finding("missing_forces", "warning",
+                                    f"{len(absent)} of {n} configurations have no "
+                                    f"'{keys.forces}' value (first: #{absent[0]}); they train "
+                                    "on energies only", absent))
     nonfinite = []
     for i, a in enumerate(frames):
-        vals = [a.positions]
+        vals = [a.positions, a.cell.array]
         for q in ("energy", "forces", "stress"):
             v = get_label(a, getattr(keys, q), q)
             if v is not None:
@@ -267,6 +689,7 @@ def validate(frames: Sequence[Atoms], keys: LabelKeys,
         findings.append(Finding("non_finite", "error",
                                 f"{len(nonfinite)} configurations contain NaN or infinite "
                                 f"values (first: #{nonfinite[0]})", nonfinite))
+    findings += _geometry_findings(frames, cutoff)
     if model_elements is not None:
         known = set(model_elements)
         present = sorted({s for a in frames for s in a.get_chemical_symbols()})
@@ -304,6 +727,61 @@ def validate(frames: Sequence[Atoms], keys: LabelKeys,
                                 f"#{dups[0]} = #{seen[_structure_key(frames[dups[0]])]}); "
                                 "duplicates can leak between train and test", dups))
     return findings
+
+
+def _isolated(atoms: Atoms) -> bool:
+    return len(atoms) == 1 or atoms.info.get("config_type") == "IsolatedAtom"
+
+
+def _forces_value(atoms: Atoms, key: str) -> Any:
+    """The forces label, also when it sits where a per-atom array cannot (``atoms.info``)."""
+    f = get_label(atoms, key, "forces")
+    if f is None and not key.startswith(CALC):
+        f = atoms.info.get(key)
+    return f
+
+
+def _geometry_findings(frames: Sequence[Atoms], cutoff: float | None) -> list[Finding]:
+    """``bad_cell``, ``huge_cell`` and ``overlapping_atoms`` (structures with non-finite
+    positions are left to ``non_finite``)."""
+    cutoff = float(cutoff or NOMINAL_CUTOFF)
+    bad_cell: list[int] = []
+    huge: list[int] = []
+    overlap: list[int] = []
+    first: dict[str, str] = {}
+    for i, a in enumerate(frames):
+        if not _finite_geometry(a):
+            continue
+        msg = cell_problem(a)
+        if msg:
+            bad_cell.append(i)
+            first.setdefault("bad_cell", msg)
+            continue
+        msg = huge_cell_problem(a, cutoff)
+        if msg:
+            huge.append(i)
+            first.setdefault("huge_cell", msg)
+            continue
+        pair = closest_overlap(a)
+        if pair:
+            overlap.append(i)
+            first.setdefault("overlapping_atoms",
+                             f"atoms {pair[0]} and {pair[1]} are {pair[2]:.3f} Å apart")
+    out = []
+    if bad_cell:
+        out.append(Finding("bad_cell", "error",
+                           f"{len(bad_cell)} periodic structures have a singular or degenerate "
+                           f"cell (first: #{bad_cell[0]}: {first['bad_cell']})", bad_cell))
+    if huge:
+        out.append(Finding("huge_cell", "error",
+                           f"{len(huge)} structures are too large for mace's neighbour list "
+                           f"(first: #{huge[0]}: {first['huge_cell']})", huge))
+    if overlap:
+        out.append(Finding("overlapping_atoms", "error",
+                           f"{len(overlap)} configurations have atoms closer than "
+                           f"{OVERLAP_DISTANCE} Å (first: #{overlap[0]}: "
+                           f"{first['overlapping_atoms']})", overlap))
+    return out
 
 
 def has_errors(findings: Sequence[Finding]) -> bool:
@@ -382,13 +860,8 @@ def load_dataset(path: str | Path, energy_key: str | None = None,
                  forces_key: str | None = None, stress_key: str | None = None) -> Dataset:
     """Read a file and detect (or take) its label keys."""
     frames = read_frames(path)
+    check_named_keys(frames, str(path), energy=energy_key, forces=forces_key, stress=stress_key)
     keys = detect_keys(frames, energy_key, forces_key, stress_key)
-    for q, k in (("energy", energy_key), ("forces", forces_key), ("stress", stress_key)):
-        if k is not None and k not in keys.candidates.get(q, []) and not any(
-                get_label(a, k, q) is not None for a in frames[:50]):
-            raise DataError(f"{path}: no configuration has a {q} key {k!r}; found: "
-                            f"{', '.join(keys.candidates.get(q, [])) or 'none'}",
-                            code=f"missing_{q}")
     return Dataset(Path(path), frames, keys)
 
 

@@ -39,6 +39,9 @@ from .errors import DataError, MlipftError
 from .workspace import Workspace, atomic_write_json, read_json
 
 METHODS = ("foundation", "average", "estimated", "isolated", "explicit")
+#: Methods that fit E0s to the data by least squares, and the configurations they need.
+FIT_METHODS = ("average", "estimated")
+MIN_FIT_CONFIGS = 2
 #: Offsets above this (eV/atom) mean the data and the model use different levels of theory.
 LEVEL_MISMATCH_EV_PER_ATOM = 0.1
 
@@ -288,6 +291,19 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
     frames = [a for a in frames if get_label(a, keys.energy, "energy") is not None]
     if not frames:
         raise DataError("no configurations with an energy label", code="missing_energy")
+    for i, a in enumerate(all_frames):
+        v = get_label(a, keys.energy, "energy")
+        if v is None:
+            continue
+        try:
+            ok = bool(np.isfinite(float(v)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(f"E0s cannot be fitted: configuration #{i} has a NaN, infinite or "
+                            f"non-numeric energy label ({keys.energy!r}); fix or remove it "
+                            "(mlipft validate lists every such configuration)",
+                            code="non_finite")
     elements = sorted({s for a in frames for s in a.get_chemical_symbols()},
                       key=lambda s: atomic_numbers[s])
     ref = np.array([float(get_label(a, keys.energy, "energy")) for a in frames])
@@ -320,6 +336,11 @@ def compute(inputs: E0Inputs, method: str,
     found = inputs.foundation_e0
     if method in ("foundation", "estimated") and found is None:
         raise E0Error(f"the {method!r} method needs a foundation model")
+    if method in FIT_METHODS and len(inputs.frames) < MIN_FIT_CONFIGS:
+        raise E0Error(f"the {method!r} E0s are a least-squares fit over configurations and need "
+                      f"at least {MIN_FIT_CONFIGS} with an energy label (IsolatedAtom ones "
+                      f"aside); the data has {len(inputs.frames)}",
+                      code="too_few_configurations")
     if method == "foundation":
         e0 = {e: found[e] for e in elements}
     elif method == "average":

@@ -1,27 +1,64 @@
-"""Batched evaluation of a MACE model on a dataset through mace's own data loader.
+"""Batched evaluation of a MACE model on a dataset through mace's own graphs and batching.
 
-Predictions are made in batches (``mace.data.AtomicData`` + mace's ``DataLoader``), not one
-ASE calculator call per structure; the device is CUDA when available, else CPU.
+Predictions are made in batches (``mace.data.AtomicData`` collated as mace's ``DataLoader``
+does), not one ASE calculator call per structure; the device is CUDA when available, else CPU.
+
+Evaluation streams: a file is read lazily, one configuration at a time, and graphs are built
+batch by batch, so memory stays flat as the file grows. Only what metrics and parity plots
+need is kept: per structure its atom count, reference and predicted energy (float64) and
+stress, and per atom reference and predicted forces (float32). A file is read twice: a first
+pass checks every configuration and collects the reference labels (so bad input is refused
+before any model time is spent), a second pass predicts.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from .data import CANONICAL, LabelKeys, detect_keys, get_label, read_frames, stress_3x3
-from .errors import DataError
+from .data import (
+    CANONICAL,
+    LabelKeys,
+    check_named_keys,
+    detect_keys,
+    get_label,
+    iter_frames,
+    stress_3x3,
+    structure_problem,
+)
+from .errors import DataError, MlipftError
 from .registry import check_head, load_model
 
 ProgressFn = Callable[[int, int], None]
 #: torch's default dtype is process-wide: predictions of different models (e.g. from two
 #: browser sessions) must not interleave while it is switched.
 _DTYPE_LOCK = threading.RLock()
+#: Automatic batches hold about this many atoms (and at most :data:`MAX_AUTO_BATCH` structures).
+ATOMS_PER_BATCH = 384
+MAX_AUTO_BATCH = 64
+
+
+class BatchSizeError(MlipftError):
+    """A batch size that is not a positive number of structures."""
+
+    code = "bad_batch_size"
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """:class:`BatchSizeError` unless ``batch_size`` is ``None`` (automatic) or at least 1."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise BatchSizeError(f"batch size must be a whole number of structures of at least 1, "
+                             f"not {batch_size!r}")
 
 
 def default_device() -> str:
@@ -60,7 +97,7 @@ def compute_metrics(ref_e: np.ndarray, pred_e: np.ndarray, n_atoms: np.ndarray,
     e_mae = float(np.mean(np.abs(de)) * 1000) if de.size else None
     f_rmse = f_mae = None
     if ref_f is not None and pred_f is not None and ref_f.size:
-        df = (pred_f - ref_f).ravel()
+        df = (np.asarray(pred_f, dtype=np.float64) - ref_f).ravel()  # float32 arrays kept
         f_rmse = float(np.sqrt(np.mean(df**2)) * 1000)
         f_mae = float(np.mean(np.abs(df)) * 1000)
     s_rmse = s_mae = None
@@ -141,21 +178,204 @@ def reference_labels(frames: Sequence[Atoms], keys: LabelKeys
     return ref_e, ref_f
 
 
-def auto_batch_size(frames: Sequence[Atoms], atoms_per_batch: int = 384) -> int:
+def auto_batch_size(frames: Sequence[Atoms], atoms_per_batch: int = ATOMS_PER_BATCH) -> int:
     """Structures per batch for about ``atoms_per_batch`` atoms (batching helps small ones)."""
     mean = float(np.mean([len(a) for a in frames])) if len(frames) else 1.0
-    return int(max(1, min(64, atoms_per_batch // max(1.0, mean))))
+    return int(max(1, min(MAX_AUTO_BATCH, atoms_per_batch // max(1.0, mean))))
 
 
-def predict(net, frames: Sequence[Atoms], *, head: str | None = None,
-            batch_size: int | None = None, device: str | None = None,
-            progress: ProgressFn | None = None, stress_out: list | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Energies (eV) and forces (eV/Å, stacked) of ``frames`` with a loaded model, in batches.
+# ----------------------------------------------------------------------------- streaming
+class _Rows:
+    """Rows appended piece by piece, kept as a few large arrays (not one object per piece)."""
 
-    ``batch_size`` defaults to :func:`auto_batch_size`. When ``stress_out`` is a list, the
-    predicted stresses (eV/Å³, one 3x3 per structure; meaningless for non-periodic ones) are
-    appended to it.
+    def __init__(self, dtype, width: int) -> None:
+        self.dtype, self.width = dtype, width
+        self.parts: list[np.ndarray] = []
+        self.pending: list[np.ndarray] = []
+
+    def add(self, rows) -> None:
+        self.pending.append(np.asarray(rows, dtype=self.dtype).reshape(-1, self.width))
+        if len(self.pending) >= 2048:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.parts.append(np.concatenate(self.pending))
+            self.pending = []
+
+    def array(self) -> np.ndarray:
+        self._flush()
+        if not self.parts:
+            return np.zeros((0, self.width), dtype=self.dtype)
+        out = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+        self.parts = [out]
+        return out
+
+
+class _Source:
+    """Configurations that can be gone through more than once without holding them all: a
+    file is re-read lazily on every pass, a list is used as it is."""
+
+    def __init__(self, data: str | Path | Iterable[Atoms]) -> None:
+        if isinstance(data, (str, Path)):
+            from .data import check_file
+
+            self.path: Path | None = Path(data).expanduser()
+            self.label = check_file(self.path)
+            self.frames: Sequence[Atoms] | None = None
+        else:
+            self.path = None
+            self.label = ""
+            self.frames = data if isinstance(data, Sequence) else list(data)
+
+    def __iter__(self) -> Iterator[Atoms]:
+        return iter_frames(self.path) if self.path is not None else iter(self.frames)
+
+
+@dataclass
+class References:
+    """What a dataset holds besides its structures: label keys, atom counts, reference labels
+    (energies float64, NaN where unlabelled; forces float32, None unless every structure has
+    them; stresses of labelled periodic structures, NaN elsewhere) and config types."""
+
+    keys: LabelKeys
+    n_atoms: np.ndarray
+    ref_energy: np.ndarray
+    ref_forces: np.ndarray | None
+    ref_stress: np.ndarray | None
+    config_types: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.n_atoms)
+
+
+def scan(frames: Iterable[Atoms], keys: LabelKeys | None = None, *, label: str = "",
+         net=None, check_geometry: bool = True, energy_key: str | None = None,
+         forces_key: str | None = None, stress_key: str | None = None) -> References:
+    """One pass over ``frames``: check every configuration and collect its reference labels.
+
+    Refuses (:class:`DataError`, with the configuration's index) what no model can be scored
+    on: NaN or infinite positions, cells or labels, forces of the wrong shape, a degenerate
+    or huge cell, overlapping atoms, and (with ``net``) elements the model does not cover. Keys
+    named by the user must exist; the others are detected from the first 200 configurations.
+    """
+    import array
+
+    prefix = f"{label}: " if label else ""
+    cutoff = float(net.r_max) if net is not None else None
+    known = [int(z) for z in net.atomic_numbers] if net is not None else None
+    it = iter(frames)
+    head = list(islice(it, 200))
+    if not head:
+        raise DataError(f"{prefix}no configurations to evaluate", code="empty")
+    check_named_keys(head, label or "data", energy=energy_key, forces=forces_key,
+                     stress=stress_key)
+    if keys is None:
+        keys = detect_keys(head, energy_key, forces_key, stress_key)
+    n_atoms = array.array("q")
+    ref_e = array.array("d")
+    forces: _Rows | None = _Rows(np.float32, 3) if keys.forces is not None else None
+    stress: _Rows | None = _Rows(np.float64, 9) if keys.stress is not None else None
+    any_stress = False
+    types: dict[str, str] = {}
+    config_types: list[str] = []
+    nan9 = np.full(9, np.nan)
+    for i, a in enumerate(chain(head, it)):
+        where = f"{prefix}configuration #{i}"
+        if check_geometry:
+            problem = structure_problem(a, cutoff=cutoff, centered=True, known_numbers=known)
+            if problem:
+                raise DataError(f"{where} {problem[1]}", code=problem[0])
+        n = len(a)
+        n_atoms.append(n)
+        e = get_label(a, keys.energy, "energy")
+        if e is None:
+            ref_e.append(np.nan)
+        else:
+            try:
+                ev = float(e)
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: its energy label {keys.energy!r} is not a number "
+                                f"({str(e)[:40]!r})", code="non_finite") from None
+            if not np.isfinite(ev):
+                raise DataError(f"{where}: its energy label {keys.energy!r} is {ev}; a NaN or "
+                                "infinite label cannot be scored: fix or remove it "
+                                "(mlipft validate lists every such configuration)",
+                                code="non_finite")
+            ref_e.append(ev)
+        if keys.forces is not None:
+            f = get_label(a, keys.forces, "forces")
+            if f is None:
+                if n == 1:
+                    f = np.zeros((1, 3))  # an isolated atom feels no force
+                else:
+                    forces = None  # not every structure has forces: no force metrics
+            if f is not None:
+                try:
+                    farr = np.asarray(f, dtype=float)
+                except (TypeError, ValueError):
+                    farr = np.full(np.shape(f), np.nan)
+                if farr.shape != (n, 3):
+                    raise DataError(f"{where}: its forces {keys.forces!r} have shape "
+                                    f"{farr.shape} for {n} atoms; expected ({n}, 3)",
+                                    code="forces_shape")
+                if not np.all(np.isfinite(farr)):
+                    raise DataError(f"{where}: its forces {keys.forces!r} hold NaN or infinite "
+                                    "values; fix or remove it (mlipft validate lists every "
+                                    "such configuration)", code="non_finite")
+                if forces is not None:
+                    forces.add(farr)
+        if stress is not None:
+            v = get_label(a, keys.stress, "stress")
+            if v is not None and a.pbc.all():
+                try:
+                    s3 = stress_3x3(v)
+                except (TypeError, ValueError):
+                    raise DataError(f"{where}: its stress {keys.stress!r} has {np.size(v)} "
+                                    "values; expected 6 (Voigt) or 9", code="stress_shape") from None
+                if not np.all(np.isfinite(s3)):
+                    raise DataError(f"{where}: its stress {keys.stress!r} holds NaN or "
+                                    "infinite values; fix or remove it", code="non_finite")
+                stress.add(s3.reshape(9))
+                any_stress = True
+            else:
+                stress.add(nan9)
+        ct = str(a.info.get("config_type", "Default"))
+        config_types.append(types.setdefault(ct, ct))
+    ref_s = stress.array().reshape(-1, 3, 3) if stress is not None and any_stress else None
+    return References(keys, np.frombuffer(n_atoms, dtype=np.int64).astype(int),
+                      np.frombuffer(ref_e, dtype=np.float64).copy(),
+                      None if forces is None else forces.array(), ref_s, config_types)
+
+
+def _batches(frames: Iterable[Atoms], batch_size: int | None) -> Iterator[list[Atoms]]:
+    """Consecutive batches: ``batch_size`` structures, or about :data:`ATOMS_PER_BATCH` atoms
+    (at most :data:`MAX_AUTO_BATCH` structures) when ``None``."""
+    cap = batch_size or MAX_AUTO_BATCH
+    batch: list[Atoms] = []
+    atoms_in = 0
+    for a in frames:
+        if batch and (len(batch) >= cap or (batch_size is None
+                                             and atoms_in + len(a) > ATOMS_PER_BATCH)):
+            yield batch
+            batch, atoms_in = [], 0
+        batch.append(a)
+        atoms_in += len(a)
+    if batch:
+        yield batch
+
+
+def _predict_stream(net, frames: Iterable[Atoms], *, head: str | None, batch_size: int | None,
+                    device: str | None, progress: ProgressFn | None, total: int | None,
+                    stress: bool, check: bool) -> tuple[np.ndarray, np.ndarray,
+                                                        np.ndarray | None]:
+    """Energies (float64, eV), stacked forces (float32, eV/Å) and, with ``stress``, stresses
+    (n, 3, 3) of ``frames``; graphs are built one batch at a time.
+
+    Non-periodic structures are centred on the origin first: mace's neighbour list sizes its
+    bins by the largest coordinate, so a molecule far from the origin would otherwise cost
+    gigabytes. With ``check``, each structure is checked as in :func:`scan` first.
     """
     import torch
     from mace import data as mace_data
@@ -164,53 +384,82 @@ def predict(net, frames: Sequence[Atoms], *, head: str | None = None,
     device = device or default_device()
     head = check_head(net, head)
     dtype = next(net.parameters()).dtype
+    energies = _Rows(np.float64, 1)
+    forces = _Rows(np.float32, 3)
+    stresses = _Rows(np.float64, 9) if stress else None
     _DTYPE_LOCK.acquire()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         net = net.to(device)
         z_table = utils.AtomicNumberTable([int(z) for z in net.atomic_numbers])
-        known = set(z_table.zs)
+        cutoff = float(net.r_max)
         heads = list(getattr(net, "heads", None) or ["Default"])
-        dataset = []
-        for i, atoms in enumerate(frames):
-            unknown = set(int(z) for z in atoms.numbers) - known
-            if unknown:
-                from ase.data import chemical_symbols
-
-                raise DataError(f"configuration #{i} has elements the model does not cover: "
-                                f"{', '.join(chemical_symbols[z] for z in sorted(unknown))}",
-                                code="elements_not_covered")
-            cfg = mace_data.config_from_atoms(atoms, head_name=head)
-            dataset.append(mace_data.AtomicData.from_config(
-                cfg, z_table=z_table, cutoff=float(net.r_max), heads=heads))
-        loader = torch_geometric.dataloader.DataLoader(
-            dataset=dataset, batch_size=batch_size or auto_batch_size(frames), shuffle=False,
-            drop_last=False)
-        energies, forces = [], []
+        collate = torch_geometric.dataloader.Collater(follow_batch=[None], exclude_keys=[None])
         done = 0
-        for batch in loader:
-            batch = batch.to(device)
+        for batch_frames in _batches(frames, batch_size):
+            graphs = []
+            for k, atoms in enumerate(batch_frames):
+                if check:
+                    # not overlaps: relaxations (the collapse probe) pass through them
+                    problem = structure_problem(atoms, cutoff=cutoff, centered=True,
+                                                known_numbers=z_table.zs, overlap=False)
+                    if problem:
+                        raise DataError(f"configuration #{done + k} {problem[1]}",
+                                        code=problem[0])
+                cfg = mace_data.config_from_atoms(atoms, head_name=head)
+                if not any(cfg.pbc) and len(cfg.positions):
+                    pos = cfg.positions
+                    cfg.positions = pos - (pos.min(axis=0) + pos.max(axis=0)) / 2
+                graphs.append(mace_data.AtomicData.from_config(
+                    cfg, z_table=z_table, cutoff=cutoff, heads=heads))
+            batch = collate(graphs).to(device)
+            del graphs
             out = net(batch.to_dict(), training=False, compute_force=True,
-                      compute_stress=stress_out is not None)
-            if stress_out is not None:
-                stress_out.extend(out["stress"].detach().cpu().numpy().astype(float))
-            energies.append(out["energy"].detach().cpu().numpy())
-            forces.append(out["forces"].detach().cpu().numpy())
+                      compute_stress=stress)
+            energies.add(out["energy"].detach().cpu().numpy())
+            forces.add(out["forces"].detach().cpu().numpy())
+            if stresses is not None:
+                stresses.add(out["stress"].detach().cpu().numpy().reshape(-1, 9))
             done += int(batch.num_graphs)
+            del batch, out
             if progress is not None:
-                progress(done, len(dataset))
+                progress(done, total if total is not None else done)
     finally:
         torch.set_default_dtype(previous)
         _DTYPE_LOCK.release()
-    return (np.concatenate(energies).astype(float),
-            np.concatenate(forces).astype(float) if forces else np.zeros((0, 3)))
+    return (energies.array().reshape(-1), forces.array(),
+            None if stresses is None else stresses.array().reshape(-1, 3, 3))
+
+
+def predict(net, frames: Iterable[Atoms], *, head: str | None = None,
+            batch_size: int | None = None, device: str | None = None,
+            progress: ProgressFn | None = None, stress_out: list | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Energies (eV, float64) and forces (eV/Å, stacked, float32) of ``frames`` with a loaded
+    model, in batches built one at a time.
+
+    ``batch_size`` defaults to about :data:`ATOMS_PER_BATCH` atoms per batch. When
+    ``stress_out`` is a list, the predicted stresses (eV/Å³, one 3x3 per structure;
+    meaningless for non-periodic ones) are appended to it. Structures that no model can be
+    evaluated on (see :func:`mlipft_core.data.structure_problem`) raise :class:`DataError`.
+    """
+    check_batch_size(batch_size)
+    total = len(frames) if hasattr(frames, "__len__") else None
+    e, f, s = _predict_stream(net, frames, head=head, batch_size=batch_size, device=device,
+                              progress=progress, total=total, stress=stress_out is not None,
+                              check=True)
+    if stress_out is not None and s is not None:
+        stress_out.extend(s)
+    return e, f
 
 
 def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
                    head: str | None = None, keys: LabelKeys | None = None,
                    batch_size: int | None = None, device: str | None = None, trusted: bool = False,
-                   progress: ProgressFn | None = None) -> EvaluationResult:
+                   progress: ProgressFn | None = None, energy_key: str | None = None,
+                   forces_key: str | None = None, stress_key: str | None = None
+                   ) -> EvaluationResult:
     """Evaluate a model (registry name or path) on a dataset and compute its errors.
 
     Parameters
@@ -218,45 +467,42 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
     model
         Registry name or file path (``trusted`` must be set for local files).
     data
-        extxyz path or a list of configurations with labels.
+        extxyz path (read lazily, twice: checks and labels, then predictions) or a list of
+        configurations with labels.
     head
         Model head (default: the first).
     keys
-        Label keys; detected when ``None``.
+        Label keys; detected when ``None`` (``energy_key``/``forces_key``/``stress_key``
+        override the guess and must exist in the data).
+    progress
+        Called as ``progress(done, total)`` (structures) after every batch.
     """
-    frames = read_frames(data) if isinstance(data, (str, Path)) else list(data)
-    if not frames:
-        raise DataError("no configurations to evaluate", code="empty")
-    keys = keys or detect_keys(frames)
+    check_batch_size(batch_size)
+    source = _Source(data)
     net = load_model(model, device=device or default_device(), trusted=trusted)
     head = check_head(net, head)
-    ref_s = reference_stress(frames, keys)
-    pred_e, pred_f, pred_s = _predict_labels(net, frames, head, ref_s is not None,
-                                             batch_size=batch_size, device=device,
-                                             progress=progress)
-    return _result(model, head, frames, keys, ref_s, pred_e, pred_f, pred_s)
+    refs = scan(source, keys, label=source.label, net=net, energy_key=energy_key,
+                forces_key=forces_key, stress_key=stress_key)
+    pred_e, pred_f, pred_s = _predict_stream(
+        net, source, head=head, batch_size=batch_size, device=device, progress=progress,
+        total=refs.n, stress=refs.ref_stress is not None, check=False)
+    return _result(model, head, refs, pred_e, pred_f, pred_s, source.label)
 
 
-def _predict_labels(net, frames: Sequence[Atoms], head: str, with_stress: bool, **kwargs
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`predict` plus stresses when the data has stress labels to compare with."""
-    stress: list | None = [] if with_stress else None
-    pred_e, pred_f = predict(net, frames, head=head, stress_out=stress, **kwargs)
-    return pred_e, pred_f, None if stress is None else np.array(stress)
-
-
-def _result(model, head: str, frames: Sequence[Atoms], keys: LabelKeys,
-            ref_s: np.ndarray | None, pred_e: np.ndarray, pred_f: np.ndarray,
-            pred_s: np.ndarray | None) -> EvaluationResult:
+def _result(model, head: str, refs: References, pred_e: np.ndarray, pred_f: np.ndarray,
+            pred_s: np.ndarray | None, label: str = "") -> EvaluationResult:
     """Predictions next to the reference labels, with their metrics."""
-    n_atoms = np.array([len(a) for a in frames])
-    ref_e, ref_f = reference_labels(frames, keys)
+    if len(pred_e) != refs.n or len(pred_f) != int(refs.n_atoms.sum()):
+        raise DataError(f"{label or 'the data'} changed while it was evaluated "
+                        f"({refs.n} configurations checked, {len(pred_e)} predicted); "
+                        "evaluate it again", code="changed")
     return EvaluationResult(
-        model=str(model), head=head, n_atoms=n_atoms, ref_energy=ref_e, pred_energy=pred_e,
-        ref_forces=ref_f, pred_forces=pred_f,
-        config_types=[str(a.info.get("config_type", "Default")) for a in frames],
-        metrics=compute_metrics(ref_e, pred_e, n_atoms, ref_f, pred_f, ref_s, pred_s),
-        ref_stress=ref_s, pred_stress=pred_s)
+        model=str(model), head=head, n_atoms=refs.n_atoms, ref_energy=refs.ref_energy,
+        pred_energy=pred_e, ref_forces=refs.ref_forces, pred_forces=pred_f,
+        config_types=refs.config_types,
+        metrics=compute_metrics(refs.ref_energy, pred_e, refs.n_atoms, refs.ref_forces,
+                                pred_f, refs.ref_stress, pred_s),
+        ref_stress=refs.ref_stress, pred_stress=pred_s)
 
 
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
@@ -267,35 +513,40 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     The cache key is the SHA-256 of the model file, the head and the SHA-256 of the data file,
     so a second look costs nothing and a changed file is never served stale.
     """
-    from .registry import check_head, load_model, model_path
-    from .workspace import Workspace, atomic_write_bytes, file_sha256
-
     import io
     import json
 
+    from .registry import model_path
+    from .workspace import Workspace, atomic_write_bytes, file_sha256
+
+    check_batch_size(batch_size)
     ws = workspace or Workspace()
     mpath = model_path(model, trusted=trusted)
-    frames = read_frames(data)
-    keys = detect_keys(frames)
-    key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(Path(data))[:20]}"
+    source = _Source(data)
+    key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(source.path)[:20]}"
     cache = ws.cache / "predictions" / f"{key}.npz"
-    ref_s = reference_stress(frames, keys)
     if cache.is_file():
+        refs = scan(source, label=source.label, check_geometry=False)
         z = np.load(cache, allow_pickle=False)
         pred_e, pred_f, used_head = z["pred_energy"], z["pred_forces"], str(z["head"])
         pred_s = z["pred_stress"] if "pred_stress" in z.files else None
     else:
         net = load_model(mpath, trusted=True)
         used_head = check_head(net, head)
-        pred_e, pred_f, pred_s = _predict_labels(net, frames, used_head, ref_s is not None,
-                                                 batch_size=batch_size, progress=progress)
-        extra = {} if pred_s is None else {"pred_stress": pred_s}
-        buf = io.BytesIO()
-        np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
-                 meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})), **extra)
-        atomic_write_bytes(cache, buf.getvalue())
-    return _result(model, used_head, frames, keys, ref_s, pred_e, pred_f, pred_s)
+        refs = scan(source, label=source.label, net=net)
+        pred_e, pred_f, pred_s = _predict_stream(
+            net, source, head=used_head, batch_size=batch_size, device=None,
+            progress=progress, total=refs.n, stress=refs.ref_stress is not None, check=False)
+        if len(pred_e) == refs.n:
+            extra = {} if pred_s is None else {"pred_stress": pred_s}
+            buf = io.BytesIO()
+            np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
+                     meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})),
+                     **extra)
+            atomic_write_bytes(cache, buf.getvalue())
+    return _result(model, used_head, refs, pred_e, pred_f, pred_s, source.label)
 
 
-__all__ = ["CANONICAL", "EvaluationResult", "Metrics", "compute_metrics", "default_device",
-           "evaluate_cached", "evaluate_model", "predict"]
+__all__ = ["CANONICAL", "BatchSizeError", "EvaluationResult", "Metrics", "References",
+           "check_batch_size", "compute_metrics", "default_device", "evaluate_cached",
+           "evaluate_model", "predict", "scan"]

@@ -154,6 +154,51 @@ def reference_rdf(frames: Sequence[Atoms], rmax: float = 6.0, nbins: int = 120
 
 
 # ----------------------------------------------------------------------------- MD
+@dataclass
+class RDFComparison:
+    """RDFs of several MD runs next to a reference, per element pair, and their distances."""
+
+    pairs: list[str]
+    reference: dict[str, dict[str, list[float]]]          # pair -> {"r", "g"}
+    runs: dict[str, dict[str, dict[str, list[float]]]]    # run -> pair -> {"r", "g"}
+    emd: dict[str, dict[str, float]]                      # run -> pair -> EMD (Å)
+
+    def mean_emd(self) -> dict[str, float]:
+        """Mean EMD over the pairs each run shares with the reference."""
+        return {k: float(np.mean(list(v.values()))) for k, v in self.emd.items() if v}
+
+    def closest(self) -> str | None:
+        m = self.mean_emd()
+        return min(m, key=m.get) if m else None
+
+
+def compare_rdfs(results: dict[str, dict[str, Any]],
+                 reference: Sequence[Atoms] | None) -> RDFComparison:
+    """The RDFs of finished MD runs (``result.json`` contents by name) against the RDF of
+    ``reference`` structures on the same r grid, with the EMD per run and pair."""
+    first = next((v["rdf"] for v in results.values() if v.get("rdf")), {})
+    grid = next(iter(first.values()))["r"] if first else []
+    ref: dict[str, dict[str, list[float]]] = {}
+    if reference and grid:
+        width = grid[1] - grid[0] if len(grid) > 1 else 0.05
+        ref = reference_rdf(list(reference), rmax=grid[-1] + width / 2, nbins=len(grid))
+    pairs = sorted({p for v in results.values() for p in v.get("rdf", {})})
+    runs = {k: v.get("rdf", {}) for k, v in results.items()}
+    dist: dict[str, dict[str, float]] = {}
+    for name, per in runs.items():
+        for pair, cur in per.items():
+            if pair in ref and len(ref[pair]["r"]) == len(cur["r"]):
+                dist.setdefault(name, {})[pair] = emd(ref[pair]["r"], ref[pair]["g"], cur["g"])
+    return RDFComparison(pairs=pairs, reference=ref, runs=runs, emd=dist)
+
+
+def equilibration_time_fs(result: dict[str, Any], settings: MDSettings) -> float:
+    """The simulated time left out of the RDF averages as equilibration (fs)."""
+    times = result.get("time_fs") or [0.0]
+    return float(times[int(len(times) * settings.equilibration_fraction)]
+                 if len(times) > 1 else 0.0)
+
+
 class _Unstable(Exception):
     """Raised inside the integrator loop when the run has failed."""
 

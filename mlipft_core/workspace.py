@@ -76,6 +76,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, modification time) in this process."""
+    st_ = os.stat(path)
+    key = (str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(path)
+    return _SHA_CACHE[key]
+
+
 def bytes_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -118,13 +130,47 @@ class Workspace:
         return self.root / "models"
 
     @property
+    def dispatch_root(self) -> Path:
+        """Where the local dispatcher of this workspace's runs lives: the workshop folder for a
+        workshop participant's workspace (one dispatcher serves every participant), else the
+        workspace itself."""
+        parent = self.root.parent
+        if parent.name == "participants" and (parent.parent / "workshop.json").is_file():
+            return parent.parent
+        return self.root
+
+    @property
     def state_file(self) -> Path:
         return self.root / "state.json"
 
     # -- selections ----------------------------------------------------------------------
+    def _read_state(self) -> tuple[dict[str, Any], str | None]:
+        """The saved selections and, when ``state.json`` cannot be used, why."""
+        path = self.state_file
+        if not path.exists() and not path.is_symlink():
+            return {}, None
+        if path.is_dir():
+            return {}, "state.json is a folder"
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            return {}, "state.json is not UTF-8 text"
+        except json.JSONDecodeError as exc:
+            return {}, f"state.json is not valid JSON ({exc.msg})"
+        except OSError as exc:
+            return {}, f"state.json cannot be read ({exc.strerror})"
+        if not isinstance(data, dict):
+            return {}, f"state.json holds a {type(data).__name__}, not saved choices"
+        return data, None
+
     def selections(self) -> dict[str, Any]:
-        """All saved selections (model, dataset, keys, split, ...)."""
-        return read_json(self.state_file, default={}) or {}
+        """All saved selections (model, dataset, keys, split, ...); empty when the file is
+        unreadable (see :meth:`state_problem`)."""
+        return self._read_state()[0]
+
+    def state_problem(self) -> str | None:
+        """Why the saved selections could not be read, or ``None``."""
+        return self._read_state()[1]
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.selections().get(key, default)
@@ -138,7 +184,13 @@ class Workspace:
 
         with open(self.root / ".state.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self.selections()
+            state, problem = self._read_state()
+            if problem is not None:  # keep the unreadable file aside, never lose it
+                import time as _time
+
+                aside = self.root / f"state.json.unreadable-{_time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(self.state_file, aside)
+                state = {}
             for k, v in values.items():
                 if v is None:
                     state.pop(k, None)
@@ -146,6 +198,36 @@ class Workspace:
                     state[k] = v
             atomic_write_json(self.state_file, state)
         return state
+
+    # -- trust ---------------------------------------------------------------------------
+    @property
+    def trust_file(self) -> Path:
+        return self.root / "trusted_models.json"
+
+    def trusted_hashes(self) -> dict[str, dict[str, Any]]:
+        """SHA-256 of every model file confirmed as trusted here -> when and under what name."""
+        data = read_json(self.trust_file, default={})
+        return data if isinstance(data, dict) else {}
+
+    def trust(self, path: str | Path) -> str:
+        """Record that the user trusts the model file at ``path`` (by its content hash)."""
+        import fcntl
+        import time as _time
+
+        digest = cached_sha256(path)
+        with open(self.root / ".trust.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.trusted_hashes()
+            data[digest] = {"name": Path(path).name, "at": _time.time()}
+            atomic_write_json(self.trust_file, data)
+        return digest
+
+    def is_trusted(self, path: str | Path) -> bool:
+        """Whether this exact file content was confirmed as trusted here."""
+        try:
+            return cached_sha256(path) in self.trusted_hashes()
+        except OSError:
+            return False
 
     # -- uploads -------------------------------------------------------------------------
     def save_upload(self, name: str, data: bytes) -> Path:

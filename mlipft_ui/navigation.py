@@ -1,4 +1,6 @@
-"""The app's pages and sidebar, shared by ``app.py`` and the legacy-mode fallback."""
+"""The app's pages (files in ``views/``, a folder Streamlit does not scan on its own) and the
+sidebar, registered with ``st.navigation``. In a workshop, a session without a valid link sees
+only the join page, and the instructor also gets the board."""
 
 from __future__ import annotations
 
@@ -6,32 +8,55 @@ from pathlib import Path
 
 import streamlit as st
 
-from mlipft_ui import state
+from mlipft_ui import selections
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Pages in workflow order: (file, title, icon).
 PAGES = [
-    ("pages/home.py", "Home", ":material/home:"),
-    ("pages/foundation_model.py", "Foundation model", ":material/hub:"),
-    ("pages/data.py", "Data", ":material/dataset:"),
-    ("pages/e0.py", "E0s", ":material/balance:"),
-    ("pages/runs.py", "Fine-tuning runs", ":material/model_training:"),
-    ("pages/compare.py", "Compare", ":material/compare:"),
-    ("pages/md.py", "Molecular dynamics", ":material/animation:"),
+    ("views/home.py", "Home", ":material/home:"),
+    ("views/foundation_model.py", "Foundation model", ":material/hub:"),
+    ("views/data.py", "Data", ":material/dataset:"),
+    ("views/e0.py", "E0s", ":material/balance:"),
+    ("views/runs.py", "Fine-tuning runs", ":material/model_training:"),
+    ("views/compare.py", "Compare", ":material/compare:"),
+    ("views/md.py", "Molecular dynamics", ":material/animation:"),
 ]
+BOARD = ("views/board.py", "Instructor board", ":material/leaderboard:")
+JOIN = ("views/join.py", "Join the workshop", ":material/login:")
 
 
 def build_navigation():
     """Register the pages with ``st.navigation`` and draw the sidebar; returns the page to run."""
     st.set_page_config(page_title="mlipft workbench", page_icon="⚛️", layout="wide")
+    from mlipft_core.errors import MlipftError
+
+    try:
+        role, name = selections.identity()
+    except MlipftError as exc:  # a broken workshop.json
+        st.error(str(exc))
+        st.stop()
+    if role == "nobody":
+        return st.navigation([st.Page(ROOT / JOIN[0], title=JOIN[1], icon=JOIN[2],
+                                      default=True)], position="hidden")
+    pages = list(PAGES) + ([BOARD] if role == "instructor" else [])
     nav = st.navigation([st.Page(ROOT / path, title=title, icon=icon, default=(i == 0))
-                         for i, (path, title, icon) in enumerate(PAGES)])
+                         for i, (path, title, icon) in enumerate(pages)])
+    selections.show_flash()
     with st.sidebar:
+        if role == "participant":
+            st.markdown(f"**Workshop:** {selections.workshop().name} · you are **{name}**")
+        elif role == "instructor":
+            st.markdown(f"**Workshop:** {selections.workshop().name} · **instructor**")
+        problem = selections.state_problem()
+        if problem:
+            st.warning(f"Your saved choices could not be read ({problem}); starting with fresh "
+                       "choices. The old file is kept beside it when you choose again.")
         st.caption("Current choices")
-        st.markdown(f"**Model:** {state.get('model_label') or state.get('model') or '—'}")
-        st.markdown(f"**Dataset:** {state.get('dataset_label') or '—'}")
-        st.markdown(f"**Split:** {state.get('split_id') or '—'}")
-        st.markdown(f"**E0s:** {state.get('e0_choice') or '—'}")
-        st.caption(f"Workspace: `{state.workspace().root}`")
+        st.markdown(f"**Model:** {selections.get('model_label') or selections.get('model') or '—'}")
+        st.markdown(f"**Dataset:** {selections.get('dataset_label') or '—'}")
+        st.markdown(f"**Split:** {selections.get('split_id') or '—'}")
+        st.markdown(f"**E0s:** {selections.get('e0_choice') or '—'}")
+        if role == "single":
+            st.caption(f"Workspace: `{selections.workspace().root}`")
     return nav

@@ -7,6 +7,72 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+#: Colours given to models, in order (plotly's default qualitative set).
+PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
+           "#B6E880", "#FF97FF", "#FECB52")
+#: Line styles for the heads of one model (its colour stays the same).
+HEAD_DASH = {"Default": "solid", "pt_head": "dot"}
+REFERENCE_COLOR = "black"
+
+
+def model_of(label: str) -> str:
+    """``"naive [Default]"`` -> ``"naive"``: a label's model, without the head."""
+    return label.split(" [", 1)[0]
+
+
+def head_of(label: str) -> str | None:
+    return label.split(" [", 1)[1].rstrip("]") if " [" in label else None
+
+
+def palette(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per model (heads of a model share it), in the order the models come.
+
+    Pages build it once from the list of models they show and pass it to every plot, so a
+    model keeps its colour across the page's plots.
+    """
+    out: dict[str, str] = {}
+    for lab in labels:
+        m = model_of(lab)
+        if m not in out and m != "reference":
+            out[m] = PALETTE[len(out) % len(PALETTE)]
+    return out
+
+
+def color_for(label: str, colors: dict[str, str] | None) -> str | None:
+    if model_of(label) == "reference":
+        return REFERENCE_COLOR
+    return (colors or {}).get(model_of(label))
+
+
+def line_style(label: str, colors: dict[str, str] | None) -> dict:
+    style = {"color": color_for(label, colors)}
+    head = head_of(label)
+    if head:
+        style["dash"] = HEAD_DASH.get(head, "dash")
+    return style
+
+
+def tidy_log_axis(fig: go.Figure, axis: str = "y", values: Sequence[float] | None = None
+                  ) -> None:
+    """A readable log axis: ticks at 1, 2 and 5 × 10^n, written out in full (``200``,
+    ``1000``). Data spanning less than a factor of 10 get a linear axis instead."""
+    update = getattr(fig, f"update_{axis}axes")
+    if values is None:
+        values = [v for tr in fig.data for v in (getattr(tr, axis) or [])
+                  if v is not None and np.isfinite(v) and v > 0]
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x) and x > 0], float)
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if hi / lo < 10:
+        update(type="linear")
+        return
+    ticks = [m * 10.0 ** e for e in range(int(np.floor(np.log10(lo))) - 1,
+                                          int(np.ceil(np.log10(hi))) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    update(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+
+
 #: plotly config: the camera button exports a PNG with a sensible name.
 def export_config(name: str) -> dict:
     return {"displaylogo": False,
@@ -71,34 +137,50 @@ def curves(series: dict[str, np.ndarray], *, title: str, ylabel: str,
            relative: bool = False) -> go.Figure:
     """One line per series against structure index (reference drawn as markers)."""
     fig = go.Figure()
+    seen: dict[tuple, str] = {}
+    colors = palette(list(series))
     for name, y in series.items():
         y = np.asarray(y, float)
         if relative:
             y = y - y[0]
         ref = name == "reference"
-        fig.add_trace(go.Scatter(y=y, name=name, mode="markers+lines" if ref else "lines",
-                                 line={"color": "black", "width": 3} if ref else None))
+        key = tuple(np.round(y, 6))
+        line = {"color": REFERENCE_COLOR, "width": 3} if ref else \
+            {"color": color_for(name, colors), "width": 2.5}
+        label = name
+        if not ref and key in seen:  # identical curves: keep both visible and say so
+            line = {**line, "dash": "dash", "width": 1.5}
+            label = f"{name} (= {seen[key]})"
+        elif not ref:
+            seen[key] = name
+        fig.add_trace(go.Scatter(y=y, name=label, mode="markers+lines" if ref else "lines",
+                                 line=line))
     fig.update_layout(title=title, xaxis_title="structure index", yaxis_title=ylabel,
                       height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig
 
 
 def learning_curves(curves: dict[str, list[tuple[int, float]]], *, title: str, ylabel: str,
-                    log_y: bool = True) -> go.Figure:
-    """One line per run (and head): a metric against epoch."""
+                    log_y: bool = True, colors: dict[str, str] | None = None) -> go.Figure:
+    """One line per run (and head): a metric against epoch (epochs counted from 1)."""
+    colors = colors or palette(list(curves))
     fig = go.Figure()
     for name, pts in curves.items():
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                 name=name))
+        fig.add_trace(go.Scatter(x=[p[0] + 1 for p in pts], y=[p[1] for p in pts],
+                                 mode="lines+markers", name=name,
+                                 line=line_style(name, colors)))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title=ylabel, height=420,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    n_max = max((len(p) for p in curves.values()), default=1)
+    fig.update_xaxes(tickformat="d", tick0=1, dtick=1 if n_max <= 12 else None)
     if log_y:
-        fig.update_yaxes(type="log")
+        tidy_log_axis(fig)
     return fig
 
 
 def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], *, unit: str,
-                quantity: str, overlay: bool = False, max_points: int = 5000) -> go.Figure:
+                quantity: str, overlay: bool = False, max_points: int = 5000,
+                colors: dict[str, str] | None = None, rmse_unit: str = "") -> go.Figure:
     """Parity of several models: one panel each with shared axes (or all overlaid).
 
     ``panels``: name -> (reference, prediction, RMSE in meV units for the title).
@@ -111,13 +193,17 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
     pad = 0.03 * (hi - lo or 1.0)
     lo, hi = lo - pad, hi + pad
     names = list(panels)
+    colors = colors or palette(names)
     if overlay:
         fig = go.Figure()
         for name in names:
             r, p, rmse = panels[name]
             idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
-            fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers", marker={"size": 4},
-                                       name=f"{name} ({rmse:.1f})" if rmse is not None else name))
+            fig.add_trace(go.Scattergl(
+                x=r[idx], y=p[idx], mode="markers",
+                marker={"size": 4, "color": color_for(name, colors),
+                        "symbol": "circle" if head_of(name) != "pt_head" else "x"},
+                name=f"{name} (RMSE {rmse:.1f} {rmse_unit})" if rmse is not None else name))
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
                                  line={"color": "gray", "dash": "dash"}))
         fig.update_layout(title=f"{quantity} parity", xaxis_title=f"reference ({unit})",
@@ -125,14 +211,16 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
         return fig
     cols = min(4, max(1, len(names)))
     rows = int(np.ceil(len(names) / cols)) or 1
-    titles = [f"{n}<br>RMSE {panels[n][2]:.1f}" if panels[n][2] is not None else n for n in names]
+    titles = [f"{n}<br>RMSE {panels[n][2]:.1f} {rmse_unit}" if panels[n][2] is not None else n
+              for n in names]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_xaxes="all",
                         shared_yaxes="all", horizontal_spacing=0.04, vertical_spacing=0.12)
     for i, name in enumerate(names):
         r, p, _ = panels[name]
         idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
         row, col = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers", marker={"size": 3},
+        fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers",
+                                   marker={"size": 3, "color": color_for(name, colors)},
                                    showlegend=False), row=row, col=col)
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
                                  line={"color": "gray", "dash": "dash"}), row=row, col=col)
@@ -143,23 +231,50 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
 
 
 def labelled_scatter(x: Sequence[float], y: Sequence[float], labels: Sequence[str], *,
-                     title: str, xlabel: str, ylabel: str, log: bool = True) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers+text", text=list(labels),
-                               textposition="top center", marker={"size": 10}))
+                     title: str, xlabel: str, ylabel: str, log: bool = True,
+                     colors: dict[str, str] | None = None) -> go.Figure:
+    colors = colors or palette(list(labels))
+    fig = go.Figure(go.Scatter(
+        x=list(x), y=list(y), mode="markers+text", text=list(labels),
+        textposition="top center",
+        marker={"size": 11, "color": [color_for(lab, colors) for lab in labels],
+                "symbol": ["x" if head_of(lab) == "pt_head" else "circle" for lab in labels]},
+        hovertemplate="%{text}<br>x %{x:.1f}<br>y %{y:.1f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=480)
     if log:
-        fig.update_xaxes(type="log")
-        fig.update_yaxes(type="log")
+        tidy_log_axis(fig, "x")
+        tidy_log_axis(fig, "y")
     return fig
 
 
 def xy_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
-             xlabel: str, ylabel: str, y_range: tuple[float, float] | None = None) -> go.Figure:
+             xlabel: str, ylabel: str, y_range: tuple[float, float] | None = None,
+             colors: dict[str, str] | None = None, log_x: bool = False,
+             log_y: bool = False) -> go.Figure:
+    """One line per series; identical series stay visible (later ones drawn thinner and
+    dashed over the earlier ones, and named together in the legend)."""
+    colors = colors or palette(list(series))
     fig = go.Figure()
-    for name, (x, y) in series.items():
-        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name,
-                                 marker={"size": 4}))
+    seen: dict[tuple, str] = {}
+    for i, (name, (x, y)) in enumerate(series.items()):
+        key = (tuple(np.round(np.asarray(x, float), 6)), tuple(np.round(np.asarray(y, float), 6)))
+        # earlier lines drawn wider, so nearly identical curves stay visible under later ones
+        style = {**line_style(name, colors), "width": max(1.5, 4.5 - 0.75 * i)}
+        shown = name
+        if key in seen:
+            style = {**style, "dash": "dash", "width": 1.5}
+            shown = f"{name} (= {seen[key]})"
+        else:
+            seen[key] = name
+        if model_of(name) == "reference":
+            style = {"color": REFERENCE_COLOR, "width": 3}
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=shown,
+                                 marker={"size": 4}, line=style))
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, height=420)
     if y_range:
         fig.update_yaxes(range=list(y_range))
+    if log_x:
+        tidy_log_axis(fig, "x")
+    if log_y:
+        tidy_log_axis(fig, "y")
     return fig

@@ -33,7 +33,7 @@ def test_home_page():
 
 
 def test_foundation_model_page_shows_demo_model_and_e0s():
-    at = app("pages/foundation_model.py")
+    at = app("views/foundation_model.py")
     assert not at.exception
     button(at, "Use this model").click().run()  # default: demo-gfn1-strong
     assert not at.exception
@@ -45,7 +45,7 @@ def test_foundation_model_page_shows_demo_model_and_e0s():
 
 def test_foundation_model_page_offline_official_model_message():
     Workspace().set(model="mace-mp-0-small", model_label="MACE-MP-0 small")
-    at = app("pages/foundation_model.py")
+    at = app("views/foundation_model.py")
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
     assert "not in mace's cache" in errors and "20231210mace128L0_energy_epoch249model" in errors
@@ -56,23 +56,96 @@ def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_mo
 
     local = tmp_path / "downloaded.model"
     shutil.copy(strong_model, local)
-    at = app("pages/foundation_model.py")
+    at = app("views/foundation_model.py")
     at.radio(key="model_source").set_value("Local file (path)").run()
     at.text_input[0].input(str(local)).run()
     button(at, "Use this model").click().run()
     assert not at.exception
     assert any("trust" in e.value for e in at.error)
-    at.checkbox(key="trust_model").check().run()
+    at.checkbox[0].check().run()
     button(at, "Use this model").click().run()
     assert Workspace().get("model") == str(local)
-    assert Workspace().get("model_trusted") is True
+    assert "model_trusted" not in Workspace().selections()  # trust is per file, not a flag
+    assert Workspace().is_trusted(local)
+
+
+def _evil_pickle(path, marker) -> None:
+    """A file that writes ``marker`` when unpickled (as torch.load would)."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps(Evil()))
+
+
+def test_trust_belongs_to_one_file(tmp_path, strong_model):
+    import shutil
+
+    good = tmp_path / "good.model"
+    shutil.copy(strong_model, good)
+    evil, marker = tmp_path / "evil.model", tmp_path / "MARKER"
+    _evil_pickle(evil, marker)
+    at = app("views/foundation_model.py")
+    at.radio(key="model_source").set_value("Local file (path)").run()
+    at.text_input[0].input(str(good)).run()
+    at.checkbox[0].check().run()  # 1. trust one local model
+    button(at, "Use this model").click().run()
+    assert Workspace().get("model") == str(good)
+    at.radio(key="model_source").set_value("Local file (path)").run()
+    at.text_input[0].input(str(evil)).run()  # 2. type the path of another pickle
+    assert not at.checkbox[0].value  # 3. the tick does not carry over
+    button(at, "Use this model").click().run()
+    assert any("trust" in e.value for e in at.error)
+    assert not marker.exists() and Workspace().get("model") == str(good)
+    # 4. nothing in state.json makes a fresh session load an unconfirmed file
+    Workspace().set(model=str(evil), model_trusted=True)
+    for page in ("views/data.py", "views/foundation_model.py", "views/e0.py", "views/runs.py",
+                 "views/md.py"):
+        at = app(page)
+        assert not at.exception, (page, at.exception)
+    assert not marker.exists()
+    # a trusted file whose content changes needs a new confirmation
+    Workspace().set(model=str(good))
+    good.write_bytes(good.read_bytes() + b"\0")
+    at = app("views/foundation_model.py")
+    assert any("not confirmed as trusted" in w.value for w in at.warning)
+
+
+def test_a_corrupt_state_json_starts_afresh(demo):
+    ws = Workspace()
+    for content in (b"[1, 2]", b'"text"', b"\xff\xfe binary", None):
+        if ws.state_file.is_dir():
+            ws.state_file.rmdir()
+        if content is None:
+            ws.state_file.unlink(missing_ok=True)
+            ws.state_file.mkdir()
+        else:
+            ws.state_file.write_bytes(content)
+        at = app()
+        assert any("could not be read" in w.value for w in at.sidebar.warning), content
+        for page in ("views/runs.py", "views/compare.py", "views/data.py"):
+            at = app(page)  # the Data page chooses the bundled demo: state.json is rewritten
+            assert not at.exception, (content, page, at.exception)
+        ws.set(model="demo-gfn1-strong")  # choosing again works; the old file is kept aside
+        assert ws.get("model") == "demo-gfn1-strong"
+        assert list(ws.root.glob("state.json.unreadable-*"))
+        for old in ws.root.glob("state.json.unreadable-*"):
+            if old.is_dir():
+                old.rmdir()
+            else:
+                old.unlink()
 
 
 def test_data_page_on_sn2_target_with_zero_shot_parity():
     Workspace().set(model="demo-gfn1-strong", model_label="Demo strong")
-    at = app("pages/data.py")
+    at = app("views/data.py")
     assert not at.exception
     assert Workspace().get("split_id", "").startswith("demo-sn2")
+    # the sidebar shows the choice made on this very page run, not one step late
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    assert "**Split:** demo-sn2" in side and "SN2 target" in side
     assert at.get("iframe"), "3D viewer missing"
     button(at, "Evaluate").click().run()
     assert not at.exception
@@ -85,16 +158,17 @@ def test_data_page_on_sn2_target_with_zero_shot_parity():
 def test_data_page_reports_bad_upload_path(tmp_path):
     bad = tmp_path / "bad.xyz"
     bad.write_text("not an xyz file\n")
-    at = app("pages/data.py")
+    at = app("views/data.py")
     at.radio(key="data_source").set_value("File path").run()
     at.text_input[0].input(str(bad)).run()
     assert not at.exception
-    assert any("unreadable" in e.value for e in at.error)
+    assert any("Cannot be read" in e.value and "bad.xyz" in e.value for e in at.error), \
+        [e.value for e in at.error]
 
 
 def test_choices_persist_across_a_new_session():
     Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
-    at = app("pages/foundation_model.py")
+    at = app("views/foundation_model.py")
     assert "Demo weak" in " ".join(m.value for m in at.sidebar.markdown)
 
 
@@ -105,7 +179,7 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
     split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
                                          "test": demo["sn2_test"]}, "demo-sn2")
     ws.set(model="demo-gfn1-strong", model_label="Demo strong", split_id=split.id)
-    at = app("pages/e0.py")
+    at = app("views/e0.py")
     assert not at.exception
     button(at, "Compute E0s").click().run()
     assert not at.exception
@@ -130,7 +204,7 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
     split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
                                          "valid": tmp_path / "valid.xyz"}, "tiny")
     ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     assert not at.exception
     at.multiselect[0].set_value(["freeze-b", "lora"]).run()
     at.number_input[0].set_value(1).run()
@@ -167,7 +241,7 @@ def test_runs_page_launches_a_sweep_on_slurm(demo, tmp_path):
     split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
                                          "valid": tmp_path / "valid.xyz"}, "tiny")
     ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     at.multiselect[0].set_value(["naive", "freeze-b"]).run()
     at.number_input[0].set_value(1).run()
     at.radio[0].set_value("slurm").run()
@@ -194,10 +268,10 @@ def test_pages_survive_an_unreadable_run(demo):
     (ws.runs / "broken").mkdir(parents=True)
     (ws.runs / "broken" / "run.json").write_text("[1, 2]")
     ws.set(model="demo-gfn1-weak", model_label="Demo weak")
-    for page in ("pages/runs.py", "pages/compare.py", "pages/md.py"):
+    for page in ("views/runs.py", "views/compare.py", "views/md.py"):
         at = app(page)
         assert not at.exception, (page, at.exception)
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     table = at.dataframe[-1].value
     assert list(table["status"]) == ["unreadable"] and "holds a list" in table["note"][0]
 
@@ -217,16 +291,27 @@ def test_compare_page_with_runs(demo, tmp_path):
                               for n in ("naive", "multihead-replay")])
     for r in recs:
         assert jobs.wait(r.id, timeout=600).status == "done"
-    at = app("pages/compare.py")
+    at = app("views/compare.py")
     at.text_input[0].set_value(str(tmp_path / "target.xyz")).run()
     at.text_input[1].set_value(str(tmp_path / "pretrain.xyz")).run()
     button(at, "Compare").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert set(table["name"]) == {"foundation", "naive", "multihead-replay"}
-    assert set(table[table["name"] == "multihead-replay"]["head"]) == {"pt_head", "Default"}
+    assert set(table["model"]) == {"foundation model (zero-shot)", "naive", "multihead-replay"}
+    assert set(table[table["model"] == "multihead-replay"]["head"]) == {"pt_head", "Default"}
+    # the key column first, human names with units, no internal or empty columns
+    assert list(table.columns)[:4] == ["model", "head", "strategy",
+                                       "forgetting ratio (pretraining F RMSE / foundation's)"]
+    assert not {"is_foundation", "note", "target stress RMSE (meV/Å³)"} & set(table.columns)
     assert len(at.get("plotly_chart")) >= 4
     assert any("Least forgetting" in i.value for i in at.info)
+    # the selection and the results come back in a new session (a reload), without a click
+    at = app("views/compare.py")
+    assert not at.exception, at.exception
+    assert at.dataframe and set(at.dataframe[0].value["model"]) == set(table["model"])
+    # multihead models name their head in the dimer plot and the tables
+    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert "multihead-replay [pt_head]" in specs and "multihead-replay [Default]" in specs
 
 
 def test_data_page_with_findings_still_plots(tmp_path):
@@ -244,12 +329,14 @@ def test_data_page_with_findings_still_plots(tmp_path):
     frames.append(Atoms("H", info={"config_type": "IsolatedAtom", "REF_energy": -13.6}))
     p = tmp_path / "water.xyz"
     write(p, frames, format="extxyz")
-    at = app("pages/data.py")
+    at = app("views/data.py")
     at.radio(key="data_source").set_value("File path").run()
     at.text_input[0].input(str(p)).run()
     assert not at.exception, at.exception
-    codes = " ".join(w.value for w in at.warning)
-    assert "duplicates" in codes and "isolated_atom" in codes
+    shown = " ".join(w.value for w in at.warning)
+    # human titles, never the internal codes
+    assert "Duplicate structures" in shown and "Isolated-atom configurations" in shown
+    assert "isolated_atom" not in shown and "**duplicates**" not in shown
     assert len(at.get("plotly_chart")) == 2
     button(at, "Save split").click().run()
     assert not at.exception
@@ -260,7 +347,7 @@ def test_md_page_runs_models_side_by_side(demo):
     from mlipft_core import jobs
 
     Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
-    at = app("pages/md.py")
+    at = app("views/md.py")
     at.number_input[3].set_value(20)  # steps
     at.number_input[4].set_value(5)   # record interval
     button(at, "Run MD for the chosen models").click().run()

@@ -147,6 +147,27 @@ def test_app_in_headless_chromium(server, tmp_path):
         wait_rendered(page)
         assert page.locator(".js-plotly-plot").count() >= 4
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        # the selection and the results survive a reload, without pressing Compare again
+        page.reload()
+        page.wait_for_selector("text=Least forgetting", timeout=120_000)
+        wait_rendered(page)
+        assert run.id[-6:] in page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+
+        # MD: the results appear when the runs end, without a reload
+        page.get_by_role("link", name="Molecular dynamics").first.click()
+        page.wait_for_selector("text=Run MD for the chosen models", timeout=90_000)
+        wait_rendered(page)
+        steps = page.get_by_label("Steps", exact=True)
+        steps.fill("30")
+        steps.press("Tab")
+        wait_rendered(page)
+        page.get_by_role("button", name="Run MD for the chosen models").click()
+        page.wait_for_selector("text=Running…", timeout=60_000)
+        page.wait_for_selector("h3:has-text('Stability')", timeout=300_000)
+        page.wait_for_selector("h3:has-text('Radial distribution functions')", timeout=60_000)
+        wait_rendered(page)
+        assert page.locator('[data-testid="stIFrame"]').count() >= 1  # trajectories drawn
+        page.screenshot(path=str(tmp_path / "md.png"), full_page=True)
         browser.close()
     assert outside == [], f"requests left the machine: {outside[:5]}"
 
@@ -246,3 +267,111 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path):
         browser.close()
     if not slurm_ok:
         pytest.skip(f"local part passed; SLURM part skipped: {why}")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_workshop_two_participants_at_once(server, tmp_path):
+    """Two participants in two browser contexts at the same time: each chooses a model and a
+    dataset and launches a run, sees only their own; the board shows both; no token, no app."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from mlipft_core import jobs, workshop
+
+    out = subprocess.run([sys.executable, "-m", "mlipft_core", "workshop", "create",
+                          "--participants", "2", "--max-epochs", "5", "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    d = json.loads(out.stdout)
+    shop = workshop.load(Workspace().root)
+
+    def link(url: str) -> str:
+        return server + "/?" + url.split("?", 1)[1]
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        pages = []
+        for p in d["participants"]:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.goto(link(p["url"]))
+            wait_rendered(page)
+            assert "you are" in page.locator('[data-testid="stSidebar"]').inner_text()
+            pages.append(page)
+        p1, p2 = pages
+
+        def choose(page, label: str, text: str) -> None:
+            box = page.get_by_role("combobox", name=label, exact=True)
+            box.click()
+            page.keyboard.type(text)
+            page.keyboard.press("Enter")
+            wait_rendered(page)
+
+        # p01: the weak demo model and the bundled SN2 target; p02: the strong model and the
+        # SN2 test file, split on the page -- both at the same time
+        for page, model in ((p1, "demo-gfn1-weak"), (p2, "demo-gfn1-strong")):
+            page.get_by_role("link", name="Foundation model").first.click()
+            page.wait_for_selector("text=Use this model", timeout=60_000)
+            wait_rendered(page)
+            choose(page, "Model", model)
+            page.get_by_role("button", name="Use this model").click()
+            wait_rendered(page)
+        for page in (p1, p2):
+            page.get_by_role("link", name="Data").first.click()
+            page.wait_for_selector("text=Label keys", timeout=90_000)
+            wait_rendered(page)
+        choose(p2, "Demo dataset", "SN2 target, test")
+        p2.get_by_role("button", name="Save split").click()
+        p2.wait_for_selector("text=Split ", timeout=60_000)
+        wait_rendered(p2)
+        for page in (p1, p2):
+            page.get_by_role("link", name="Fine-tuning runs").first.click()
+            page.wait_for_selector("text=will be queued", timeout=90_000)
+            wait_rendered(page)
+            epochs = page.get_by_label("Epochs")
+            epochs.fill("1")
+            epochs.press("Tab")
+            wait_rendered(page)
+            page.get_by_role("button", name="Launch").click()
+            try:
+                page.wait_for_selector("text=Queued 1 run(s)", timeout=120_000)
+            finally:
+                page.screenshot(path=str(tmp_path / "launch.png"), full_page=True)
+        side1 = p1.locator('[data-testid="stSidebar"]').inner_text()
+        side2 = p2.locator('[data-testid="stSidebar"]').inner_text()
+        assert "weak" in side1.lower() and "strong" in side2.lower()
+        assert "p01" in side1 and "p02" in side2
+        ws1, ws2 = shop.workspace_of("p01"), shop.workspace_of("p02")
+        r1, r2 = jobs.list_runs(ws1), jobs.list_runs(ws2)
+        assert len(r1) == 1 and len(r2) == 1
+        for ws, r in ((ws1, r1[0]), (ws2, r2[0])):
+            assert jobs.wait(r.id, ws, timeout=600).status == "done"
+        # each sees only their own run
+        p1.wait_for_function(GRID_TEXT + ".includes('done')", timeout=30_000)
+        for page in (p1, p2):
+            page.wait_for_function(GRID_TEXT + ".includes('done')", timeout=30_000)
+            cells = page.evaluate(GRID_TEXT)
+            assert cells.count("this machine") == 1, cells  # one run row: their own
+        p1.screenshot(path=str(tmp_path / "workshop_p01.png"), full_page=True)
+
+        # the instructor's board shows both runs under the participants' names
+        board = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        board.goto(link(d["instructor_url"]))
+        wait_rendered(board)
+        board.get_by_role("link", name="Instructor board").first.click()
+        board.wait_for_selector("text=Runs by participant", timeout=300_000)
+        wait_rendered(board)
+        board.wait_for_function("() => { const t = " + GRID_TEXT + "; "
+                                "return t.includes('p01') && t.includes('p02'); }",
+                                timeout=120_000)
+        board.screenshot(path=str(tmp_path / "workshop_board.png"), full_page=True)
+
+        # a browser without a token sees the join page and nothing else, on any address
+        stranger = browser.new_context().new_page()
+        for path in ("/", "/data", "/runs", "/board"):
+            stranger.goto(server + path)
+            wait_rendered(stranger)
+            assert stranger.inner_text("h1") == "Join the workshop"
+            assert stranger.locator('[data-testid="stSidebarNav"]').count() == 0
+        browser.close()

@@ -301,13 +301,30 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
         rec = RunRecord(id=rid, name=run_spec.name, strategy=spec.strategy,
                         device=settings["device"], max_epochs=int(settings["max_num_epochs"]),
                         spec={**spec.to_dict(), "e0_values": e0, "settings": settings},
-                        sweep=sweep, executor=exec_name, executor_options=exec_opts)
+                        sweep=sweep, executor=exec_name, executor_options=exec_opts,
+                        **_ownership(ws))
         return store.create(rec)
     except BaseException:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _workshop_checks(ws: Workspace, specs: list[RunSpec] | int) -> None:
+    """In a workshop: the participant's run limit and the epoch cap (nothing elsewhere)."""
+    from ..workshop import check_submission
+
+    if isinstance(specs, int):
+        check_submission(ws, specs, [])
+    else:
+        check_submission(ws, len(specs), [resolved_settings(s) for s in specs])
+
+
+def _ownership(ws: Workspace) -> dict[str, Any]:
+    from ..workshop import participant_of, run_time_limit_s
+
+    return {"participant": participant_of(ws), "time_limit_s": run_time_limit_s(ws)}
 
 
 def _launch(ws: Workspace, records: list[RunRecord]) -> list[RunRecord]:
@@ -337,6 +354,7 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
            ) -> RunRecord:
     """Prepare one run and hand it to its executor. Raises StrategyError for bad input."""
     ws = workspace or Workspace()
+    _workshop_checks(ws, [spec])
     rec = prepare(spec, workspace=ws, sweep=sweep, trusted=trusted, e0_values=e0_values,
                   executor=executor, slurm=slurm)
     return _launch(ws, [rec])[0]
@@ -351,6 +369,7 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
     when one of them is bad."""
     ws = workspace or Workspace()
     sweep = sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
+    _workshop_checks(ws, specs)
     exec_name, exec_opts = _executor_choice(ws, executor, slurm)
     for s in specs:  # refuse the whole sweep before preparing any of it
         check_name(_absolute(s).name if s.name not in ("", "run") else s.strategy)
@@ -492,6 +511,7 @@ def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
         raise StrategyError(f"training-set sizes must lie between 2 and {len(frames)} "
                             f"(the training set), got {sizes}")
     preflight(spec)
+    _workshop_checks(ws, [spec] * len(sizes))
     order = np.random.default_rng(seed).permutation(len(frames))
     tag = hashlib.sha256(f"{spec.train_file}:{seed}".encode()).hexdigest()[:10]
     e0 = resolve_e0s(spec, trusted=kwargs.get("trusted", True), workspace=ws)
@@ -518,13 +538,15 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
               slurm: SlurmOptions | dict[str, Any] | None = None) -> list[RunRecord]:
     """Queue the same MD (an :class:`~mlipft_core.md.MDSettings`) for several models.
 
-    ``models`` maps a display name to a model file; one MD run per model, one group.
+    ``models`` maps a display name to a model file, or to ``(file, head)`` for a given head of
+    a multihead model (default: ``head``); one MD run per entry, one group.
     """
     from ..md import MDError
 
     settings.check()
     ws = workspace or Workspace()
     store = RunStore(ws)
+    _workshop_checks(ws, len(models))
     exec_name, exec_opts = _executor_choice(ws, executor, slurm)
     structure = str(Path(structure).expanduser().resolve())
     if not Path(structure).is_file():
@@ -532,17 +554,18 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
     group = time.strftime("md-%Y%m%d-%H%M%S")
     device = ("cuda" if exec_opts.get("gpus") else "cpu") if exec_name == "slurm" else _device()
     out = []
-    for name, path in models.items():
+    for name, entry in models.items():
+        path, run_head = (entry if isinstance(entry, (tuple, list)) else (entry, head))
         rid = store.new_id("md")
         folder = store.folder(rid)
         folder.mkdir(parents=True, exist_ok=False)
         atomic_write_text(folder / "md.json", __import__("json").dumps(
             {"model": str(Path(path).resolve()), "structure": structure, "index": index,
-             "head": head, "settings": settings.to_dict()}, indent=2))
+             "head": run_head, "settings": settings.to_dict()}, indent=2))
         rec = RunRecord(id=rid, name=str(name), strategy="md", kind="md", device=device,
                         spec={"model": str(path), "structure": structure, "index": index,
-                              "head": head, "settings": settings.to_dict()}, sweep=group,
-                        executor=exec_name, executor_options=exec_opts)
+                              "head": run_head, "settings": settings.to_dict()}, sweep=group,
+                        executor=exec_name, executor_options=exec_opts, **_ownership(ws))
         out.append(store.create(rec))
     return _launch(ws, out)
 
@@ -690,7 +713,7 @@ def wait(run_id: str, workspace: Workspace | None = None, timeout: float | None 
         if rec.status in FINAL:
             return rec
         if rec.executor == "local" and rec.status == "queued" and not started:
-            ensure_dispatcher(ws.root)
+            ensure_dispatcher(ws.dispatch_root)
             started = True
         if deadline is not None and time.time() > deadline:
             raise MlipftError(f"run {run_id} still {rec.status} after {timeout:.0f} s")

@@ -146,7 +146,7 @@ class LocalExecutor:
     name = "local"
 
     def submit(self, store: RunStore, records: list[RunRecord]) -> None:
-        ensure_dispatcher(store.workspace.root)
+        ensure_dispatcher(store.workspace.dispatch_root)
 
     def cancel(self, store: RunStore, rec: RunRecord) -> None:
         """Ask the run's runner to stop (it records the end itself)."""
@@ -162,13 +162,34 @@ class LocalExecutor:
 
 # ----------------------------------------------------------------------------- dispatcher
 class Dispatcher:
-    """Starts runners for queued local runs as slots free up."""
+    """Starts runners for queued local runs as slots free up.
+
+    In a workshop folder it serves every participant's runs and shares the slots fairly: a
+    free slot goes to the participant with the fewest runs going, oldest run first, so one
+    participant's sweep cannot starve the others.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.store = RunStore(Workspace(self.root))
         self.launched: dict[str, tuple[subprocess.Popen, str, str | None]] = {}
         self._gpus: list[str] | None = None
+        self._stores: dict[str, RunStore] = {}
+        self._owner: dict[str, RunStore] = {}
+        self.served: dict[str | None, int] = {}  # runs started per participant (round-robin)
+
+    def stores(self) -> list[RunStore]:
+        """The run stores served: each participant's in a workshop, else the workspace's."""
+        parts = self.root / "participants"
+        if (self.root / "workshop.json").is_file() and parts.is_dir():
+            for d in sorted(parts.iterdir()):
+                if d.is_dir() and d.name not in self._stores:
+                    self._stores[d.name] = RunStore(Workspace(d))
+            return list(self._stores.values())
+        return [self.store]
+
+    def _store_of(self, rec: RunRecord) -> RunStore:
+        return self._owner.get(rec.id, self.store)
 
     @property
     def gpus(self) -> list[str]:
@@ -177,7 +198,14 @@ class Dispatcher:
         return self._gpus
 
     def _local(self) -> list[RunRecord]:
-        return [r for r in self.store.list() if r.readable and r.executor == "local"]
+        self._owner: dict[str, RunStore] = {}
+        out = []
+        for store in self.stores():
+            for r in store.list():
+                if r.readable and r.executor == "local":
+                    self._owner[r.id] = store
+                    out.append(r)
+        return out
 
     def _launch(self, rec: RunRecord, gpu: str | None) -> None:
         threads = threads_per_run(rec.device, self.root, len(self.gpus) if gpu else 1)
@@ -186,7 +214,7 @@ class Dispatcher:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        folder = self.store.folder(rec.id)
+        folder = self._store_of(rec).folder(rec.id)
         log = open(folder / "runner.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -200,15 +228,16 @@ class Dispatcher:
             if proc.poll() is None:
                 continue
             del self.launched[rid]
+            store = getattr(self, "_owner", {}).get(rid, self.store)
             try:
-                rec = self.store.read(rid)
+                rec = store.read(rid)
             except Exception:
                 continue
             if rec.status == "queued":  # the runner ended without claiming: record why
                 from .records import log_tail
 
-                tail = log_tail(self.store.folder(rid) / "runner.log", 5)
-                self.store.transition(rid, ("queued",), status="failed", finished=time.time(),
+                tail = log_tail(store.folder(rid) / "runner.log", 5)
+                store.transition(rid, ("queued",), status="failed", finished=time.time(),
                                       reason="the runner could not start: "
                                              + (tail.splitlines()[-1] if tail else
                                                 f"exit code {proc.returncode}"))
@@ -221,7 +250,7 @@ class Dispatcher:
         recs = self._local()
         for r in recs:
             if r.status == "running" and runner_alive(r) is False:
-                settle(self.store, r)
+                settle(self._store_of(r), r)
         running = [r for r in recs if r.status == "running" and runner_alive(r)]
         waiting = [r for r in recs if r.status == "queued" and r.id not in self.launched]
         pending = [v for rid, v in self.launched.items()
@@ -230,10 +259,23 @@ class Dispatcher:
             sum(1 for _p, dev, _g in pending if dev != "cuda")
         gpu_busy = {r.gpu for r in running if r.device == "cuda"} | \
             {g for _p, dev, g in pending if dev == "cuda"}
-        for rec in sorted(waiting, key=lambda r: (r.created, r.id)):
+        going: dict[str | None, int] = {}
+        for r in running:
+            going[r.participant] = going.get(r.participant, 0) + 1
+        for rid, _v in self.launched.items():
+            owner = next((r.participant for r in recs if r.id == rid), None)
+            if rid not in {r.id for r in running}:
+                going[owner] = going.get(owner, 0) + 1
+        waiting = sorted(waiting, key=lambda r: (r.created, r.id))
+        while waiting:
+            # fair share: the participant with the fewest runs going (then the one served least
+            # so far: round-robin), their oldest run first
+            rec = min(waiting, key=lambda r: (going.get(r.participant, 0),
+                                              self.served.get(r.participant, 0), r.created, r.id))
+            waiting.remove(rec)
             if rec.device == "cuda":
                 if not self.gpus:
-                    self.store.transition(rec.id, ("queued",), status="failed",
+                    self._store_of(rec).transition(rec.id, ("queued",), status="failed",
                                           finished=time.time(),
                                           reason="the run asks for a GPU, but this machine "
                                                  "has none visible")
@@ -242,9 +284,13 @@ class Dispatcher:
                 if free:
                     self._launch(rec, free[0])
                     gpu_busy.add(free[0])
+                    going[rec.participant] = going.get(rec.participant, 0) + 1
+                    self.served[rec.participant] = self.served.get(rec.participant, 0) + 1
             elif cpu_busy < cpu_slots(self.root):
                 self._launch(rec, None)
                 cpu_busy += 1
+                going[rec.participant] = going.get(rec.participant, 0) + 1
+                self.served[rec.participant] = self.served.get(rec.participant, 0) + 1
         queued = sum(1 for r in recs if r.status == "queued")
         return queued, len(running) + len(self.launched)
 

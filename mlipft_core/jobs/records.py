@@ -98,6 +98,8 @@ class RunRecord:
     executor: str = "local"           # "local" or "slurm"
     executor_options: dict[str, Any] = field(default_factory=dict)
     slurm_job_id: str | None = None
+    time_limit_s: float | None = None  # the run is stopped (failed) after this wall time
+    participant: str | None = None     # workshop participant who owns the run
     extra: dict[str, Any] = field(default_factory=dict)  # fields of a newer version, kept
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +125,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_epochs": (int, type(None)), "threads": (int, type(None)), "gpu": (str, type(None)),
     "spec": (dict,), "metrics": (dict,), "sweep": (str, type(None)), "kind": (str,),
     "executor": (str,), "executor_options": (dict,), "slurm_job_id": (str, type(None)),
+    "time_limit_s": (int, float, type(None)), "participant": (str, type(None)),
 }
 
 

@@ -91,6 +91,7 @@ def execute(folder: str | Path) -> str:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env, start_new_session=True,
                                         preexec_fn=_child_setup)
+            t_start = time.monotonic()
             while True:
                 try:
                     rc = proc.wait(timeout=0.2)
@@ -98,6 +99,9 @@ def execute(folder: str | Path) -> str:
                 except subprocess.TimeoutExpired:
                     if "why" not in stop and (folder / "cancel").exists():
                         stop["why"] = "cancel"
+                    if "why" not in stop and rec.time_limit_s and \
+                            time.monotonic() - t_start > rec.time_limit_s:
+                        stop["why"] = "cap"
                     if "why" in stop:
                         rc = _kill(proc)
                         break
@@ -106,6 +110,9 @@ def execute(folder: str | Path) -> str:
                reason=f"the runner stopped: {type(exc).__name__}: {exc}")
         raise
     why = stop.get("why")
+    if why == "cap":
+        return finish(store, run_id, rc, cancelled=False,
+                      reason=f"stopped at the run-time cap of {rec.time_limit_s / 60:g} min")
     if why == "timeout":
         return finish(store, run_id, rc, cancelled=False,
                       reason="the SLURM time limit was reached before the run ended")

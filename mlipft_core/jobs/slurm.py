@@ -157,6 +157,13 @@ def active_jobs() -> dict[str, str] | None:
     return jobs
 
 
+def job_name(records: list[RunRecord]) -> str:
+    """``mlipft-<participant>-<run or sweep>``: the workshop participant shows in squeue."""
+    who = records[0].participant
+    what = records[0].sweep if len(records) > 1 and records[0].sweep else records[0].name
+    return "mlipft-" + (f"{who}-" if who else "") + what
+
+
 class SlurmExecutor:
     """Submits prepared run folders to SLURM through submitit."""
 
@@ -173,13 +180,15 @@ class SlurmExecutor:
         if not ok:
             raise SlurmError(f"cannot submit to SLURM: {why}")
         opts = SlurmOptions.from_dict(records[0].executor_options).check()
+        if records[0].time_limit_s:  # a workshop's run-time cap is the job's limit too
+            opts.time_min = max(1, min(opts.time_min, int(records[0].time_limit_s // 60) + 1))
         logs = store.workspace.root / "slurm" / "%j"
         ex = submitit.SlurmExecutor(folder=str(logs), max_num_timeout=0)
         setup = [f"export OMP_NUM_THREADS={opts.cpus}", f"export MKL_NUM_THREADS={opts.cpus}",
                  "export PYTHONUNBUFFERED=1"]
         params: dict[str, Any] = {
             "time": int(opts.time_min), "cpus_per_task": int(opts.cpus), "nodes": 1,
-            "ntasks_per_node": 1, "job_name": opts.job_name or f"mlipft-{records[0].name}",
+            "ntasks_per_node": 1, "job_name": opts.job_name or job_name(records),
             "setup": setup, "signal_delay_s": 60, "stderr_to_stdout": True,
             "additional_parameters": extra_parameters(opts.extra)}
         if opts.partition:

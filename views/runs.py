@@ -16,9 +16,7 @@ from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
-from mlipft_ui import plots, show, state
-
-state.require_navigation()
+from mlipft_ui import plots, selections, show
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -36,9 +34,9 @@ st.caption("Each strategy becomes a mace_run_train configuration; runs are separ
            "on this machine or jobs on a SLURM cluster, so they keep going when the browser is "
            "closed.")
 
-model_path = state.selected_model_path()
-split_id = state.get("split_id")
-ws = state.workspace()
+model_path = selections.selected_model_path()
+split_id = selections.get("split_id")
+ws = selections.workspace()
 ready = model_path is not None and bool(split_id)
 if not ready:
     st.info("Choose a foundation model and a dataset split first (Foundation model and Data "
@@ -53,7 +51,7 @@ if ready:
         st.stop()
     choice = load_choice(ws)
     e0_label = f"saved choice **{choice['id']}**" if choice else "**estimated** (default)"
-    st.markdown(f"Model **{state.get('model_label') or state.get('model')}** · split "
+    st.markdown(f"Model **{selections.get('model_label') or selections.get('model')}** · split "
                 f"**{split.id}** ({', '.join(f'{k} {v}' for k, v in split.counts.items())}) · "
                 f"E0s: {e0_label}")
     picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
@@ -83,19 +81,34 @@ if ready:
     seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
     sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
                               "e.g. 10,30,100; empty: the whole training set)", "")
-    replay_default = demo_paths()["replay_pool"] if state.get("model") in DEMO_MODEL_NAMES else ""
+    replay_default = demo_paths()["replay_pool"] if selections.get("model") in DEMO_MODEL_NAMES else ""
     replay = st.text_input("Replay file for multihead strategies (pretraining "
                            "configurations)", replay_default)
+    try:
+        replay = selections.check_path(replay.strip()) if replay.strip() else ""
+    except MlipftError as exc:
+        st.error(str(exc))
+        st.stop()
 
     # where the runs execute
     run_settings = jobs.load_settings(ws)
     executors = ["local", "slurm"]
-    executor = st.radio("Run on", executors, horizontal=True,
-                        index=executors.index(run_settings["executor"]),
-                        format_func={"local": "this machine",
-                                     "slurm": "a SLURM cluster"}.get)
+    role, _who = selections.identity()
     slurm_opts = None
-    if executor == "slurm":
+    if role == "participant":  # the instructor chose where a workshop's runs go
+        shop = selections.workshop()
+        executor, slurm_opts = shop.executor, shop.slurm or None
+        lim = shop.limits
+        st.caption(f"Workshop limits: {lim.max_active_runs} queued or running runs at a time"
+                   + (f", at most {lim.max_epochs} epochs" if lim.max_epochs else "")
+                   + (f", {lim.max_run_minutes:g} min per run" if lim.max_run_minutes else "")
+                   + ".")
+    else:
+        executor = st.radio("Run on", executors, horizontal=True,
+                            index=executors.index(run_settings["executor"]),
+                            format_func={"local": "this machine",
+                                         "slurm": "a SLURM cluster"}.get)
+    if executor == "slurm" and role != "participant":
         ok, why = slurm_status()
         if not ok:
             st.warning(f"SLURM is not reachable from this machine: {why}.")
@@ -118,7 +131,7 @@ if ready:
                       "mem_gb": float(mem) or None, "extra": extra}
         st.caption("Each run becomes one SLURM job; a sweep goes in as one job array. The "
                    "workspace folder must be visible to the compute nodes.")
-    if st.button("Make this the default for new runs", help="Saved in the workspace "
+    if role != "participant" and st.button("Make this the default for new runs", help="Saved in the workspace "
                  "settings; the command line uses it too (mlipft settings)."):
         try:
             jobs.save_settings(ws, executor=executor, slurm=slurm_opts)
@@ -222,11 +235,11 @@ def runs_table() -> None:
     active = [r for r in records if r.status in ("queued", "running")]
     st.caption(f"{len(active)} active, {len(records)} in all · refreshes every 3 s")
     waiting = [r for r in active if r.executor == "local" and r.status == "queued"]
-    if waiting and not dispatcher_alive(ws.root):
+    if waiting and not dispatcher_alive(ws.dispatch_root):
         st.warning(f"{len(waiting)} local run(s) wait, but the local dispatcher is not "
                    "running (the machine may have restarted).")
         if st.button("Start the local dispatcher"):
-            ensure_dispatcher(ws.root)
+            ensure_dispatcher(ws.dispatch_root)
     curves = {}
     for r in [r for r in records if r.readable][-8:]:
         for head, pts in jobs.progress(r, ws).series().items():
@@ -284,3 +297,5 @@ if records:
     if rec.status == "failed":
         st.error(f"Failed: {rec.reason}")
         st.code(rec.log_tail or "", language="text")
+
+st.info("Next: when runs are done, put them side by side on the **Compare** page.")

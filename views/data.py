@@ -9,12 +9,12 @@ import streamlit as st
 from mlipft_core.data import (Dataset, detect_keys, make_split,
                               register_files_as_split, summarize, validate)
 from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
+from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM
 from mlipft_core.errors import MlipftError
 from mlipft_core.evaluate import evaluate_model
-from mlipft_ui import plots, show, state
+from mlipft_ui import cache, plots, selections, show
+from mlipft_ui.labels import finding_title
 from mlipft_ui.viewer import local_js_available, structure_html
-
-state.require_navigation()
 
 st.title("Data")
 st.caption("Read an extended-XYZ dataset, check it, split it, and see how the chosen "
@@ -28,13 +28,20 @@ BUNDLED_TARGETS = {
         {"train": "water/train.xyz", "test": "water/test.xyz"},
 }
 demo_choices = list(BUNDLED_TARGETS) + [f"{k}: {d}" for k, (_, d) in DEMO_DATASETS.items()]
-kind = st.radio("Source", ["Bundled demo", "File path", "Upload"], horizontal=True,
+shop = selections.workshop()
+staged_data = shop.staged_data() if shop else []
+kind = st.radio("Source", (["Workshop datasets"] if staged_data else []) +
+                ["Bundled demo", "File path", "Upload"], horizontal=True,
                 key="data_source")
 path: str | None = None
 label = ""
 bundled_split: dict[str, str] | None = None
-if kind == "Bundled demo":
-    saved = state.get("dataset_label")
+if kind == "Workshop datasets":
+    pick = st.selectbox("Dataset the instructor provided", [p.name for p in staged_data])
+    path = str(next(p for p in staged_data if p.name == pick))
+    label = f"workshop: {pick}"
+elif kind == "Bundled demo":
+    saved = selections.get("dataset_label")
     choice = st.selectbox("Demo dataset", demo_choices,
                           index=demo_choices.index(saved) if saved in demo_choices else 0)
     label = choice
@@ -44,30 +51,34 @@ if kind == "Bundled demo":
     else:
         path = str(sample_data_dir() / DEMO_DATASETS[choice.split(":")[0]][0])
 elif kind == "File path":
-    typed = st.text_input("Path of an extxyz file", value=state.get("dataset") or "").strip()
-    path = str(Path(typed).expanduser().resolve()) if typed else None
+    typed = st.text_input("Path of an extxyz file", value=selections.get("dataset") or "").strip()
+    try:
+        path = selections.check_path(typed) if typed else None
+    except MlipftError as exc:
+        st.error(str(exc))
+        st.stop()
     label = Path(path).name if path else ""
 else:
     up = st.file_uploader("Upload an extxyz file", type=["xyz", "extxyz"])
-    if up is not None:
-        path = str(state.workspace().save_upload(up.name, up.getvalue()))
+    if up is not None and selections.check_upload(up):
+        path = str(selections.workspace().save_upload(up.name, up.getvalue()))
         label = up.name
 
 if not path:
     st.info("Choose a dataset to begin.")
     st.stop()
 try:
-    frames = state.frames(path)
+    frames = cache.frames(path)
 except MlipftError as exc:
-    st.error(f"**{exc.code}**: {exc}")
+    st.error(f"**{finding_title(exc.code)}**: {exc}")
     st.stop()
-if path != state.get("dataset"):
-    state.select(dataset=path, dataset_label=label, split_id=None, keys=None, e0_choice=None)
+if path != selections.get("dataset"):
+    selections.select(dataset=path, dataset_label=label, split_id=None, keys=None, e0_choice=None)
 
 # ----------------------------------------------------------------- 2. label keys
 st.subheader("Label keys")
 auto = detect_keys(frames)
-saved_keys = state.get("keys") or {}
+saved_keys = selections.get("keys") or {}
 cols = st.columns(3)
 chosen = {}
 for col, q in zip(cols, ("energy", "forces", "stress")):
@@ -78,29 +89,41 @@ for col, q in zip(cols, ("energy", "forces", "stress")):
                          key=f"key_{q}", help="Detected automatically; override if wrong.")
     chosen[q] = None if pick == "(none)" else pick
 if chosen != saved_keys:
-    state.select(keys=chosen, split_id=None, e0_choice=None)
+    selections.select(keys=chosen, split_id=None, e0_choice=None)
 keys = detect_keys(frames, **{k: v for k, v in chosen.items() if v})
 keys.energy, keys.forces, keys.stress = chosen["energy"], chosen["forces"], chosen["stress"]
 dataset = Dataset(Path(path), frames, keys)
 
 # ----------------------------------------------------------------- 3. validation
 st.subheader("Checks")
-model_path = state.selected_model_path()
+model_path = selections.selected_model_path()
 model_elements = None
 if model_path:
     try:
-        model_elements = state.inspect_selected(model_path)["elements"]
+        model_elements = cache.inspect_selected(model_path)["elements"]
     except MlipftError as exc:
         st.error(f"The chosen model cannot be read: {exc}")
         model_path = None
 findings = validate(frames, keys, model_elements)
 if model_elements is None:
     st.caption("Choose a foundation model to check element coverage too.")
-if not findings:
-    st.success(f"{len(frames)} configurations, no problems found.")
-for f in findings:
-    notify = {"error": st.error, "warning": st.warning}.get(f.severity, st.info)
-    notify(f"**{f.code}**: {f.message}")
+parts_to_check = {"whole file": (frames, findings)}
+if bundled_split is not None:  # a bundled target comes split: every part is checked
+    parts_to_check = {}
+    for part, part_path in bundled_split.items():
+        part_frames = frames if part_path == path else cache.frames(part_path)
+        parts_to_check[part] = (part_frames, validate(part_frames, keys, model_elements))
+    findings = parts_to_check.get("train", (frames, findings))[1]
+for part, (part_frames, part_findings) in parts_to_check.items():
+    where = "" if part == "whole file" else f"{part} set: "
+    if not part_findings:
+        st.success(f"{where}{len(part_frames)} configurations, no problems found.")
+    for f in part_findings:
+        notify = {"error": st.error, "warning": st.warning}.get(f.severity, st.info)
+        notify(f"{where}**{finding_title(f.code)}**: {f.message}")
+if bundled_split is None:
+    st.caption("These checks cover the whole file; the split below is taken from it, leaving "
+               "out configurations with errors.")
 
 # ----------------------------------------------------------------- 4. summary
 st.subheader("Summary")
@@ -110,11 +133,13 @@ c[0].metric("Configurations", summ.n_configs)
 c[1].metric("Atoms", f"{summ.n_atoms_total:,}")
 c[2].metric("Atoms per config", f"{summ.n_atoms_min}–{summ.n_atoms_max}")
 c[3].metric("Periodic", summ.n_periodic)
-comp = pd.DataFrame({"atoms": summ.element_atoms, "configurations": summ.element_configs})
+comp = pd.DataFrame({"atoms": summ.element_atoms,
+                     "configurations containing it": summ.element_configs})
 comp.index.name = "element"
 left, right = st.columns(2)
 left.dataframe(comp)
-right.dataframe(pd.Series(summ.config_types, name="configurations").rename_axis("config_type"))
+right.dataframe(pd.Series(summ.config_types, name="configurations")
+                .rename_axis("configuration type"))
 left, right = st.columns(2)
 if summ.energy_per_atom:
     show.chart(left, plots.histogram(summ.energy_per_atom, title="Energy per atom",
@@ -125,7 +150,7 @@ if summ.force_magnitudes:
 
 # ----------------------------------------------------------------- 5. split
 st.subheader("Train / valid / test split")
-ws = state.workspace()
+ws = selections.workspace()
 split = None
 if bundled_split is not None:
     split = register_files_as_split(ws, bundled_split, "demo-" + label.split(":")[0].split()[0].lower())
@@ -144,16 +169,16 @@ else:
             split = make_split(dataset, ws, {"train": f_train, "valid": f_valid, "test": f_test}, seed)
         except MlipftError as exc:
             st.error(str(exc))
-    elif state.get("split_id"):
+    elif selections.get("split_id"):
         from mlipft_core.data import load_split
 
         try:
-            split = load_split(ws, state.get("split_id"))
+            split = load_split(ws, selections.get("split_id"))
         except MlipftError:
             split = None
 if split is not None:
-    if state.get("split_id") != split.id:
-        state.select(split_id=split.id, e0_choice=None)
+    if selections.get("split_id") != split.id:
+        selections.select(split_id=split.id, e0_choice=None)
     st.success(f"Split **{split.id}**: " + ", ".join(f"{k} {v}" for k, v in split.counts.items())
                + (f" (left out: {sum(len(v) for v in split.excluded.values())})"
                   if split.excluded else ""))
@@ -162,9 +187,9 @@ if split is not None:
 st.subheader("Structures")
 i = st.slider("Structure", 0, len(frames) - 1, 0) if len(frames) > 1 else 0
 a = frames[i]
-st.caption(f"#{i}: {a.get_chemical_formula()}, {len(a)} atoms, "
-           f"config_type {a.info.get('config_type', 'Default')}")
-st.iframe(structure_html(a), height=400)
+st.caption(f"#{i}: {a.get_chemical_formula()}, {len(a)} atom{'s' if len(a) != 1 else ''}, "
+           f"configuration type {a.info.get('config_type', 'Default')}")
+st.iframe(structure_html(a), height=480)
 if not local_js_available():
     st.caption("3D viewer script loads from the internet (run the setup script for an "
                "offline copy).")
@@ -179,7 +204,7 @@ if split is not None:
     parts = {p: str(split.file(p)) for p in split.counts if split.counts[p]} | parts
 target = st.selectbox("Evaluate on", list(parts), index=list(parts).index("test") if "test" in parts else 0)
 try:
-    heads = state.inspect_selected(model_path)["heads"]
+    heads = cache.inspect_selected(model_path)["heads"]
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -219,9 +244,13 @@ if res is not None:
                                         title=f"Force components · RMSE {fmt(m.forces_rmse_mev_per_a)} meV/Å",
                                         unit="eV/Å"), "parity_forces")
     offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
-    if abs(offset) > 0.1:
+    if abs(offset) > LEVEL_MISMATCH_EV_PER_ATOM:
         st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average: "
                    "different levels of theory. Re-estimated E0s absorb such offsets.")
-    table = pd.DataFrame({"config_type": res.config_types, "n_atoms": res.n_atoms,
-                          "ref_energy_eV": res.ref_energy, "pred_energy_eV": res.pred_energy})
+    table = pd.DataFrame({"configuration type": res.config_types, "atoms": res.n_atoms,
+                          "reference energy (eV)": res.ref_energy,
+                          "predicted energy (eV)": res.pred_energy})
     st.download_button("Predictions as CSV", table.to_csv(index=False), "zero_shot.csv", "text/csv")
+
+st.info("Next: fit the atomic reference energies on the **E0s** page; the zero-shot offset "
+        "above is what they absorb.")

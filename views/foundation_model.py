@@ -5,9 +5,7 @@ import streamlit as st
 
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import expected_path, fetch, is_available, list_models, resolve
-from mlipft_ui import plots, show, state
-
-state.require_navigation()
+from mlipft_ui import cache, plots, selections, show
 
 st.title("Foundation model")
 st.caption("Choose the model to fine-tune. Official models are downloaded through mace's own "
@@ -27,12 +25,35 @@ with st.expander("Registry: all models and what they were trained on", expanded=
     st.download_button("Download as CSV", table.to_csv(index=False), "model_registry.csv",
                        "text/csv")
 
-source = st.radio("Model source", ["Registry", "Local file (path)", "Upload a .model file"],
+def resolve_quiet(name: str) -> str | None:
+    try:
+        return resolve(name).source
+    except MlipftError:
+        return None
+
+
+def file_digest(path: str) -> str | None:
+    from mlipft_core.workspace import cached_sha256
+
+    try:
+        return cached_sha256(path)
+    except (OSError, IsADirectoryError):
+        return None
+
+
+shop = selections.workshop()
+staged = shop.staged_models() if shop else []
+source = st.radio("Model source", (["Workshop models"] if staged else []) +
+                  ["Registry", "Local file (path)", "Upload a .model file"],
                   horizontal=True, key="model_source")
-current = state.get("model")
+current = selections.get("model")
 chosen: str | None = None
 trusted = False
-if source == "Registry":
+if source == "Workshop models":
+    pick = st.selectbox("Model the instructor provided", [p.name for p in staged])
+    chosen = str(next(p for p in staged if p.name == pick))
+    trusted = True
+elif source == "Registry":
     names = [s.name for s in specs]
     idx = names.index(current) if current in names else names.index("demo-gfn1-strong")
     chosen = st.selectbox("Model", names, index=idx,
@@ -42,13 +63,31 @@ else:
     st.warning("Model files are Python pickles: loading one runs code from the file. "
                "Load only files from a source you trust.")
     if source == "Local file (path)":
-        chosen = st.text_input("Path of a .model file",
-                               value=current if current and state.get("model_trusted") else "")
+        saved = current if current and resolve_quiet(current) == "local" else ""
+        chosen = st.text_input("Path of a .model file", value=saved).strip() or None
+        try:
+            chosen = selections.check_path(chosen)
+        except MlipftError as exc:
+            st.error(str(exc))
+            chosen = None
     else:
         up = st.file_uploader("Upload a .model file", type=["model", "pt"])
-        if up is not None:
-            chosen = str(state.workspace().save_upload(up.name, up.getvalue()))
-    trusted = st.checkbox("I trust this file", key="trust_model")
+        if up is not None and selections.check_upload(up):
+            chosen = str(selections.workspace().save_upload(up.name, up.getvalue()))
+    digest = file_digest(chosen) if chosen else None
+    if chosen and digest is None:
+        st.error(f"No file at `{chosen}`.")
+        chosen = None
+    elif chosen:
+        ws = selections.workspace()
+        if ws.is_trusted(chosen):
+            st.caption(f"You confirmed this file before (SHA-256 `{digest[:16]}…`).")
+            trusted = True
+        else:
+            # the confirmation belongs to this file's content: another file, or this file
+            # changed, needs a new one
+            trusted = st.checkbox(f"I trust this file (SHA-256 `{digest[:16]}…`)",
+                                  key=f"trust_{digest}", value=False)
 
 if st.button("Use this model", type="primary", disabled=not chosen):
     try:
@@ -56,16 +95,18 @@ if st.button("Use this model", type="primary", disabled=not chosen):
         if spec.source == "local" and not trusted:
             st.error("Tick **I trust this file** first: model files are pickles.")
         else:
+            if spec.source == "local":
+                selections.workspace().trust(chosen)
             with st.spinner(f"Fetching {spec.display_name}…"):
                 fetch(spec)
-            if spec.name != state.get("model"):
-                state.select(model=spec.name, model_label=spec.display_name,
-                             model_trusted=spec.source == "local", e0_choice=None)
+            if spec.name != selections.get("model"):
+                selections.select(model=spec.name, model_label=spec.display_name,
+                                  model_trusted=None, e0_choice=None)
             st.rerun()
     except MlipftError as exc:
         st.error(str(exc))
 
-current = state.get("model")
+current = selections.get("model")
 if not current:
     st.info("No model chosen yet.")
     st.stop()
@@ -81,12 +122,16 @@ if spec.source == "official" and not is_available(spec):
              f"machine could not download it. Download {spec.url} and copy it to "
              f"`{expected_path(spec)}`, then reload.")
     st.stop()
-path = state.selected_model_path()
+path = selections.selected_model_path()
 if path is None:
-    st.error("The model file cannot be opened; choose it again above.")
+    if spec.source == "local" and not selections.model_is_trusted(current):
+        st.warning(f"`{current}` is not confirmed as trusted (it is new here, or its content "
+                   "changed since): choose it again above and tick **I trust this file**.")
+    else:
+        st.error("The model file cannot be opened; choose it again above.")
     st.stop()
 try:
-    info = state.inspect_selected(path)
+    info = cache.inspect_selected(path)
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -113,3 +158,5 @@ fig = plots.grouped_bar(info["e0s"], title="E0 per element and head", ylabel="E0
 show.chart(st, fig, "e0s")
 with st.expander("Full architecture"):
     st.json(info["architecture"])
+
+st.info("Next: load your data on the **Data** page and see this model's zero-shot errors.")

@@ -10,28 +10,26 @@ from mlipft_core import e0 as e0mod
 from mlipft_core.data import load_split, read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
-from mlipft_ui import plots, show, state
-
-state.require_navigation()
+from mlipft_ui import cache, plots, selections, show
 
 st.title("E0s: atomic reference energies")
 st.caption("A wrong E0 can ruin a fine-tune while held-out errors still look fine. Compare "
            "every method mace offers on your training data and pick the one the data supports.")
 
-model_path = state.selected_model_path()
-split_id = state.get("split_id")
+model_path = selections.selected_model_path()
+split_id = selections.get("split_id")
 if model_path is None or not split_id:
     st.info("Choose a foundation model and a dataset split first (Foundation model and Data "
             "pages).")
     st.stop()
 try:
-    split = load_split(state.workspace(), split_id)
+    split = load_split(selections.workspace(), split_id)
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
 train_file = str(split.file("train"))
 try:
-    info = state.inspect_selected(model_path)
+    info = cache.inspect_selected(model_path)
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -44,8 +42,13 @@ with st.expander("Optional inputs: isolated-atom energies, explicit values"):
                              value=default_iso) or None
     explicit = st.text_area("Explicit E0s as JSON, e.g. {\"H\": -13.6, \"C\": -1029.0}",
                             value="") or None
+try:
+    iso_file = selections.check_path(iso_file)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
 st.markdown(f"Training data: `{train_file}` ({split.counts.get('train', 0)} configurations) · "
-            f"model: **{state.get('model_label') or state.get('model')}**, head `{head}`")
+            f"model: **{selections.get('model_label') or selections.get('model')}**, head `{head}`")
 
 key = f"e0::{model_path}::{train_file}::{head}::{iso_file}::{explicit}"
 if st.button("Compute E0s", type="primary") or key in st.session_state:
@@ -89,7 +92,12 @@ summary = pd.DataFrame({m: {"offset RMSE before (meV/atom)": _mev(r.offset_rmse_
                             "condition number": "—" if r.diagnostics is None else
                             f"{r.diagnostics.condition_number:.3g}"}
                         for m, r in results.items()})
-st.dataframe(pd.concat([table.map(lambda v: f"{v:,.4f}"), summary.astype(str)]))
+st.caption("E0 of each element by each method, in eV per atom; below, how well each set "
+           "explains the training energies.")
+shown = pd.concat([table.map(lambda v: f"{v:,.4f}"), summary.astype(str)])
+shown.index = [f"{i} (eV)" if i in table.index else i for i in shown.index]
+shown.index.name = "element / fit"
+st.dataframe(shown)
 relative = st.toggle("Show as difference from the foundation E0s", value=False)
 bars = {m: {el: v - (results["foundation"].e0[el] if relative and "foundation" in results else 0.0)
             for el, v in r.e0.items()} for m, r in results.items()}
@@ -121,11 +129,23 @@ series_path = st.text_input("Series of structures (extxyz, in order), e.g. a rea
                             value=series_default)
 if series_path:
     try:
+        series_path = selections.check_path(series_path)
         frames = read_frames(series_path)
         curves = e0mod.series_energies(model_path, frames, results, head=head, trusted=True)
-        shift = st.toggle("Relative to the first structure", value=False)
+        shift = st.toggle("Relative to the first structure", value=True,
+                          help="Absolute energies of one composition differ by a constant per "
+                               "E0 set; relative to the first structure the shape shows.")
         show.chart(st, plots.curves(curves, relative=shift, title="Energy along the series",
-                                     ylabel="energy (eV)"), "e0_series")
+                                     ylabel="energy relative to the first structure (eV)"
+                                     if shift else "total energy (eV)"), "e0_series")
+        first = {name: float(np.asarray(y, float)[0]) for name, y in curves.items()}
+        if "reference" in first and np.isfinite(first["reference"]):
+            n0 = len(frames[0])
+            st.dataframe(pd.DataFrame(
+                [{"E0 method": name, "offset from the reference at the first structure "
+                  "(meV/atom)": 1000 * (v - first["reference"]) / n0}
+                 for name, v in first.items() if name != "reference"]).round(1),
+                hide_index=True)
         st.caption("For structures of one composition every E0 choice shifts the curve rigidly: "
                    "the absolute offset is what the network would have to learn if the E0s "
                    "do not absorb it, and what distorts interaction energies after training.")
@@ -140,8 +160,11 @@ chosen = results[choice]
 st.code(f"--E0s=\"{chosen.mace_argument()}\"", language="bash")
 c1, c2 = st.columns(2)
 if c1.button("Save as the E0 choice for runs", type="primary"):
-    saved = e0mod.save_choice(state.workspace(), chosen, model=state.get("model"), head=head,
+    saved = e0mod.save_choice(selections.workspace(), chosen, model=selections.get("model"), head=head,
                               data=train_file)
-    st.success(f"Saved as **{saved['id']}**; fine-tuning runs will use it.")
+    selections.flash(f"Saved the E0s as {saved['id']}; fine-tuning runs will use them.")
+    st.rerun()
 c2.download_button("Download E0s as JSON", pd.Series(chosen.e0).to_json(indent=2),
                    f"e0_{choice}.json", "application/json")
+
+st.info("Next: launch fine-tuning runs with these E0s on the **Fine-tuning runs** page.")

@@ -1,0 +1,107 @@
+"""Benchmark: how long each page takes to draw, on the demo world, in Streamlit's AppTest.
+
+For every page it times (server-side script time, which is what a user waits for):
+
+- ``cold``: the first run in a fresh process (imports, model loading, caches empty);
+- ``new tab``: a new browser session once the process is warm (cached data kept);
+- ``widget``: a rerun after one widget change on cached data (goal: under 1 s).
+
+    python bench/page_speed.py [--repeat 3]
+
+Prints a table and, per page, the widget-change time against the 1 s goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+APP = str(ROOT / "app.py")
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mlipft-pages-"))
+    os.environ["MLIPFT_WORKSPACE"] = str(tmp / "workspace")
+
+    from streamlit.testing.v1 import AppTest
+
+    from mlipft_core.data import register_files_as_split
+    from mlipft_core.demo import demo_paths
+    from mlipft_core.workspace import Workspace
+
+    demo = demo_paths()
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
+                                         "test": demo["sn2_test"]}, "demo-sn2")
+    ws.set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)", split_id=split.id,
+           dataset=demo["sn2_train"],
+           dataset_label="SN2 target: X⁻ + CH3Y, B3LYP/def2-SVPD (bundled split)")
+
+    def open_page(page: str | None) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=600)
+        at.run()
+        if page:
+            at.switch_page(str(ROOT / "views" / page))
+            at.run()
+        assert not at.exception, at.exception
+        return at
+
+    def change(at: AppTest, page: str) -> None:
+        """One widget change typical of the page."""
+        if page == "data.py":
+            at.slider[0].set_value(3).run()
+        elif page == "e0.py":
+            at.toggle[0].set_value(not at.toggle[0].value).run()
+        elif page == "runs.py":
+            at.number_input[0].set_value(at.number_input[0].value + 1).run()
+        elif page == "md.py":
+            at.number_input[2].set_value(at.number_input[2].value + 1).run()
+        elif page == "foundation_model.py":
+            at.radio(key="model_source").set_value("Registry").run()
+        else:
+            at.run()
+        assert not at.exception, at.exception
+
+    def prepare(at: AppTest, page: str) -> None:
+        """Bring the page to its cached state (e.g. E0s computed)."""
+        if page == "e0.py":
+            next(b for b in at.button if b.label == "Compute E0s").click().run()
+
+    pages = ["home.py", "foundation_model.py", "data.py", "e0.py", "runs.py", "md.py"]
+    rows = []
+    for page in pages:
+        cold = timed(lambda: open_page(None if page == "home.py" else page))
+        tabs, widgets = [], []
+        for _ in range(args.repeat):
+            holder = {}
+            tabs.append(timed(lambda: holder.setdefault(
+                "at", open_page(None if page == "home.py" else page))))
+            at = holder["at"]
+            prepare(at, page)
+            widgets.append(timed(lambda: change(at, page)))
+        rows.append((page, cold, statistics.median(tabs), statistics.median(widgets)))
+    print(f"{'page':22s} {'cold (s)':>9s} {'new tab (s)':>12s} {'widget (s)':>11s}  goal")
+    for page, cold, tab, widget in rows:
+        print(f"{page:22s} {cold:9.2f} {tab:12.2f} {widget:11.2f}  "
+              f"{'ok' if widget < 1.0 else 'SLOW'} ({widget / 1.0:.2f}x of 1 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

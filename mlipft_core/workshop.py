@@ -1,0 +1,439 @@
+"""Workshop mode: many participants on one server, each in a space of their own.
+
+A workshop lives in a workspace folder (``$MLIPFT_WORKSPACE``)::
+
+    <root>/workshop.json            name, tokens, limits, executor, pre-staged files
+    <root>/participants/<name>/     one ordinary workspace per participant (selections,
+                                    uploads, splits, E0 choices, runs, caches)
+    <root>/staged/models/, data/    files the instructor pre-staged (shared, read-only)
+    <root>/queue/                   the one dispatcher that serves every participant's runs
+
+Each participant opens the app through a link carrying a random token; the instructor's link
+opens the board. Tokens are compared in constant time; a browser without a valid token sees
+only the join page. Participants are isolated: their workspace is the only writable place, a
+typed path must lie in their workspace, the pre-staged folder or the bundled demo world, and
+run ids never leave their ``runs/`` folder.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import re
+import secrets
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MlipftError
+from .workspace import Workspace, atomic_write_json, read_json
+
+FILE = "workshop.json"
+INSTRUCTOR = "instructor"   # the instructor's own space: participants/instructor
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class WorkshopError(MlipftError):
+    code = "workshop_error"
+
+
+class AccessError(MlipftError):
+    """A path or run that belongs to someone else, or lies outside the allowed folders."""
+
+    code = "access_denied"
+
+
+@dataclass
+class Limits:
+    """What the instructor allows each participant."""
+
+    max_active_runs: int = 4          # queued + running, per participant
+    max_epochs: int | None = 50       # per run (None: no cap)
+    max_run_minutes: float | None = 30.0  # wall time per run (None: no cap)
+    upload_limit_mb: float = 50.0
+
+    def check(self) -> "Limits":
+        if not isinstance(self.max_active_runs, int) or self.max_active_runs < 1:
+            raise WorkshopError("the run limit per participant must be at least 1")
+        if self.max_epochs is not None and (not isinstance(self.max_epochs, int)
+                                            or self.max_epochs < 1):
+            raise WorkshopError("the epoch cap must be at least 1")
+        if self.max_run_minutes is not None and not (
+                isinstance(self.max_run_minutes, (int, float)) and
+                math.isfinite(self.max_run_minutes) and self.max_run_minutes > 0):
+            raise WorkshopError("the run-time cap must be a positive number of minutes")
+        if not (isinstance(self.upload_limit_mb, (int, float)) and self.upload_limit_mb > 0):
+            raise WorkshopError("the upload limit must be a positive number of MB")
+        return self
+
+
+@dataclass
+class Participant:
+    name: str
+    token: str
+
+
+@dataclass
+class Workshop:
+    """A workshop's configuration (``workshop.json``)."""
+
+    root: Path
+    name: str
+    instructor_token: str
+    participants: list[Participant]
+    limits: Limits = field(default_factory=Limits)
+    executor: str = "local"
+    slurm: dict[str, Any] = field(default_factory=dict)
+    base_url: str = "http://localhost:8501"
+    target_test: str | None = None     # for the board's comparison (default: demo SN2 test)
+    pretrain_test: str | None = None   # for forgetting (default: demo pretraining test)
+    created: float = field(default_factory=time.time)
+
+    # -- places --------------------------------------------------------------------------
+    @property
+    def staged(self) -> Path:
+        return self.root / "staged"
+
+    def participant(self, name: str) -> Participant:
+        for p in self.participants:
+            if p.name == name:
+                return p
+        raise WorkshopError(f"no participant {name!r} in this workshop")
+
+    def workspace_of(self, name: str) -> Workspace:
+        if name != INSTRUCTOR:
+            self.participant(name)
+        return Workspace(self.root / "participants" / name)
+
+    def url(self, token: str) -> str:
+        return f"{self.base_url.rstrip('/')}/?token={token}"
+
+    # -- tokens --------------------------------------------------------------------------
+    def who(self, token: str | None) -> tuple[str, str | None]:
+        """``("instructor", None)``, ``("participant", name)`` or ``("nobody", None)``."""
+        if not token or not isinstance(token, str):
+            return "nobody", None
+        if hmac.compare_digest(token, self.instructor_token):
+            return "instructor", None
+        for p in self.participants:
+            if hmac.compare_digest(token, p.token):
+                return "participant", p.name
+        return "nobody", None
+
+    # -- files ---------------------------------------------------------------------------
+    def staged_models(self) -> list[Path]:
+        return sorted((self.staged / "models").glob("*.model"))
+
+    def staged_data(self) -> list[Path]:
+        d = self.staged / "data"
+        return sorted(list(d.glob("*.xyz")) + list(d.glob("*.extxyz")))
+
+    def stage(self, path: str | Path, kind: str) -> Path:
+        """Copy a model or dataset into the shared, read-only staging folder."""
+        src = Path(path).expanduser()
+        if not src.is_file():
+            raise WorkshopError(f"{path}: no such file")
+        if kind not in ("models", "data"):
+            raise WorkshopError("stage 'models' or 'data'")
+        dest = self.staged / kind / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+        dest.chmod(0o444)
+        return dest
+
+    def allowed_roots(self, participant: str) -> list[Path]:
+        from .demo import sample_data_dir
+
+        return [self.workspace_of(participant).root, self.staged.resolve(),
+                sample_data_dir().resolve()]
+
+    def check_path(self, participant: str, path: str | Path) -> Path:
+        """``path`` resolved, if it lies where the participant may read; else AccessError."""
+        p = Path(str(path)).expanduser().resolve()
+        for root in self.allowed_roots(participant):
+            if p == root or root in p.parents:
+                return p
+        raise AccessError(f"{path} is outside your workshop space: use files you uploaded, "
+                          "the workshop's pre-staged files or the bundled demo data")
+
+    # -- storage -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["root"] = str(self.root)
+        return d
+
+    def save(self) -> None:
+        atomic_write_json(self.root / FILE, self.to_dict())
+
+
+def create(root: str | Path, participants: int | list[str], *, name: str = "workshop",
+           base_url: str = "http://localhost:8501", limits: Limits | None = None,
+           executor: str = "local", slurm: dict[str, Any] | None = None) -> Workshop:
+    """Set up a workshop in ``root``: tokens, one workspace per participant."""
+    root = Path(root).expanduser().resolve()
+    if (root / FILE).exists():
+        raise WorkshopError(f"{root} already holds a workshop; use another folder (or remove "
+                            f"{root / FILE} to start over)")
+    names = participants if isinstance(participants, list) else \
+        [f"p{i + 1:02d}" for i in range(int(participants))]
+    if not names or len(names) > 500:
+        raise WorkshopError("a workshop needs between 1 and 500 participants")
+    for n in names:
+        if n == INSTRUCTOR:
+            raise WorkshopError(f"{INSTRUCTOR!r} is reserved for the instructor's own space")
+        if not _NAME_RE.match(n):
+            raise WorkshopError(f"participant name {n!r}: use lower-case letters, digits, '-' "
+                                "and '_' (at most 32)")
+    if len(set(names)) != len(names):
+        raise WorkshopError("participant names must be different")
+    if executor not in ("local", "slurm"):
+        raise WorkshopError(f"unknown executor {executor!r}")
+    ws = Workshop(root=root, name=name, instructor_token=secrets.token_urlsafe(18),
+                  participants=[Participant(n, secrets.token_urlsafe(18)) for n in names],
+                  limits=(limits or Limits()).check(), executor=executor, slurm=slurm or {},
+                  base_url=base_url)
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("staged/models", "staged/data"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for p in ws.participants:
+        pws = Workspace(root / "participants" / p.name)
+        from .jobs import save_settings
+
+        save_settings(pws, executor=executor, slurm=slurm or None)
+    ws.save()
+    return ws
+
+
+def load(root: str | Path | None = None) -> Workshop | None:
+    """The workshop in ``root`` (default: the workspace folder), or ``None`` when there is
+    none. A broken ``workshop.json`` raises WorkshopError."""
+    root = Path(root).expanduser().resolve() if root else Workspace().root
+    data = read_json(root / FILE)
+    if data is None:
+        if (root / FILE).exists():
+            raise WorkshopError(f"{root / FILE} cannot be read")
+        return None
+    try:
+        return Workshop(root=root, name=data["name"], instructor_token=data["instructor_token"],
+                        participants=[Participant(**p) for p in data["participants"]],
+                        limits=Limits(**data.get("limits", {})), executor=data.get(
+                            "executor", "local"), slurm=data.get("slurm") or {},
+                        base_url=data.get("base_url", "http://localhost:8501"),
+                        target_test=data.get("target_test"),
+                        pretrain_test=data.get("pretrain_test"),
+                        created=data.get("created", 0.0))
+    except (KeyError, TypeError) as exc:
+        raise WorkshopError(f"{root / FILE} is not a workshop configuration ({exc})") from None
+
+
+def of_workspace(ws: Workspace) -> tuple[Workshop, str] | None:
+    """The workshop and participant name of a participant's workspace, else ``None``."""
+    parent = ws.root.parent
+    if parent.name != "participants" or not (parent.parent / FILE).is_file():
+        return None
+    shop = load(parent.parent)
+    return (shop, ws.root.name) if shop else None
+
+
+# ----------------------------------------------------------------------------- limits
+def check_submission(ws: Workspace, n_new: int, settings: list[dict[str, Any]]) -> None:
+    """Refuse runs a participant may not queue: over the per-participant limit, or over the
+    epoch cap. Outside a workshop, nothing is refused."""
+    found = of_workspace(ws)
+    if found is None:
+        return
+    shop, name = found
+    from .jobs.records import ACTIVE, RunStore
+
+    active = sum(1 for r in RunStore(ws).list() if r.status in ACTIVE)
+    lim = shop.limits
+    if active + n_new > lim.max_active_runs:
+        raise WorkshopError(f"the workshop allows {lim.max_active_runs} queued or running runs "
+                            f"per participant; you have {active}, and this would add {n_new}. "
+                            "Wait for some to finish or cancel one.", code="run_limit")
+    if lim.max_epochs is not None:
+        over = [s.get("max_num_epochs") for s in settings
+                if int(s.get("max_num_epochs") or 0) > lim.max_epochs]
+        if over:
+            raise WorkshopError(f"the workshop caps runs at {lim.max_epochs} epochs "
+                                f"(asked: {max(over)})", code="epoch_cap")
+
+
+def run_time_limit_s(ws: Workspace) -> float | None:
+    found = of_workspace(ws)
+    if found is None or found[0].limits.max_run_minutes is None:
+        return None
+    return float(found[0].limits.max_run_minutes) * 60.0
+
+
+def participant_of(ws: Workspace) -> str | None:
+    found = of_workspace(ws)
+    return found[1] if found else None
+
+
+# ----------------------------------------------------------------------------- board
+@dataclass
+class BoardRun:
+    participant: str
+    run_id: str
+    name: str
+    strategy: str
+    status: str
+    executor: str
+    foundation: str | None
+    e0: str | None
+    lr: float | None
+    target_forces_rmse_mev_per_a: float | None = None
+    target_energy_rmse_mev_per_atom: float | None = None
+    forgetting_ratio: float | None = None
+    head: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _foundation_name(path: str | None) -> str | None:
+    if not path:
+        return None
+    from .registry import list_models
+
+    p = Path(path)
+    for spec in list_models():
+        if spec.path and Path(spec.path).resolve() == p.resolve():
+            return spec.name
+    return "foundation with chosen E0s" if p.name == "foundation_e0s.model" else p.name
+
+
+def board_runs(shop: Workshop, *, evaluate: bool = True, progress=None) -> list[BoardRun]:
+    """Every participant's runs; finished ones with their target error and forgetting ratio
+    (target head; evaluated once, cached in the workshop folder by model hash)."""
+    from .compare import model_heads_of
+    from .demo import demo_paths
+    from .evaluate import evaluate_cached
+    from .jobs import list_runs
+
+    demo = demo_paths()
+    target = shop.target_test or demo["sn2_test"]
+    pretrain = shop.pretrain_test or demo["pretrain_test"]
+    cache_ws = Workspace(shop.root)
+    out: list[BoardRun] = []
+    base: dict[str, float | None] = {}
+    for p in shop.participants:
+        for r in list_runs(shop.workspace_of(p.name)):
+            if r.kind != "train" or not r.readable:
+                continue
+            spec = r.spec or {}
+            row = BoardRun(p.name, r.id, r.name, r.strategy, r.status, r.executor,
+                           _foundation_name(spec.get("foundation_model")),
+                           str(spec.get("e0s")) if spec.get("e0s") is not None else None,
+                           (spec.get("settings") or {}).get("lr"))
+            if evaluate and r.status == "done" and r.model_path:
+                try:
+                    heads = model_heads_of(r.model_path)
+                    head = "Default" if "Default" in heads else heads[0]
+                    if progress:
+                        progress(f"{p.name}: {r.name}")
+                    tgt = evaluate_cached(r.model_path, target, head=head, workspace=cache_ws,
+                                          trusted=True)
+                    row.head = head
+                    row.target_forces_rmse_mev_per_a = tgt.metrics.forces_rmse_mev_per_a
+                    row.target_energy_rmse_mev_per_atom = tgt.metrics.energy_rmse_mev_per_atom
+                    pt_head = "pt_head" if "pt_head" in heads else head
+                    pre = evaluate_cached(r.model_path, pretrain, head=pt_head,
+                                          workspace=cache_ws, trusted=True)
+                    fpath = spec.get("foundation_model")
+                    if fpath and fpath not in base:
+                        fb = evaluate_cached(fpath, pretrain, workspace=cache_ws, trusted=True)
+                        base[fpath] = fb.metrics.forces_rmse_mev_per_a
+                    if base.get(fpath) and pre.metrics.forces_rmse_mev_per_a is not None:
+                        row.forgetting_ratio = pre.metrics.forces_rmse_mev_per_a / base[fpath]
+                except MlipftError:
+                    pass
+            out.append(row)
+    return out
+
+
+@dataclass
+class BoardEntry:
+    """One line of the study's comparison table, gathered over participants."""
+
+    strategy: str
+    foundation: str | None
+    e0: str | None
+    n_runs: int
+    n_participants: int
+    target_median: float | None
+    target_q1: float | None
+    target_q3: float | None
+    forgetting_median: float | None
+    forgetting_q1: float | None
+    forgetting_q3: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quartiles(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    v = sorted(x for x in values if x is not None and math.isfinite(x))
+    if not v:
+        return None, None, None
+    if len(v) == 1:
+        return v[0], v[0], v[0]
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return statistics.median(v), q[0], q[2]
+
+
+def board_table(runs: list[BoardRun]) -> list[BoardEntry]:
+    """Median and interquartile range of target error and forgetting ratio per strategy,
+    foundation model and E0 method, over every participant's finished runs."""
+    groups: dict[tuple, list[BoardRun]] = {}
+    for r in runs:
+        if r.status == "done":
+            groups.setdefault((r.strategy, r.foundation, r.e0), []).append(r)
+    out = []
+    for (strategy, fm, e0), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        t = _quartiles([r.target_forces_rmse_mev_per_a for r in rs])
+        f = _quartiles([r.forgetting_ratio for r in rs])
+        out.append(BoardEntry(strategy, fm, e0, len(rs), len({r.participant for r in rs}),
+                              t[0], t[1], t[2], f[0], f[1], f[2]))
+    return out
+
+
+def findings(runs: list[BoardRun]) -> list[str]:
+    """The study's findings as read off the participants' runs, in plain words."""
+    done = [r for r in runs if r.status == "done"]
+    by_p: dict[str, list[BoardRun]] = {}
+    for r in done:
+        by_p.setdefault(r.participant, []).append(r)
+    out = []
+    # which strategy kept pretraining accuracy best, per participant who ran several
+    wins: dict[str, int] = {}
+    n_comp = 0
+    for rs in by_p.values():
+        cand = [r for r in rs if r.forgetting_ratio is not None]
+        if len({r.strategy for r in cand}) < 2:
+            continue
+        n_comp += 1
+        best = min(cand, key=lambda r: r.forgetting_ratio)
+        wins[best.strategy] = wins.get(best.strategy, 0) + 1
+    if n_comp:
+        top = max(wins, key=wins.get)
+        out.append(f"{top} kept pretraining accuracy best (lowest forgetting ratio) for "
+                   f"{wins[top]} of {n_comp} participants who compared strategies.")
+    wins_t: dict[str, int] = {}
+    n_t = 0
+    for rs in by_p.values():
+        cand = [r for r in rs if r.target_forces_rmse_mev_per_a is not None]
+        if len({r.strategy for r in cand}) < 2:
+            continue
+        n_t += 1
+        best = min(cand, key=lambda r: r.target_forces_rmse_mev_per_a)
+        wins_t[best.strategy] = wins_t.get(best.strategy, 0) + 1
+    if n_t:
+        top = max(wins_t, key=wins_t.get)
+        out.append(f"{top} reached the lowest target force error for {wins_t[top]} of {n_t} "
+                   "participants who compared strategies.")
+    return out

@@ -1,0 +1,159 @@
+"""The user's selections (model, dataset, split, E0 choice, ...), kept in the workspace's
+``state.json`` so that a reload, another page and the command line see them, and the rule for
+loading model files: a local file is loaded only when its exact content was confirmed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from mlipft_core.workspace import Workspace
+
+
+def workshop():
+    """The workshop served from the workspace folder, or ``None`` (single-user mode)."""
+    from mlipft_core import workshop as shop_mod
+
+    root = Workspace().root
+    if not (root / shop_mod.FILE).is_file():
+        return None
+    return shop_mod.load(root)
+
+
+def identity() -> tuple[str, str | None]:
+    """Who this browser session is: ``("single", None)`` outside a workshop, else
+    ``("instructor", None)``, ``("participant", name)`` or ``("nobody", None)``.
+
+    The token comes from the link (``?token=``) and is kept in the session and put back into
+    the address, so a reload, a page change and a second tab with the same link all land in
+    the same space.
+    """
+    shop = workshop()
+    if shop is None:
+        return "single", None
+    token = st.query_params.get("token") or st.session_state.get("_mlipft_token")
+    role, name = shop.who(token)
+    if role != "nobody":
+        st.session_state["_mlipft_token"] = token
+        if st.query_params.get("token") != token:
+            st.query_params["token"] = token
+    return role, name
+
+
+def workspace() -> Workspace:
+    """This session's workspace: the workspace folder (``$MLIPFT_WORKSPACE`` or
+    ``~/mlipft-workspace``), or in a workshop the participant's (or instructor's) own space.
+    """
+    role, name = identity()
+    if role == "single":
+        return Workspace()
+    from mlipft_core.workshop import INSTRUCTOR, AccessError
+
+    shop = workshop()
+    if role == "participant":
+        return shop.workspace_of(name)
+    if role == "instructor":
+        return shop.workspace_of(INSTRUCTOR)
+    raise AccessError("this workshop needs your personal link (ask the instructor)")
+
+
+def check_path(path: str | None) -> str | None:
+    """A typed file path, resolved; in a workshop only inside the participant's space, the
+    pre-staged files or the bundled demo world (:class:`AccessError` otherwise)."""
+    if not path:
+        return path
+    from pathlib import Path
+
+    role, name = identity()
+    if role in ("single", "instructor"):
+        return str(Path(path).expanduser().resolve())
+    from mlipft_core.workshop import AccessError
+
+    if role != "participant":
+        raise AccessError("no access")
+    return str(workshop().check_path(name, path))
+
+
+def upload_limit_mb() -> float | None:
+    shop = workshop()
+    return None if shop is None else float(shop.limits.upload_limit_mb)
+
+
+def check_upload(upload) -> bool:
+    """``False`` (with a message) when an upload exceeds the workshop's size limit."""
+    limit = upload_limit_mb()
+    if limit is not None and upload is not None and upload.size > limit * 1e6:
+        st.error(f"{upload.name} is {upload.size / 1e6:.1f} MB; this workshop accepts uploads "
+                 f"up to {limit:g} MB.")
+        return False
+    return True
+
+
+def get(key: str, default: Any = None) -> Any:
+    return workspace().get(key, default)
+
+
+def select(*, rerun: bool = True, **values: Any) -> None:
+    """Save selections (visible to every page, a reload and the command line).
+
+    When something changed, the page runs again at once (``rerun``), so that everything drawn
+    before this call, the sidebar's "Current choices" included, shows the new values.
+    """
+    ws = workspace()
+    before = ws.selections()
+    after = ws.set(**values)
+    if rerun and after != before:
+        st.rerun()
+
+
+def state_problem() -> str | None:
+    """Why the saved choices could not be read (they start afresh), or ``None``."""
+    return workspace().state_problem()
+
+
+def model_is_trusted(name_or_path: str) -> bool:
+    """Registry models are trusted; a local file only when its content was confirmed."""
+    from mlipft_core.errors import MlipftError
+    from mlipft_core.registry import resolve
+
+    try:
+        spec = resolve(name_or_path)
+    except MlipftError:
+        return False
+    if spec.source != "local":
+        return True
+    shop = workshop()
+    if shop is not None:  # the instructor's pre-staged models are trusted for everyone
+        from pathlib import Path
+
+        p = Path(name_or_path).resolve()
+        if shop.staged.resolve() in p.parents:
+            return True
+    return workspace().is_trusted(name_or_path)
+
+
+def selected_model_path() -> str | None:
+    """Resolved file of the selected model if it can be loaded without a prompt: a registry
+    model, or a local file whose exact content the user confirmed."""
+    from mlipft_core.errors import MlipftError
+    from mlipft_core.registry import model_path
+
+    name = get("model")
+    if not name:
+        return None
+    try:
+        return str(model_path(name, trusted=model_is_trusted(name), download=False))
+    except MlipftError:
+        return None
+
+
+def flash(message: str, icon: str = ":material/check_circle:") -> None:
+    """A message shown (as a toast) after the next rerun, e.g. when saving reruns the page."""
+    st.session_state["_mlipft_flash"] = (message, icon)
+
+
+def show_flash() -> None:
+    item = st.session_state.pop("_mlipft_flash", None)
+    if item:
+        st.toast(item[0], icon=item[1])

@@ -1,0 +1,238 @@
+"""Workshop mode: links and tokens, isolation, limits, fair dispatch, the board."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ase.io import read, write
+from streamlit.testing.v1 import AppTest
+
+from mlipft_core import jobs, workshop
+from mlipft_core.jobs.records import InvalidRunNameError, RunRecord, RunStore
+from mlipft_core.strategies import RunSpec
+from mlipft_core.workspace import Workspace
+
+from conftest import mlipft_cmd
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+VIEWS = Path(APP).parent / "views"
+
+
+def create(n: int = 2, *extra: str) -> dict:
+    out = subprocess.run(mlipft_cmd() + ["workshop", "create", "--participants", str(n),
+                                         "--name", "test-shop", "--json", *extra],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def app(token: str | None = None, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    if token:
+        at.query_params["token"] = token
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(str(VIEWS / page))
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
+def token_of(url: str) -> str:
+    return url.split("token=", 1)[1]
+
+
+@pytest.fixture
+def tiny(tmp_path, demo):
+    d = tmp_path / "tiny"
+    d.mkdir()
+    write(d / "train.xyz", read(demo["sn2_train"], ":12"))
+    write(d / "valid.xyz", read(demo["sn2_valid"], ":4"))
+    return d
+
+
+def test_create_gives_links_and_separate_spaces():
+    d = create(3)
+    assert d["instructor_url"].startswith("http://localhost:8501/?token=")
+    assert [p["name"] for p in d["participants"]] == ["p01", "p02", "p03"]
+    tokens = {token_of(p["url"]) for p in d["participants"]} | {token_of(d["instructor_url"])}
+    assert len(tokens) == 4 and all(len(t) >= 20 for t in tokens)
+    spaces = [Path(p["workspace"]) for p in d["participants"]]
+    assert len(set(spaces)) == 3 and all((s / "runs").is_dir() for s in spaces)
+    again = subprocess.run(mlipft_cmd() + ["workshop", "create", "--participants", "2"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds a workshop" in again.stderr
+
+
+def test_without_a_valid_token_only_the_join_page():
+    create(2)
+    for token in (None, "not-a-token"):
+        at = app(token)
+        assert [t.value for t in at.title] == ["Join the workshop"]
+        assert not at.sidebar.markdown  # no pages, no choices
+    # a guessed token with the right length is refused as well
+    at = app("x" * 24)
+    assert [t.value for t in at.title] == ["Join the workshop"]
+
+
+def test_a_participant_link_keeps_its_own_space(demo):
+    d = create(2)
+    t1, t2 = (token_of(p["url"]) for p in d["participants"])
+    at = app(t1, "foundation_model.py")
+    next(b for b in at.button if b.label == "Use this model").click().run()
+    assert at.query_params["token"] == [t1] or at.query_params["token"] == t1
+    p1 = Workspace(d["participants"][0]["workspace"])
+    p2 = Workspace(d["participants"][1]["workspace"])
+    assert p1.get("model") == "demo-gfn1-strong" and p2.get("model") is None
+    # a second tab (a new session with the same link) sees the same choice; the other
+    # participant does not
+    assert any("Demo" in m.value or "demo" in m.value
+               for m in app(t1).sidebar.markdown if m.value.startswith("**Model:**"))
+    assert any(m.value == "**Model:** —" for m in app(t2).sidebar.markdown)
+
+
+def test_participants_cannot_reach_each_others_files(tiny, weak_model):
+    d = create(2)
+    shop = workshop.load(Workspace().root)
+    p1, p2 = shop.workspace_of("p01"), shop.workspace_of("p02")
+    rec = jobs.prepare(RunSpec("freeze-b", weak_model, str(tiny / "train.xyz"),
+                               settings={"max_num_epochs": 1}), workspace=p2)
+    other = p2.runs / rec.id
+    # typed paths: only the own space, the staged files and the demo world
+    with pytest.raises(workshop.AccessError):
+        shop.check_path("p01", other / "config.yaml")
+    with pytest.raises(workshop.AccessError):
+        shop.check_path("p01", p1.root / ".." / "p02" / "state.json")
+    assert shop.check_path("p01", p1.root / "uploads" / "x.xyz")
+    # run ids never leave the participant's runs folder
+    for crafted in (f"../../p02/runs/{rec.id}", f"..%2F..%2Fp02%2Fruns%2F{rec.id}", rec.id):
+        with pytest.raises((InvalidRunNameError, jobs.RunNotFoundError)):
+            jobs.cancel(crafted, p1)
+    assert RunStore(p2).read(rec.id).status == "queued"
+    # in the app: the Data page refuses another participant's file
+    at = app(token_of(d["participants"][0]["url"]), "data.py")
+    at.radio(key="data_source").set_value("File path").run()
+    at.text_input[0].input(str(other / "config.yaml")).run()
+    assert any("outside your workshop space" in e.value for e in at.error)
+
+
+def test_run_limit_and_epoch_cap(tiny, weak_model):
+    create(2, "--max-runs", "1", "--max-epochs", "3")
+    shop = workshop.load(Workspace().root)
+    p1 = shop.workspace_of("p01")
+
+    def spec(epochs=1):
+        return RunSpec("freeze-b", weak_model, str(tiny / "train.xyz"),
+                       settings={"max_num_epochs": epochs})
+
+    with pytest.raises(workshop.WorkshopError, match="caps runs at 3 epochs"):
+        jobs.submit(spec(10), workspace=p1)
+    first = jobs.submit(spec(), workspace=p1)
+    assert first.participant == "p01" and first.time_limit_s == 30 * 60
+    with pytest.raises(workshop.WorkshopError, match="allows 1 queued or running"):
+        jobs.submit(spec(), workspace=p1)
+    with pytest.raises(workshop.WorkshopError, match="allows 1"):
+        jobs.submit_sweep([spec(), spec()], workspace=shop.workspace_of("p02"))
+    assert jobs.wait(first.id, workspace=p1, timeout=300).status == "done"
+    jobs.submit(spec(), workspace=p1)  # a slot is free again
+
+
+def test_fair_dispatch_across_participants(monkeypatch):
+    """One participant's sweep does not starve the others: slots go round-robin."""
+    from mlipft_core.jobs.local import Dispatcher
+
+    create(3)
+    monkeypatch.setenv("MLIPFT_CPU_SLOTS", "2")
+    shop = workshop.load(Workspace().root)
+    t = 1000.0
+    for who, n in (("p01", 4), ("p02", 1), ("p03", 1)):
+        store = RunStore(shop.workspace_of(who))
+        for i in range(n):
+            t += 1
+            store.create(RunRecord(id=f"{who}-r{i}", name=f"r{i}", strategy="naive",
+                                   created=t, participant=who))
+
+    class Proc:
+        def poll(self):
+            return None
+
+    d = Dispatcher(shop.root)
+    started = []
+
+    def fake(rec, gpu):
+        started.append(rec.id)
+        d.launched[rec.id] = (Proc(), rec.device, gpu)
+
+    d._launch = fake
+    d.step()
+    assert started == ["p01-r0", "p02-r0"]  # not p01's whole sweep first
+    store = RunStore(shop.workspace_of("p01"))
+    store.update("p01-r0", status="done")
+    d.launched.pop("p01-r0")
+    d.step()
+    assert started[-1] == "p03-r0"  # p03 has nothing going: it comes before p01's next
+
+
+def test_board_gathers_every_participants_runs(tiny, weak_model):
+    create(2)
+    shop = workshop.load(Workspace().root)
+    recs = {}
+    for who, strat in (("p01", "naive"), ("p02", "freeze-b")):
+        recs[who] = jobs.submit(RunSpec(strat, weak_model, str(tiny / "train.xyz"),
+                                        str(tiny / "valid.xyz"),
+                                        settings={"max_num_epochs": 1}),
+                                workspace=shop.workspace_of(who))
+    for who, r in recs.items():
+        assert jobs.wait(r.id, workspace=shop.workspace_of(who), timeout=600).status == "done"
+    out = subprocess.run(mlipft_cmd() + ["workshop", "board", "--json"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["participants"] == ["p01", "p02"]
+    rows = {r["participant"]: r for r in d["runs"]}
+    assert rows["p01"]["strategy"] == "naive" and rows["p02"]["strategy"] == "freeze-b"
+    for r in rows.values():
+        assert r["status"] == "done" and r["target_forces_rmse_mev_per_a"] > 0
+        assert r["forgetting_ratio"] > 0
+    assert {e["strategy"] for e in d["table"]} == {"naive", "freeze-b"}
+    assert any("of 0" not in f for f in d["findings"]) or d["findings"] == []
+    # the instructor's board page shows the same runs, under the right names
+    at = app(token_of(shop.url(shop.instructor_token)), "board.py")
+    table = at.dataframe[0].value
+    assert set(table["strategy"]) == {"Naive fine-tuning", "Freeze, variant B"}
+    # and the instructor can cancel anyone's run
+    q = jobs.submit(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
+                            settings={"max_num_epochs": 40}), workspace=shop.workspace_of("p02"))
+    at = app(token_of(shop.url(shop.instructor_token)), "board.py")
+    next(b for b in at.button if b.label == "Cancel this run").click().run()
+    deadline = time.time() + 60
+    while jobs.get_run(q.id, shop.workspace_of("p02")).status not in jobs.FINAL and \
+            time.time() < deadline:
+        time.sleep(0.5)
+    assert jobs.get_run(q.id, shop.workspace_of("p02")).status == "cancelled"
+    # a participant's link does not open the board
+    at = app(token_of(shop.url(shop.participants[0].token)))
+    assert "Instructor board" not in [t.value for t in at.title]
+
+
+def test_slurm_jobs_carry_the_participant(tiny, weak_model):
+    from mlipft_core.jobs import slurm
+
+    ok, why = slurm.available()
+    if not ok:
+        pytest.skip(f"no SLURM cluster reachable: {why}")
+    create(2, "--executor", "slurm", "--slurm-cpus", "1", "--slurm-time", "10")
+    shop = workshop.load(Workspace().root)
+    rec = jobs.submit(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
+                              settings={"max_num_epochs": 40}), workspace=shop.workspace_of("p02"))
+    assert rec.executor == "slurm"
+    names = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"{rec.slurm_job_id} mlipft-p02-" in names
+    jobs.cancel(rec.id, shop.workspace_of("p02"))
+    assert jobs.wait(rec.id, shop.workspace_of("p02"), timeout=120).status == "cancelled"

@@ -1,0 +1,112 @@
+"""Instructor board: every participant's runs gathered into the study's comparison table."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from mlipft_core import jobs
+from mlipft_core.errors import MlipftError
+from mlipft_core.strategies import STRATEGIES
+from mlipft_core.workshop import board_runs, board_table, findings
+from mlipft_ui import plots, selections, show
+
+role, _ = selections.identity()
+if role != "instructor":
+    st.error("The board is for the instructor's link only.")
+    st.stop()
+shop = selections.workshop()
+st.title("Instructor board")
+st.caption(f"Workshop **{shop.name}** · {len(shop.participants)} participants · finished runs "
+           "are evaluated on the target test set and the held-out pretraining set as they "
+           "come in (refreshes every 15 s).")
+
+
+def title(strategy: str) -> str:
+    return STRATEGIES[strategy].title if strategy in STRATEGIES else strategy
+
+
+@st.fragment(run_every=15)
+def board() -> None:
+    with st.spinner("Gathering the participants' runs…"):
+        runs = board_runs(shop)
+    done = [r for r in runs if r.status == "done"]
+    active = [r for r in runs if r.status in ("queued", "running")]
+    c = st.columns(4)
+    c[0].metric("Participants with runs", len({r.participant for r in runs}))
+    c[1].metric("Runs finished", len(done))
+    c[2].metric("Runs queued or running", len(active))
+    c[3].metric("Runs failed", sum(1 for r in runs if r.status == "failed"))
+
+    st.subheader("The study's comparison, from everyone's runs")
+    entries = board_table(runs)
+    if not entries:
+        st.info("No finished runs yet.")
+    else:
+        table = pd.DataFrame([{
+            "strategy": title(e.strategy), "foundation model": e.foundation or "—",
+            "E0s": e.e0 or "—", "runs": e.n_runs, "participants": e.n_participants,
+            "target force RMSE, median (meV/Å)": e.target_median,
+            "target force RMSE, middle half (meV/Å)":
+                "—" if e.target_q1 is None else f"{e.target_q1:.1f}–{e.target_q3:.1f}",
+            "forgetting ratio, median": e.forgetting_median,
+            "forgetting ratio, middle half":
+                "—" if e.forgetting_q1 is None else f"{e.forgetting_q1:.2f}–{e.forgetting_q3:.2f}",
+        } for e in entries])
+        st.dataframe(table, hide_index=True, column_config={
+            "target force RMSE, median (meV/Å)": st.column_config.NumberColumn(format="%.1f"),
+            "forgetting ratio, median": st.column_config.NumberColumn(format="%.2f")})
+        st.caption("Forgetting ratio: force error on held-out pretraining data over the "
+                   "foundation model's (1 = nothing forgotten). For replay strategies it is "
+                   "the pt_head's; the target error is always the target head's. The middle "
+                   "half spans the 25th to the 75th percentile of the runs.")
+        for line in findings(runs):
+            st.success(line)
+        colors = plots.palette([title(r.strategy) for r in done])
+        for key, label in (("target_forces_rmse_mev_per_a", "target force RMSE (meV/Å)"),
+                           ("forgetting_ratio", "forgetting ratio")):
+            fig = go.Figure()
+            for strat in sorted({r.strategy for r in done}):
+                vals = [getattr(r, key) for r in done if r.strategy == strat and
+                        getattr(r, key) is not None]
+                if vals:
+                    fig.add_trace(go.Box(y=vals, name=title(strat), boxpoints="all",
+                                         jitter=0.3, marker_color=colors.get(title(strat))))
+            fig.update_layout(title=f"Spread over participants: {label}", yaxis_title=label,
+                              height=380, showlegend=False)
+            show.chart(st, fig, f"board_{key}", key=f"board_{key}")
+
+    st.subheader("Runs by participant")
+    if runs:
+        st.dataframe(pd.DataFrame([{
+            "participant": r.participant, "run": r.name, "strategy": title(r.strategy),
+            "foundation model": r.foundation or "—", "status": r.status,
+            "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
+            "forgetting ratio": r.forgetting_ratio} for r in runs]).round(2), hide_index=True)
+    else:
+        st.caption("No runs yet.")
+
+    st.subheader("Queue")
+    if not active:
+        st.caption("Nothing queued or running.")
+    else:
+        st.dataframe(pd.DataFrame([{"participant": r.participant, "run": r.name,
+                                    "strategy": title(r.strategy), "status": r.status,
+                                    "where": r.executor} for r in active]), hide_index=True)
+        ids = {f"{r.participant} · {r.name} · {r.run_id[-6:]}": r for r in active}
+        pick = st.selectbox("Run to cancel", list(ids))
+        if st.button("Cancel this run"):
+            r = ids[pick]
+            try:
+                jobs.cancel(r.run_id, shop.workspace_of(r.participant))
+                st.toast(f"Cancelled {r.name} of {r.participant}.")
+            except MlipftError as exc:
+                st.error(str(exc))
+    st.download_button("Board as JSON", pd.DataFrame([r.to_dict() for r in runs]).to_json(
+        orient="records"), "workshop_board.json", "application/json")
+
+
+board()
+
+with st.expander("Participants' links"):
+    st.dataframe(pd.DataFrame([{"participant": p.name, "link": shop.url(p.token)}
+                               for p in shop.participants]), hide_index=True)

@@ -1,0 +1,238 @@
+"""Compare runs: target accuracy, forgetting, training curves and short-range repulsion."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from mlipft_core import analysis, jobs
+from mlipft_core.compare import compare, resolve_models
+from mlipft_core.data import load_split
+from mlipft_core.demo import demo_paths
+from mlipft_core.errors import MlipftError
+from mlipft_core.probes import WALL_THRESHOLD_EV, collapse_probe_cached
+from mlipft_core.strategies import STRATEGIES
+from mlipft_ui import cache, plots, selections, show
+
+st.title("Compare runs")
+st.caption("Target accuracy, forgetting of the pretraining distribution and short-range "
+           "repulsion, next to the zero-shot foundation model and the from-scratch baseline.")
+
+ws = selections.workspace()
+demo = demo_paths()
+done = [r for r in jobs.list_runs(ws) if r.status == "done" and r.kind == "train"]
+if not done:
+    st.info("No finished runs yet: launch some on the **Fine-tuning runs** page.")
+    st.stop()
+labels = {r.id: f"{r.name} · {STRATEGIES[r.strategy].title if r.strategy in STRATEGIES else r.strategy} · {r.id[-6:]}"
+          for r in done}
+saved = selections.get("compare") or {}
+saved_runs = [i for i in saved.get("runs", []) if i in labels] if isinstance(saved, dict) else []
+picked = st.multiselect("Runs", list(labels), default=saved_runs or list(labels)[-8:],
+                        format_func=labels.get)
+split = None
+if selections.get("split_id"):
+    try:
+        split = load_split(ws, selections.get("split_id"))
+    except MlipftError:
+        split = None
+c = st.columns(2)
+default_target = str(split.file("test")) if split and split.counts.get("test") else demo["sn2_test"]
+target = c[0].text_input("Target test set", saved.get("target") or default_target)
+pretrain = c[1].text_input("Held-out pretraining test set (forgetting)",
+                           saved.get("pretrain") or demo["pretrain_test"])
+if not picked:
+    st.info("Pick at least one run.")
+    st.stop()
+try:
+    target, pretrain = selections.check_path(target), selections.check_path(pretrain)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
+choice = {"runs": sorted(picked), "target": target, "pretrain": pretrain}
+# the last comparison comes back after a reload (its predictions are cached on disk)
+go = st.button("Compare", type="primary") or (saved and
+                                               {**saved, "runs": sorted(saved.get("runs", []))}
+                                               == choice)
+if not go:
+    st.stop()
+key = f"cmp::{choice}"
+if key not in st.session_state:
+    with st.status("Comparing…", expanded=True) as status:
+        bar = st.progress(0.0)
+        line = st.empty()
+
+        def report(i, n, name, step=""):
+            bar.progress(min(1.0, i / max(n, 1)))
+            line.markdown(f"Model {min(int(i) + 1, n)} of {n}: **{name}** · {step}")
+
+        try:
+            refs = resolve_models(picked, ws)
+            rows, results = compare(refs, target, pretrain or None, workspace=ws,
+                                    progress=report)
+        except MlipftError as exc:
+            status.update(label="Comparison failed", state="error")
+            st.error(str(exc))
+            st.stop()
+        status.update(label=f"Compared {len(rows)} model heads", state="complete",
+                      expanded=False)
+    st.session_state[key] = (refs, rows, results)
+    if saved != choice:
+        selections.select(compare=choice, rerun=False)
+refs, rows, results = st.session_state[key]
+colors = plots.palette([r.name for r in rows])
+
+
+def label(name: str, head: str, multihead: bool) -> str:
+    return f"{name} [{head}]" if multihead else name
+
+
+heads_per = {}
+for r in rows:
+    heads_per[r.name] = heads_per.get(r.name, 0) + 1
+
+# ----------------------------------------------------------------- metrics
+st.subheader("Metrics")
+table = pd.DataFrame([{
+    "model": ("foundation model" if r.name == "foundation" else r.name)
+             + (" (zero-shot)" if r.is_foundation else ""),
+    "head": r.head,
+    "strategy": STRATEGIES[r.strategy].title if r.strategy in STRATEGIES else "—",
+    "forgetting ratio (pretraining F RMSE / foundation's)": r.forgetting_ratio,
+    "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
+    "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom,
+    "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
+    "pretraining energy RMSE (meV/atom)": r.pretrain_energy_rmse_mev_per_atom,
+    "target stress RMSE (meV/Å³)": r.target_stress_rmse_mev_per_a3} for r in rows])
+table = table.dropna(axis=1, how="all")  # e.g. stress when nothing carries a stress label
+if all(v == 1 for v in heads_per.values()):
+    table = table.drop(columns=["head"])
+st.dataframe(table, hide_index=True, column_config={
+    c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
+    for c in table.columns if table[c].dtype.kind == "f"})
+st.caption("Forgetting ratio: a model's force error on held-out pretraining data over the "
+           "foundation model's (1 = no forgetting; larger = more forgotten). A replay model's "
+           "pt_head answers for the pretraining data, its Default head for the target.")
+for r in rows:
+    if r.note:
+        st.caption(f"{r.name} [{r.head}]: {r.note}")
+st.download_button("Metrics as CSV", table.to_csv(index=False), "comparison.csv", "text/csv")
+best = min((r for r in rows if r.forgetting_ratio is not None and not r.is_foundation),
+           key=lambda r: r.forgetting_ratio, default=None)
+if best is not None:
+    which = f" (head {best.head})" if heads_per[best.name] > 1 else ""
+    st.info(f"Least forgetting: **{best.name}**{which}: its pretraining force error is "
+            f"{best.forgetting_ratio:.2f}× the foundation model's.")
+
+# ----------------------------------------------------------------- parity
+st.subheader("Parity on the target test set")
+overlay = st.toggle("Overlay models in one plot", value=False)
+e_panels = {label(n, h, heads_per[n] > 1): (r.ref_energy_per_atom, r.pred_energy_per_atom,
+                                            r.metrics.energy_rmse_mev_per_atom)
+            for (n, h), r in results.items()}
+f_panels = {label(n, h, heads_per[n] > 1): (r.ref_forces.ravel(), r.pred_forces.ravel(),
+                                            r.metrics.forces_rmse_mev_per_a)
+            for (n, h), r in results.items() if r.ref_forces is not None}
+show.chart(st, plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
+                                  overlay=overlay, colors=colors, rmse_unit="meV/atom"),
+           "parity_energy")
+show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
+                                  overlay=overlay, colors=colors, rmse_unit="meV/Å"),
+           "parity_forces")
+
+# ----------------------------------------------------------------- forgetting and curves
+st.subheader("Forgetting")
+ok = [r for r in rows if r.pretrain_forces_rmse_mev_per_a and r.target_forces_rmse_mev_per_a]
+show.chart(st, plots.labelled_scatter(
+    [r.target_forces_rmse_mev_per_a for r in ok], [r.pretrain_forces_rmse_mev_per_a for r in ok],
+    [label(r.name, r.head, heads_per[r.name] > 1) for r in ok],
+    title="Target error against pretraining error (lower left is better)",
+    xlabel="target force RMSE (meV/Å)", ylabel="pretraining force RMSE (meV/Å)",
+    colors=colors), "forgetting")
+st.subheader("Training curves")
+curves = {}
+for ref in refs:
+    if ref.run_id:
+        series = jobs.progress(jobs.get_run(ref.run_id, ws), ws).series()
+        for head, pts in series.items():
+            curves[label(ref.name, head, len(series) > 1)] = pts
+if curves:
+    show.chart(st, plots.learning_curves(curves, title="Validation force RMSE per epoch",
+                                          ylabel="force RMSE (meV/Å)", colors=colors), "curves")
+
+# ----------------------------------------------------------------- learning curves
+lc = analysis.learning_curve(done, target, workspace=ws)
+if lc:
+    st.subheader("Learning curves")
+    series = {STRATEGIES[k].title if k in STRATEGIES else k: ([p[0] for p in v], [p[1] for p in v])
+              for k, v in lc.items()}
+    show.chart(st, plots.xy_lines(series, title="Target force RMSE against training-set size",
+                                   xlabel="training configurations",
+                                   ylabel="force RMSE (meV/Å)", log_x=True, log_y=True),
+               "learning_curve")
+
+# ----------------------------------------------------------------- per config type
+with st.expander("Target errors per configuration type"):
+    per = [{"model": label(n, h, heads_per[n] > 1), "configuration type": ct,
+            "structures": m.n_structures,
+            "energy RMSE (meV/atom)": m.energy_rmse_mev_per_atom,
+            "force RMSE (meV/Å)": m.forces_rmse_mev_per_a}
+           for (n, h), r in results.items() for ct, m in r.per_config_type().items()]
+    st.dataframe(pd.DataFrame(per).round(1), hide_index=True)
+
+# ----------------------------------------------------------------- repulsion
+st.subheader("Short-range repulsion")
+st.caption("Energy of two atoms brought together. A physical model rises steeply at short "
+           f"distance; a model whose energy at the shortest distance is less than "
+           f"{WALL_THRESHOLD_EV:g} eV above its minimum has lost the repulsive wall, and MD or "
+           "relaxations can collapse.")
+members = {"foundation": refs[0].foundation} if refs[0].foundation else {}
+members.update({r.name: r.path for r in refs})
+try:
+    mh = analysis.model_heads(members)
+    target_frames = cache.frames(target)
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
+pairs = analysis.element_pairs(s for a in target_frames for s in a.get_chemical_symbols())
+pair = st.selectbox("Element pair", pairs)
+with st.spinner(f"{pair} dimer curves…"):
+    series, verdicts = analysis.repulsion(mh, pair, workspace=ws)
+show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
+                               ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30),
+                               colors=colors), "dimer")
+st.dataframe(pd.DataFrame([{"model": v.model,
+                            f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
+                            "short-range repulsion": v.verdict} for v in verdicts]),
+             hide_index=True)
+lost = [v.model for v in verdicts if v.verdict == "lost"]
+if lost:
+    st.warning(f"{', '.join(lost)}: short-range repulsion of {pair} lost.")
+if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures per model)"):
+    probe_rows = []
+    elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})
+    with st.status("Relaxing random compact structures…", expanded=True) as status:
+        bar = st.progress(0.0)
+        for i, m in enumerate(mh):
+            text = st.empty()
+            text.markdown(f"Model {i + 1} of {len(mh)}: **{m.label}**")
+            res = collapse_probe_cached(
+                m.path, elements, head=m.head, workspace=ws, trusted=True, n_structures=4,
+                progress=lambda s, n, i=i: bar.progress((i + s / n) / len(mh)))
+            probe_rows.append({"model": m.label, "smallest distance reached (Å)":
+                               round(res.min_distance, 2),
+                               "collapsed structures": f"{res.collapsed} of {res.n_structures}"})
+        status.update(label="Collapse probe done", state="complete", expanded=False)
+    st.dataframe(pd.DataFrame(probe_rows), hide_index=True)
+
+# ----------------------------------------------------------------- reaction profile
+if Path(target).resolve().parent == Path(demo["sn2_test"]).resolve().parent:
+    st.subheader("SN2 reaction profile (F⁻ + CH3Cl)")
+    with st.spinner("Energies along the scan…"):
+        prof = analysis.reaction_profile(mh, demo["sn2_scan"], workspace=ws)
+    show.chart(st, plots.xy_lines(prof, title="Energy along the scan", xlabel="scan point",
+                                   ylabel="energy relative to the first point (eV)",
+                                   colors=colors), "sn2_profile")
+
+st.info("Next: run the same MD with the best models on the **Molecular dynamics** page to see "
+        "whether low errors also mean stable dynamics.")
