@@ -65,7 +65,8 @@ def main() -> int:
     def change(at: AppTest, page: str) -> None:
         """One widget change typical of the page."""
         if page == "data.py":
-            at.slider[0].set_value(3).run()
+            box = next(s for s in at.selectbox if s.label == "Evaluate on")
+            box.set_value("train" if box.value != "train" else "test").run()
         elif page == "e0.py":
             at.toggle[0].set_value(not at.toggle[0].value).run()
         elif page == "runs.py":

@@ -402,38 +402,34 @@ def board_table(runs: list[BoardRun]) -> list[BoardEntry]:
     return out
 
 
+def _wins(by_participant: dict[str, list[BoardRun]], key: str) -> tuple[dict[str, int], int]:
+    """Per strategy, for how many participants (who ran two or more strategies) it had the
+    lowest ``key``; and how many participants compared."""
+    wins: dict[str, int] = {}
+    compared = 0
+    for rs in by_participant.values():
+        cand = [r for r in rs if getattr(r, key) is not None]
+        if len({r.strategy for r in cand}) < 2:
+            continue
+        compared += 1
+        best = min(cand, key=lambda r: getattr(r, key))
+        wins[best.strategy] = wins.get(best.strategy, 0) + 1
+    return wins, compared
+
+
 def findings(runs: list[BoardRun]) -> list[str]:
     """The study's findings as read off the participants' runs, in plain words."""
-    done = [r for r in runs if r.status == "done"]
     by_p: dict[str, list[BoardRun]] = {}
-    for r in done:
-        by_p.setdefault(r.participant, []).append(r)
+    for r in runs:
+        if r.status == "done":
+            by_p.setdefault(r.participant, []).append(r)
     out = []
-    # which strategy kept pretraining accuracy best, per participant who ran several
-    wins: dict[str, int] = {}
-    n_comp = 0
-    for rs in by_p.values():
-        cand = [r for r in rs if r.forgetting_ratio is not None]
-        if len({r.strategy for r in cand}) < 2:
-            continue
-        n_comp += 1
-        best = min(cand, key=lambda r: r.forgetting_ratio)
-        wins[best.strategy] = wins.get(best.strategy, 0) + 1
-    if n_comp:
-        top = max(wins, key=wins.get)
-        out.append(f"{top} kept pretraining accuracy best (lowest forgetting ratio) for "
-                   f"{wins[top]} of {n_comp} participants who compared strategies.")
-    wins_t: dict[str, int] = {}
-    n_t = 0
-    for rs in by_p.values():
-        cand = [r for r in rs if r.target_forces_rmse_mev_per_a is not None]
-        if len({r.strategy for r in cand}) < 2:
-            continue
-        n_t += 1
-        best = min(cand, key=lambda r: r.target_forces_rmse_mev_per_a)
-        wins_t[best.strategy] = wins_t.get(best.strategy, 0) + 1
-    if n_t:
-        top = max(wins_t, key=wins_t.get)
-        out.append(f"{top} reached the lowest target force error for {wins_t[top]} of {n_t} "
-                   "participants who compared strategies.")
+    for key, what in (("forgetting_ratio", "kept pretraining accuracy best (lowest forgetting "
+                                           "ratio)"),
+                      ("target_forces_rmse_mev_per_a", "reached the lowest target force error")):
+        wins, compared = _wins(by_p, key)
+        if compared:
+            top = max(wins, key=wins.get)
+            out.append(f"{top} {what} for {wins[top]} of {compared} participants who compared "
+                       "strategies.")
     return out

@@ -154,3 +154,39 @@ document.getElementById("play").onclick = () => {{ if (timer) return;
 document.getElementById("pause").onclick = () => {{ clearInterval(timer); timer = null; }};
 slider.oninput = () => show(parseInt(slider.value));
 </script></body></html>"""
+
+
+def gallery_html(frames: Sequence[Atoms], captions: Sequence[str], height: int = 420) -> str:
+    """Several structures in one view with a slider (and the caption of each): browsing them
+    happens in the browser, without a round trip to the server."""
+    models, cells = [], []
+    for f in frames:
+        a = oriented(f)
+        models.append(_xyz([a]))
+        cells.append(_cell_js(a).replace("viewer.addCylinder(l);", "viewer.addCylinder(l);"))
+    n = len(models)
+    symbols = sorted({s for f in frames for s in f.get_chemical_symbols()})
+    return f"""<html><head><script src="{_js_url()}"></script><style>{_STYLE}</style></head>
+<body><div class="wrap"><div id="v" class="view" style="height:{height}px"></div>
+{_legend(symbols)}
+<div class="ctl"><button id="prev" class="secondary">◀</button>
+<input id="frame" type="range" min="0" max="{max(n - 1, 0)}" value="0">
+<button id="next" class="secondary">▶</button>
+<span id="label" class="time" style="min-width:320px;text-align:left"></span></div></div>
+<script>
+const models = {json.dumps(models)}, captions = {json.dumps(list(captions))};
+const cells = {json.dumps(cells)};
+const viewer = $3Dmol.createViewer(document.getElementById("v"), {{backgroundColor: "white"}});
+const slider = document.getElementById("frame"), label = document.getElementById("label");
+function show(i) {{
+  i = Math.max(0, Math.min({n - 1}, i)); slider.value = i;
+  viewer.clear(); viewer.addModel(models[i], "xyz");
+  viewer.setStyle({{}}, {{stick: {{radius: 0.12, colorscheme: "Jmol"}},
+                        sphere: {{scale: 0.28, colorscheme: "Jmol"}}}});
+  if (cells[i]) new Function("viewer", cells[i])(viewer);
+  viewer.zoomTo(); viewer.render(); label.textContent = captions[i]; }}
+slider.oninput = () => show(parseInt(slider.value));
+document.getElementById("prev").onclick = () => show(parseInt(slider.value) - 1);
+document.getElementById("next").onclick = () => show(parseInt(slider.value) + 1);
+show(0);
+</script></body></html>"""

@@ -76,6 +76,19 @@ def demo() -> dict:
 
 
 @pytest.fixture
+def tiny(tmp_path, demo):
+    """A tiny SN2 training and validation set and a small replay file (real demo data)."""
+    from ase.io import read, write
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    write(d / "train.xyz", read(demo["sn2_train"], ":20"))
+    write(d / "valid.xyz", read(demo["sn2_valid"], ":5"))
+    write(d / "replay.xyz", read(demo["replay_pool"], ":30"))
+    return d
+
+
+@pytest.fixture
 def strong_model(demo) -> str:
     path = demo["models"]["demo-gfn1-strong"]
     assert Path(path).is_file(), f"demo model missing: {path}"

@@ -131,6 +131,11 @@ def test_app_in_headless_chromium(server, tmp_path):
         # the 3D viewer drew into a canvas with the locally served 3Dmol.js
         frame = page.frame_locator('[data-testid="stIFrame"]').first
         frame.locator("canvas").first.wait_for(timeout=30_000)
+        # browsing structures happens inside the viewer, without a rerun of the page
+        label = frame.locator("#label")
+        first = label.inner_text()
+        frame.locator("#next").click()
+        assert label.inner_text() != first and label.inner_text().startswith("#1:")
         page.get_by_role("button", name="Evaluate").click()
         page.wait_for_selector("text=Force components", timeout=120_000)
         wait_rendered(page)

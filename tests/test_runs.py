@@ -29,16 +29,6 @@ from mlipft_core.workspace import Workspace
 from conftest import mlipft_cmd
 
 
-@pytest.fixture
-def tiny(tmp_path, demo):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    write(d / "train.xyz", read(demo["sn2_train"], ":20"))
-    write(d / "valid.xyz", read(demo["sn2_valid"], ":5"))
-    write(d / "replay.xyz", read(demo["replay_pool"], ":30"))
-    return d
-
-
 def spec(tiny, weak_model, strategy, **settings) -> RunSpec:
     return RunSpec(strategy, weak_model, str(tiny / "train.xyz"), str(tiny / "valid.xyz"),
                    e0s="estimated", replay_file=str(tiny / "replay.xyz"),

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ase.io import read, write
 
 from mlipft_core import jobs
 from mlipft_core.jobs import slurm
@@ -27,15 +26,6 @@ pytestmark = [pytest.mark.slurm,
                                                 "(start one with scripts/local_slurm.sh start)")]
 
 OPTS = {"cpus": 1, "time_min": 20}
-
-
-@pytest.fixture
-def tiny(tmp_path, demo):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    write(d / "train.xyz", read(demo["sn2_train"], ":20"))
-    write(d / "valid.xyz", read(demo["sn2_valid"], ":5"))
-    return d
 
 
 def spec(tiny, model, strategy, **settings) -> RunSpec:

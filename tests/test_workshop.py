@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ase.io import read, write
 from streamlit.testing.v1 import AppTest
 
 from mlipft_core import jobs, workshop
@@ -45,15 +44,6 @@ def app(token: str | None = None, page: str | None = None) -> AppTest:
 
 def token_of(url: str) -> str:
     return url.split("token=", 1)[1]
-
-
-@pytest.fixture
-def tiny(tmp_path, demo):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    write(d / "train.xyz", read(demo["sn2_train"], ":12"))
-    write(d / "valid.xyz", read(demo["sn2_valid"], ":4"))
-    return d
 
 
 def test_create_gives_links_and_separate_spaces():

@@ -14,7 +14,7 @@ from mlipft_core.errors import MlipftError
 from mlipft_core.evaluate import evaluate_model
 from mlipft_ui import cache, plots, selections, show
 from mlipft_ui.labels import finding_title
-from mlipft_ui.viewer import local_js_available, structure_html
+from mlipft_ui.viewer import gallery_html, local_js_available
 
 st.title("Data")
 st.caption("Read an extended-XYZ dataset, check it, split it, and see how the chosen "
@@ -185,11 +185,17 @@ if split is not None:
 
 # ----------------------------------------------------------------- 6. viewer
 st.subheader("Structures")
-i = st.slider("Structure", 0, len(frames) - 1, 0) if len(frames) > 1 else 0
-a = frames[i]
-st.caption(f"#{i}: {a.get_chemical_formula()}, {len(a)} atom{'s' if len(a) != 1 else ''}, "
-           f"configuration type {a.info.get('config_type', 'Default')}")
-st.iframe(structure_html(a), height=480)
+PAGE = 200  # structures per viewer page (browsing within a page needs no server round trip)
+first = 0
+if len(frames) > PAGE:
+    first = int(st.number_input(f"First structure shown (the viewer holds {PAGE} at a time)",
+                                0, len(frames) - 1, 0, step=PAGE))
+shown = frames[first:first + PAGE]
+captions = [f"#{first + k}: {a.get_chemical_formula()}, {len(a)} atom{'s' if len(a) != 1 else ''}, "
+            f"{a.info.get('config_type', 'Default')}" for k, a in enumerate(shown)]
+st.caption(f"Structures {first}–{first + len(shown) - 1} of {len(frames)}: use the slider or "
+           "the arrows under the view.")
+st.iframe(gallery_html(shown, captions), height=500)
 if not local_js_available():
     st.caption("3D viewer script loads from the internet (run the setup script for an "
                "offline copy).")
