@@ -293,6 +293,9 @@ def test_workshop_two_participants_at_once(server, tmp_path):
     def link(url: str) -> str:
         return server + "/?" + url.split("?", 1)[1]
 
+    def token_of_url(url: str) -> str:
+        return url.split("token=", 1)[1]
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -372,6 +375,20 @@ def test_workshop_two_participants_at_once(server, tmp_path):
                                 timeout=120_000)
         board.screenshot(path=str(tmp_path / "workshop_board.png"), full_page=True)
 
+        # no address serves another participant's files (only the app's static folder is
+        # served, and it holds no workspace)
+        import urllib.error
+
+        secret = ws2.runs / r2[0].id / "run.json"
+        for crafted in (f"/app/static/../../participants/p02/runs/{r2[0].id}/run.json",
+                        f"/app/static/%2e%2e/%2e%2e/participants/p02/runs/{r2[0].id}/run.json",
+                        f"/{secret}", f"/?token={token_of_url(d['participants'][0]['url'])}"
+                        f"&path={secret}"):
+            try:
+                body = urllib.request.urlopen(server + crafted, timeout=10).read()
+            except urllib.error.HTTPError:
+                continue
+            assert secret.read_bytes() not in body
         # a browser without a token sees the join page and nothing else, on any address
         stranger = browser.new_context().new_page()
         for path in ("/", "/data", "/runs", "/board"):

@@ -125,20 +125,26 @@ if best is not None:
             f"{best.forgetting_ratio:.2f}× the foundation model's.")
 
 # ----------------------------------------------------------------- parity
-st.subheader("Parity on the target test set")
-overlay = st.toggle("Overlay models in one plot", value=False)
-e_panels = {label(n, h, heads_per[n] > 1): (r.ref_energy_per_atom, r.pred_energy_per_atom,
-                                            r.metrics.energy_rmse_mev_per_atom)
-            for (n, h), r in results.items()}
-f_panels = {label(n, h, heads_per[n] > 1): (r.ref_forces.ravel(), r.pred_forces.ravel(),
-                                            r.metrics.forces_rmse_mev_per_a)
-            for (n, h), r in results.items() if r.ref_forces is not None}
-show.chart(st, plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
-                                  overlay=overlay, colors=colors, rmse_unit="meV/atom"),
-           "parity_energy")
-show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
-                                  overlay=overlay, colors=colors, rmse_unit="meV/Å"),
-           "parity_forces")
+@st.fragment
+def parity_section() -> None:
+    """A fragment: the overlay toggle redraws these two plots only, not the page."""
+    st.subheader("Parity on the target test set")
+    overlay = st.toggle("Overlay models in one plot", value=False)
+    e_panels = {label(n, h, heads_per[n] > 1): (r.ref_energy_per_atom, r.pred_energy_per_atom,
+                                                r.metrics.energy_rmse_mev_per_atom)
+                for (n, h), r in results.items()}
+    f_panels = {label(n, h, heads_per[n] > 1): (r.ref_forces.ravel(), r.pred_forces.ravel(),
+                                                r.metrics.forces_rmse_mev_per_a)
+                for (n, h), r in results.items() if r.ref_forces is not None}
+    show.chart(st, plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
+                                      overlay=overlay, colors=colors, rmse_unit="meV/atom"),
+               "parity_energy")
+    show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
+                                      overlay=overlay, colors=colors, rmse_unit="meV/Å"),
+               "parity_forces")
+
+
+parity_section()
 
 # ----------------------------------------------------------------- forgetting and curves
 st.subheader("Forgetting")
@@ -195,19 +201,25 @@ except MlipftError as exc:
     st.error(str(exc))
     st.stop()
 pairs = analysis.element_pairs(s for a in target_frames for s in a.get_chemical_symbols())
-pair = st.selectbox("Element pair", pairs)
-with st.spinner(f"{pair} dimer curves…"):
-    series, verdicts = analysis.repulsion(mh, pair, workspace=ws)
-show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
-                               ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30),
-                               colors=colors), "dimer")
-st.dataframe(pd.DataFrame([{"model": v.model,
-                            f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
-                            "short-range repulsion": v.verdict} for v in verdicts]),
-             hide_index=True)
-lost = [v.model for v in verdicts if v.verdict == "lost"]
-if lost:
-    st.warning(f"{', '.join(lost)}: short-range repulsion of {pair} lost.")
+@st.fragment
+def repulsion_section() -> None:
+    """A fragment: choosing another element pair redraws the dimer plot only."""
+    pair = st.selectbox("Element pair", pairs)
+    with st.spinner(f"{pair} dimer curves…"):
+        series, verdicts = analysis.repulsion(mh, pair, workspace=ws)
+    show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
+                                   ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30),
+                                   colors=colors), "dimer")
+    st.dataframe(pd.DataFrame([{"model": v.model,
+                                f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
+                                "short-range repulsion": v.verdict} for v in verdicts]),
+                 hide_index=True)
+    lost = [v.model for v in verdicts if v.verdict == "lost"]
+    if lost:
+        st.warning(f"{', '.join(lost)}: short-range repulsion of {pair} lost.")
+
+
+repulsion_section()
 if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures per model)"):
     probe_rows = []
     elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})
