@@ -29,6 +29,12 @@ def isolated_env(tmp_path, monkeypatch):
     stop_workers(tmp_path / "workspace")
 
 
+def _run_files(root: Path) -> list[Path]:
+    """Every run.json of a workspace, and of each participant's space in a workshop."""
+    root = Path(root)
+    return list(root.glob("runs/*/run.json")) + list(root.glob("participants/*/runs/*/run.json"))
+
+
 def stop_workers(root: Path) -> None:
     """Stop the dispatcher and the runners a test started in its workspace (detached)."""
     import json
@@ -42,7 +48,7 @@ def stop_workers(root: Path) -> None:
         pids.append((info["pid"], info["started"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    for rec in (Path(root) / "runs").glob("*/run.json"):
+    for rec in _run_files(root):
         try:
             d = json.loads(rec.read_text())
             if d.get("status") == "running" and d.get("executor", "local") == "local":
@@ -50,7 +56,7 @@ def stop_workers(root: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
     slurm_jobs = []
-    for rec in (Path(root) / "runs").glob("*/run.json"):
+    for rec in _run_files(root):
         try:
             d = json.loads(rec.read_text())
             if d.get("executor") == "slurm" and d.get("status") in ("queued", "running") \
