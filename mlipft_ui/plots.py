@@ -52,6 +52,12 @@ def line_style(label: str, colors: dict[str, str] | None) -> dict:
     return style
 
 
+def _scatter(n_points: int):
+    """SVG markers for a few thousand points (quick to draw anywhere, also without a GPU),
+    WebGL beyond."""
+    return go.Scatter if n_points <= 3000 else go.Scattergl
+
+
 def tidy_log_axis(fig: go.Figure, axis: str = "y", values: Sequence[float] | None = None
                   ) -> None:
     """A readable log axis: ticks at 1, 2 and 5 × 10^n, written out in full (``200``,
@@ -179,7 +185,7 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]], *, title: str, y
 
 
 def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], *, unit: str,
-                quantity: str, overlay: bool = False, max_points: int = 5000,
+                quantity: str, overlay: bool = False, max_points: int = 3000,
                 colors: dict[str, str] | None = None, rmse_unit: str = "") -> go.Figure:
     """Parity of several models: one panel each with shared axes (or all overlaid).
 
@@ -199,7 +205,7 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
         for name in names:
             r, p, rmse = panels[name]
             idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(_scatter(len(idx))(
                 x=r[idx], y=p[idx], mode="markers",
                 marker={"size": 4, "color": color_for(name, colors),
                         "symbol": "circle" if head_of(name) != "pt_head" else "x"},
@@ -219,7 +225,7 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
         r, p, _ = panels[name]
         idx = np.linspace(0, len(r) - 1, min(len(r), max_points)).astype(int)
         row, col = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Scattergl(x=r[idx], y=p[idx], mode="markers",
+        fig.add_trace(_scatter(len(idx))(x=r[idx], y=p[idx], mode="markers",
                                    marker={"size": 3, "color": color_for(name, colors)},
                                    showlegend=False), row=row, col=col)
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
