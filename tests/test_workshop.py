@@ -205,6 +205,17 @@ def test_board_gathers_every_participants_runs(tiny, weak_model):
             time.time() < deadline:
         time.sleep(0.5)
     assert jobs.get_run(q.id, shop.workspace_of("p02")).status == "cancelled"
+    # the instructor changes the limits on the board; they hold for the next submission
+    at = app(token_of(shop.url(shop.instructor_token)), "board.py")
+    nums = {n.label: n for n in at.number_input}
+    nums["Runs queued or running per participant"].set_value(1).run()
+    next(b for b in at.button if b.label == "Save the limits").click().run()
+    assert workshop.load(shop.root).limits.max_active_runs == 1
+    jobs.submit(RunSpec("freeze-b", weak_model, str(tiny / "train.xyz"),
+                        settings={"max_num_epochs": 30}), workspace=shop.workspace_of("p01"))
+    with pytest.raises(workshop.WorkshopError, match="allows 1"):
+        jobs.submit(RunSpec("freeze-b", weak_model, str(tiny / "train.xyz"),
+                            settings={"max_num_epochs": 1}), workspace=shop.workspace_of("p01"))
     # a participant's link does not open the board
     at = app(token_of(shop.url(shop.participants[0].token)))
     assert "Instructor board" not in [t.value for t in at.title]

@@ -7,7 +7,7 @@ import streamlit as st
 from mlipft_core import jobs
 from mlipft_core.errors import MlipftError
 from mlipft_core.strategies import STRATEGIES
-from mlipft_core.workshop import board_runs, board_table, findings
+from mlipft_core.workshop import Limits, board_runs, board_table, findings
 from mlipft_ui import plots, selections, show
 
 role, _ = selections.identity()
@@ -106,6 +106,29 @@ def board() -> None:
 
 
 board()
+
+with st.expander("Limits for every participant (change them at any time)"):
+    lim = shop.limits
+    c = st.columns(4)
+    max_runs = c[0].number_input("Runs queued or running per participant", 1, 100,
+                                 int(lim.max_active_runs))
+    max_epochs = c[1].number_input("Epoch cap per run (0: none)", 0, 100_000,
+                                   int(lim.max_epochs or 0))
+    max_minutes = c[2].number_input("Run-time cap per run (min, 0: none)", 0.0, 10_000.0,
+                                    float(lim.max_run_minutes or 0.0))
+    upload = c[3].number_input("Upload limit (MB)", 1.0, 10_000.0, float(lim.upload_limit_mb))
+    if st.button("Save the limits"):
+        try:
+            shop.limits = Limits(max_active_runs=int(max_runs),
+                                 max_epochs=int(max_epochs) or None,
+                                 max_run_minutes=float(max_minutes) or None,
+                                 upload_limit_mb=float(upload)).check()
+            shop.save()
+            st.toast("Limits saved; they apply to runs launched from now on.")
+        except MlipftError as exc:
+            st.error(str(exc))
+    st.caption("The upload limit of the server itself is set when it starts (workshop serve); "
+               "a lower limit here is enforced by the pages.")
 
 with st.expander("Participants' links"):
     st.dataframe(pd.DataFrame([{"participant": p.name, "link": shop.url(p.token)}
