@@ -19,17 +19,16 @@ desktop browser with a GPU.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _demo_setup import demo_workspace  # noqa: E402  (bench/, the script's own folder)
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 
 
@@ -37,25 +36,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mlipft-browser-"))
-    os.environ["MLIPFT_WORKSPACE"] = str(tmp / "workspace")
+    tmp, demo = demo_workspace("mlipft-browser-")
 
     from ase.io import read, write
     from playwright.sync_api import sync_playwright
 
     from mlipft_core import jobs
-    from mlipft_core.data import register_files_as_split
-    from mlipft_core.demo import demo_paths
     from mlipft_core.strategies import RunSpec
     from mlipft_core.workspace import Workspace
 
-    demo = demo_paths()
     ws = Workspace()
-    split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
-                                         "test": demo["sn2_test"]}, "demo-sn2")
-    ws.set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)", split_id=split.id,
-           dataset=demo["sn2_train"],
-           dataset_label="SN2 target: X⁻ + CH3Y, B3LYP/def2-SVPD (bundled split)")
     write(tmp / "train.xyz", read(demo["sn2_train"], ":20"))
     rec = jobs.submit(RunSpec("naive", demo["models"]["demo-gfn1-strong"],
                               str(tmp / "train.xyz"), settings={"max_num_epochs": 1}))

@@ -14,15 +14,14 @@ Prints a table and, per page, the widget-change time against the 1 s goal.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _demo_setup import demo_workspace  # noqa: E402  (bench/, the script's own folder)
 APP = str(ROOT / "app.py")
 
 
@@ -36,22 +35,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mlipft-pages-"))
-    os.environ["MLIPFT_WORKSPACE"] = str(tmp / "workspace")
+    demo_workspace("mlipft-pages-")
 
     from streamlit.testing.v1 import AppTest
-
-    from mlipft_core.data import register_files_as_split
-    from mlipft_core.demo import demo_paths
-    from mlipft_core.workspace import Workspace
-
-    demo = demo_paths()
-    ws = Workspace()
-    split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
-                                         "test": demo["sn2_test"]}, "demo-sn2")
-    ws.set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)", split_id=split.id,
-           dataset=demo["sn2_train"],
-           dataset_label="SN2 target: X⁻ + CH3Y, B3LYP/def2-SVPD (bundled split)")
 
     def open_page(page: str | None) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=600)

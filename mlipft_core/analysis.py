@@ -31,12 +31,11 @@ class ModelHead:
 
 def model_heads(models: dict[str, str]) -> list[ModelHead]:
     """Every head of every model (name -> file); single-head models once, unlabelled."""
-    from .registry import load_model
-    from .registry import model_heads as heads_of
+    from .compare import model_heads_of
 
     out = []
     for name, path in models.items():
-        heads = heads_of(load_model(path, trusted=True))
+        heads = model_heads_of(path)
         for h in heads:
             out.append(ModelHead(name, path, h, multihead=len(heads) > 1))
     return out

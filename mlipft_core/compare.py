@@ -7,6 +7,8 @@ with each head: its target head (``Default``) and its ``pt_head`` are listed sep
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -97,9 +99,18 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
 
 
 def model_heads_of(path: str) -> list[str]:
+    """The heads of a (trusted) model file; the file is loaded once per content version."""
+    import os
+
+    st = os.stat(path)
+    return list(_heads(str(Path(path).resolve()), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _heads(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     from .registry import load_model, model_heads
 
-    return model_heads(load_model(path, trusted=True))
+    return tuple(model_heads(load_model(path, trusted=True)))
 
 
 @dataclass

@@ -517,13 +517,13 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     import json
 
     from .registry import model_path
-    from .workspace import Workspace, atomic_write_bytes, file_sha256
+    from .workspace import Workspace, atomic_write_bytes, cached_sha256
 
     check_batch_size(batch_size)
     ws = workspace or Workspace()
     mpath = model_path(model, trusted=trusted)
     source = _Source(data)
-    key = f"{file_sha256(mpath)[:20]}-{head or 'first'}-{file_sha256(source.path)[:20]}"
+    key = f"{cached_sha256(mpath)[:20]}-{head or 'first'}-{cached_sha256(source.path)[:20]}"
     cache = ws.cache / "predictions" / f"{key}.npz"
     if cache.is_file():
         refs = scan(source, label=source.label, check_geometry=False)

@@ -197,13 +197,13 @@ def collapse_probe_cached(model: str | Path, elements: Sequence[str], *,
     import json
 
     from .registry import model_path
-    from .workspace import Workspace, atomic_write_json, file_sha256
+    from .workspace import Workspace, atomic_write_json, cached_sha256
 
     ws = workspace or Workspace()
     path = model_path(model, trusted=trusted)
     key = hashlib.sha256(json.dumps([sorted(elements), head, kwargs], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
-    cache = ws.cache / "collapse" / f"{file_sha256(path)[:20]}-{key}.json"
+    cache = ws.cache / "collapse" / f"{cached_sha256(path)[:20]}-{key}.json"
     if cache.is_file():
         try:
             return CollapseResult(**json.loads(cache.read_text()))
@@ -220,12 +220,12 @@ def dimer_curve_cached(model: str | Path, pair: str, *, head: str | None = None,
     import json
 
     from .registry import model_path
-    from .workspace import Workspace, atomic_write_json, file_sha256
+    from .workspace import Workspace, atomic_write_json, cached_sha256
 
     ws = workspace or Workspace()
     path = model_path(model, trusted=trusted)
     a, b = parse_pair(pair)
-    cache = ws.cache / "dimers" / f"{file_sha256(path)[:20]}-{head or 'first'}-{a}-{b}.json"
+    cache = ws.cache / "dimers" / f"{cached_sha256(path)[:20]}-{head or 'first'}-{a}-{b}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     curve = dimer_curve(path, pair, head=head, trusted=True)

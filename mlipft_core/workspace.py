@@ -17,6 +17,7 @@ half-written record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -76,16 +77,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def cached_sha256(path: str | Path) -> str:
     """SHA-256 of a file, remembered per (path, size, modification time) in this process."""
     st_ = os.stat(path)
-    key = (str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(path)
-    return _SHA_CACHE[key]
+    return _sha256_of_version(str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of_version(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def bytes_sha256(data: bytes) -> str:

@@ -58,16 +58,21 @@ def _js_url() -> str:
     return LOCAL_JS_URL if local_js_available() else CDN_JS
 
 
-def oriented(atoms: Atoms) -> Atoms:
+def _principal_rotation(atoms: Atoms) -> np.ndarray:
+    """The proper rotation (3x3) onto the principal axes of a structure's positions."""
+    pos = atoms.positions - atoms.positions.mean(axis=0)
+    _, _, vt = np.linalg.svd(pos, full_matrices=True)  # 3x3 also for one or two atoms
+    return vt if np.linalg.det(vt) > 0 else vt * np.array([[1], [1], [-1]])
+
+
+def oriented(atoms: Atoms, rotation: np.ndarray | None = None) -> Atoms:
     """A molecule turned onto its principal axes (longest extent along x, shortest along z,
-    the viewing direction); periodic structures are left as they are."""
+    the viewing direction), or by ``rotation``; periodic structures are left as they are."""
     if atoms.pbc.any() or len(atoms) < 2:
         return atoms
+    rot = _principal_rotation(atoms) if rotation is None else rotation
     a = atoms.copy()
-    pos = a.positions - a.positions.mean(axis=0)
-    _, _, vt = np.linalg.svd(pos, full_matrices=False)
-    rot = vt if np.linalg.det(vt) > 0 else vt * np.array([[1], [1], [-1]])
-    a.positions = pos @ rot.T
+    a.positions = (a.positions - a.positions.mean(axis=0)) @ rot.T
     return a
 
 
@@ -121,13 +126,9 @@ def trajectory_html(frames: list[Atoms], times_fs: Sequence[float] | None = None
     times = list(times_fs) if times_fs is not None else list(range(n))
     unit = "fs" if times_fs is not None else ""
     first = frames[0]
-    if not first.pbc.any():  # turn the whole trajectory like its first frame
-        pos = first.positions - first.positions.mean(axis=0)
-        _, _, vt = np.linalg.svd(pos, full_matrices=False)
-        rot = vt if np.linalg.det(vt) > 0 else vt * np.array([[1], [1], [-1]])
-        frames = [Atoms(f.get_chemical_symbols(),
-                        positions=(f.positions - f.positions.mean(axis=0)) @ rot.T)
-                  for f in frames]
+    if not first.pbc.any() and len(first) > 1:  # turn the whole trajectory like its first frame
+        rot = _principal_rotation(first)
+        frames = [oriented(f, rot) for f in frames]
     total = times[-1] if times else 0
     return f"""<html><head><script src="{_js_url()}"></script><style>{_STYLE}</style></head>
 <body><div class="wrap"><div id="v" class="view" style="height:{height}px"></div>
@@ -163,7 +164,7 @@ def gallery_html(frames: Sequence[Atoms], captions: Sequence[str], height: int =
     for f in frames:
         a = oriented(f)
         models.append(_xyz([a]))
-        cells.append(_cell_js(a).replace("viewer.addCylinder(l);", "viewer.addCylinder(l);"))
+        cells.append(_cell_js(a))
     n = len(models)
     symbols = sorted({s for f in frames for s in f.get_chemical_symbols()})
     return f"""<html><head><script src="{_js_url()}"></script><style>{_STYLE}</style></head>

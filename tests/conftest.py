@@ -95,6 +95,20 @@ def tiny(tmp_path, demo):
 
 
 @pytest.fixture
+def tiny_split(tiny):
+    """The tiny set saved as a split and chosen, with the weak demo model, as a user would
+    on the Foundation model and Data pages."""
+    from mlipft_core.data import register_files_as_split
+    from mlipft_core.workspace import Workspace
+
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": tiny / "train.xyz",
+                                         "valid": tiny / "valid.xyz"}, "tiny")
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak (GFN1-xTB)", split_id=split.id)
+    return split
+
+
+@pytest.fixture
 def strong_model(demo) -> str:
     path = demo["models"]["demo-gfn1-strong"]
     assert Path(path).is_file(), f"demo model missing: {path}"

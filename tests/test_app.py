@@ -192,18 +192,10 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
     assert ws.get("e0_choice", "").startswith("estimated-")
 
 
-def test_runs_page_launches_and_lists_runs(demo, tmp_path):
-    from ase.io import read, write
-
+def test_runs_page_launches_and_lists_runs(tiny_split):
     from mlipft_core import jobs
-    from mlipft_core.data import register_files_as_split
 
-    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
-    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
     ws = Workspace()
-    split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
-                                         "valid": tmp_path / "valid.xyz"}, "tiny")
-    ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
     at = app("views/runs.py")
     assert not at.exception
     at.multiselect[0].set_value(["freeze-b", "lora"]).run()
@@ -224,23 +216,16 @@ def test_runs_page_launches_and_lists_runs(demo, tmp_path):
     assert set(table["where"]) == {"this machine"}
 
 
-def test_runs_page_launches_a_sweep_on_slurm(demo, tmp_path):
+def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
     import pytest
-    from ase.io import read, write
 
     from mlipft_core import jobs
-    from mlipft_core.data import register_files_as_split
     from mlipft_core.jobs.slurm import available
 
     ok, why = available()
     if not ok:
         pytest.skip(f"no SLURM cluster reachable: {why}")
-    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
-    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
     ws = Workspace()
-    split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
-                                         "valid": tmp_path / "valid.xyz"}, "tiny")
-    ws.set(model="demo-gfn1-weak", model_label="Demo weak", split_id=split.id)
     at = app("views/runs.py")
     at.multiselect[0].set_value(["naive", "freeze-b"]).run()
     at.number_input[0].set_value(1).run()

@@ -178,25 +178,16 @@ def test_app_in_headless_chromium(server, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
-def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path):
+def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_split):
     """A sweep launched on this machine and on SLURM from the page: one table with where each
     run goes and live progress; Enter in a field launches nothing; one run is cancelled."""
-    from ase.io import read, write
     from playwright.sync_api import sync_playwright
 
     from mlipft_core import jobs
-    from mlipft_core.data import register_files_as_split
-    from mlipft_core.demo import demo_paths
     from mlipft_core.jobs.slurm import available
 
     slurm_ok, why = available()
-    demo = demo_paths()
-    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":15"))
-    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":5"))
     ws = Workspace()
-    split = register_files_as_split(ws, {"train": tmp_path / "train.xyz",
-                                         "valid": tmp_path / "valid.xyz"}, "tiny")
-    ws.set(model="demo-gfn1-weak", model_label="Demo weak (GFN1-xTB)", split_id=split.id)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",

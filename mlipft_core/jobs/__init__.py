@@ -70,11 +70,14 @@ DEFAULT_SETTINGS: dict[str, Any] = {"executor": "local", "local": {"cpu_slots": 
 def load_settings(workspace: Workspace | None = None) -> dict[str, Any]:
     """The workspace's run settings (``settings.json``): default executor, local slots,
     SLURM options. Unreadable or unknown values fall back to the defaults."""
+    import copy
+
     ws = workspace or Workspace()
     raw = read_json(ws.root / "settings.json")
     raw = raw if isinstance(raw, dict) else {}
-    out = {"executor": raw.get("executor") if raw.get("executor") in EXECUTORS else "local",
-           "local": {"cpu_slots": None}, "slurm": SlurmOptions().to_dict()}
+    out = copy.deepcopy(DEFAULT_SETTINGS)
+    if raw.get("executor") in EXECUTORS:
+        out["executor"] = raw["executor"]
     local = raw.get("local") if isinstance(raw.get("local"), dict) else {}
     if isinstance(local.get("cpu_slots"), int) and local["cpu_slots"] >= 1:
         out["local"]["cpu_slots"] = local["cpu_slots"]
@@ -155,7 +158,6 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
     return e0mod.load_explicit(value)
 
 
-
 def _check_e0_coverage(train_file: str, e0: dict[str, float]) -> None:
     from ..data import read_frames
 
@@ -202,8 +204,6 @@ def _absolute(spec: RunSpec) -> RunSpec:
     return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
                    valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
                    replay_file=fix(spec.replay_file))
-
-
 
 
 # ----------------------------------------------------------------------------- checks
@@ -262,6 +262,9 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
     ------
     StrategyError
         For bad settings or training data; no folder is left behind.
+
+    ``checked=True`` tells that the caller (a sweep) has already checked the data files and
+    the ``e0_values`` it passes.
     """
     ws = workspace or Workspace()
     store = RunStore(ws)
@@ -283,7 +286,8 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
     if not checked:
         preflight(spec)
     e0 = e0_values if e0_values is not None else resolve_e0s(spec, trusted=trusted, workspace=ws)
-    _check_e0s(spec.train_file, e0)
+    if not checked or e0_values is None:  # a sweep checks its E0s once, not once per run
+        _check_e0s(spec.train_file, e0)
     folder.mkdir(parents=True, exist_ok=False)
     try:
         if not strat.multihead and not strat.from_scratch:
@@ -372,7 +376,7 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
     _workshop_checks(ws, specs)
     exec_name, exec_opts = _executor_choice(ws, executor, slurm)
     for s in specs:  # refuse the whole sweep before preparing any of it
-        check_name(_absolute(s).name if s.name not in ("", "run") else s.strategy)
+        check_name(s.name if s.name not in ("", "run") else s.strategy)
         build_config(s, Path("/tmp"), check_device=exec_name == "local")
     checked: set[tuple[str | None, ...]] = set()
     e0_cache: dict[tuple[str, str, str], dict[str, float]] = {}

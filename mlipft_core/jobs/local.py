@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+from collections import Counter
 import os
 import shutil
 import signal
@@ -156,9 +157,6 @@ class LocalExecutor:
             except ProcessLookupError:
                 pass
 
-    def active_jobs(self, records: list[RunRecord]) -> None:
-        return None
-
 
 # ----------------------------------------------------------------------------- dispatcher
 class Dispatcher:
@@ -176,7 +174,7 @@ class Dispatcher:
         self._gpus: list[str] | None = None
         self._stores: dict[str, RunStore] = {}
         self._owner: dict[str, RunStore] = {}
-        self.served: dict[str | None, int] = {}  # runs started per participant (round-robin)
+        self.served: Counter = Counter()  # runs started per participant (round-robin)
 
     def stores(self) -> list[RunStore]:
         """The run stores served: each participant's in a workshop, else the workspace's."""
@@ -198,7 +196,7 @@ class Dispatcher:
         return self._gpus
 
     def _local(self) -> list[RunRecord]:
-        self._owner: dict[str, RunStore] = {}
+        self._owner = {}
         out = []
         for store in self.stores():
             for r in store.list():
@@ -228,7 +226,7 @@ class Dispatcher:
             if proc.poll() is None:
                 continue
             del self.launched[rid]
-            store = getattr(self, "_owner", {}).get(rid, self.store)
+            store = self._owner.get(rid, self.store)
             try:
                 rec = store.read(rid)
             except Exception:
@@ -238,9 +236,9 @@ class Dispatcher:
 
                 tail = log_tail(store.folder(rid) / "runner.log", 5)
                 store.transition(rid, ("queued",), status="failed", finished=time.time(),
-                                      reason="the runner could not start: "
-                                             + (tail.splitlines()[-1] if tail else
-                                                f"exit code {proc.returncode}"))
+                                 reason="the runner could not start: "
+                                        + (tail.splitlines()[-1] if tail else
+                                           f"exit code {proc.returncode}"))
 
     def step(self) -> tuple[int, int]:
         """One dispatch round; returns (queued, running) local runs."""
@@ -248,49 +246,51 @@ class Dispatcher:
 
         self._reap()
         recs = self._local()
+        running = []
         for r in recs:
-            if r.status == "running" and runner_alive(r) is False:
-                settle(self._store_of(r), r)
-        running = [r for r in recs if r.status == "running" and runner_alive(r)]
+            if r.status == "running":
+                alive = runner_alive(r)  # None: it runs on another host
+                if alive:
+                    running.append(r)
+                elif alive is False:
+                    settle(self._store_of(r), r)
+        # what holds a slot: running runs, and runners started but not yet claiming
+        running_ids = {r.id for r in running}
+        owner = {r.id: r.participant for r in recs}
+        busy = [(r.device, r.gpu, r.participant) for r in running] + \
+            [(dev, gpu, owner.get(rid)) for rid, (_p, dev, gpu) in self.launched.items()
+             if rid not in running_ids]
+        cpu_busy = sum(1 for dev, _g, _who in busy if dev != "cuda")
+        gpu_busy = {g for dev, g, _who in busy if dev == "cuda"}
+        going = Counter(who for _d, _g, who in busy)
+        slots = cpu_slots(self.root)
         waiting = [r for r in recs if r.status == "queued" and r.id not in self.launched]
-        pending = [v for rid, v in self.launched.items()
-                   if rid not in {r.id for r in running}]
-        cpu_busy = sum(1 for r in running if r.device != "cuda") + \
-            sum(1 for _p, dev, _g in pending if dev != "cuda")
-        gpu_busy = {r.gpu for r in running if r.device == "cuda"} | \
-            {g for _p, dev, g in pending if dev == "cuda"}
-        going: dict[str | None, int] = {}
-        for r in running:
-            going[r.participant] = going.get(r.participant, 0) + 1
-        for rid, _v in self.launched.items():
-            owner = next((r.participant for r in recs if r.id == rid), None)
-            if rid not in {r.id for r in running}:
-                going[owner] = going.get(owner, 0) + 1
-        waiting = sorted(waiting, key=lambda r: (r.created, r.id))
         while waiting:
             # fair share: the participant with the fewest runs going (then the one served least
             # so far: round-robin), their oldest run first
-            rec = min(waiting, key=lambda r: (going.get(r.participant, 0),
-                                              self.served.get(r.participant, 0), r.created, r.id))
+            rec = min(waiting, key=lambda r: (going[r.participant], self.served[r.participant],
+                                              r.created, r.id))
             waiting.remove(rec)
             if rec.device == "cuda":
                 if not self.gpus:
                     self._store_of(rec).transition(rec.id, ("queued",), status="failed",
-                                          finished=time.time(),
-                                          reason="the run asks for a GPU, but this machine "
-                                                 "has none visible")
+                                                   finished=time.time(),
+                                                   reason="the run asks for a GPU, but this "
+                                                          "machine has none visible")
                     continue
                 free = [g for g in self.gpus if g not in gpu_busy]
-                if free:
-                    self._launch(rec, free[0])
-                    gpu_busy.add(free[0])
-                    going[rec.participant] = going.get(rec.participant, 0) + 1
-                    self.served[rec.participant] = self.served.get(rec.participant, 0) + 1
-            elif cpu_busy < cpu_slots(self.root):
-                self._launch(rec, None)
+                if not free:
+                    continue
+                gpu = free[0]
+                gpu_busy.add(gpu)
+            elif cpu_busy < slots:
+                gpu = None
                 cpu_busy += 1
-                going[rec.participant] = going.get(rec.participant, 0) + 1
-                self.served[rec.participant] = self.served.get(rec.participant, 0) + 1
+            else:
+                continue
+            self._launch(rec, gpu)
+            going[rec.participant] += 1
+            self.served[rec.participant] += 1
         queued = sum(1 for r in recs if r.status == "queued")
         return queued, len(running) + len(self.launched)
 

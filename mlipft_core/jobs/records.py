@@ -336,13 +336,6 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(keep[-lines:])
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether any process has this pid (prefer :func:`same_process_alive`)."""
-    if not pid:
-        return False
-    return process_start_time(int(pid)) is not None
-
-
 def current_process_identity() -> tuple[int, float, str]:
     """(pid, start time, host) of the calling process."""
     pid = os.getpid()
