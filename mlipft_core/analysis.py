@@ -75,6 +75,7 @@ class RepulsionVerdict:
     shortest_distance_a: float
     wall_ev: float            # energy at the shortest distance above the curve's minimum
     verdict: str              # "kept" | "lost" | "no wall in reference"
+    reference_wall_ev: float | None = None   # the reference curve's wall, where known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,12 +88,16 @@ def repulsion(models: Sequence[ModelHead], pair: str, *, workspace=None,
     """Dimer curves of ``pair`` (energy relative to 5 Å) and a verdict per model.
 
     A model "lost" its repulsion when its wall at the shortest probed distance is below
-    :data:`~mlipft_core.probes.WALL_THRESHOLD_EV`. When a reference curve is given and has
-    no wall itself, no model is blamed for lacking one.
+    :data:`~mlipft_core.probes.WALL_THRESHOLD_EV` while the reference (when one is given)
+    has a wall there. A reference without a wall blames no model ("no wall in reference").
+    The reference curve is part of the returned series as ``reference [<method>]``.
     """
-    ref_has_wall = reference_curve is None or repulsive_wall(reference_curve) >= \
-        WALL_THRESHOLD_EV
+    ref_wall = None if reference_curve is None else repulsive_wall(reference_curve)
+    ref_has_wall = ref_wall is None or ref_wall >= WALL_THRESHOLD_EV
     series: dict[str, tuple[list[float], list[float]]] = {}
+    if reference_curve is not None:
+        name = f"reference [{reference_curve.get('method', 'reference')}]"
+        series[name] = (list(reference_curve["distances"]), list(reference_curve["energies"]))
     verdicts = []
     for m in models:
         if progress:
@@ -104,7 +109,8 @@ def repulsion(models: Sequence[ModelHead], pair: str, *, workspace=None,
         verdict = "kept" if wall >= WALL_THRESHOLD_EV else (
             "lost" if ref_has_wall else "no wall in reference")
         verdicts.append(RepulsionVerdict(m.label, pair, float(curve["distances"][0]),
-                                         round(wall, 3), verdict))
+                                         round(wall, 3), verdict,
+                                         None if ref_wall is None else round(ref_wall, 3)))
     return series, verdicts
 
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -153,11 +154,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_e0(args: argparse.Namespace) -> int:
+    from .demo import isolated_file_for
     from .e0 import compute, prepare
 
     method = args.method
     inputs = prepare(args.data, args.model, head=args.head, trusted=_trusted(args.model),
-                     isolated_file=args.isolated_file)
+                     isolated_file=args.isolated_file or isolated_file_for(args.data))
     res = compute(inputs, method, explicit=args.values)
     d = res.to_dict()
     d.update(model=args.model, data=args.data, elements=inputs.elements,
@@ -172,6 +174,8 @@ def cmd_e0(args: argparse.Namespace) -> int:
     lines = [f"{method} E0s (eV):"] + [f"  {el:2s} {v:14.6f}" for el, v in res.e0.items()]
     lines.append(f"offset RMSE before {fmt(res.offset_rmse_before_mev_per_atom)} meV/atom, "
                  f"after {fmt(res.offset_rmse_after_mev_per_atom)} meV/atom")
+    if res.anchor:
+        lines.append(f"undetermined directions from: {res.anchor}")
     lines += [f"warning: {w}" for w in res.warnings]
     lines.append(f"--E0s=\"{res.mace_argument()}\"")
     _print(args, d, "\n".join(lines))
@@ -199,10 +203,109 @@ def _slurm_options(args: argparse.Namespace) -> dict[str, Any]:
             "extra": args.slurm_extra}
 
 
+def _plan(args: argparse.Namespace, strategies: list[str], **sweep: Any):
+    """The sweep plan of the shared training options (train, tune)."""
+    from . import jobs
+    from .demo import demo_paths, isolated_file_for
+    from .registry import DEMO_MODEL_NAMES, get_spec, model_path
+
+    path = str(model_path(args.model, trusted=_trusted(args.model)))
+    replay = args.replay
+    spec = get_spec(args.model)
+    if replay is None and spec is not None and spec.name in DEMO_MODEL_NAMES:
+        replay = demo_paths()["replay_pool"]
+    common = {k: v for k, v in {
+        "max_num_epochs": args.epochs, "lr": getattr(args, "lr", None),
+        "batch_size": args.batch_size,
+        "seed": args.seed, "device": args.device, "energy_weight": args.energy_weight,
+        "forces_weight": args.forces_weight, "ema": args.ema, "ema_decay": args.ema_decay,
+        "default_dtype": args.precision, "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha, "num_samples_pt": args.replay_samples}.items()
+        if v is not None}
+    return jobs.expand_sweep({s: {} for s in strategies}, foundation_model=path,
+                             train_file=args.train, valid_file=args.valid,
+                             test_file=args.test, e0s=args.e0, replay_file=replay,
+                             isolated_file=args.isolated_file or isolated_file_for(args.train),
+                             common=common, **sweep)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import jobs
+    from .strategies import get_strategy
+    from .tune import DEFAULT_LRS, tune
+
+    get_strategy(args.strategy)
+    lrs = jobs.parse_list(args.lrs, float, "--lrs") or list(DEFAULT_LRS)
+    spec = _plan(args, [args.strategy]).specs[0]
+    slurm = _slurm_options(args) if args.executor == "slurm" else None
+
+    def report(res) -> None:
+        if not args.json:
+            done = sum(p.status in ("done", "failed", "cancelled") for p in res.results)
+            print(f"pilot {res.sweep}: {done}/{len(res.results)} runs ended", file=sys.stderr)
+
+    res = tune(spec, lrs, args.epochs, executor=args.executor, slurm=slurm, progress=report,
+               poll=5.0)
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
+    text = "\n".join([f"learning-rate pilot of {res.strategy} ({res.epochs} epochs, sweep "
+                      f"{res.sweep})", f"{'lr':>10s} {'valid F (meV/Å)':>16s} "
+                      f"{'valid E (meV/atom)':>19s}  status"]
+                     + [f"{p.lr:10.2g} {f(p.valid_forces_rmse_mev_per_a):>16s} "
+                        f"{f(p.valid_energy_rmse_mev_per_atom):>19s}  {p.status}"
+                        + ("  <- best" if p.lr == res.best_lr else "") for p in res.results]
+                     + [f"best learning rate: {res.best_lr:g}"])
+    _print(args, res.to_dict(), text)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import jobs
+    from . import study as studymod
+    from .registry import model_path
+
+    def path(v):
+        return None if v is None else str(model_path(v, trusted=_trusted(v)))
+
+    given = {"model": path(args.model), "weak_model": path(args.weak_model),
+             "train": args.train, "valid": args.valid, "test": args.test,
+             "pretrain_test": args.pretrain, "replay": args.replay,
+             "isolated_file": args.isolated_file, "epochs": args.epochs,
+             "pilot_epochs": args.pilot_epochs, "small_size": args.small_size,
+             "pilot_lrs": jobs.parse_list(args.lrs, float, "--lrs") or None,
+             "strategies": [x.strip() for x in args.strategies.split(",") if x.strip()]
+             if args.strategies else None,
+             "executor": args.executor,
+             "slurm": _slurm_options(args) if args.executor == "slurm" else None}
+    if args.model is None:  # the bundled demo world
+        inputs = studymod.demo_inputs(**given)
+    else:
+        missing = [k for k in ("train", "test") if not given[k]]
+        if missing:
+            raise studymod.StudyError("with --model, give --train and --test too (and "
+                                      "--pretrain, --replay for forgetting and replay)")
+        inputs = studymod.StudyInputs(**{k: v for k, v in given.items() if v is not None})
+
+    def report(p) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {p.text}", file=sys.stderr, flush=True)
+
+    if args.no_wait:
+        res = studymod.advance(studymod.start(inputs).id)
+    else:
+        res = studymod.run(inputs, report=report, poll=args.poll)
+    lines = [f"study {res.id}: {res.stage}"]
+    for f in res.findings:
+        verdict = {True: "reproduced", False: "not reproduced", None: "not measured"}[
+            f.reproduced]
+        lines.append(f"{f.number}. {f.title}: {verdict}\n   {f.summary}")
+    _print(args, res.to_dict(), "\n".join(lines))
+    return 0 if res.stage in ("done", "pilots", "finals", "analysis") else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import jobs
-    from .demo import demo_paths
-    from .registry import DEMO_MODEL_NAMES, get_spec, model_path
     from .strategies import STRATEGIES, StrategyError
 
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
@@ -213,22 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     lrs = jobs.parse_list(args.lrs, float, "--lrs")
     seeds = jobs.parse_list(args.seeds, int, "--seeds")
     sizes = jobs.parse_list(args.sizes, int, "--sizes")
-    path = str(model_path(args.model, trusted=_trusted(args.model)))
-    replay = args.replay
-    spec = get_spec(args.model)
-    if replay is None and spec is not None and spec.name in DEMO_MODEL_NAMES:
-        replay = demo_paths()["replay_pool"]
-    common = {k: v for k, v in {
-        "max_num_epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        "seed": args.seed, "device": args.device, "energy_weight": args.energy_weight,
-        "forces_weight": args.forces_weight, "ema": args.ema, "ema_decay": args.ema_decay,
-        "default_dtype": args.precision, "lora_rank": args.lora_rank,
-        "lora_alpha": args.lora_alpha, "num_samples_pt": args.replay_samples}.items()
-        if v is not None}
-    plan = jobs.expand_sweep({s: {} for s in strategies}, foundation_model=path,
-                             train_file=args.train, valid_file=args.valid,
-                             test_file=args.test, e0s=args.e0, replay_file=replay,
-                             common=common, lrs=lrs, seeds=seeds, sizes=sizes)
+    plan = _plan(args, strategies, lrs=lrs, seeds=seeds, sizes=sizes)
     if args.name:
         if plan.n_runs == 1:
             plan.specs[0].name = args.name
@@ -308,11 +396,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     def f(v):
         return "n/a" if v is None else f"{v:.1f}"
 
-    text = "\n".join(f"{r.name[:30]:30s} {r.head:10s} E {f(r.target_energy_rmse_mev_per_atom):>9s} "
-                     f"F {f(r.target_forces_rmse_mev_per_a):>8s}  pretrain F "
-                     f"{f(r.pretrain_forces_rmse_mev_per_a):>8s}  ratio "
-                     f"{'n/a' if r.forgetting_ratio is None else f'{r.forgetting_ratio:.2f}'}"
-                     for r in rows)
+    text = "\n".join(
+        [f"{'model':30s} {'head':10s} {'target E':>9s} {'target F':>9s} {'pretrain E':>10s} "
+         f"{'pretrain F':>10s} {'ratio':>6s}"]
+        + [f"{r.name[:30]:30s} {r.head:10s} {f(r.target_energy_rmse_mev_per_atom):>9s} "
+           f"{f(r.target_forces_rmse_mev_per_a):>9s} {f(r.pretrain_energy_rmse_mev_per_atom):>10s} "
+           f"{f(r.pretrain_forces_rmse_mev_per_a):>10s} "
+           f"{'n/a' if r.forgetting_ratio is None else f'{r.forgetting_ratio:.2f}':>6s}"
+           for r in rows]
+        + ["energies in meV/atom relative to the E0s of each dataset's level of theory "
+           "(raw absolute errors: --json, keys ending in _raw); forces in meV/Å"])
     _print(args, payload, text)
     return 0
 
@@ -425,6 +518,37 @@ def cmd_workshop(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=dict(os.environ, MLIPFT_WORKSPACE=str(shop.root)))
 
 
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The training inputs and settings shared by ``train`` and ``tune``."""
+    p.add_argument("--model", required=True, help="foundation model (registry name or path)")
+    p.add_argument("--train", required=True, help="training extxyz")
+    p.add_argument("--valid", help="validation extxyz (default: 10%% of the training set)")
+    p.add_argument("--test", help="test extxyz")
+    p.add_argument("--e0", default="estimated",
+                   help="foundation | average | estimated | a saved E0 choice id | JSON or "
+                        "mace dict of values (default: estimated)")
+    p.add_argument("--isolated-file",
+                   help="extxyz with IsolatedAtom configurations of the reference method: the "
+                        "anchor of fitted E0s (default for the demo SN2 data: its B3LYP atoms)")
+    p.add_argument("--replay", help="replay file for multihead strategies (default for demo "
+                                    "models: the bundled replay pool)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--lora-rank", type=int, help="LoRA rank (LoRA strategies)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (LoRA strategies)")
+    p.add_argument("--replay-samples", type=int,
+                   help="pretraining configurations replayed (multihead strategies)")
+    p.add_argument("--energy-weight", type=float)
+    p.add_argument("--forces-weight", type=float)
+    p.add_argument("--ema", dest="ema", action="store_true", default=None,
+                   help="exponential moving average of the weights (default: on)")
+    p.add_argument("--no-ema", dest="ema", action="store_false")
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--precision", choices=["float32", "float64"])
+
+
 def add_executor_options(p: argparse.ArgumentParser,
                          default_help: str = "where runs execute (default: the workspace "
                                              "setting, normally local)") -> None:
@@ -478,38 +602,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True,
                    choices=["foundation", "average", "estimated", "isolated", "explicit"])
     p.add_argument("--values", help="explicit E0s: JSON text or file (keys: symbols or Z)")
-    p.add_argument("--isolated-file", help="extxyz with IsolatedAtom configurations")
+    p.add_argument("--isolated-file",
+                   help="extxyz with IsolatedAtom configurations of the reference method: used by "
+                        "'isolated' and as the anchor of the fitted methods (default for the demo "
+                        "data: its bundled isolated atoms)")
     p.set_defaults(func=cmd_e0)
     from .strategies import STRATEGIES
 
     p = add("train", "queue fine-tuning runs (one, or a sweep)")
     p.add_argument("--strategy", required=True,
                    help="strategy, or several separated by commas: " + ", ".join(STRATEGIES))
-    p.add_argument("--model", required=True, help="foundation model (registry name or path)")
-    p.add_argument("--train", required=True, help="training extxyz")
-    p.add_argument("--valid", help="validation extxyz (default: 10%% of the training set)")
-    p.add_argument("--test", help="test extxyz")
-    p.add_argument("--e0", default="estimated",
-                   help="foundation | average | estimated | a saved E0 choice id | JSON or "
-                        "mace dict of values (default: estimated)")
-    p.add_argument("--replay", help="replay file for multihead strategies (default for demo "
-                                    "models: the bundled replay pool)")
-    p.add_argument("--epochs", type=int)
+    add_training_options(p)
     p.add_argument("--lr", type=float, help="learning rate (default: the strategy's)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--lora-rank", type=int, help="LoRA rank (LoRA strategies)")
-    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (LoRA strategies)")
-    p.add_argument("--replay-samples", type=int,
-                   help="pretraining configurations replayed (multihead strategies)")
-    p.add_argument("--energy-weight", type=float)
-    p.add_argument("--forces-weight", type=float)
-    p.add_argument("--ema", dest="ema", action="store_true", default=None,
-                   help="exponential moving average of the weights (default: on)")
-    p.add_argument("--no-ema", dest="ema", action="store_false")
-    p.add_argument("--ema-decay", type=float)
-    p.add_argument("--precision", choices=["float32", "float64"])
     p.add_argument("--lrs", help="learning rates to sweep, e.g. 1e-3,3e-3,1e-2")
     p.add_argument("--seeds", help="seeds to sweep, e.g. 0,1,2")
     p.add_argument("--sizes", help="training-set sizes for a learning curve, e.g. 10,30,100")
@@ -517,6 +621,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="return when the runs have ended")
     add_executor_options(p)
     p.set_defaults(func=cmd_train)
+    p = add("tune", "learning-rate pilot: a short sweep on the data, and the best value")
+    p.add_argument("--strategy", required=True, help="one of " + ", ".join(STRATEGIES))
+    add_training_options(p)
+    p.add_argument("--lrs", help="learning rates to try (default: 1e-4,3e-4,1e-3,3e-3,1e-2)")
+    p.set_defaults(func=cmd_tune)
+    add_executor_options(p)
+    p = add("study", "the study's comparison on a model and data (default: the demo world): "
+                     "learning-rate pilots, every strategy at its tuned rate, the baselines, "
+                     "and the six findings")
+    p.add_argument("--model", help="foundation model (default: the strong demo model and the "
+                                   "demo SN2 data)")
+    p.add_argument("--weak-model", help="a weaker foundation model for the FM-quality finding")
+    p.add_argument("--train", help="target training extxyz")
+    p.add_argument("--valid", help="target validation extxyz")
+    p.add_argument("--test", help="target test extxyz")
+    p.add_argument("--pretrain", help="held-out pretraining test extxyz (forgetting)")
+    p.add_argument("--replay", help="replay file for multihead strategies")
+    p.add_argument("--isolated-file", help="isolated-atom energies of the target's reference "
+                                           "method (the E0 anchor)")
+    p.add_argument("--epochs", type=int, help="epochs of the final runs (default 20)")
+    p.add_argument("--pilot-epochs", type=int, help="epochs of each pilot run (default 5)")
+    p.add_argument("--lrs", help="pilot learning rates (default 1e-4,3e-4,1e-3,3e-3,1e-2)")
+    p.add_argument("--small-size", type=int,
+                   help="training structures of the scratch-vs-fine-tune pair (default 25)")
+    p.add_argument("--strategies", help="strategies to compare (default: all seven)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="start (or look up) the study and return; run again to resume")
+    p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    add_executor_options(p)
+    p.set_defaults(func=cmd_study)
     add("runs", "list runs with status, where they run, and metrics").set_defaults(func=cmd_runs)
     p = add("cancel", "cancel a queued or running run")
     p.add_argument("run", help="run id")

@@ -3,6 +3,12 @@
 Forgetting is measured as a model's force RMSE on the held-out pretraining test set divided
 by the foundation model's (the foundation model itself scores 1). A multihead model answers
 with each head: its target head (``Default``) and its ``pt_head`` are listed separately.
+
+Energy errors are measured relative to the E0s of each dataset's level of theory (see
+:mod:`mlipft_core.referencing`): a head that carries the foundation model's E0s (the
+foundation model, a ``pt_head``) is at the pretraining level, any other head at the target
+level. On data of the other level its energies are compared as interaction energies; the raw
+errors (mostly the E0 offset between levels) stay available as ``*_raw``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import functools
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import DataError, MlipftError
 from .evaluate import EvaluationResult, evaluate_cached
@@ -126,13 +132,26 @@ class ComparisonRow:
     is_foundation: bool = False
     note: str = ""
     target_stress_rmse_mev_per_a3: float | None = None
+    target_energy_rmse_mev_per_atom_raw: float | None = None
+    pretrain_energy_rmse_mev_per_atom_raw: float | None = None
+    #: "pretraining" (carries the foundation's E0s) or "target"
+    level: str | None = None
+    #: which E0s the target energies of this row are measured against
+    target_energy_reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _target_head(path: str) -> str:
+    heads = model_heads_of(path)
+    return next((h for h in heads if h != "pt_head"), heads[0])
+
+
 def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path | None, *,
-            foundation: str | None = None, workspace=None, progress=None
+            foundation: str | None = None, workspace=None, progress=None,
+            target_e0: Mapping[str, float] | None = None,
+            isolated_file: str | Path | None = None,
             ) -> tuple[list[ComparisonRow], dict[tuple[str, str], EvaluationResult]]:
     """Evaluate every model (and head) on the target and pretraining test sets.
 
@@ -140,12 +159,43 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     foundation model of the first run among ``models``. It is added as a row if missing.
     ``progress(done, total, model_label, step)`` is told where the comparison stands (``done``
     counts model heads, fractions within one).
+
+    Energies: ``target_e0`` are the E0s of the target's level of theory; by default those of
+    the first target-level head among ``models`` (the E0s the fine-tunes used), else the
+    foundation model's E0s re-estimated on ``target`` (anchored to ``isolated_file``, by
+    default the demo's own isolated atoms for demo data). Each target result carries its
+    re-referenced energies as ``result.referenced``.
     """
+    from .demo import isolated_file_for
+    from .referencing import fitted_target_e0s, model_e0s_of, rereference, same_e0s
+
     models = list(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
     if foundation and not any(Path(m.path).resolve() == Path(foundation).resolve()
                               for m in models):
         models.insert(0, ModelRef("foundation", foundation))
+    found_e0 = model_e0s_of(foundation) if foundation else None
+
+    def level_of(path: str, head: str) -> str:
+        if found_e0 is None:
+            return "target"
+        return "pretraining" if same_e0s(model_e0s_of(path, head), found_e0) else "target"
+
+    target_source = "the given target E0s" if target_e0 is not None else None
+    if target_e0 is None:
+        for m in models:
+            head = _target_head(m.path)
+            if level_of(m.path, head) == "target":
+                target_e0 = model_e0s_of(m.path, head)
+                target_source = f"the E0s of {m.name} (the fine-tunes' E0s)"
+                break
+    if target_e0 is None and foundation:
+        try:
+            target_e0 = fitted_target_e0s(
+                foundation, target, isolated_file=isolated_file or isolated_file_for(target))
+            target_source = "E0s re-estimated on the target with the foundation model"
+        except MlipftError:
+            target_e0 = None
     results: dict[tuple[str, str], EvaluationResult] = {}
     rows: list[ComparisonRow] = []
     base_f = None
@@ -177,12 +227,21 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
         is_found = foundation is not None and Path(m.path).resolve() == Path(foundation).resolve()
         if is_found and pre is not None:
             base_f = pre.metrics.forces_rmse_mev_per_a
+        level = level_of(m.path, head)
+        own_e0 = model_e0s_of(m.path, head)
+        t_e0, t_source = ((own_e0, "its own E0s (the target's level)") if level == "target"
+                          or target_e0 is None else (target_e0, target_source))
+        tgt.referenced = rereference(tgt, target, own_e0, t_e0, t_source)
+        pre_e = None if pre is None else pre.metrics.energy_rmse_mev_per_atom
+        if pre is not None and found_e0 is not None and level == "target":
+            pre_e = rereference(pre, pretrain, own_e0, found_e0,
+                                "the foundation model's E0s").rmse_mev_per_atom
         rows.append(ComparisonRow(
-            m.name, head, m.strategy, tgt.metrics.energy_rmse_mev_per_atom,
-            tgt.metrics.forces_rmse_mev_per_a,
-            None if pre is None else pre.metrics.energy_rmse_mev_per_atom,
+            m.name, head, m.strategy, tgt.referenced.rmse_mev_per_atom,
+            tgt.metrics.forces_rmse_mev_per_a, pre_e,
             None if pre is None else pre.metrics.forces_rmse_mev_per_a, None, is_found, note,
-            tgt.metrics.stress_rmse_mev_per_a3))
+            tgt.metrics.stress_rmse_mev_per_a3, tgt.metrics.energy_rmse_mev_per_atom,
+            None if pre is None else pre.metrics.energy_rmse_mev_per_atom, level, t_source))
     if base_f is None and rows and rows[0].pretrain_forces_rmse_mev_per_a:
         base_f = rows[0].pretrain_forces_rmse_mev_per_a
     for r in rows:

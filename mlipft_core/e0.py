@@ -21,12 +21,33 @@ Methods (the names of ``mace_run_train --E0s``):
 For each method the module reports per-element values, the rank and condition number of the
 least-squares problem, the per-configuration offset ``(E_ref - E_model) / N`` before and after
 replacing the model's E0s, its RMSE, and which elements the data cannot determine.
+
+Rank-deficient fits and the physical anchor
+-------------------------------------------
+When the compositions of the training data obey a linear relation (in the SN2 demo every
+configuration has ``n_H = 3 n_C``), least squares determines only some combinations of E0s;
+any value along the undetermined directions fits the data equally well. Those directions are
+not harmless: they set the asymptote of every dimer curve and the energy of every structure
+whose composition lies outside the family. The fit methods therefore take the undetermined
+directions from a *prior* and fit only what the data determines::
+
+    E0 = prior + pinv(A) (b - A prior)
+
+which leaves the residual of the fit exactly as it is. The prior, in order of preference:
+
+1. the isolated-atom energies of the reference method (``IsolatedAtom`` configurations in the
+   data or ``isolated_file``), the physical zero of the E0 decomposition (``anchor =
+   "isolated atoms"``);
+2. for ``estimated``, the foundation model's own E0s, i.e. the foundation E0s change as little
+   as possible (``anchor = "foundation E0s"``); across levels of theory that split is arbitrary,
+   so the result carries a warning naming what the data cannot determine and what to supply;
+3. for ``average``, zero (the minimum-norm solution, ``anchor = "none"``), with the same warning.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +65,9 @@ FIT_METHODS = ("average", "estimated")
 MIN_FIT_CONFIGS = 2
 #: Offsets above this (eV/atom) mean the data and the model use different levels of theory.
 LEVEL_MISMATCH_EV_PER_ATOM = 0.1
+ANCHOR_ISOLATED = "isolated atoms"
+ANCHOR_FOUNDATION = "foundation E0s"
+ANCHOR_NONE = "none"
 
 
 class E0Error(MlipftError):
@@ -88,6 +112,14 @@ class E0Result:
     offset_after: np.ndarray | None      # same with this method's E0s
     diagnostics: FitDiagnostics | None = None
     warnings: list[str] = field(default_factory=list)
+    anchor: str | None = None            # prior of undetermined directions (fit methods)
+
+    @property
+    def anchored(self) -> bool:
+        """True unless an undetermined fit took its undetermined directions from an
+        arbitrary prior (no isolated-atom energies)."""
+        return not (self.diagnostics is not None and self.diagnostics.rank_deficient
+                    and self.anchor != ANCHOR_ISOLATED)
 
     @property
     def offset_rmse_before_mev_per_atom(self) -> float | None:
@@ -114,6 +146,8 @@ class E0Result:
             "offset_rmse_after_mev_per_atom": self.offset_rmse_after_mev_per_atom,
             "diagnostics": None if self.diagnostics is None else self.diagnostics.to_dict(),
             "warnings": self.warnings,
+            "anchor": self.anchor,
+            "anchored": self.anchored,
             "mace_argument": self.mace_argument(),
         }
 
@@ -194,6 +228,39 @@ def composition_relations(A: np.ndarray, elements: Sequence[str]) -> list[str]:
 
 def _lstsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def anchored_lstsq(A: np.ndarray, b: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Least squares of ``A x = b`` whose undetermined directions take the ``prior`` values.
+
+    ``x = prior + pinv(A) (b - A prior)``: the residual equals that of plain least squares,
+    and ``x - prior`` lies in the row space of ``A`` (the part the data determines). For a
+    full-rank ``A`` the prior has no effect.
+    """
+    prior = np.asarray(prior, float)
+    return prior + _lstsq(A, b - A @ prior)
+
+
+def _isolated_prior(inputs: "E0Inputs") -> tuple[np.ndarray | None, list[str]]:
+    missing = [e for e in inputs.elements if e not in inputs.isolated]
+    if missing:
+        return None, missing
+    return np.array([inputs.isolated[e] for e in inputs.elements]), []
+
+
+def _unanchored_warning(diag: FitDiagnostics, anchor: str, missing: list[str]) -> str:
+    what = ("the foundation model's E0s (changed as little as the data allows)"
+            if anchor == ANCHOR_FOUNDATION else "the minimum-norm solution")
+    supply = ("isolated-atom energies of the reference method (a file with one IsolatedAtom "
+              "configuration per element" + (f"; missing now: {', '.join(missing)}"
+                                             if missing and len(missing) < len(diag.elements)
+                                             else "") + ")")
+    return (f"Not anchored: the data cannot determine the E0s of "
+            f"{', '.join(diag.undetermined)} separately "
+            f"({diag.explanation.split(': ', 1)[-1].split('. A least')[0]}). "
+            f"Their split comes from {what}, which is arbitrary. It fits these configurations "
+            "but sets the asymptote of dimer curves and the energy of every composition outside "
+            f"this family. Supply {supply} to anchor it.")
 
 
 def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, float]:
@@ -333,6 +400,7 @@ def compute(inputs: E0Inputs, method: str,
     A, elements = inputs.A, inputs.elements
     warnings: list[str] = []
     diag = None
+    anchor: str | None = None
     found = inputs.foundation_e0
     if method in ("foundation", "estimated") and found is None:
         raise E0Error(f"the {method!r} method needs a foundation model")
@@ -343,17 +411,32 @@ def compute(inputs: E0Inputs, method: str,
                       code="too_few_configurations")
     if method == "foundation":
         e0 = {e: found[e] for e in elements}
-    elif method == "average":
+    elif method in FIT_METHODS:
         diag = diagnose(A, elements)
-        e0 = dict(zip(elements, _lstsq(A, inputs.ref_energy).tolist()))
-        if found is not None:
+        iso_prior, iso_missing = _isolated_prior(inputs)
+        # fit a correction x to a base: 0 for 'average', the foundation E0s for 'estimated'
+        if method == "average":
+            target, base = inputs.ref_energy, np.zeros(len(elements))
+        else:
+            target = inputs.ref_energy - inputs.model_energy
+            base = np.array([found[e] for e in elements])
+        if iso_prior is not None:
+            prior, anchor = iso_prior - base, ANCHOR_ISOLATED
+        else:  # keep the base where the data is silent
+            prior = np.zeros(len(elements))
+            anchor = ANCHOR_NONE if method == "average" else ANCHOR_FOUNDATION
+        x = anchored_lstsq(A, target, prior)
+        e0 = {e: float(b + c) for e, b, c in zip(elements, base, x)}
+        if diag.rank_deficient and anchor != ANCHOR_ISOLATED:
+            warnings.append(_unanchored_warning(diag, anchor, iso_missing))
+        elif diag.rank_deficient:
+            warnings.append(f"Anchored to isolated-atom energies: the data determines "
+                            f"{diag.rank} of {len(elements)} combinations of E0s and the rest "
+                            "come from the isolated atoms of the reference method.")
+        if method == "average" and found is not None:
             warnings.append("'average' E0s absorb the interaction energy of the training "
                             "data into per-element constants and ignore the model; mace "
                             "refuses them for multihead fine-tuning.")
-    elif method == "estimated":
-        diag = diagnose(A, elements)
-        corr = _lstsq(A, inputs.ref_energy - inputs.model_energy)
-        e0 = {e: found[e] + c for e, c in zip(elements, corr.tolist())}
     elif method == "isolated":
         if not inputs.isolated:
             raise E0Error("the data has no IsolatedAtom configurations; give isolated-atom "
@@ -370,8 +453,6 @@ def compute(inputs: E0Inputs, method: str,
         if missing:
             raise E0Error(f"explicit E0s miss {', '.join(missing)}")
         e0 = {e: given[e] for e in elements}
-    if diag is not None and diag.rank_deficient:
-        warnings.append(diag.explanation)
     before = after = None
     if inputs.model_energy is not None and found is not None:
         n = inputs.n_atoms
@@ -383,7 +464,8 @@ def compute(inputs: E0Inputs, method: str,
                             "on average: different levels of theory. Keeping the foundation "
                             "E0s would make the network learn this offset.")
     return E0Result(method, e0, None if found is None else {e: found[e] for e in elements},
-                    inputs.n_atoms, before, after, diag, warnings)
+                    inputs.n_atoms, before, after, diag, warnings,
+                    anchor if method in FIT_METHODS else None)
 
 
 def compute_all(inputs: E0Inputs, explicit=None) -> dict[str, E0Result]:
@@ -415,6 +497,33 @@ def format_energy_per_atom(ev: float) -> str:
     return f"{ev * 1000:+.1f} meV/atom"
 
 
+@dataclass
+class Verdict:
+    """The method the data supports best, how sure that is, and why."""
+
+    best: str | None
+    level: str          # "success" | "warning" | "info"
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def assess(results: Mapping[str, E0Result]) -> Verdict:
+    """:func:`verdict` with a level: a success only when the best method is anchored.
+
+    A rank-deficient fit without isolated-atom energies is a warning, whatever its residual:
+    it fits this composition family and is arbitrary outside it.
+    """
+    best, notes = verdict(results)
+    if best is None:
+        return Verdict(None, "info", notes)
+    r = results[best]
+    if not r.anchored:
+        return Verdict(best, "warning", notes)
+    return Verdict(best, "success" if best == "estimated" else "info", notes)
+
+
 def verdict(results: Mapping[str, E0Result]) -> tuple[str | None, list[str]]:
     """Which method the data supports, and why, in plain language."""
     notes: list[str] = []
@@ -444,11 +553,16 @@ def verdict(results: Mapping[str, E0Result]) -> tuple[str | None, list[str]]:
         notes.append("Model-aware re-estimation keeps the foundation model's split of energy "
                      "into E0s and interaction energy; the study behind this workbench found "
                      "it essential.")
-    for r in results.values():
-        if r.diagnostics is not None and r.diagnostics.rank_deficient:
-            notes.append(f"Elements the data cannot determine: "
-                         f"{', '.join(r.diagnostics.undetermined)}. {r.diagnostics.explanation}")
-            break
+    r = results[best]
+    if r.diagnostics is not None and r.diagnostics.rank_deficient:
+        if r.anchor == ANCHOR_ISOLATED:
+            notes.append(f"The data cannot separate the E0s of "
+                         f"{', '.join(r.diagnostics.undetermined)} "
+                         f"({r.diagnostics.explanation.split(': ', 1)[-1].split('. A least')[0]}); "
+                         "the undetermined part comes from the isolated-atom energies of the "
+                         "reference method, so the E0s stay physical outside this family.")
+        else:
+            notes.append(_unanchored_warning(r.diagnostics, r.anchor or ANCHOR_NONE, []))
     return best, notes
 
 

@@ -126,6 +126,9 @@ class EvaluationResult:
     metrics: Metrics
     ref_stress: np.ndarray | None = None    # (n, 3, 3) eV/Å³, NaN where unlabelled
     pred_stress: np.ndarray | None = None
+    #: energies relative to E0s (:class:`~mlipft_core.referencing.ReferencedEnergies`),
+    #: set by a comparison
+    referenced: Any = None
 
     @property
     def ref_energy_per_atom(self) -> np.ndarray:

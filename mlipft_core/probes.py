@@ -68,6 +68,43 @@ def dimer_curve(model: str | Path, pair: str, *, head: str | None = None,
     return {"distances": d.tolist(), "energies": (energies - energies[-1]).tolist()}
 
 
+def reference_dimer_curves(model: str | Path | None) -> dict | None:
+    """Reference dimer curves of a model's pretraining level of theory, where the workbench
+    has them: the GFN1-xTB curves shipped with the demo world, for the demo foundation models.
+    ``None`` for any other model."""
+    import json
+
+    from .demo import sample_data_dir
+    from .registry import DEMO_MODEL_NAMES
+
+    if model is None:
+        return None
+    root = sample_data_dir()
+    ref = root / "pretrain" / "dimer_reference.json"
+    try:
+        resolved = Path(model).resolve()
+    except OSError:
+        return None
+    demo_files = {(root / "models" / f"{n}.model").resolve() for n in DEMO_MODEL_NAMES}
+    if resolved not in demo_files or not ref.is_file():
+        return None
+    return json.loads(ref.read_text())
+
+
+def reference_curve(curves: dict | None, pair: str) -> dict[str, list[float]] | None:
+    """One pair's curve (either element order) from :func:`reference_dimer_curves`, with the
+    points that never converged left out; ``None`` when there is none."""
+    if not curves:
+        return None
+    a, b = parse_pair(pair)
+    energies = curves["curves"].get(f"{a}-{b}") or curves["curves"].get(f"{b}-{a}")
+    if energies is None:
+        return None
+    pts = [(d, e) for d, e in zip(curves["distances"], energies) if e is not None]
+    return {"distances": [d for d, _ in pts], "energies": [e for _, e in pts],
+            "method": curves.get("method", "reference")}
+
+
 def repulsive_wall(curve: dict[str, list[float]]) -> float:
     """Height (eV) of the curve at its shortest distance above its minimum.
 

@@ -117,6 +117,10 @@ class RunSpec:
     replay_file: str | None = None
     name: str = "run"
     settings: dict[str, Any] = field(default_factory=dict)
+    #: isolated-atom energies of the reference method: the anchor of fitted E0s
+    isolated_file: str | None = None
+    #: the learning-rate pilot behind ``settings["lr"]`` (:meth:`TuneResult.record`), if any
+    tuning: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

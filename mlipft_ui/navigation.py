@@ -20,6 +20,7 @@ PAGES = [
     ("views/e0.py", "E0s", ":material/balance:"),
     ("views/runs.py", "Fine-tuning runs", ":material/model_training:"),
     ("views/compare.py", "Compare", ":material/compare:"),
+    ("views/study.py", "Study", ":material/science:"),
     ("views/md.py", "Molecular dynamics", ":material/animation:"),
 ]
 BOARD = ("views/board.py", "Instructor board", ":material/leaderboard:")

@@ -284,3 +284,28 @@ def xy_lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, titl
     if log_y:
         tidy_log_axis(fig, "y")
     return fig
+
+
+def lr_curve(lrs: Sequence[float], errors: Sequence[float], *, title: str,
+             best: float | None = None, series: dict[str, tuple[Sequence[float],
+                                                                 Sequence[float]]] | None = None,
+             ylabel: str = "validation force RMSE (meV/Å)") -> go.Figure:
+    """Validation error against learning rate (log axis); the best value is ringed."""
+    data = series if series is not None else {"pilot": (lrs, errors)}
+    colors = palette(list(data))
+    fig = go.Figure()
+    for name, (x, y) in data.items():
+        fig.add_trace(go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name,
+                                 marker={"size": 8}, line={"color": colors[name]}))
+    if best is not None and series is None:
+        y_best = [e for x, e in zip(lrs, errors) if x == best]
+        if y_best:
+            fig.add_trace(go.Scatter(x=[best], y=y_best[:1], mode="markers",
+                                     name=f"best: {best:g}",
+                                     marker={"size": 16, "symbol": "circle-open",
+                                             "line": {"width": 3}, "color": "#222"}))
+    fig.update_layout(title=title, xaxis_title="learning rate", yaxis_title=ylabel,
+                      height=340, showlegend=series is not None or best is not None)
+    tidy_log_axis(fig, "x", [v for x, _ in data.values() for v in x])
+    fig.update_xaxes(type="log")
+    return fig

@@ -10,7 +10,8 @@ from mlipft_core.compare import compare, resolve_models
 from mlipft_core.data import load_split
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
-from mlipft_core.probes import WALL_THRESHOLD_EV, collapse_probe_cached
+from mlipft_core.probes import (WALL_THRESHOLD_EV, collapse_probe_cached, reference_curve,
+                                reference_dimer_curves)
 from mlipft_core.strategies import STRATEGIES
 from mlipft_ui import cache, plots, selections, show
 
@@ -104,6 +105,11 @@ table = pd.DataFrame([{
     "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
     "pretraining energy RMSE (meV/atom)": r.pretrain_energy_rmse_mev_per_atom,
     "target stress RMSE (meV/Å³)": r.target_stress_rmse_mev_per_a3} for r in rows])
+raw = pd.DataFrame([{
+    "model": label(r.name, r.head, heads_per[r.name] > 1),
+    "target energy RMSE, raw (meV/atom)": r.target_energy_rmse_mev_per_atom_raw,
+    "pretraining energy RMSE, raw (meV/atom)": r.pretrain_energy_rmse_mev_per_atom_raw,
+    "target energies measured against": r.target_energy_reference} for r in rows])
 table = table.dropna(axis=1, how="all")  # e.g. stress when nothing carries a stress label
 if all(v == 1 for v in heads_per.values()):
     table = table.drop(columns=["head"])
@@ -112,7 +118,15 @@ st.dataframe(table, hide_index=True, column_config={
     for c in table.columns if table[c].dtype.kind == "f"})
 st.caption("Forgetting ratio: a model's force error on held-out pretraining data over the "
            "foundation model's (1 = no forgetting; larger = more forgotten). A replay model's "
-           "pt_head answers for the pretraining data, its Default head for the target.")
+           "pt_head answers for the pretraining data, its Default head for the target. "
+           "Energy errors compare energies relative to the E0s of each dataset's level of "
+           "theory: the foundation model (and a pt_head) on the target with the target's E0s, "
+           "a fine-tune on the pretraining data with the foundation's E0s. Raw absolute "
+           "energies across levels differ by the E0 offset, which is not an error.")
+with st.expander("Raw energy errors (absolute energies, E0 offset included)"):
+    st.dataframe(raw, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(c, format="%.1f")
+        for c in raw.columns if raw[c].dtype.kind == "f"})
 for r in rows:
     if r.note:
         st.caption(f"{r.name} [{r.head}]: {r.note}")
@@ -130,13 +144,15 @@ def parity_section() -> None:
     """A fragment: the overlay toggle redraws these two plots only, not the page."""
     st.subheader("Parity on the target test set")
     overlay = st.toggle("Overlay models in one plot", value=False)
-    e_panels = {label(n, h, heads_per[n] > 1): (r.ref_energy_per_atom, r.pred_energy_per_atom,
-                                                r.metrics.energy_rmse_mev_per_atom)
+    e_panels = {label(n, h, heads_per[n] > 1): (r.referenced.ref_per_atom,
+                                                r.referenced.pred_per_atom,
+                                                r.referenced.rmse_mev_per_atom)
                 for (n, h), r in results.items()}
     f_panels = {label(n, h, heads_per[n] > 1): (r.ref_forces.ravel(), r.pred_forces.ravel(),
                                                 r.metrics.forces_rmse_mev_per_a)
                 for (n, h), r in results.items() if r.ref_forces is not None}
-    show.chart(st, plots.parity_grid(e_panels, unit="eV/atom", quantity="Energy per atom",
+    show.chart(st, plots.parity_grid(e_panels, unit="eV/atom",
+                                      quantity="Energy per atom relative to the E0s",
                                       overlay=overlay, colors=colors, rmse_unit="meV/atom"),
                "parity_energy")
     show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
@@ -206,13 +222,18 @@ def repulsion_section() -> None:
     """A fragment: choosing another element pair redraws the dimer plot only."""
     pair = st.selectbox("Element pair", pairs)
     with st.spinner(f"{pair} dimer curves…"):
-        series, verdicts = analysis.repulsion(mh, pair, workspace=ws)
+        series, verdicts = analysis.repulsion(
+            mh, pair, workspace=ws,
+            reference_curve=reference_curve(reference_dimer_curves(members.get("foundation")), pair))
     show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
                                    ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30),
                                    colors=colors), "dimer")
     st.dataframe(pd.DataFrame([{"model": v.model,
                                 f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
-                                "short-range repulsion": v.verdict} for v in verdicts]),
+                                f"reference wall at {v.shortest_distance_a:.1f} Å (eV)":
+                                    v.reference_wall_ev,
+                                "short-range repulsion": v.verdict} for v in verdicts]
+                               ).dropna(axis=1, how="all").round(2),
                  hide_index=True)
     lost = [v.model for v in verdicts if v.verdict == "lost"]
     if lost:

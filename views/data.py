@@ -8,10 +8,10 @@ import streamlit as st
 
 from mlipft_core.data import (Dataset, detect_keys, make_split,
                               register_files_as_split, summarize, validate)
-from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
+from mlipft_core.demo import DEMO_DATASETS, isolated_file_for, sample_data_dir
 from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM
 from mlipft_core.errors import MlipftError
-from mlipft_core.evaluate import evaluate_model
+from mlipft_core.referencing import zero_shot
 from mlipft_ui import cache, plots, selections, show
 from mlipft_ui.labels import finding_title
 from mlipft_ui.viewer import gallery_html, local_js_available
@@ -218,31 +218,39 @@ head = st.selectbox("Head", heads) if len(heads) > 1 else heads[0]
 run_key = f"zeroshot::{model_path}::{parts[target]}::{head}::{keys.energy}::{keys.forces}"
 if st.button("Evaluate", type="primary"):
     bar = st.progress(0.0, text="Evaluating…")
+    fit_on = parts.get("train") if target not in ("train", "whole file") else None
     try:
-        res = evaluate_model(model_path, parts[target] if target != "whole file" else frames,
-                             head=head, keys=None if target != "whole file" else keys,
-                             trusted=True,
-                             progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} structures"))
-        st.session_state[run_key] = res
+        st.session_state[run_key] = zero_shot(
+            model_path, parts[target] if target != "whole file" else frames, head=head,
+            keys=None if target != "whole file" else keys, fit_on=fit_on,
+            isolated_file=isolated_file_for(parts.get("train") or path),
+            progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} structures"))
     except MlipftError as exc:
         st.error(str(exc))
     bar.empty()
-res = st.session_state.get(run_key)
-if res is not None:
+zs = st.session_state.get(run_key)
+if zs is not None:
+    res, rr = zs.result, zs.referenced
     m = res.metrics
     def fmt(v):
-        return "n/a" if v is None else f"{v:.1f}"
+        return "n/a" if v is None else f"{v:,.1f}"
 
     c = st.columns(4)
-    c[0].metric("E RMSE (meV/atom)", fmt(m.energy_rmse_mev_per_atom))
-    c[1].metric("E MAE (meV/atom)", fmt(m.energy_mae_mev_per_atom))
-    c[2].metric("F RMSE (meV/Å)", fmt(m.forces_rmse_mev_per_a))
-    c[3].metric("F MAE (meV/Å)", fmt(m.forces_mae_mev_per_a))
+    c[0].metric("Energy RMSE, E0s re-estimated (meV/atom)", fmt(rr.rmse_mev_per_atom),
+                help="Energies relative to E0s: the model's own on its side, E0s re-estimated "
+                     f"for this data ({'on the training part' if zs.fitted_on != 'this data' else 'on this data'}) "
+                     "on the reference side. The fair zero-shot error across levels of theory.")
+    c[1].metric("Energy RMSE, raw (meV/atom)", fmt(m.energy_rmse_mev_per_atom),
+                help="Absolute energies: across levels of theory this is mostly the E0 "
+                     "offset, not an error of the model.")
+    c[2].metric("Force RMSE (meV/Å)", fmt(m.forces_rmse_mev_per_a))
+    c[3].metric("Force MAE (meV/Å)", fmt(m.forces_mae_mev_per_a))
     left, right = st.columns(2)
-    if m.energy_rmse_mev_per_atom is not None:
-        ok = np.isfinite(res.ref_energy)
-        show.chart(left, plots.parity(res.ref_energy_per_atom[ok], res.pred_energy_per_atom[ok],
-                                       title=f"Energy per atom · RMSE {fmt(m.energy_rmse_mev_per_atom)} meV/atom",
+    if rr.rmse_mev_per_atom is not None:
+        ok = np.isfinite(rr.ref_per_atom)
+        show.chart(left, plots.parity(rr.ref_per_atom[ok], rr.pred_per_atom[ok],
+                                       title=f"Energy per atom relative to the E0s · RMSE "
+                                             f"{fmt(rr.rmse_mev_per_atom)} meV/atom",
                                        unit="eV/atom",
                                        labels=[t for t, k in zip(res.config_types, ok) if k]), "parity_energy")
     if res.ref_forces is not None:
@@ -251,11 +259,16 @@ if res is not None:
                                         unit="eV/Å"), "parity_forces")
     offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
     if abs(offset) > LEVEL_MISMATCH_EV_PER_ATOM:
-        st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average: "
-                   "different levels of theory. Re-estimated E0s absorb such offsets.")
+        st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average in "
+                   "absolute energy: different levels of theory. That offset is what the "
+                   "re-estimated E0s absorb; the error that remains is the model's.")
     table = pd.DataFrame({"configuration type": res.config_types, "atoms": res.n_atoms,
                           "reference energy (eV)": res.ref_energy,
-                          "predicted energy (eV)": res.pred_energy})
+                          "predicted energy (eV)": res.pred_energy,
+                          "reference energy relative to the re-estimated E0s (eV/atom)":
+                              rr.ref_per_atom,
+                          "predicted energy relative to the model's E0s (eV/atom)":
+                              rr.pred_per_atom})
     st.download_button("Predictions as CSV", table.to_csv(index=False), "zero_shot.csv", "text/csv")
 
 st.info("Next: fit the atomic reference energies on the **E0s** page; the zero-shot offset "

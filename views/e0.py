@@ -1,6 +1,5 @@
 """E0 workbench: compare atomic reference energies by every method and choose one."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,7 @@ import streamlit as st
 
 from mlipft_core import e0 as e0mod
 from mlipft_core.data import load_split, read_frames
-from mlipft_core.demo import demo_paths
+from mlipft_core.demo import demo_paths, isolated_file_for
 from mlipft_core.errors import MlipftError
 from mlipft_ui import cache, plots, selections, show
 
@@ -35,11 +34,14 @@ except MlipftError as exc:
     st.stop()
 head = st.selectbox("Head", info["heads"]) if len(info["heads"]) > 1 else info["heads"][0]
 demo = demo_paths()
-default_iso = demo["sn2_isolated_atoms"] if str(Path(train_file).resolve()) == str(
-    Path(demo["sn2_train"]).resolve()) else ""
-with st.expander("Optional inputs: isolated-atom energies, explicit values"):
+default_iso = isolated_file_for(train_file) or ""
+with st.expander("Isolated-atom energies (the anchor of fitted E0s) and explicit values",
+                 expanded=not default_iso):
     iso_file = st.text_input("extxyz with IsolatedAtom configurations of the reference method",
-                             value=default_iso) or None
+                             value=default_iso,
+                             help="One single-atom configuration per element, labelled with the "
+                                  "same method as the training data. The fitted methods take "
+                                  "whatever the data cannot determine from these energies.") or None
     explicit = st.text_area("Explicit E0s as JSON, e.g. {\"H\": -13.6, \"C\": -1029.0}",
                             value="") or None
 try:
@@ -69,9 +71,11 @@ else:
     st.stop()
 
 # ----------------------------------------------------------------- verdict
-best, notes = e0mod.verdict(results)
+assessment = e0mod.assess(results)
+best = assessment.best
 st.subheader("Verdict")
-(st.success if best == "estimated" else st.info)(" ".join(notes))
+{"success": st.success, "warning": st.warning, "info": st.info}[assessment.level](
+    " ".join(assessment.notes))
 if split.excluded.get("isolated_atom"):
     st.warning(f"The source file had {len(split.excluded['isolated_atom'])} IsolatedAtom "
                "configurations; they were left out of the split, because mace would take them as "
@@ -90,7 +94,9 @@ summary = pd.DataFrame({m: {"offset RMSE before (meV/atom)": _mev(r.offset_rmse_
                             "fit rank": "—" if r.diagnostics is None else
                             f"{r.diagnostics.rank}/{len(r.diagnostics.elements)}",
                             "condition number": "—" if r.diagnostics is None else
-                            f"{r.diagnostics.condition_number:.3g}"}
+                            f"{r.diagnostics.condition_number:.3g}",
+                            "undetermined part from": "—" if not r.anchor or r.diagnostics is None
+                            or not r.diagnostics.rank_deficient else r.anchor}
                         for m, r in results.items()})
 st.caption("E0 of each element by each method, in eV per atom; below, how well each set "
            "explains the training energies.")
@@ -110,15 +116,25 @@ method = st.selectbox("Method", list(results), index=list(results).index(best) i
 r = results[method]
 if r.offset_before is not None:
     n = inputs.n_atoms
-    for stage, label, offset in (("before", "with the model's own E0s", r.offset_before),
-                                 ("after", f"with {method} E0s", r.offset_after)):
+    A = inputs.A
+    found_vec = np.array([r.foundation_e0[e] for e in inputs.elements])
+    method_vec = np.array([r.e0[e] for e in inputs.elements])
+    model_rel = (inputs.model_energy - A @ found_vec) / n  # the model's interaction energy
+    for stage, label, offset, ref_e0 in (
+            ("before", "with the model's own E0s", r.offset_before, found_vec),
+            ("after", f"with {method} E0s", r.offset_after, method_vec)):
         left, right = st.columns(2)
         rmse = float(np.sqrt(np.mean(offset**2)) * 1000)
         show.chart(left, plots.histogram(offset * 1000, title=f"(E_ref − E_model) / N {label}",
                                           xlabel="meV/atom"), f"e0_residuals_{stage}")
-        show.chart(right, plots.parity(inputs.ref_energy / n, inputs.ref_energy / n - offset,
-                                        title=f"Energy per atom {label} · RMSE {rmse:.1f} meV/atom",
+        show.chart(right, plots.parity((inputs.ref_energy - A @ ref_e0) / n, model_rel,
+                                        title=f"Energy per atom relative to the E0s, {label} · "
+                                              f"RMSE {rmse:.1f} meV/atom",
                                         unit="eV/atom"), f"e0_parity_{stage}")
+    st.caption("Parity of energies relative to E0s: the reference minus the sum of the chosen "
+               "E0s against the model's interaction energy (its prediction minus its own E0s). "
+               "With the model's own E0s across levels of theory the points sit far off the "
+               "diagonal: that distance is the E0 offset.")
 for w in r.warnings:
     st.warning(w)
 

@@ -11,12 +11,12 @@ from mlipft_core.jobs.records import UnreadableRunError
 from mlipft_core.jobs.slurm import available as _slurm_available
 from mlipft_core.jobs.slurm import partitions as _slurm_partitions
 from mlipft_core.data import load_split
-from mlipft_core.demo import demo_paths
+from mlipft_core.demo import demo_paths, isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
-from mlipft_ui import plots, selections, show
+from mlipft_ui import plots, selections, show, tuning
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -56,15 +56,21 @@ if ready:
                 f"E0s: {e0_label}")
     picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
                             format_func=lambda n: STRATEGIES[n].title)
+    model_key = selections.get("model") or model_path
+    applied = tuning.tuned(model_key, split.id)
     st.caption("Per-strategy settings (edit a cell to change it):")
     per = pd.DataFrame([{"strategy": STRATEGIES[n].title, "key": n,
-                         "learning rate": STRATEGIES[n].defaults["lr"],
+                         "learning rate": applied[n]["best_lr"] if n in applied
+                         else STRATEGIES[n].defaults["lr"],
+                         "learning rate from": "pilot" if n in applied else "default",
                          "LoRA rank": STRATEGIES[n].defaults.get("lora_rank"),
                          "LoRA alpha": STRATEGIES[n].defaults.get("lora_alpha"),
                          "replay samples": STRATEGIES[n].defaults.get("num_samples_pt")}
                         for n in picked])
-    per = st.data_editor(per, hide_index=True, disabled=["strategy"],
-                         column_config={"key": None}, key=f"per_strategy_{'-'.join(picked)}")
+    applied_tag = "-".join(f"{k}{v['best_lr']:g}" for k, v in sorted(applied.items()))
+    per = st.data_editor(per, hide_index=True, disabled=["strategy", "learning rate from"],
+                         column_config={"key": None},
+                         key=f"per_strategy_{'-'.join(picked)}_{applied_tag}")
     c = st.columns(5)
     epochs = c[0].number_input("Epochs", 1, 10000, 20)
     batch = c[1].number_input("Batch size (structures)", 1, 1024, 5)
@@ -162,6 +168,7 @@ if ready:
             valid_file=str(split.file("valid")) if split.counts.get("valid") else None,
             test_file=str(split.file("test")) if split.counts.get("test") else None,
             e0s=choice["id"] if choice else "estimated", replay_file=replay or None,
+            isolated_file=isolated_file_for(split.file("train")), tuning=applied,
             common=common, lrs=lrs, seeds=seed_list if len(seed_list) > 1 else [],
             sizes=sizes)
     except (TypeError, ValueError):
@@ -178,6 +185,13 @@ if ready:
         st.markdown(f"**{plan.n_runs} run(s)** will be queued {where}: {plan.describe()}.")
     launch = st.button("Launch", type="primary", disabled=bool(problem) or not plan or
                        not plan.specs)
+    if plan and plan.specs and not problem:
+        with st.expander("Tune the learning rate first (a short pilot per strategy)"):
+            first = {}
+            for sp in plan.specs:
+                first.setdefault(sp.strategy, sp)
+            tuning.pilot_panel(first, model_key, split.id, executor=executor,
+                               slurm=slurm_opts)
     with st.expander("What each strategy changes, and when the study recommends it"):
         for s in STRATEGIES.values():
             st.markdown(f"**{s.title}** (default learning rate {s.defaults['lr']:g}): "

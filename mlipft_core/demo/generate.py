@@ -25,7 +25,7 @@ copied into ``sample_data/manifest.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -37,6 +37,9 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
+from ..data import split_indices, write_extxyz
+from ..strategies import command_line
+from ..workspace import atomic_write_bytes, atomic_write_json, file_sha256
 from . import structures as st
 
 SEED = 20261124
@@ -58,7 +61,7 @@ MODEL_SETTINGS = {
     },
     STRONG_MODEL: {
         "n_train": None, "hidden_irreps": "32x0e", "r_max": 5.0, "num_interactions": 2,
-        "max_num_epochs": 45, "batch_size": 10, "lr": 0.01,
+        "max_num_epochs": 36, "batch_size": 10, "lr": 0.01,
     },
 }
 
@@ -68,27 +71,13 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_xyz(path: Path, frames: list[Atoms]) -> None:
-    """Write atomically: a crash never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)
+    """Write atomically (the core's writer): a crash never leaves a half-written file."""
+    write_extxyz(Path(path), frames)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_json(Path(path), data)
 
 
 def _record_step(work: Path, step: str, seconds: float, extra: dict | None = None) -> None:
@@ -117,16 +106,10 @@ def _filter_forces(frames: list[Atoms]) -> tuple[list[Atoms], int]:
     return kept, len(frames) - len(kept)
 
 
-def _split(frames: list[Atoms], fractions: dict[str, float], rng: np.random.Generator
-           ) -> dict[str, list[Atoms]]:
-    idx = rng.permutation(len(frames))
-    out, start = {}, 0
-    names = list(fractions)
-    for k, name in enumerate(names):
-        n = len(frames) - start if k == len(names) - 1 else int(round(fractions[name] * len(frames)))
-        out[name] = [frames[i] for i in idx[start:start + n]]
-        start += n
-    return out
+def _split(frames: list[Atoms], fractions: dict[str, float], seed: int) -> dict[str, list[Atoms]]:
+    """A seeded split with the core's :func:`~mlipft_core.data.split_indices`."""
+    return {name: [frames[i] for i in idx]
+            for name, idx in split_indices(len(frames), fractions, seed).items()}
 
 
 # ----------------------------------------------------------------------------- geometries
@@ -246,6 +229,111 @@ def water_target_geometries(rng: np.random.Generator, n_boxes: int = 300) -> lis
     return frames[:n_boxes]
 
 
+SHORT_RANGE_TYPES = ("short_range_dimer", "short_range_trimer", "compressed", "random_compact")
+SHORT_RANGE_MAX_FORCE = 1500.0  # eV/Å: short-range configurations above are dropped
+#: Typical magnitudes (interaction energy per atom, largest force component) below which a
+#: short-range configuration keeps full weight. Above them its weight falls as 1/magnitude²,
+#: so that its loss is a relative error and a 0.5 Å dimer cannot swamp the corpus.
+SHORT_RANGE_SCALE = {"energy_ev_per_atom": 5.0, "force_ev_per_a": 10.0}
+
+
+def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms]) -> list[Atoms]:
+    """Geometries that teach the short-range wall: dimers and trimers of every element pair
+    from 0.5 Å upwards, compressed molecules and clusters, and random compact structures."""
+    from ase.data import covalent_radii
+
+    from ..probes import random_compact
+
+    frames: list[Atoms] = []
+    for a, b in itertools.combinations_with_replacement(PRETRAIN_ELEMENTS, 2):
+        bond = covalent_radii[Atoms(a).numbers[0]] + covalent_radii[Atoms(b).numbers[0]]
+        for d in np.linspace(0.5, 1.15 * bond, 9):
+            d = float(d + rng.uniform(-0.02, 0.02)) if d > 0.5 else 0.5
+            g = Atoms([a, b], positions=[[0, 0, 0], [0, 0, d]])
+            g.info.update(config_type="short_range_dimer", pair=f"{a}-{b}")
+            frames.append(g)
+        for _ in range(5):  # a close pair and a third atom nearby
+            c = PRETRAIN_ELEMENTS[int(rng.integers(len(PRETRAIN_ELEMENTS)))]
+            d = float(rng.uniform(0.5, 1.0 * bond))
+            u = rng.normal(size=3)
+            u /= np.linalg.norm(u)
+            third = rng.uniform(0.9, 1.8) * u + [0, 0, d * float(rng.integers(2))]
+            g = Atoms([a, b, c], positions=[[0, 0, 0], [0, 0, d], third])
+            g.info.update(config_type="short_range_trimer", pair=f"{a}-{b}")
+            frames.append(g)
+    pool = [f for f in corpus if f.info.get("config_type") in ("organic", "water_cluster")]
+    for i in rng.choice(len(pool), size=min(120, len(pool)), replace=False):
+        g = pool[int(i)].copy()
+        centre = g.positions.mean(axis=0)
+        g.positions = centre + float(rng.uniform(0.55, 0.85)) * (g.positions - centre)
+        g = Atoms(g.get_chemical_symbols(), positions=g.positions)
+        g.info.update(config_type="compressed")
+        frames.append(g)
+    weights = np.array([4, 3, 1, 2, 1, 1], float)  # H, C, N, O, F, Cl
+    for _ in range(80):
+        n = int(rng.integers(4, 11))
+        els = list(rng.choice(PRETRAIN_ELEMENTS, size=3, replace=False, p=weights / weights.sum()))
+        g = random_compact(els, n, rng, min_sep=float(rng.uniform(0.6, 0.9)))
+        g.info.update(config_type="random_compact")
+        frames.append(g)
+    return frames
+
+
+def _weight_short_range(frames: list[Atoms], e0: dict[int, float]) -> list[Atoms]:
+    """Relative-error weights (see :data:`SHORT_RANGE_SCALE`) on labelled short-range frames."""
+    for a in frames:
+        e_int = (a.info["REF_energy"] - sum(e0[z] for z in a.numbers)) / len(a)
+        f_max = float(np.abs(a.arrays["REF_forces"]).max())
+        a.info["config_energy_weight"] = round(min(
+            1.0, (SHORT_RANGE_SCALE["energy_ev_per_atom"] / max(abs(e_int), 1e-9)) ** 2), 6)
+        a.info["config_forces_weight"] = round(min(
+            1.0, (SHORT_RANGE_SCALE["force_ev_per_a"] / max(f_max, 1e-9)) ** 2), 6)
+    return frames
+
+
+def dimer_reference_curves(method: str = "GFN1-xTB") -> dict:
+    """Reference dimer curves of every element pair on the probes' distance grid (eV, relative
+    to the largest distance), with the multiplicity of odd-electron dimers set to 2."""
+    from ..probes import dimer_distances
+    from .labels import label_xtb_compressed
+
+    d = dimer_distances()
+    curves, smearing = {}, {}
+    for a, b in itertools.combinations_with_replacement(PRETRAIN_ELEMENTS, 2):
+        frames = [Atoms([a, b], positions=[[0, 0, 0], [0, 0, float(x)]]) for x in d]
+        for temperature in (300.0, 3000.0, 10000.0):  # one electronic temperature per curve
+            try:
+                e = [label_xtb_compressed(g, method, (temperature,)).info["REF_energy"]
+                     for g in frames]
+                break
+            except RuntimeError:
+                continue
+        else:  # the hottest smearing, point by point; a point that never converges is null
+            e = []
+            for g in frames:
+                try:
+                    e.append(label_xtb_compressed(g, method, (temperature,)).info["REF_energy"])
+                except RuntimeError:
+                    e.append(None)
+        last = e[-1] if e[-1] is not None else next(v for v in reversed(e) if v is not None)
+        curves[f"{a}-{b}"] = [None if v is None else round(float(v - last), 5) for v in e]
+        smearing[f"{a}-{b}"] = temperature
+    return {"method": method, "distances": [round(float(x), 5) for x in d],
+            "energy": "eV, relative to the largest distance", "curves": curves,
+            "electronic_temperature_K": smearing}
+
+
+def _scale_shift(train_file: Path, e0: dict[int, float]) -> tuple[float, float]:
+    """mace's ``rms_forces_scaling`` statistics (mean interaction energy per atom, RMS force
+    component) over the ordinary configurations of a training file."""
+    frames = [a for a in read(train_file, ":")
+              if a.info.get("config_type") not in SHORT_RANGE_TYPES]
+    mean = np.mean([(a.info["REF_energy"] - sum(e0[z] for z in a.numbers)) / len(a)
+                    for a in frames])
+    forces = np.concatenate([a.arrays["REF_forces"].ravel() for a in frames])
+    return float(mean), float(np.sqrt(np.mean(forces ** 2)))
+
+
 # ----------------------------------------------------------------------------- steps
 def step_corpus(out: Path, work: Path) -> None:
     from .labels import isolated_atom_xtb, label_xtb
@@ -269,7 +357,7 @@ def step_corpus(out: Path, work: Path) -> None:
     for a in kept:
         a.info.pop("charge", None)
     split = _split(kept, {"train": 0.80, "test": 0.10, "replay_pool": 0.10},
-                   np.random.default_rng(SEED + 1))
+                   SEED + 1)
     for name, frames in split.items():
         _write_xyz(out / "pretrain" / f"{name}.xyz", frames)
     iso = []
@@ -280,6 +368,52 @@ def step_corpus(out: Path, work: Path) -> None:
     _write_xyz(out / "pretrain" / "isolated_atoms.xyz", iso)
     _record_step(work, "corpus", time.time() - t0,
                  {"n_labelled": len(labelled), "n_dropped_large_force": dropped})
+
+
+def step_short_range(out: Path, work: Path) -> None:
+    """Label the short-range set with GFN1-xTB and add it to the corpus (train and replay
+    pool; the held-out test set stays ordinary so that forgetting is measured as before),
+    and write the reference dimer curves."""
+    from .labels import label_xtb_compressed
+
+    train = read(out / "pretrain" / "train.xyz", ":")
+    if any(a.info.get("config_type") in SHORT_RANGE_TYPES for a in train):
+        _log("short-range: done already")
+        return
+    t0 = time.time()
+    rng = np.random.default_rng(SEED + 7)
+    geo_path = work / "short_range_geometries.xyz"
+    if geo_path.exists():
+        geoms = read(geo_path, ":")
+    else:
+        geoms = short_range_geometries(rng, train)
+        _write_xyz(geo_path, geoms)
+
+    def label(a: Atoms) -> Atoms | None:
+        try:
+            return label_xtb_compressed(a, "GFN1-xTB")
+        except RuntimeError as exc:  # an SCF that does not converge: the geometry is skipped
+            _log(f"short-range: skipped one {a.info.get('config_type')} ({exc})")
+            return Atoms("X", info={"failed": True})
+
+    labelled = _label_resumable(geoms, work / "short_range_labelled.partial.xyz", label,
+                                "short-range GFN1-xTB")
+    failed = sum(1 for a in labelled if a.info.get("failed"))
+    labelled = [a for a in labelled if not a.info.get("failed")]
+    kept = [a for a in labelled if np.abs(a.arrays["REF_forces"]).max() <= SHORT_RANGE_MAX_FORCE]
+    kept = _weight_short_range(kept, _e0_dict(out))
+    for a in kept:
+        a.info.pop("total_charge", None)
+    split = _split(kept, {"train": 0.9, "replay_pool": 0.1}, SEED + 8)
+    for name, frames in split.items():
+        existing = read(out / "pretrain" / f"{name}.xyz", ":")
+        _write_xyz(out / "pretrain" / f"{name}.xyz", existing + frames)
+    _write_json(out / "pretrain" / "dimer_reference.json", dimer_reference_curves())
+    counts = {t: sum(1 for a in kept if a.info["config_type"] == t) for t in SHORT_RANGE_TYPES}
+    _record_step(work, "short-range", time.time() - t0,
+                 {"n_labelled": len(labelled), "n_failed_scf": failed,
+                  "n_dropped_large_force": len(labelled) - len(kept), "n_kept": counts,
+                  "max_force_ev_per_a": SHORT_RANGE_MAX_FORCE, "weights": SHORT_RANGE_SCALE})
 
 
 def step_sn2(out: Path, work: Path) -> None:
@@ -302,7 +436,7 @@ def step_sn2(out: Path, work: Path) -> None:
     scan = [a for a in labelled if a.info.get("config_type") == "scan"]
     others, dropped = _filter_forces([a for a in labelled if a.info.get("config_type") != "scan"])
     split = _split(others, {"train": 0.6, "valid": 0.15, "test": 0.25},
-                   np.random.default_rng(SEED + 3))
+                   SEED + 3)
     for name, frames in split.items():
         _write_xyz(out / "sn2" / f"{name}.xyz", frames)
     _write_xyz(out / "sn2" / "scan.xyz", scan)
@@ -333,7 +467,7 @@ def step_water(out: Path, work: Path) -> None:
     labelled = _label_resumable(geoms, work / "water_labelled.partial.xyz",
                                 lambda a: label_xtb(a, "GFN2-xTB"), "water GFN2-xTB")
     kept, dropped = _filter_forces(labelled)
-    split = _split(kept, {"train": 0.7, "test": 0.3}, np.random.default_rng(SEED + 5))
+    split = _split(kept, {"train": 0.7, "test": 0.3}, SEED + 5)
     for name, frames in split.items():
         _write_xyz(out / "water" / f"{name}.xyz", frames)
     _record_step(work, "water", time.time() - t0,
@@ -363,20 +497,24 @@ def train_demo_model(name: str, out: Path, work: Path, threads: int) -> None:
         sub = np.random.default_rng(SEED + 6).permutation(len(frames))[: cfg["n_train"]]
         train_file = run_dir / "train_subset.xyz"
         _write_xyz(train_file, [frames[i] for i in sorted(sub)])
-    cmd = [
-        sys.executable, "-m", "mace.cli.run_train",
-        f"--name={name}", f"--work_dir={run_dir}", f"--train_file={train_file}",
-        "--valid_fraction=0.05", f"--test_file={out / 'pretrain' / 'test.xyz'}",
-        f"--E0s={_e0_dict(out)!r}", "--model=ScaleShiftMACE",
-        f"--hidden_irreps={cfg['hidden_irreps']}", f"--r_max={cfg['r_max']}",
-        f"--num_interactions={cfg['num_interactions']}", "--correlation=3", "--max_L=0",
-        f"--batch_size={cfg['batch_size']}", f"--max_num_epochs={cfg['max_num_epochs']}",
-        f"--lr={cfg['lr']}", "--energy_weight=10.0", "--forces_weight=100.0",
-        "--ema", "--ema_decay=0.99", "--default_dtype=float32", "--device=cpu",
-        f"--seed={SEED}", "--energy_key=REF_energy", "--forces_key=REF_forces",
-        "--stress_key=REF_stress", "--save_cpu", "--restart_latest", "--eval_interval=1",
-        "--error_table=PerAtomRMSE",
-    ]
+    mean, std = _scale_shift(train_file, _e0_dict(out))
+    options = {
+        "name": name, "work_dir": str(run_dir), "train_file": str(train_file),
+        "valid_fraction": 0.05, "test_file": str(out / "pretrain" / "test.xyz"),
+        "E0s": repr(_e0_dict(out)), "model": "ScaleShiftMACE",
+        "hidden_irreps": cfg["hidden_irreps"], "r_max": cfg["r_max"],
+        "num_interactions": cfg["num_interactions"], "correlation": 3, "max_L": 0,
+        "batch_size": cfg["batch_size"], "max_num_epochs": cfg["max_num_epochs"],
+        "lr": cfg["lr"], "energy_weight": 10.0, "forces_weight": 100.0,
+        "ema": True, "ema_decay": 0.99, "default_dtype": "float32", "device": "cpu",
+        "seed": SEED, "energy_key": "REF_energy", "forces_key": "REF_forces",
+        "stress_key": "REF_stress", "save_cpu": True, "restart_latest": True,
+        "eval_interval": 1, "error_table": "PerAtomRMSE",
+        # scale and shift from the ordinary configurations only: the few short-range ones
+        # carry forces of hundreds of eV/Å that would otherwise set the output scale
+        "mean": round(mean, 6), "std": round(std, 6),
+    }
+    cmd = command_line(options)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     _log(f"{name}: training ({' '.join(cmd[3:])})")
     with open(run_dir / "train.log", "a") as log:
@@ -384,9 +522,7 @@ def train_demo_model(name: str, out: Path, work: Path, threads: int) -> None:
                        cwd=run_dir)
     produced = run_dir / f"{name}.model"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".model.part")
-    tmp.write_bytes(produced.read_bytes())
-    os.replace(tmp, target)
+    atomic_write_bytes(target, produced.read_bytes())
     _record_step(work, f"train-{name}", time.time() - t0, {"command": cmd[3:]})
 
 
@@ -401,7 +537,7 @@ def step_manifest(out: Path, work: Path) -> None:
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json" and p.suffix in {".xyz", ".model"}:
             rel = p.relative_to(out).as_posix()
-            entry = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+            entry = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
             if p.suffix == ".xyz":
                 frames = read(p, ":")
                 entry["n_configs"] = len(frames)
@@ -468,7 +604,7 @@ def step_manifest(out: Path, work: Path) -> None:
     _log(f"manifest written: {len(files)} files, {len(models)} models")
 
 
-STEPS = ["corpus", "sn2", "water", "train-weak", "train-strong", "manifest"]
+STEPS = ["corpus", "short-range", "sn2", "water", "train-weak", "train-strong", "manifest"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"step {step}")
         if step == "corpus":
             step_corpus(args.out, args.work_dir)
+        elif step == "short-range":
+            step_short_range(args.out, args.work_dir)
         elif step == "sn2":
             step_sn2(args.out, args.work_dir)
         elif step == "water":

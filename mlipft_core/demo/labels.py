@@ -28,17 +28,21 @@ def _store(atoms: Atoms, energy: float, forces: np.ndarray, charge: int,
     return out
 
 
-def xtb_calculator(method: str, charge: int = 0, multiplicity: int | None = None):
+def xtb_calculator(method: str, charge: int = 0, multiplicity: int | None = None,
+                   electronic_temperature: float = 300.0, max_iterations: int = 500):
     """A tblite ASE calculator for ``GFN1-xTB`` or ``GFN2-xTB``."""
     from tblite.ase import TBLite
 
     return TBLite(method=method, charge=charge, multiplicity=multiplicity, verbosity=0,
-                  max_iterations=500)
+                  max_iterations=max_iterations, electronic_temperature=electronic_temperature)
 
 
-def label_xtb(atoms: Atoms, method: str, charge: int = 0) -> Atoms:
+def label_xtb(atoms: Atoms, method: str, charge: int = 0, multiplicity: int | None = None,
+              electronic_temperature: float = 300.0, max_iterations: int = 500) -> Atoms:
     """Label one structure with tblite; stress (3x3, eV/Å³) is added for periodic cells."""
-    calc = xtb_calculator(method, charge=charge)
+    calc = xtb_calculator(method, charge=charge, multiplicity=multiplicity,
+                          electronic_temperature=electronic_temperature,
+                          max_iterations=max_iterations)
     a = atoms.copy()
     a.calc = calc
     energy = a.get_potential_energy()
@@ -47,6 +51,26 @@ def label_xtb(atoms: Atoms, method: str, charge: int = 0) -> Atoms:
     if a.pbc.all():
         stress = a.get_stress(voigt=False)
     return _store(atoms, energy, forces, charge, stress)
+
+
+def label_xtb_compressed(atoms: Atoms, method: str,
+                         temperatures: tuple[float, ...] = (300.0, 3000.0, 10000.0)) -> Atoms:
+    """Label a (possibly strongly compressed) neutral structure: odd-electron structures as
+    doublets; an SCF that does not converge at 300 K is retried with Fermi smearing at
+    3000 K and then 10000 K (the retry is recorded in ``xtb_electronic_temperature``)."""
+    multiplicity = 2 if int(sum(atoms.numbers)) % 2 else 1
+    error: Exception | None = None
+    for temperature in temperatures:
+        try:
+            out = label_xtb(atoms, method, multiplicity=multiplicity,
+                            electronic_temperature=temperature, max_iterations=150)
+        except Exception as exc:  # tblite raises ase's CalculationFailed
+            error = exc
+            continue
+        if temperature != 300.0:
+            out.info["xtb_electronic_temperature"] = temperature
+        return out
+    raise RuntimeError(f"SCF did not converge: {error}")
 
 
 def isolated_atom_xtb(symbol: str, method: str) -> float:

@@ -37,3 +37,20 @@ def demo_paths() -> dict[str, object]:
     out["models"] = {name: str(root / "models" / f"{name}.model") for name in DEMO_MODEL_NAMES}
     out["manifest"] = str(root / "manifest.json")
     return out
+
+
+def isolated_file_for(train_file: str | Path | None) -> str | None:
+    """The bundled isolated-atom energies of the reference method of a demo training file
+    (the anchor of fitted E0s), or ``None`` for any other file."""
+    if not train_file:
+        return None
+    root = sample_data_dir()
+    try:
+        resolved = Path(train_file).resolve()
+    except OSError:
+        return None
+    for target, iso in (("sn2", "sn2/isolated_atoms.xyz"),
+                        ("pretrain", "pretrain/isolated_atoms.xyz")):
+        if resolved.parent == (root / target).resolve() and (root / iso).is_file():
+            return str(root / iso)
+    return None

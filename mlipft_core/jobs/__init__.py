@@ -145,7 +145,8 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
                             "file) and use the saved choice, or give the values explicitly")
     if value in ("foundation", "average", "estimated"):
         model = None if value == "average" else spec.foundation_model
-        inputs = e0mod.prepare(spec.train_file, model, trusted=trusted)
+        inputs = e0mod.prepare(spec.train_file, model, trusted=trusted,
+                               isolated_file=spec.isolated_file)
         return e0mod.compute(inputs, value).e0
     if value.startswith("{") and ":" in value and '"' not in value:
         import ast
@@ -203,7 +204,7 @@ def _absolute(spec: RunSpec) -> RunSpec:
 
     return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
                    valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
-                   replay_file=fix(spec.replay_file))
+                   replay_file=fix(spec.replay_file), isolated_file=fix(spec.isolated_file))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -386,15 +387,16 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
         if files not in checked:
             preflight(a)
             checked.add(files)
-        key = (a.foundation_model, a.train_file, str(a.e0s))
+        key = (a.foundation_model, a.train_file, str(a.e0s), a.isolated_file)
         if key not in e0_cache:
             e0_cache[key] = resolve_e0s(a, trusted=trusted, workspace=ws)
             _check_e0s(a.train_file, e0_cache[key])
     recs = []
     for s in specs:
         a = _absolute(s)
+        key = (a.foundation_model, a.train_file, str(a.e0s), a.isolated_file)
         recs.append(prepare(s, workspace=ws, sweep=sweep, trusted=trusted, checked=True,
-                            e0_values=e0_cache[(a.foundation_model, a.train_file, str(a.e0s))],
+                            e0_values=e0_cache[key],
                             executor=exec_name, slurm=exec_opts or None))
     return _launch(ws, recs)
 
@@ -451,6 +453,7 @@ def parse_list(text: str | Iterable[Any] | None, kind: type, what: str) -> list[
 def expand_sweep(strategies: dict[str, dict[str, Any]], *, foundation_model: str,
                  train_file: str, valid_file: str | None = None, test_file: str | None = None,
                  e0s: str = "estimated", replay_file: str | None = None,
+                 isolated_file: str | None = None, tuning: dict[str, dict] | None = None,
                  common: dict[str, Any] | None = None, lrs: Iterable[float] = (),
                  seeds: Iterable[int] = (), sizes: Iterable[int] = (),
                  name_prefix: str = "") -> SweepPlan:
@@ -478,9 +481,20 @@ def expand_sweep(strategies: dict[str, dict[str, Any]], *, foundation_model: str
                 specs.append(RunSpec(strategy=name, foundation_model=foundation_model,
                                      train_file=train_file, valid_file=valid_file,
                                      test_file=test_file, e0s=e0s, replay_file=replay_file,
-                                     name=tag.replace(".", "p"), settings=settings))
+                                     name=tag.replace(".", "p"), settings=settings,
+                                     isolated_file=isolated_file,
+                                     tuning=_tuning_for(tuning, name, settings)))
     return SweepPlan(specs=specs, sizes=sorted({int(n) for n in sizes}),
                      n_strategies=len(strategies), n_lrs=len(lr_list), n_seeds=len(seed_list))
+
+
+def _tuning_for(tuning: dict[str, dict] | None, strategy: str, settings: dict[str, Any]
+                ) -> dict | None:
+    """The pilot record of a strategy when the run uses the pilot's best learning rate."""
+    t = (tuning or {}).get(strategy)
+    if not t or t.get("best_lr") is None or settings.get("lr") is None:
+        return None
+    return t if math.isclose(float(settings["lr"]), float(t["best_lr"]), rel_tol=1e-9) else None
 
 
 def submit_plan(plan: SweepPlan, **kwargs: Any) -> list[RunRecord]:
@@ -522,7 +536,7 @@ def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
     _check_e0s(spec.train_file, e0)
     exec_name, exec_opts = _executor_choice(ws, kwargs.pop("executor", None),
                                             kwargs.pop("slurm", None))
-    sweep = time.strftime("sizes-%Y%m%d-%H%M%S")
+    sweep = kwargs.pop("sweep", None) or time.strftime("sizes-%Y%m%d-%H%M%S")
     recs = []
     for n in sizes:
         path = ws.root / "subsets" / f"{tag}-{n}.xyz"

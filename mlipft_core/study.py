@@ -1,0 +1,685 @@
+"""The study's comparison, on the user's model and data, in one action.
+
+One study runs, through the ordinary executor:
+
+1. a learning-rate pilot for every fine-tuning strategy (:mod:`mlipft_core.tune`);
+2. the final runs: every strategy at its tuned learning rate with anchored E0s; naive
+   fine-tuning with ``average`` E0s; naive fine-tuning and the from-scratch baseline on a small
+   subset of the training data; naive fine-tuning of the weaker foundation model;
+3. the analysis: a comparison on the target and pretraining test sets (energies relative to
+   each level's E0s), and dimer curves of every element pair of the target against the
+   reference curves of the pretraining level where the workbench has them.
+
+It then states each of the study's six findings with its numbers and whether this data
+reproduces it. The whole state lives in ``studies/<id>/study.json`` in the workspace;
+:func:`advance` moves a study on from whatever it finds there, so a study survives a restart of
+the app or the command line and is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import MlipftError
+from .workspace import Workspace, atomic_write_json, read_json
+
+#: The strategies a study tunes and compares (the baseline runs separately, small).
+FINE_TUNING = ("naive", "freeze-a", "freeze-b", "lora", "multihead-replay",
+               "pseudolabel-replay", "replay-lora")
+REPLAY = ("multihead-replay", "pseudolabel-replay")
+#: Finding 4: replay counts as "close to naive" within this factor of naive's target error.
+CLOSE_FACTOR = 1.3
+#: Finding 1: E0s "matter" when the worse choice's error outside the training family is at
+#: least this factor above the anchored one's.
+E0_FACTOR = 2.0
+
+
+class StudyError(MlipftError):
+    """A study that cannot start or go on (missing inputs, unknown study)."""
+
+    code = "study_error"
+
+
+@dataclass
+class StudyInputs:
+    """What a study runs on. Paths are absolute once a study is created."""
+
+    model: str                       # the foundation model (file)
+    train: str
+    valid: str | None
+    test: str
+    pretrain_test: str | None
+    replay: str | None
+    weak_model: str | None = None
+    isolated_file: str | None = None
+    epochs: int = 20
+    pilot_lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    pilot_epochs: int = 5
+    small_size: int = 25
+    strategies: list[str] = field(default_factory=lambda: list(FINE_TUNING))
+    executor: str | None = None
+    slurm: dict[str, Any] | None = None
+
+    def study_id(self) -> str:
+        d = {k: v for k, v in asdict(self).items() if k not in ("executor", "slurm")}
+        return "study-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Finding:
+    """One of the study's findings as this data shows it."""
+
+    number: int
+    title: str
+    claim: str
+    reproduced: bool | None           # None: could not be measured
+    summary: str
+    teaching: str
+    table: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Study:
+    """A study's state as stored in ``study.json``."""
+
+    id: str
+    inputs: StudyInputs
+    stage: str                        # "pilots" | "finals" | "analysis" | "done" | "failed"
+    created: float
+    e0: dict[str, dict[str, float]] = field(default_factory=dict)
+    pilots: dict[str, str] = field(default_factory=dict)      # strategy -> pilot sweep
+    tuned: dict[str, float | None] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)      # role -> run id
+    findings: list[Finding] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)      # series for plots
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, so that the JSON stays strict."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _folder(ws: Workspace, study_id: str) -> Path:
+    from .jobs.records import check_name
+
+    check_name(study_id, "study id")
+    return ws.root / "studies" / study_id
+
+
+def save(ws: Workspace, study: Study) -> None:
+    atomic_write_json(_folder(ws, study.id) / "study.json", study.to_dict())
+
+
+def load(study_id: str, workspace: Workspace | None = None) -> Study:
+    ws = workspace or Workspace()
+    raw = read_json(_folder(ws, study_id) / "study.json")
+    if not isinstance(raw, dict):
+        raise StudyError(f"no study {study_id!r} in this workspace")
+    raw["inputs"] = StudyInputs(**raw["inputs"])
+    raw["findings"] = [Finding(**f) for f in raw.get("findings", [])]
+    return Study(**raw)
+
+
+def demo_inputs(**overrides: Any) -> StudyInputs:
+    """The study on the bundled demo world: strong and weak demo models, SN2 target."""
+    from .demo import demo_paths
+
+    d = demo_paths()
+    base = dict(model=d["models"]["demo-gfn1-strong"], weak_model=d["models"]["demo-gfn1-weak"],
+                train=d["sn2_train"], valid=d["sn2_valid"], test=d["sn2_test"],
+                pretrain_test=d["pretrain_test"], replay=d["replay_pool"],
+                isolated_file=d["sn2_isolated_atoms"])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return StudyInputs(**base)
+
+
+def _absolute(inputs: StudyInputs) -> StudyInputs:
+    def fix(p: str | None) -> str | None:
+        return None if not p else str(Path(p).expanduser().resolve())
+
+    d = asdict(inputs)
+    for k in ("model", "train", "valid", "test", "pretrain_test", "replay", "weak_model",
+              "isolated_file"):
+        d[k] = fix(d[k])
+    return StudyInputs(**d)
+
+
+def _check(inputs: StudyInputs) -> None:
+    from .strategies import get_strategy
+
+    for k in ("model", "train", "test"):
+        if not getattr(inputs, k):
+            raise StudyError(f"a study needs {k!r}")
+    for k in ("model", "train", "valid", "test", "pretrain_test", "replay", "weak_model",
+              "isolated_file"):
+        p = getattr(inputs, k)
+        if p and not Path(p).is_file():
+            raise StudyError(f"{k.replace('_', ' ')}: file not found: {p}")
+    for s in inputs.strategies:
+        get_strategy(s)
+    if any(s in REPLAY or s == "replay-lora" for s in inputs.strategies) and not inputs.replay:
+        raise StudyError("the replay strategies need a replay file (pretraining configurations)")
+    if inputs.epochs < 1 or inputs.pilot_epochs < 1 or inputs.small_size < 2:
+        raise StudyError("epochs and pilot epochs must be at least 1, the small training size "
+                         "at least 2")
+    if len(inputs.pilot_lrs) < 2:
+        raise StudyError("the learning-rate pilot needs at least two learning rates")
+
+
+# ----------------------------------------------------------------------------- running
+def _spec(inputs: StudyInputs, strategy: str, *, e0: dict[str, float], lr: float | None = None,
+          epochs: int | None = None, model: str | None = None, name: str | None = None):
+    from .strategies import RunSpec
+
+    settings: dict[str, Any] = {"max_num_epochs": epochs or inputs.epochs}
+    if lr is not None:
+        settings["lr"] = float(lr)
+    return RunSpec(strategy=strategy, foundation_model=model or inputs.model,
+                   train_file=inputs.train, valid_file=inputs.valid, test_file=None,
+                   e0s=json.dumps(e0), replay_file=inputs.replay, name=name or strategy,
+                   settings=settings, isolated_file=inputs.isolated_file)
+
+
+def _fit_e0s(inputs: StudyInputs) -> dict[str, dict[str, float]]:
+    from . import e0 as e0mod
+
+    out = {}
+    fm = e0mod.prepare(inputs.train, inputs.model, trusted=True,
+                       isolated_file=inputs.isolated_file)
+    out["anchored"] = e0mod.compute(fm, "estimated").e0
+    plain = e0mod.prepare(inputs.train, None, trusted=True)
+    out["average"] = e0mod.compute(plain, "average").e0
+    if fm.isolated:
+        out["isolated"] = {e: fm.isolated[e] for e in fm.elements if e in fm.isolated}
+    if inputs.weak_model:
+        weak = e0mod.prepare(inputs.train, inputs.weak_model, trusted=True,
+                             isolated_file=inputs.isolated_file)
+        out["anchored_weak"] = e0mod.compute(weak, "estimated").e0
+    return out
+
+
+def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
+    """Create a study (E0s, then one pilot per strategy) or return the existing one with the
+    same inputs, which then goes on where it stands."""
+    from .tune import submit_pilot
+
+    ws = workspace or Workspace()
+    inputs = _absolute(inputs)
+    _check(inputs)
+    sid = inputs.study_id()
+    try:
+        return load(sid, ws)
+    except StudyError:
+        pass
+    study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
+    save(ws, study)  # written before anything is queued: a crash below resumes, not repeats
+    for strategy in inputs.strategies:
+        spec = _spec(inputs, strategy, e0=study.e0["anchored"])
+        study.pilots[strategy] = submit_pilot(spec, inputs.pilot_lrs, inputs.pilot_epochs,
+                                              workspace=ws, executor=inputs.executor,
+                                              slurm=inputs.slurm)
+        save(ws, study)
+    ws.set(study=sid)
+    return study
+
+
+def _final_specs(study: Study) -> dict[str, Any]:
+    inp = study.inputs
+    anchored = study.e0["anchored"]
+    out = {}
+    for s in inp.strategies:
+        lr = study.tuned.get(s)
+        if lr is None:
+            continue
+        sp = _spec(inp, s, e0=anchored, lr=lr, name=f"study-{s}")
+        sp.tuning = {"pilot_sweep": study.pilots[s], "best_lr": lr, "epochs": inp.pilot_epochs,
+                     "grid": list(inp.pilot_lrs)}
+        out[s] = sp
+    naive_lr = study.tuned.get("naive")
+    if naive_lr is not None:
+        out["naive-average-e0"] = _spec(inp, "naive", e0=study.e0["average"], lr=naive_lr,
+                                        name="study-naive-average-e0")
+        if inp.weak_model and "anchored_weak" in study.e0:
+            out["naive-weak"] = _spec(inp, "naive", e0=study.e0["anchored_weak"], lr=naive_lr,
+                                      model=inp.weak_model, name="study-naive-weak-fm")
+        out["naive-small"] = _spec(inp, "naive", e0=anchored, lr=naive_lr,
+                                   name="study-naive-small")
+    out["scratch-small"] = _spec(inp, "scratch", e0=anchored, name="study-scratch-small")
+    return out
+
+
+def _submit_finals(ws: Workspace, study: Study) -> None:
+    from . import jobs
+
+    sweep = f"{study.id}-finals"
+    specs = _final_specs(study)
+    plain = {k: v for k, v in specs.items() if k not in ("naive-small", "scratch-small")}
+    recs = jobs.submit_sweep(list(plain.values()), workspace=ws, executor=study.inputs.executor,
+                             slurm=study.inputs.slurm, sweep=sweep)
+    for role, rec in zip(plain, recs):
+        study.finals[role] = rec.id
+    save(ws, study)
+    for role in ("naive-small", "scratch-small"):
+        if role in specs:
+            rec = jobs.submit_size_sweep(specs[role], [study.inputs.small_size], seed=0,
+                                         workspace=ws, executor=study.inputs.executor,
+                                         slurm=study.inputs.slurm, sweep=sweep)[0]
+            study.finals[role] = rec.id
+            save(ws, study)
+
+
+@dataclass
+class StudyProgress:
+    """Where a study stands, in words and numbers."""
+
+    stage: str
+    runs_ended: int
+    runs_total: int
+    text: str
+
+    @property
+    def fraction(self) -> float:
+        return self.runs_ended / self.runs_total if self.runs_total else 0.0
+
+
+def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
+    from . import jobs
+
+    ws = workspace or Workspace()
+    runs = {r.id: r for r in jobs.list_runs(ws) if r.readable}
+    pilot_runs = [r for r in runs.values() if r.sweep in set(study.pilots.values())]
+    final_runs = [runs[i] for i in study.finals.values() if i in runs]
+    ended = [r for r in pilot_runs + final_runs if r.status in ("done", "failed", "cancelled")]
+    n_pilot = len(study.inputs.strategies) * len(study.inputs.pilot_lrs)
+    n_final = max(len(study.finals), len(study.inputs.strategies) + 4)
+    texts = {"pilots": f"Learning-rate pilots: {sum(r.status in ('done', 'failed', 'cancelled') for r in pilot_runs)}"
+                       f"/{n_pilot} runs ended",
+             "finals": f"Final runs at the tuned learning rates: "
+                       f"{sum(r.status in ('done', 'failed', 'cancelled') for r in final_runs)}"
+                       f"/{len(study.finals)} ended",
+             "analysis": "Comparing the models: test sets and dimer curves",
+             "done": "Done", "failed": f"Stopped: {study.message}"}
+    return StudyProgress(study.stage, len(ended), n_pilot + n_final,
+                         texts.get(study.stage, study.stage))
+
+
+def advance(study_id: str, workspace: Workspace | None = None,
+            report: Callable[[str], None] | None = None) -> Study:
+    """Move a study on as far as its runs allow (idempotent; safe from several callers, as
+    each step re-reads the stored state before it acts)."""
+    from . import jobs
+    from .jobs.local import ensure_dispatcher
+    from .jobs.records import FINAL, RunStore
+    from .tune import read_pilot
+
+    ws = workspace or Workspace()
+    study = load(study_id, ws)
+    store = RunStore(ws)
+    mine = set(study.pilots.values()) | {f"{study.id}-finals"}
+    for rec in store.list():
+        if rec.readable and rec.sweep in mine and rec.status not in FINAL:
+            if jobs.settle(store, rec).status == "queued" and rec.executor == "local":
+                ensure_dispatcher(ws.dispatch_root)
+    if study.stage == "pilots":
+        results = {s: read_pilot(sw, ws) for s, sw in study.pilots.items()}
+        if len(results) == len(study.inputs.strategies) and all(r.finished for r in
+                                                                 results.values()):
+            study.tuned = {s: r.best_lr for s, r in results.items()}
+            study.extra["pilots"] = {s: r.to_dict() for s, r in results.items()}
+            study.stage = "finals"
+            save(ws, study)
+            _submit_finals(ws, study)
+    if study.stage == "finals":
+        recs = {role: store.read(rid) for role, rid in study.finals.items()}
+        if recs and all(r.status in FINAL for r in recs.values()):
+            study.stage = "analysis"
+            save(ws, study)
+    if study.stage == "analysis":
+        import fcntl
+
+        with open(_folder(ws, study.id) / "analysis.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another page or command is analysing it right now
+                return study
+            study = load(study.id, ws)
+            if study.stage != "analysis":
+                return study
+            try:
+                analyse(study, ws, report=report)
+                study.stage = "done"
+            except MlipftError as exc:
+                study.stage, study.message = "failed", str(exc)
+            save(ws, study)
+    return study
+
+
+def run(inputs: StudyInputs, workspace: Workspace | None = None, poll: float = 5.0,
+        report: Callable[[StudyProgress], None] | None = None) -> Study:
+    """Start (or resume) a study and wait for its findings."""
+    ws = workspace or Workspace()
+    study = start(inputs, ws)
+    while study.stage not in ("done", "failed"):
+        study = advance(study.id, ws)
+        if report:
+            report(progress(study, ws))
+        if study.stage not in ("done", "failed"):
+            time.sleep(poll)
+    return study
+
+
+# ----------------------------------------------------------------------------- analysis
+def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:,.{digits}f}{(' ' + unit) if unit else ''}"
+
+
+def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = None) -> None:
+    """Evaluate the final runs and state the six findings (stored on ``study``)."""
+    from .analysis import ModelHead, element_pairs, repulsion
+    from .compare import ModelRef, compare, model_heads_of
+    from .jobs.records import RunStore
+    from .probes import reference_curve, reference_dimer_curves
+    from .referencing import composition
+
+    inp = study.inputs
+    store = RunStore(ws)
+    done = {}
+    failed = {}
+    for role, rid in study.finals.items():
+        rec = store.read(rid)
+        if rec.status == "done" and rec.model_path:
+            done[role] = rec
+        else:
+            failed[role] = rec.reason or rec.status
+    refs = [ModelRef("foundation", inp.model)]
+    refs += [ModelRef(role, rec.model_path, inp.model, rec.strategy, rec.id)
+             for role, rec in done.items() if role != "naive-weak"]
+    if report:
+        report("comparing on the target and pretraining test sets")
+    rows, _ = compare(refs, inp.test, inp.pretrain_test, foundation=inp.model, workspace=ws,
+                      target_e0=study.e0["anchored"])
+    weak_rows = []
+    if "naive-weak" in done and inp.weak_model:
+        weak_rows, _ = compare([ModelRef("weak foundation", inp.weak_model),
+                                ModelRef("naive-weak", done["naive-weak"].model_path,
+                                         inp.weak_model, "naive", done["naive-weak"].id)],
+                               inp.test, inp.pretrain_test, foundation=inp.model,
+                               workspace=ws, target_e0=study.e0["anchored"])
+    by = {}
+    for r in rows + weak_rows:
+        by.setdefault(r.name, {})[r.head] = r
+
+    def target_row(name: str):
+        heads = by.get(name, {})
+        return next((r for h, r in heads.items() if h != "pt_head"), None)
+
+    def pt_row(name: str):
+        heads = by.get(name, {})
+        return heads.get("pt_head") or next(iter(heads.values()), None)
+
+    # dimer curves of the target's element pairs
+    elements, counts = composition(inp.test)
+    pairs = element_pairs(elements)
+    ref_curves = reference_dimer_curves(inp.model)
+    probe_models = [ModelHead("foundation", inp.model)]
+    for role in ("naive", "multihead-replay"):
+        if role in done:
+            path = done[role].model_path
+            heads = model_heads_of(path)
+            probe_models += [ModelHead(role, path, h, multihead=len(heads) > 1) for h in heads]
+    walls: dict[str, dict[str, Any]] = {}
+    dimer_series: dict[str, Any] = {}
+    for pair in pairs:
+        if report:
+            report(f"{pair} dimer curves")
+        series, verdicts = repulsion(probe_models, pair, workspace=ws,
+                                     reference_curve=reference_curve(ref_curves, pair))
+        dimer_series[pair] = series
+        walls[pair] = {v.model: v.to_dict() for v in verdicts}
+    study.extra["dimers"] = dimer_series
+    study.extra["rows"] = [r.to_dict() for r in rows + weak_rows]
+    study.extra["failed_runs"] = failed
+    study.findings = [
+        _finding_e0(study, target_row, pt_row),
+        _finding_scratch(study, target_row),
+        _finding_retention(study, pt_row),
+        _finding_close(study, target_row),
+        _finding_fm(study, target_row),
+        _finding_repulsion(study, walls, pairs, ref_curves is not None),
+    ]
+
+
+def _run_ids(study: Study, *roles: str) -> list[str]:
+    return [study.finals[r] for r in roles if r in study.finals]
+
+
+def _finding_e0(study: Study, target_row, pt_row) -> Finding:
+    a, v = target_row("naive"), target_row("naive-average-e0")
+    anchored, average = study.e0.get("anchored", {}), study.e0.get("average", {})
+    iso = study.e0.get("isolated", {})
+    table = [{"element": e, "anchored E0 (eV)": anchored.get(e), "average E0 (eV)": average.get(e),
+              "isolated atom (eV)": iso.get(e)} for e in anchored]
+    claim = ("Correct E0s matter more than the strategy: poor E0s can look fine on held-out "
+             "errors but distort energies outside the training data's composition family.")
+    teaching = ("'average' E0s fit the total energies of the training compositions and nothing "
+                "else: where the compositions are linearly dependent, the split between "
+                "elements is arbitrary. The target test set shares those compositions, so its "
+                "errors barely notice. The pretraining structures do not: their interaction "
+                "energies, the part the network learns, come out shifted by the wrong E0s. "
+                "Anchored E0s take what the data cannot determine from the isolated atoms.")
+    if a is None or v is None or a.pretrain_energy_rmse_mev_per_atom is None or \
+            v.pretrain_energy_rmse_mev_per_atom is None:
+        return Finding(1, "E0 choice matters", claim, None,
+                       "Could not be measured: the naive runs with both E0 choices and a "
+                       "pretraining test set are needed.", teaching, table,
+                       _run_ids(study, "naive", "naive-average-e0"))
+    ratio = v.pretrain_energy_rmse_mev_per_atom / max(a.pretrain_energy_rmse_mev_per_atom, 1e-9)
+    t_ratio = (v.target_energy_rmse_mev_per_atom or 0.0) / max(
+        a.target_energy_rmse_mev_per_atom or 0.0, 1e-9)
+    ok = ratio >= E0_FACTOR
+    summary = (f"Naive fine-tuning with anchored E0s: target energy RMSE "
+               f"{_fmt(a.target_energy_rmse_mev_per_atom, 'meV/atom')}, pretraining interaction-"
+               f"energy RMSE {_fmt(a.pretrain_energy_rmse_mev_per_atom, 'meV/atom')}. With "
+               f"'average' E0s: {_fmt(v.target_energy_rmse_mev_per_atom, 'meV/atom')} on the "
+               f"target, {_fmt(v.pretrain_energy_rmse_mev_per_atom, 'meV/atom')} on the "
+               f"pretraining structures ({ratio:.1f}× the anchored run's). "
+               + (("Reproduced: the target errors look alike, the energies outside the "
+                   "family do not." if t_ratio < 1.5 else
+                   f"Reproduced: the wrong E0s cost {t_ratio:.1f}× on the target and more "
+                   "outside the family.") if ok else
+                  f"Not reproduced here: the difference outside the family is below "
+                  f"{E0_FACTOR:g}×."))
+    study.extra["e0_runs"] = {
+        "anchored": {"target_e": a.target_energy_rmse_mev_per_atom,
+                     "target_f": a.target_forces_rmse_mev_per_a,
+                     "pretrain_e": a.pretrain_energy_rmse_mev_per_atom},
+        "average": {"target_e": v.target_energy_rmse_mev_per_atom,
+                    "target_f": v.target_forces_rmse_mev_per_a,
+                    "pretrain_e": v.pretrain_energy_rmse_mev_per_atom}}
+    return Finding(1, "E0 choice matters", claim, ok, summary, teaching, table,
+                   _run_ids(study, "naive", "naive-average-e0"))
+
+
+def _finding_scratch(study: Study, target_row) -> Finding:
+    n = study.inputs.small_size
+    f, s = target_row("naive-small"), target_row("scratch-small")
+    claim = "With the foundation model, E0s and learning rate right, fine-tuning beats " \
+            "training from scratch on the target, above all with little data."
+    teaching = (f"Both models saw the same {n} training structures. The fine-tune starts from "
+                "everything the foundation model learned; the model from scratch has only "
+                "these structures. The gap shrinks as the data grows.")
+    if f is None or s is None:
+        return Finding(2, "Fine-tuning beats scratch at small data", claim, None,
+                       "Could not be measured: a small-data run failed.", teaching,
+                       runs=_run_ids(study, "naive-small", "scratch-small"))
+    ok = (f.target_forces_rmse_mev_per_a or math.inf) < (s.target_forces_rmse_mev_per_a or
+                                                         math.inf)
+    table = [{"model": name, "training structures": n,
+              "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
+              "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom}
+             for name, r in (("naive fine-tune", f), ("from scratch", s))]
+    summary = (f"On {n} training structures: naive fine-tuning reaches a target force RMSE of "
+               f"{_fmt(f.target_forces_rmse_mev_per_a, 'meV/Å')}, training from scratch "
+               f"{_fmt(s.target_forces_rmse_mev_per_a, 'meV/Å')}. "
+               + ("Reproduced." if ok else "Not reproduced here."))
+    return Finding(2, "Fine-tuning beats scratch at small data", claim, ok, summary, teaching,
+                   table, _run_ids(study, "naive-small", "scratch-small"))
+
+
+def _strategy_title(s: str) -> str:
+    from .strategies import STRATEGIES
+
+    return STRATEGIES[s].title if s in STRATEGIES else s
+
+
+def _finding_retention(study: Study, pt_row) -> Finding:
+    claim = "Multihead replay is the only strategy that keeps the pretraining accuracy."
+    teaching = ("Forgetting ratio: force error on held-out pretraining structures over the "
+                "foundation model's (1 = nothing forgotten). A replay model keeps training its "
+                "pt_head on pretraining structures while the target head learns, so the shared "
+                "weights cannot drift far from what the foundation model knew.")
+    table = []
+    for s in study.inputs.strategies:
+        r = pt_row(s)
+        if r is not None and r.forgetting_ratio is not None:
+            table.append({"strategy": _strategy_title(s), "key": s,
+                          "head": r.head, "forgetting ratio": r.forgetting_ratio,
+                          "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
+                          "learning rate": study.tuned.get(s)})
+    if not table:
+        return Finding(3, "Multihead replay keeps pretraining accuracy best", claim, None,
+                       "Could not be measured: no forgetting ratio (pretraining test set "
+                       "missing or runs failed).", teaching, runs=list(study.finals.values()))
+    table.sort(key=lambda d: d["forgetting ratio"])
+    best = table[0]
+    ok = best["key"] in REPLAY
+    summary = (f"Lowest forgetting ratio: {best['strategy']} ({best['forgetting ratio']:.2f}); "
+               + ", ".join(f"{d['strategy']} {d['forgetting ratio']:.2f}" for d in table[1:])
+               + ". " + ("Reproduced." if ok else "Not reproduced here: a strategy without "
+                                                   "replay forgot less."))
+    for d in table:
+        d.pop("key")
+    return Finding(3, "Multihead replay keeps pretraining accuracy best", claim, ok, summary,
+                   teaching, table, list(study.finals.values()))
+
+
+def _finding_close(study: Study, target_row) -> Finding:
+    claim = ("Naive fine-tuning converges best for one system; multihead replay, at its own "
+             "learning rate, stays close to it on the target.")
+    teaching = ("Replay spends part of every step on the pretraining structures, so on the "
+                "target alone it converges a little slower than naive fine-tuning. With a "
+                "learning rate tuned for it (the pilot), the price is small; at a default tuned "
+                "for long runs it can look as if replay cannot learn the target at all.")
+    n, m = target_row("naive"), target_row("multihead-replay")
+    table = []
+    for s in study.inputs.strategies:
+        r = target_row(s)
+        if r is not None:
+            table.append({"strategy": _strategy_title(s),
+                          "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
+                          "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom,
+                          "learning rate": study.tuned.get(s)})
+    if n is None or m is None or n.target_forces_rmse_mev_per_a is None or \
+            m.target_forces_rmse_mev_per_a is None:
+        return Finding(4, "Multihead replay stays close to naive on the target", claim, None,
+                       "Could not be measured: the naive or the multihead replay run failed.",
+                       teaching, table, _run_ids(study, "naive", "multihead-replay"))
+    ratio = m.target_forces_rmse_mev_per_a / n.target_forces_rmse_mev_per_a
+    ok = ratio <= CLOSE_FACTOR
+    summary = (f"Target force RMSE: naive {_fmt(n.target_forces_rmse_mev_per_a, 'meV/Å')} (lr "
+               f"{study.tuned.get('naive'):g}), multihead replay "
+               f"{_fmt(m.target_forces_rmse_mev_per_a, 'meV/Å')} (lr "
+               f"{study.tuned.get('multihead-replay'):g}): {ratio:.2f}× naive's. "
+               + (f"Reproduced (within {CLOSE_FACTOR:g}×)." if ok else
+                  f"Not reproduced here: more than {CLOSE_FACTOR:g}× naive's."))
+    return Finding(4, "Multihead replay stays close to naive on the target", claim, ok, summary,
+                   teaching, table, _run_ids(study, "naive", "multihead-replay"))
+
+
+def _finding_fm(study: Study, target_row) -> Finding:
+    claim = "The quality of the foundation model carries through fine-tuning."
+    teaching = ("The same fine-tuning, data, E0 method and learning rate from two foundation "
+                "models: the weaker one (smaller, trained on less data) starts further from the "
+                "target and ends further from it.")
+    s, w = target_row("naive"), target_row("naive-weak")
+    fs, fw = target_row("foundation"), target_row("weak foundation")
+    if s is None or w is None:
+        why = ("no weaker foundation model was given" if not study.inputs.weak_model else
+               "a run failed")
+        return Finding(5, "FM quality carries through", claim, None,
+                       f"Could not be measured: {why}.", teaching,
+                       runs=_run_ids(study, "naive", "naive-weak"))
+    ok = (s.target_forces_rmse_mev_per_a or math.inf) < (w.target_forces_rmse_mev_per_a or
+                                                         math.inf)
+    table = [{"foundation model": name, "zero-shot target force RMSE (meV/Å)":
+              None if z is None else z.target_forces_rmse_mev_per_a,
+              "after naive fine-tuning (meV/Å)": r.target_forces_rmse_mev_per_a,
+              "after naive fine-tuning, energy (meV/atom)": r.target_energy_rmse_mev_per_atom}
+             for name, z, r in (("strong", fs, s), ("weak", fw, w))]
+    summary = (f"Naive fine-tuning from the strong foundation model: target force RMSE "
+               f"{_fmt(s.target_forces_rmse_mev_per_a, 'meV/Å')}; from the weak one "
+               f"{_fmt(w.target_forces_rmse_mev_per_a, 'meV/Å')}. "
+               + ("Reproduced." if ok else "Not reproduced here."))
+    return Finding(5, "FM quality carries through", claim, ok, summary, teaching, table,
+                   _run_ids(study, "naive", "naive-weak"))
+
+
+def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
+                       has_reference: bool) -> Finding:
+    claim = "Naive fine-tuning loses the short-range repulsion that multihead replay keeps."
+    teaching = ("The target data never puts two atoms closer than a bond length, so nothing in "
+                "it holds up the foundation model's repulsive wall. Naive fine-tuning is free to "
+                "bend the curve down at short distance; replay keeps showing the network "
+                "compressed pretraining structures. A model without the wall lets atoms "
+                "collapse in MD and structure search.")
+    table = []
+    replay = "multihead-replay [Default]"
+    for pair in pairs:
+        w = walls.get(pair, {})
+        row: dict[str, Any] = {"pair": pair,
+                               "reference wall (eV)": next((v.get("reference_wall_ev")
+                                                            for v in w.values()), None)}
+        for name, shown in (("foundation", "foundation"), ("naive", "naive"),
+                            (replay, "multihead replay, target head"),
+                            ("multihead-replay [pt_head]", "multihead replay, pt_head")):
+            if name in w:
+                row[f"{shown} wall (eV)"] = w[name]["wall_ev"]
+                row[shown] = w[name]["verdict"]
+        table.append(row)
+    naive_lost = [r["pair"] for r in table if r.get("naive") == "lost"]
+    replay_kept = [r["pair"] for r in table if r.get("multihead replay, target head") == "kept"]
+    if not any("naive" in r for r in table) or \
+            not any("multihead replay, target head" in r for r in table):
+        return Finding(6, "Naive loses short-range repulsion that replay keeps", claim, None,
+                       "Could not be measured: the naive or multihead replay run failed.",
+                       teaching, table, _run_ids(study, "naive", "multihead-replay"))
+    fm_lost = [r["pair"] for r in table if r.get("foundation") != "kept"]
+    both = [p for p in naive_lost if p in replay_kept and p not in fm_lost]
+    ok = bool(both)
+    summary = (f"Pairs whose wall naive fine-tuning lost: {', '.join(naive_lost) or 'none'}; "
+               f"of these, multihead replay (its target head) kept "
+               f"{', '.join(both) or 'none'}. "
+               + (f"The foundation model itself lacks a wall for {', '.join(fm_lost)}: "
+                  "nothing to lose there. " if fm_lost else "")
+               + ("" if has_reference else "No reference curves for this foundation model: "
+                  "walls are judged against the threshold alone. ")
+               + ("Reproduced." if ok else "Not reproduced here."))
+    return Finding(6, "Naive loses short-range repulsion that replay keeps", claim, ok, summary,
+                   teaching, table, _run_ids(study, "naive", "multihead-replay"))

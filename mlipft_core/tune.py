@@ -1,0 +1,180 @@
+"""Learning-rate pilot: a short log-spaced sweep on the real data, and the best value.
+
+The study behind the workbench found per-strategy hyperparameters, above all the learning
+rate, to matter more than the choice of strategy. A pilot runs one strategy at several
+learning rates for a fraction of the epochs, through the ordinary executor (this machine or
+SLURM), and reads the validation error of each run. The best learning rate is the one with the
+lowest validation force RMSE of the target head at the epoch mace keeps (its lowest
+validation loss).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+from .errors import MlipftError
+from .strategies import RunSpec, get_strategy
+from .workspace import Workspace
+
+#: The default grid: log-spaced, half a decade apart.
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+#: The default pilot length as a fraction of the strategy's epochs (at least MIN_EPOCHS).
+EPOCH_FRACTION = 0.25
+MIN_EPOCHS = 2
+
+
+class TuneError(MlipftError):
+    """A pilot that cannot be set up or read (too few learning rates, no finished run)."""
+
+    code = "tune_error"
+
+
+@dataclass
+class PilotPoint:
+    """One learning rate of a pilot and what its run reached."""
+
+    lr: float
+    run_id: str
+    status: str
+    valid_forces_rmse_mev_per_a: float | None = None
+    valid_energy_rmse_mev_per_atom: float | None = None
+    epoch: int | None = None
+
+
+@dataclass
+class TuneResult:
+    """A pilot's outcome: every point and the best learning rate (``None`` until one run
+    has finished with a finite validation error)."""
+
+    strategy: str
+    sweep: str
+    epochs: int
+    best_lr: float | None
+    results: list[PilotPoint] = field(default_factory=list)
+    finished: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def record(self) -> dict[str, Any]:
+        """What a run launched at the tuned value records about it."""
+        return {"pilot_sweep": self.sweep, "best_lr": self.best_lr, "epochs": self.epochs,
+                "grid": [p.lr for p in self.results],
+                "valid_forces_rmse_mev_per_a": {f"{p.lr:g}": p.valid_forces_rmse_mev_per_a
+                                                for p in self.results}}
+
+
+def pilot_epochs(spec: RunSpec) -> int:
+    """The default pilot length: a quarter of the strategy's epochs, at least 2."""
+    full = int(spec.settings.get("max_num_epochs")
+               or get_strategy(spec.strategy).defaults["max_num_epochs"])
+    return max(MIN_EPOCHS, int(round(full * EPOCH_FRACTION)))
+
+
+def pilot_specs(spec: RunSpec, lrs: Sequence[float] | None = None,
+                epochs: int | None = None) -> list[RunSpec]:
+    """The runs of a pilot: ``spec`` at every learning rate of the grid, for ``epochs``."""
+    grid = sorted({float(x) for x in (lrs or DEFAULT_LRS)})
+    if len(grid) < 2:
+        raise TuneError("a learning-rate pilot needs at least two learning rates")
+    bad = [x for x in grid if not (math.isfinite(x) and x > 0)]
+    if bad:
+        raise TuneError(f"learning rates must be positive numbers, not {bad[0]!r}")
+    n = int(epochs if epochs is not None else pilot_epochs(spec))
+    if n < 1:
+        raise TuneError("a pilot needs at least one epoch")
+    return [replace(spec, name=f"tune-{spec.strategy}-lr{lr:g}".replace(".", "p"), tuning=None,
+                    settings={**spec.settings, "lr": lr, "max_num_epochs": n})
+            for lr in grid]
+
+
+def submit_pilot(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int | None = None,
+                 *, workspace: Workspace | None = None, executor: str | None = None,
+                 slurm: dict[str, Any] | None = None) -> str:
+    """Queue a pilot as one sweep (one job array on SLURM); returns the sweep name."""
+    from . import jobs
+
+    specs = pilot_specs(spec, lrs, epochs)
+    sweep = time.strftime(f"tune-{spec.strategy}-%Y%m%d-%H%M%S")
+    jobs.submit_sweep(specs, workspace=workspace, executor=executor, slurm=slurm, sweep=sweep)
+    return sweep
+
+
+def _target_head(valid: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    heads = [h for h in valid if h != "pt_head"] or list(valid)
+    return valid[heads[0]] if heads else []
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def read_pilot(sweep: str, workspace: Workspace | None = None) -> TuneResult:
+    """The state of a pilot from its runs (running ones count with their latest epoch)."""
+    from . import jobs
+
+    runs = [r for r in jobs.list_runs(workspace) if r.sweep == sweep and r.readable]
+    if not runs:
+        raise TuneError(f"no pilot called {sweep!r} in this workspace")
+    points = []
+    for rec in runs:
+        settings = (rec.spec or {}).get("settings", {})
+        evals = _target_head(jobs.progress(rec, workspace).valid)
+        evals = [e for e in evals if _finite(e.get("loss")) is not None]
+        kept = min(evals, key=lambda e: float(e["loss"])) if evals else {}
+        points.append(PilotPoint(float(settings.get("lr")), rec.id, rec.status,
+                                 _finite(kept.get("rmse_f_mev_per_a")),
+                                 _finite(kept.get("rmse_e_per_atom_mev")), kept.get("epoch")))
+    points.sort(key=lambda p: p.lr)
+    finished = all(r.status in ("done", "failed", "cancelled") for r in runs)
+    scored = [p for p in points if p.status == "done" and p.valid_forces_rmse_mev_per_a is not None]
+    best = min(scored, key=lambda p: (p.valid_forces_rmse_mev_per_a,
+                                      p.valid_energy_rmse_mev_per_atom or 0.0), default=None)
+    strategy = runs[0].strategy
+    epochs = int((runs[0].spec or {}).get("settings", {}).get("max_num_epochs") or 0)
+    return TuneResult(strategy, sweep, epochs, None if best is None else best.lr, points,
+                      finished)
+
+
+def tune(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int | None = None, *,
+         workspace: Workspace | None = None, executor: str | None = None,
+         slurm: dict[str, Any] | None = None, timeout: float | None = None,
+         progress: Callable[[TuneResult], None] | None = None, poll: float = 2.0
+         ) -> TuneResult:
+    """Run a pilot to the end and return its result (``best_lr`` is the best value run)."""
+    from . import jobs
+
+    from .jobs.local import ensure_dispatcher
+    from .jobs.records import FINAL, RunStore
+
+    ws = workspace or Workspace()
+    sweep = submit_pilot(spec, lrs, epochs, workspace=ws, executor=executor, slurm=slurm)
+    store = RunStore(ws)
+    deadline = None if timeout is None else time.time() + timeout
+    while True:
+        active = [r for r in store.list() if r.readable and r.sweep == sweep
+                  and r.status not in FINAL]
+        for rec in active:
+            if jobs.settle(store, rec).status == "queued" and rec.executor == "local":
+                ensure_dispatcher(ws.dispatch_root)
+        res = read_pilot(sweep, ws)
+        if progress:
+            progress(res)
+        if res.finished:
+            break
+        if deadline is not None and time.time() > deadline:
+            raise TuneError(f"the pilot {sweep} did not finish within {timeout:.0f} s; its "
+                            "runs go on (mlipft runs)")
+        time.sleep(poll)
+    if res.best_lr is None:
+        failed = [p for p in res.results if p.status != "done"]
+        raise TuneError(f"no run of the pilot {sweep} finished with a validation error "
+                        f"({len(failed)} of {len(res.results)} failed or were cancelled)")
+    return res
