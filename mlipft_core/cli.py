@@ -286,6 +286,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         if missing:
             raise studymod.StudyError("with --model, give --train and --test too (and "
                                       "--pretrain, --replay for forgetting and replay)")
+        from .demo import isolated_file_for
+
+        given["isolated_file"] = given["isolated_file"] or isolated_file_for(given["train"])
         inputs = studymod.StudyInputs(**{k: v for k, v in given.items() if v is not None})
 
     def report(p) -> None:

@@ -167,7 +167,7 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     re-referenced energies as ``result.referenced``.
     """
     from .demo import isolated_file_for
-    from .referencing import fitted_target_e0s, model_e0s_of, rereference, same_e0s
+    from .referencing import fitted_target_e0s, model_e0s_of, rereference
 
     models = list(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
@@ -176,24 +176,38 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
         models.insert(0, ModelRef("foundation", foundation))
     found_e0 = model_e0s_of(foundation) if foundation else None
 
+    def is_foundation(path: str) -> bool:
+        return foundation is not None and Path(path).resolve() == Path(foundation).resolve()
+
     def level_of(path: str, head: str) -> str:
+        """The foundation model and a pt_head answer at the pretraining level; every other
+        head was trained on the target."""
         if found_e0 is None:
             return "target"
-        return "pretraining" if same_e0s(model_e0s_of(path, head), found_e0) else "target"
+        return "pretraining" if is_foundation(path) or head == "pt_head" else "target"
 
     target_source = "the given target E0s" if target_e0 is not None else None
     if target_e0 is None:
+        # the fine-tunes' E0s: the set most of them share (ties: the first model name), so
+        # the result does not depend on the order the models were picked in
+        tables: dict[str, tuple[int, str, dict[str, float]]] = {}
         for m in models:
-            head = _target_head(m.path)
-            if level_of(m.path, head) == "target":
-                target_e0 = model_e0s_of(m.path, head)
-                target_source = f"the E0s of {m.name} (the fine-tunes' E0s)"
-                break
+            if is_foundation(m.path):
+                continue
+            e0 = model_e0s_of(m.path, _target_head(m.path))
+            key = repr(sorted((k, round(v, 4)) for k, v in e0.items()))
+            n, name, _ = tables.get(key, (0, m.name, e0))
+            tables[key] = (n + 1, min(name, m.name), e0)
+        if tables:
+            n, name, target_e0 = sorted(tables.values(), key=lambda t: (-t[0], t[1]))[0]
+            target_source = (f"the E0s of {name} (the fine-tunes' E0s)" if len(tables) == 1
+                             else f"the E0s {n} of the fine-tunes share (as in {name})")
     if target_e0 is None and foundation:
         try:
             target_e0 = fitted_target_e0s(
                 foundation, target, isolated_file=isolated_file or isolated_file_for(target))
-            target_source = "E0s re-estimated on the target with the foundation model"
+            target_source = ("E0s re-estimated with the foundation model on this target set "
+                             "(no fine-tune to take them from)")
         except MlipftError:
             target_e0 = None
     results: dict[tuple[str, str], EvaluationResult] = {}

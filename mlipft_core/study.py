@@ -32,7 +32,7 @@ from .workspace import Workspace, atomic_write_json, read_json
 #: The strategies a study tunes and compares (the baseline runs separately, small).
 FINE_TUNING = ("naive", "freeze-a", "freeze-b", "lora", "multihead-replay",
                "pseudolabel-replay", "replay-lora")
-REPLAY = ("multihead-replay", "pseudolabel-replay")
+REPLAY = ("multihead-replay", "pseudolabel-replay", "replay-lora")
 #: Finding 4: replay counts as "close to naive" within this factor of naive's target error.
 CLOSE_FACTOR = 1.3
 #: Finding 1: E0s "matter" when the worse choice's error outside the training family is at
@@ -161,7 +161,8 @@ def _absolute(inputs: StudyInputs) -> StudyInputs:
     return StudyInputs(**d)
 
 
-def _check(inputs: StudyInputs) -> None:
+def check(inputs: StudyInputs) -> None:
+    """Refuse inputs a study cannot run on, with the reason (:class:`StudyError`)."""
     from .strategies import get_strategy
 
     for k in ("model", "train", "test"):
@@ -174,13 +175,25 @@ def _check(inputs: StudyInputs) -> None:
             raise StudyError(f"{k.replace('_', ' ')}: file not found: {p}")
     for s in inputs.strategies:
         get_strategy(s)
-    if any(s in REPLAY or s == "replay-lora" for s in inputs.strategies) and not inputs.replay:
+    if any(s in REPLAY for s in inputs.strategies) and not inputs.replay:
         raise StudyError("the replay strategies need a replay file (pretraining configurations)")
+    if "naive" not in inputs.strategies:
+        raise StudyError("a study needs naive fine-tuning among its strategies: the E0, "
+                         "small-data, foundation-model and replay findings compare with it")
     if inputs.epochs < 1 or inputs.pilot_epochs < 1 or inputs.small_size < 2:
         raise StudyError("epochs and pilot epochs must be at least 1, the small training size "
                          "at least 2")
-    if len(inputs.pilot_lrs) < 2:
-        raise StudyError("the learning-rate pilot needs at least two learning rates")
+    lrs = {float(x) for x in inputs.pilot_lrs}
+    if len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs):
+        raise StudyError("the learning-rate pilot needs at least two different, positive "
+                         "learning rates")
+    from .data import read_frames
+
+    n_train = sum(1 for a in read_frames(inputs.train)
+                  if a.info.get("config_type") != "IsolatedAtom")
+    if inputs.small_size >= n_train:
+        raise StudyError(f"the small training set ({inputs.small_size} structures) must be "
+                         f"smaller than the training set ({n_train})")
 
 
 # ----------------------------------------------------------------------------- running
@@ -217,27 +230,48 @@ def _fit_e0s(inputs: StudyInputs) -> dict[str, dict[str, float]]:
 
 def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
     """Create a study (E0s, then one pilot per strategy) or return the existing one with the
-    same inputs, which then goes on where it stands."""
-    from .tune import submit_pilot
+    same inputs, which then goes on where it stands (a failed one is tried again)."""
+    from .jobs import _workshop_checks
 
     ws = workspace or Workspace()
     inputs = _absolute(inputs)
-    _check(inputs)
+    check(inputs)
     sid = inputs.study_id()
     try:
-        return load(sid, ws)
+        study = load(sid, ws)
     except StudyError:
-        pass
-    study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
-    save(ws, study)  # written before anything is queued: a crash below resumes, not repeats
-    for strategy in inputs.strategies:
-        spec = _spec(inputs, strategy, e0=study.e0["anchored"])
-        study.pilots[strategy] = submit_pilot(spec, inputs.pilot_lrs, inputs.pilot_epochs,
-                                              workspace=ws, executor=inputs.executor,
-                                              slurm=inputs.slurm)
-        save(ws, study)
+        _workshop_checks(ws, len(set(inputs.pilot_lrs)))  # room for one pilot now
+        study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
+        save(ws, study)  # written before anything is queued: a crash below resumes
+    else:
+        if study.stage == "failed":
+            study.stage = "analysis" if study.finals else (
+                "finals" if study.tuned else "pilots")
+            study.message = ""
+            save(ws, study)
     ws.set(study=sid)
-    return study
+    return advance(sid, ws)
+
+
+def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
+    """Queue the pilots not queued yet; a refusal (e.g. a workshop's run limit while earlier
+    pilots still run) waits for the next call, with the reason in ``message``."""
+    from .tune import submit_pilot
+
+    study.message = ""
+    for strategy in study.inputs.strategies:
+        if strategy in study.pilots:
+            continue
+        spec = _spec(study.inputs, strategy, e0=study.e0["anchored"])
+        try:
+            study.pilots[strategy] = submit_pilot(
+                spec, study.inputs.pilot_lrs, study.inputs.pilot_epochs, workspace=ws,
+                executor=study.inputs.executor, slurm=study.inputs.slurm)
+        except MlipftError as exc:
+            study.message = f"waiting to queue the pilot of {strategy}: {exc}"
+            break
+        finally:
+            save(ws, study)
 
 
 def _final_specs(study: Study) -> dict[str, Any]:
@@ -265,24 +299,29 @@ def _final_specs(study: Study) -> dict[str, Any]:
     return out
 
 
-def _submit_finals(ws: Workspace, study: Study) -> None:
+def _submit_missing_finals(ws: Workspace, study: Study) -> None:
+    """Queue the final runs not queued yet (one sweep, ``<id>-finals``); a refusal waits for
+    the next call, with the reason in ``message``."""
     from . import jobs
 
     sweep = f"{study.id}-finals"
-    specs = _final_specs(study)
-    plain = {k: v for k, v in specs.items() if k not in ("naive-small", "scratch-small")}
-    recs = jobs.submit_sweep(list(plain.values()), workspace=ws, executor=study.inputs.executor,
-                             slurm=study.inputs.slurm, sweep=sweep)
-    for role, rec in zip(plain, recs):
+    study.message = ""
+    for role, spec in _final_specs(study).items():
+        if role in study.finals:
+            continue
+        try:
+            if role in ("naive-small", "scratch-small"):
+                rec = jobs.submit_size_sweep(spec, [study.inputs.small_size], seed=0,
+                                             workspace=ws, executor=study.inputs.executor,
+                                             slurm=study.inputs.slurm, sweep=sweep)[0]
+            else:
+                rec = jobs.submit_sweep([spec], workspace=ws, executor=study.inputs.executor,
+                                        slurm=study.inputs.slurm, sweep=sweep)[0]
+        except MlipftError as exc:
+            study.message = f"waiting to queue {role}: {exc}"
+            break
         study.finals[role] = rec.id
-    save(ws, study)
-    for role in ("naive-small", "scratch-small"):
-        if role in specs:
-            rec = jobs.submit_size_sweep(specs[role], [study.inputs.small_size], seed=0,
-                                         workspace=ws, executor=study.inputs.executor,
-                                         slurm=study.inputs.slurm, sweep=sweep)[0]
-            study.finals[role] = rec.id
-            save(ws, study)
+        save(ws, study)
 
 
 @dataclass
@@ -307,8 +346,9 @@ def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
     pilot_runs = [r for r in runs.values() if r.sweep in set(study.pilots.values())]
     final_runs = [runs[i] for i in study.finals.values() if i in runs]
     ended = [r for r in pilot_runs + final_runs if r.status in ("done", "failed", "cancelled")]
-    n_pilot = len(study.inputs.strategies) * len(study.inputs.pilot_lrs)
-    n_final = max(len(study.finals), len(study.inputs.strategies) + 4)
+    n_pilot = len(study.inputs.strategies) * len(set(study.inputs.pilot_lrs))
+    n_final = (len(_final_specs(study)) if study.tuned else
+               len(study.inputs.strategies) + 3 + bool(study.inputs.weak_model))
     texts = {"pilots": f"Learning-rate pilots: {sum(r.status in ('done', 'failed', 'cancelled') for r in pilot_runs)}"
                        f"/{n_pilot} runs ended",
              "finals": f"Final runs at the tuned learning rates: "
@@ -316,58 +356,70 @@ def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
                        f"/{len(study.finals)} ended",
              "analysis": "Comparing the models: test sets and dimer curves",
              "done": "Done", "failed": f"Stopped: {study.message}"}
+    if study.message and study.stage in ("pilots", "finals"):
+        texts[study.stage] += f" ({study.message})"
     return StudyProgress(study.stage, len(ended), n_pilot + n_final,
                          texts.get(study.stage, study.stage))
 
 
 def advance(study_id: str, workspace: Workspace | None = None,
             report: Callable[[str], None] | None = None) -> Study:
-    """Move a study on as far as its runs allow (idempotent; safe from several callers, as
-    each step re-reads the stored state before it acts)."""
-    from . import jobs
-    from .jobs.local import ensure_dispatcher
-    from .jobs.records import FINAL, RunStore
-    from .tune import read_pilot
+    """Move a study on as far as its runs allow. Idempotent, and safe from several callers:
+    one caller at a time advances a study (a file lock); the others return its stored state."""
+    import fcntl
 
     ws = workspace or Workspace()
-    study = load(study_id, ws)
+    load(study_id, ws)  # a clear error for an unknown study
+    with open(_folder(ws, study_id) / "advance.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another page or command is moving it on right now
+            return load(study_id, ws)
+        return _advance_locked(load(study_id, ws), ws, report)
+
+
+def _advance_locked(study: Study, ws: Workspace, report) -> Study:
+    from . import jobs
+    from .jobs.local import ensure_dispatcher
+    from .jobs.records import FINAL, RunNotFoundError, RunStore
+    from .tune import read_pilot
+
     store = RunStore(ws)
     mine = set(study.pilots.values()) | {f"{study.id}-finals"}
     for rec in store.list():
         if rec.readable and rec.sweep in mine and rec.status not in FINAL:
             if jobs.settle(store, rec).status == "queued" and rec.executor == "local":
                 ensure_dispatcher(ws.dispatch_root)
-    if study.stage == "pilots":
-        results = {s: read_pilot(sw, ws) for s, sw in study.pilots.items()}
-        if len(results) == len(study.inputs.strategies) and all(r.finished for r in
-                                                                 results.values()):
-            study.tuned = {s: r.best_lr for s, r in results.items()}
-            study.extra["pilots"] = {s: r.to_dict() for s, r in results.items()}
-            study.stage = "finals"
-            save(ws, study)
-            _submit_finals(ws, study)
-    if study.stage == "finals":
-        recs = {role: store.read(rid) for role, rid in study.finals.items()}
-        if recs and all(r.status in FINAL for r in recs.values()):
-            study.stage = "analysis"
-            save(ws, study)
+    try:
+        if study.stage == "pilots":
+            _submit_missing_pilots(ws, study)
+            if len(study.pilots) == len(study.inputs.strategies):
+                results = {s: read_pilot(sw, ws) for s, sw in study.pilots.items()}
+                if all(r.finished for r in results.values()):
+                    study.tuned = {s: r.best_lr for s, r in results.items()}
+                    study.extra["pilots"] = {s: r.to_dict() for s, r in results.items()}
+                    study.stage = "finals"
+                    save(ws, study)
+        if study.stage == "finals":
+            _submit_missing_finals(ws, study)
+            wanted = _final_specs(study)
+            if set(wanted) <= set(study.finals):
+                recs = [store.read(rid) for rid in study.finals.values()]
+                if all(r.status in FINAL for r in recs):
+                    study.stage = "analysis"
+                    save(ws, study)
+    except (RunNotFoundError, MlipftError) as exc:
+        study.stage, study.message = "failed", f"{exc} (run the study again to retry)"
+        save(ws, study)
+        return study
     if study.stage == "analysis":
-        import fcntl
-
-        with open(_folder(ws, study.id) / "analysis.lock", "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another page or command is analysing it right now
-                return study
-            study = load(study.id, ws)
-            if study.stage != "analysis":
-                return study
-            try:
-                analyse(study, ws, report=report)
-                study.stage = "done"
-            except MlipftError as exc:
-                study.stage, study.message = "failed", str(exc)
-            save(ws, study)
+        try:
+            analyse(study, ws, report=report)
+            study.stage, study.message = "done", ""
+        except Exception as exc:  # noqa: BLE001 - recorded, so the page never loops on it
+            study.stage = "failed"
+            study.message = f"the analysis failed: {type(exc).__name__}: {exc}"
+        save(ws, study)
     return study
 
 
@@ -420,8 +472,9 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         weak_rows, _ = compare([ModelRef("weak foundation", inp.weak_model),
                                 ModelRef("naive-weak", done["naive-weak"].model_path,
                                          inp.weak_model, "naive", done["naive-weak"].id)],
-                               inp.test, inp.pretrain_test, foundation=inp.model,
-                               workspace=ws, target_e0=study.e0["anchored"])
+                               inp.test, inp.pretrain_test, foundation=inp.weak_model,
+                               workspace=ws,
+                               target_e0=study.e0.get("anchored_weak", study.e0["anchored"]))
     by = {}
     for r in rows + weak_rows:
         by.setdefault(r.name, {})[r.head] = r
@@ -464,6 +517,10 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         _finding_fm(study, target_row),
         _finding_repulsion(study, walls, pairs, ref_curves is not None),
     ]
+
+
+def _lr(v: float | None) -> str:
+    return "—" if v is None else f"{v:g}"
 
 
 def _run_ids(study: Study, *roles: str) -> list[str]:
@@ -562,7 +619,7 @@ def _finding_retention(study: Study, pt_row) -> Finding:
             table.append({"strategy": _strategy_title(s), "key": s,
                           "head": r.head, "forgetting ratio": r.forgetting_ratio,
                           "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
-                          "learning rate": study.tuned.get(s)})
+                          "learning rate": _lr(study.tuned.get(s))})
     if not table:
         return Finding(3, "Multihead replay keeps pretraining accuracy best", claim, None,
                        "Could not be measured: no forgetting ratio (pretraining test set "
@@ -572,8 +629,8 @@ def _finding_retention(study: Study, pt_row) -> Finding:
     ok = best["key"] in REPLAY
     summary = (f"Lowest forgetting ratio: {best['strategy']} ({best['forgetting ratio']:.2f}); "
                + ", ".join(f"{d['strategy']} {d['forgetting ratio']:.2f}" for d in table[1:])
-               + ". " + ("Reproduced." if ok else "Not reproduced here: a strategy without "
-                                                   "replay forgot less."))
+               + ". " + ("Reproduced: a replay strategy forgets least." if ok else
+                         "Not reproduced here: a strategy without replay forgot less."))
     for d in table:
         d.pop("key")
     return Finding(3, "Multihead replay keeps pretraining accuracy best", claim, ok, summary,
@@ -595,7 +652,7 @@ def _finding_close(study: Study, target_row) -> Finding:
             table.append({"strategy": _strategy_title(s),
                           "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
                           "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom,
-                          "learning rate": study.tuned.get(s)})
+                          "learning rate": _lr(study.tuned.get(s))})
     if n is None or m is None or n.target_forces_rmse_mev_per_a is None or \
             m.target_forces_rmse_mev_per_a is None:
         return Finding(4, "Multihead replay stays close to naive on the target", claim, None,

@@ -11,6 +11,7 @@ validation loss).
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -98,7 +99,7 @@ def submit_pilot(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int 
     from . import jobs
 
     specs = pilot_specs(spec, lrs, epochs)
-    sweep = time.strftime(f"tune-{spec.strategy}-%Y%m%d-%H%M%S")
+    sweep = time.strftime(f"tune-{spec.strategy}-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     jobs.submit_sweep(specs, workspace=workspace, executor=executor, slurm=slurm, sweep=sweep)
     return sweep
 
@@ -127,7 +128,9 @@ def read_pilot(sweep: str, workspace: Workspace | None = None) -> TuneResult:
     for rec in runs:
         settings = (rec.spec or {}).get("settings", {})
         evals = _target_head(jobs.progress(rec, workspace).valid)
-        evals = [e for e in evals if _finite(e.get("loss")) is not None]
+        # mace's first validation (epoch None) is the untrained model: never a candidate
+        evals = [e for e in evals
+                 if e.get("epoch") is not None and _finite(e.get("loss")) is not None]
         kept = min(evals, key=lambda e: float(e["loss"])) if evals else {}
         points.append(PilotPoint(float(settings.get("lr")), rec.id, rec.status,
                                  _finite(kept.get("rmse_f_mev_per_a")),

@@ -65,17 +65,28 @@ def pilot_panel(specs: dict[str, RunSpec], model: str, split_id: str, *, executo
                 st.error(str(exc))
                 continue
         if sweep:
-            _pilot_status(sweep, key, title)
+            try:
+                res = tune.read_pilot(sweep, ws)
+            except MlipftError as exc:
+                st.warning(f"Pilot {sweep}: {exc}")
+                continue
+            (_pilot_done if res.finished else _pilot_live)(sweep, key, title, strategy)
 
 
 @st.fragment(run_every=4)
-def _pilot_status(sweep: str, key: str, title: str) -> None:
-    ws = selections.workspace()
-    try:
-        res = tune.read_pilot(sweep, ws)
-    except MlipftError as exc:
-        st.warning(f"Pilot {sweep}: {exc}")
-        return
+def _pilot_live(sweep: str, key: str, title: str, strategy: str) -> None:
+    """Refreshes itself while the pilot runs, then the whole page once."""
+    res = tune.read_pilot(sweep, selections.workspace())
+    _pilot_view(res, key, title, strategy)
+    if res.finished:
+        st.rerun()
+
+
+def _pilot_done(sweep: str, key: str, title: str, strategy: str) -> None:
+    _pilot_view(tune.read_pilot(sweep, selections.workspace()), key, title, strategy)
+
+
+def _pilot_view(res: tune.TuneResult, key: str, title: str, strategy: str) -> None:
     ended = sum(p.status in ("done", "failed", "cancelled") for p in res.results)
     table = pd.DataFrame([{
         "learning rate": p.lr, "status": p.status,
@@ -93,7 +104,7 @@ def _pilot_status(sweep: str, key: str, title: str) -> None:
                                          [p.valid_forces_rmse_mev_per_a for p in pts],
                                          best=res.best_lr if res.finished else None,
                                          title=f"{title}: validation error against "
-                                               "learning rate"), f"pilot_{key}")
+                                               "learning rate"), f"pilot_{strategy}")
     if not res.finished:
         left.caption(f"{ended}/{len(res.results)} pilot runs ended · {res.epochs} epochs each")
         return
@@ -101,9 +112,9 @@ def _pilot_status(sweep: str, key: str, title: str) -> None:
         left.error("No pilot run finished with a validation error; see the runs below.")
         return
     applied = (selections.get("tuned_lrs") or {}).get(key, {})
-    if applied.get("pilot_sweep") == sweep:
+    if applied.get("pilot_sweep") == res.sweep:
         left.success(f"Applied: learning rate {res.best_lr:g} in the table above.")
-    elif left.button(f"Apply {res.best_lr:g} to the launch table", key=f"apply_{key}",
+    elif left.button(f"Apply {res.best_lr:g} to the launch table", key=f"apply_{strategy}",
                      type="primary"):
         _save("tuned_lrs", key, res.record())
         st.rerun()

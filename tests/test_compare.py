@@ -60,11 +60,12 @@ def test_cache_hit_and_invalidation(small, weak_model, tmp_path):
     assert shifted.pred_energy[1] == pytest.approx(changed.pred_energy[1] + 6.0, abs=1e-3)
 
 
-def test_forgetting_per_head_and_cli(small, weak_model):
+def test_forgetting_per_head_and_cli(small, weak_model, demo):
     def s(strategy):
         return RunSpec(strategy, weak_model, str(small / "train.xyz"), e0s="estimated",
                        replay_file=str(small / "replay.xyz"),
-                       settings={"max_num_epochs": 1, "num_samples_pt": 15})
+                       settings={"max_num_epochs": 1, "num_samples_pt": 15},
+                       isolated_file=demo["sn2_isolated_atoms"])
 
     recs = jobs.submit_sweep([s("naive"), s("multihead-replay")])
     for r in recs:
@@ -90,9 +91,26 @@ def test_forgetting_per_head_and_cli(small, weak_model):
     d = json.loads(out.stdout)
     for row in d:
         for key in ("name", "target_energy_rmse_mev_per_atom", "target_forces_rmse_mev_per_a",
-                    "pretrain_forces_rmse_mev_per_a", "forgetting_ratio"):
+                    "pretrain_forces_rmse_mev_per_a", "forgetting_ratio",
+                    "target_energy_rmse_mev_per_atom_raw", "pretrain_energy_rmse_mev_per_atom_raw"):
             assert key in row
     assert [r["forgetting_ratio"] for r in d if r["name"] == "foundation"] == [pytest.approx(1.0)]
+    # energies across levels of theory: the raw error is the GFN1/DFT E0 offset (keV/atom),
+    # the re-referenced one compares interaction energies
+    jn = next(r for r in d if r["name"] == "naive")
+    assert jn["pretrain_energy_rmse_mev_per_atom_raw"] > 1e5
+    assert jn["pretrain_energy_rmse_mev_per_atom"] < 1000
+    assert jn["level"] == "target"
+    jf = next(r for r in d if r["name"] == "foundation")
+    assert jf["target_energy_rmse_mev_per_atom_raw"] > 1e5
+    assert jf["target_energy_rmse_mev_per_atom"] < 1000
+    assert "E0s of naive" in jf["target_energy_reference"]
+    # heads at the data's own level are measured as they are
+    assert by[("foundation", "Default")].pretrain_energy_rmse_mev_per_atom == pytest.approx(
+        by[("foundation", "Default")].pretrain_energy_rmse_mev_per_atom_raw)
+    assert by[("multihead-replay", "pt_head")].level == "pretraining"
+    assert naive.target_energy_rmse_mev_per_atom == pytest.approx(
+        naive.target_energy_rmse_mev_per_atom_raw)
 
 
 def test_dimer_curve_matches_direct_ase_calls(weak_model):
@@ -122,6 +140,28 @@ def test_collapse_probe_reports_closest_approach(weak_model):
     assert res.n_structures == 2 and len(res.min_distance_per_structure) == 2
     assert res.min_distance == min(res.min_distance_per_structure) > 0
     assert 0 <= res.collapsed <= 2
+
+
+def test_reference_dimer_curves_of_the_demo_models(demo, strong_model, tmp_path):
+    from mlipft_core.analysis import ModelHead, repulsion
+    from mlipft_core.probes import reference_curve, reference_dimer_curves
+
+    curves = reference_dimer_curves(strong_model)
+    assert curves["method"] == "GFN1-xTB"
+    ch = reference_curve(curves, "H-C")
+    assert ch == reference_curve(curves, "C-H") and ch["distances"][0] == pytest.approx(0.5)
+    assert ch["energies"][0] > 10  # xTB rises steeply
+    copy = tmp_path / "copy.model"
+    shutil.copy(strong_model, copy)
+    assert reference_dimer_curves(copy) is None  # only for the demo models themselves
+    series, verdicts = repulsion([ModelHead("fm", strong_model)], "C-H",
+                                 reference_curve=ch)
+    assert "reference [GFN1-xTB]" in series
+    assert verdicts[0].reference_wall_ev > 10
+    # a reference without a wall blames nobody
+    flat = {"distances": ch["distances"], "energies": [0.0] * len(ch["distances"])}
+    _, v = repulsion([ModelHead("fm", strong_model)], "C-H", reference_curve=flat)
+    assert v[0].verdict in ("kept", "no wall in reference")
 
 
 def test_repulsive_wall_flags_a_model_without_repulsion():

@@ -59,3 +59,37 @@ def test_geometry_builders():
     r = st.rattle_per_atom(react, rng, 0.05, 0.1)
     moved = np.linalg.norm(r.positions - react.positions, axis=1)
     assert np.all((moved >= 0.05 - 1e-9) & (moved <= 0.1 + 1e-9))
+
+
+def test_strong_demo_model_keeps_a_repulsive_wall(demo, strong_model):
+    """The short-range GFN1-xTB set gives the strong demo model the wall its reference has."""
+    from mlipft_core.probes import (WALL_THRESHOLD_EV, dimer_curve, reference_curve,
+                                    reference_dimer_curves, repulsive_wall)
+
+    ref = reference_dimer_curves(strong_model)
+    for pair in ("C-C", "C-H", "O-H", "C-Cl"):
+        r = reference_curve(ref, pair)
+        assert repulsive_wall(r) > 10, pair
+        curve = dimer_curve(strong_model, pair, trusted=True)
+        e = np.asarray(curve["energies"])
+        assert repulsive_wall(curve) > WALL_THRESHOLD_EV, (pair, e[:5])
+        # steep: the energy at 0.5 Å lies far above the energy at 1.0 Å
+        assert e[0] - e[5] > 5, (pair, e[:6])
+
+
+def test_short_range_set_is_in_training_and_replay_not_in_the_test_set(demo):
+    short = {"short_range_dimer", "short_range_trimer", "compressed", "random_compact"}
+    train_types = {a.info.get("config_type") for a in read(demo["pretrain_train"], ":")}
+    assert short <= train_types
+    replay = read(demo["replay_pool"], ":")
+    assert any(a.info.get("config_type") in short for a in replay)
+    assert not any(a.info.get("config_type") in short for a in read(demo["pretrain_test"], ":"))
+    dimers = [a for a in read(demo["pretrain_train"], ":")
+              if a.info.get("config_type") == "short_range_dimer"]
+    assert min(a.get_distance(0, 1) for a in dimers) == pytest.approx(0.5, abs=1e-6)
+    # relative-error weights: a 0.5 Å dimer weighs far less than an ordinary structure
+    assert min(a.info["config_forces_weight"] for a in dimers) < 0.01
+    manifest = json.loads(Path(demo["manifest"]).read_text())
+    assert manifest["steps"]["short-range"]["n_kept"]["short_range_dimer"] == len(
+        [a for a in read(demo["pretrain_train"], ":") + replay
+         if a.info.get("config_type") == "short_range_dimer"])

@@ -195,3 +195,48 @@ def test_choice_saved_and_cli(tmp_path, demo):
 def test_explicit_values_are_checked(bad, message):
     with pytest.raises(E0Error, match=message):
         e0mod.load_explicit(bad)
+
+
+def test_anchored_e0s_are_physical_and_fit_as_well(demo):
+    """SN2 (n_H = 3 n_C, n_F + n_Cl = 2): the isolated atoms fix what the data cannot."""
+    free = compute(e0mod.prepare(demo["sn2_train"], "demo-gfn1-strong"), "estimated")
+    inp = e0mod.prepare(demo["sn2_train"], "demo-gfn1-strong",
+                        isolated_file=demo["sn2_isolated_atoms"])
+    anchored = compute(inp, "estimated")
+    assert anchored.anchor == e0mod.ANCHOR_ISOLATED and anchored.anchored
+    for el, iso in inp.isolated.items():
+        assert abs(anchored.e0[el] - iso) < 5.0, (el, anchored.e0[el], iso)
+    # the unanchored split is arbitrary: thousands of eV away for some element
+    assert max(abs(free.e0[e] - inp.isolated[e]) for e in free.e0) > 1000
+    assert anchored.offset_rmse_after_mev_per_atom == pytest.approx(
+        free.offset_rmse_after_mev_per_atom, abs=0.05)
+    # the verdict: a warning without the anchor, a success with it
+    unanchored = e0mod.assess(e0mod.compute_all(e0mod.prepare(demo["sn2_train"],
+                                                              "demo-gfn1-strong")))
+    assert unanchored.level == "warning" and unanchored.best == "estimated"
+    text = " ".join(unanchored.notes)
+    assert "Not anchored" in text and "isolated-atom energies" in text and "3 n_C = n_H" in text
+    assert e0mod.assess(e0mod.compute_all(inp)).level == "success"
+
+
+def test_anchored_lstsq_keeps_the_residual_and_follows_the_prior():
+    A = np.array([[1, 3, 1, 1], [1, 3, 2, 0], [1, 3, 0, 2]], float)
+    b = np.array([-10.0, -11.0, -9.0])
+    prior = np.array([5.0, -2.0, 1.0, 7.0])
+    x = e0mod.anchored_lstsq(A, b, prior)
+    plain = np.linalg.lstsq(A, b, rcond=None)[0]
+    assert np.allclose(A @ x, A @ plain)
+    # the change from the prior lies in the row space: no component along the null space
+    null = np.linalg.svd(A)[2][2:]
+    assert np.allclose(null @ (x - prior), 0, atol=1e-9)
+
+
+def test_cli_e0_uses_the_isolated_anchor(demo):
+    out = subprocess.run(mlipft_cmd() + ["e0", demo["sn2_train"], "--model",
+                                         "demo-gfn1-strong", "--method", "estimated",
+                                         "--isolated-file", demo["sn2_isolated_atoms"],
+                                         "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["anchor"] == "isolated atoms" and d["anchored"] is True
+    assert abs(d["e0"]["H"] - (-13.64)) < 5

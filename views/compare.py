@@ -194,10 +194,11 @@ if lc:
                "learning_curve")
 
 # ----------------------------------------------------------------- per config type
-with st.expander("Target errors per configuration type"):
+with st.expander("Target errors per configuration type (energies as predicted: for a model "
+                 "of another level of theory they include the E0 offset)"):
     per = [{"model": label(n, h, heads_per[n] > 1), "configuration type": ct,
             "structures": m.n_structures,
-            "energy RMSE (meV/atom)": m.energy_rmse_mev_per_atom,
+            "energy RMSE, absolute energies (meV/atom)": m.energy_rmse_mev_per_atom,
             "force RMSE (meV/Å)": m.forces_rmse_mev_per_a}
            for (n, h), r in results.items() for ct, m in r.per_config_type().items()]
     st.dataframe(pd.DataFrame(per).round(1), hide_index=True)

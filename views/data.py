@@ -235,8 +235,11 @@ if zs is not None:
     def fmt(v):
         return "n/a" if v is None else f"{v:,.1f}"
 
+    if rr is None:
+        st.info(f"Energies are shown as they are: {zs.note}.")
     c = st.columns(4)
-    c[0].metric("Energy RMSE, E0s re-estimated (meV/atom)", fmt(rr.rmse_mev_per_atom),
+    c[0].metric("Energy RMSE, E0s re-estimated (meV/atom)",
+                fmt(None if rr is None else rr.rmse_mev_per_atom),
                 help="Energies relative to E0s: the model's own on its side, E0s re-estimated "
                      f"for this data ({'on the training part' if zs.fitted_on != 'this data' else 'on this data'}) "
                      "on the reference side. The fair zero-shot error across levels of theory.")
@@ -246,7 +249,7 @@ if zs is not None:
     c[2].metric("Force RMSE (meV/Å)", fmt(m.forces_rmse_mev_per_a))
     c[3].metric("Force MAE (meV/Å)", fmt(m.forces_mae_mev_per_a))
     left, right = st.columns(2)
-    if rr.rmse_mev_per_atom is not None:
+    if rr is not None and rr.rmse_mev_per_atom is not None:
         ok = np.isfinite(rr.ref_per_atom)
         show.chart(left, plots.parity(rr.ref_per_atom[ok], rr.pred_per_atom[ok],
                                        title=f"Energy per atom relative to the E0s · RMSE "
@@ -265,10 +268,11 @@ if zs is not None:
     table = pd.DataFrame({"configuration type": res.config_types, "atoms": res.n_atoms,
                           "reference energy (eV)": res.ref_energy,
                           "predicted energy (eV)": res.pred_energy,
-                          "reference energy relative to the re-estimated E0s (eV/atom)":
-                              rr.ref_per_atom,
-                          "predicted energy relative to the model's E0s (eV/atom)":
-                              rr.pred_per_atom})
+                          **({} if rr is None else {
+                              "reference energy relative to the re-estimated E0s (eV/atom)":
+                                  rr.ref_per_atom,
+                              "predicted energy relative to the model's E0s (eV/atom)":
+                                  rr.pred_per_atom})})
     st.download_button("Predictions as CSV", table.to_csv(index=False), "zero_shot.csv", "text/csv")
 
 st.info("Next: fit the atomic reference energies on the **E0s** page; the zero-shot offset "

@@ -79,7 +79,9 @@ try:
         pilot_epochs=int(pilot_epochs), small_size=int(small),
         pilot_lrs=jobs.parse_list(lrs_txt, float, "Pilot learning rates"),
         strategies=strategies, executor=executor, slurm=slurm)
-    n_runs = len(strategies) * len(inputs.pilot_lrs) + len(strategies) + 4
+    studymod.check(inputs)
+    n_runs = (len(strategies) * len(set(inputs.pilot_lrs)) + len(strategies) + 3
+              + bool(inputs.weak_model))
     problem = None
 except MlipftError as exc:
     inputs, problem, n_runs = None, str(exc), 0
@@ -116,12 +118,16 @@ def progress_section() -> None:
         return
     if study.stage in ("done", "failed"):
         return
-    if study.stage == "analysis":
-        with st.spinner("All runs ended: comparing the models on the test sets and probing "
-                        "dimer curves (a minute or two)…"):
+    try:
+        if study.stage == "analysis":
+            with st.spinner("All runs ended: comparing the models on the test sets and "
+                            "probing dimer curves (a minute or two)…"):
+                study = studymod.advance(study_id, ws)
+        else:
             study = studymod.advance(study_id, ws)
-    else:
-        study = studymod.advance(study_id, ws)
+    except MlipftError as exc:
+        st.error(str(exc))
+        return
     p = studymod.progress(study, ws)
     st.progress(min(1.0, p.fraction), text=f"{p.text} · {p.runs_ended}/{p.runs_total} runs "
                                             "of the study ended")
@@ -140,6 +146,12 @@ except MlipftError as exc:
     st.stop()
 if study.stage == "failed":
     st.error(f"The study stopped: {study.message}")
+    if inputs is not None and st.button("Try again"):
+        try:
+            studymod.start(studymod.StudyInputs(**{**study.inputs.__dict__}), ws)
+        except MlipftError as exc:
+            st.error(str(exc))
+        st.rerun()
     st.stop()
 if study.stage != "done":
     st.info("The findings appear here when every run has ended. The runs are listed on the "
@@ -206,7 +218,9 @@ for f in study.findings:
         elif f.number == 4:
             pilot_plot()
         if not table.empty:
-            st.dataframe(table.round(3), hide_index=True)
+            st.dataframe(table, hide_index=True, column_config={
+                c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
+                for c in table.columns if table[c].dtype.kind == "f"})
         if f.number == 6 and extra.get("dimers"):
             pairs = list(extra["dimers"])
             lost = [r["pair"] for r in f.table if r.get("naive") == "lost"]

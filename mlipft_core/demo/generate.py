@@ -3,7 +3,10 @@
 The demo world is a miniature of the fine-tuning setting of the study behind the workbench:
 
 * a *pretraining corpus* labelled with GFN1-xTB (level A): organic molecules with H, C, N, O, F,
-  Cl, water clusters, periodic 32-water boxes and X⁻···CH3Y complexes;
+  Cl, water clusters, periodic 32-water boxes and X⁻···CH3Y complexes, plus a short-range set
+  (dimers of every element pair from 0.5 Å, close trimers, compressed molecules and clusters,
+  random compact structures) that teaches the repulsive wall, and the GFN1-xTB reference dimer
+  curves;
 * *target 1*: the SN2 reactions X⁻ + CH3Y (X, Y in F, Cl) labelled with hybrid DFT
   (PySCF B3LYP/def2-SVPD, level B), with an ordered reaction-path scan;
 * *target 2*: periodic 32-water boxes labelled with GFN2-xTB (level B');
@@ -16,7 +19,8 @@ Run step by step (each step is resumable and skipped when its outputs exist)::
     python -m mlipft_core.demo.generate --steps all            # everything, in order
     python -m mlipft_core.demo.generate --steps sn2 --threads 1 # one step
 
-Steps: ``corpus``, ``sn2``, ``water``, ``train-weak``, ``train-strong``, ``manifest``.
+Steps: ``corpus``, ``short-range``, ``sn2``, ``water``, ``train-weak``, ``train-strong``,
+``manifest``.
 Intermediate files live in ``--work-dir`` (default ``~/.cache/mlipft/demo-build``); only the
 final files go to ``--out`` (default ``sample_data/``). Each step's wall time is recorded and
 copied into ``sample_data/manifest.json``.
@@ -29,7 +33,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -230,7 +233,7 @@ def water_target_geometries(rng: np.random.Generator, n_boxes: int = 300) -> lis
 
 
 SHORT_RANGE_TYPES = ("short_range_dimer", "short_range_trimer", "compressed", "random_compact")
-SHORT_RANGE_MAX_FORCE = 1500.0  # eV/Å: short-range configurations above are dropped
+SHORT_RANGE_MAX_FORCE = 20000.0  # eV/Å: short-range configurations above are dropped
 #: Typical magnitudes (interaction energy per atom, largest force component) below which a
 #: short-range configuration keeps full weight. Above them its weight falls as 1/magnitude²,
 #: so that its loss is a relative error and a 0.5 Å dimer cannot swamp the corpus.
@@ -532,7 +535,11 @@ def step_manifest(out: Path, work: Path) -> None:
 
     from mlipft_core.evaluate import evaluate_model
 
-    steps = {p.stem: json.loads(p.read_text()) for p in sorted((work / "steps").glob("*.json"))}
+    # steps measured in an earlier generation stay recorded unless re-run in this one
+    old = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() \
+        else {}
+    steps = {**old.get("steps", {}),
+             **{p.stem: json.loads(p.read_text()) for p in sorted((work / "steps").glob("*.json"))}}
     files = {}
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json" and p.suffix in {".xyz", ".model"}:
@@ -556,13 +563,23 @@ def step_manifest(out: Path, work: Path) -> None:
                 res = evaluate_model(path, data)
                 errors[label] = {**res.metrics.as_dict(), "per_config_type": {
                     k: v.as_dict() for k, v in res.per_config_type().items()}}
+        from mlipft_core.probes import (dimer_curve, reference_curve, reference_dimer_curves,
+                                        repulsive_wall)
         from mlipft_core.registry import inspect_model
 
         info = inspect_model(path)
+        ref = reference_dimer_curves(path)
+        walls = {}
+        for pair in ("C-C", "C-H", "O-H", "C-Cl", "H-H", "F-F", "Cl-Cl"):
+            r = reference_curve(ref, pair)
+            walls[pair] = {"model_ev": round(repulsive_wall(dimer_curve(path, pair,
+                                                                        trusted=True)), 3),
+                           "reference_ev": None if r is None else round(repulsive_wall(r), 3)}
         models[name] = {"file": f"models/{name}.model", "settings": MODEL_SETTINGS[name],
                         "parameter_count": info.parameter_count,
                         "hidden_irreps": info.hidden_irreps, "cutoff": info.cutoff,
                         "test_errors": errors,
+                        "dimer_walls_at_0p5_A": walls,
                         "training": steps.get(f"train-{name}", {})}
     versions = {}
     for pkg in ("mace-torch", "torch", "ase", "tblite", "pyscf", "rdkit", "numpy"):
@@ -582,7 +599,13 @@ def step_manifest(out: Path, work: Path) -> None:
                        "foundation models trained with mace_run_train.",
         "seed": SEED,
         "methods": {
-            "pretrain": "GFN1-xTB (tblite); anionic SN2 complexes carry config_energy_weight=0",
+            "pretrain": "GFN1-xTB (tblite); anionic SN2 complexes carry config_energy_weight=0; "
+                        "short-range set (dimers of every element pair from 0.5 A, close "
+                        "trimers, compressed molecules and clusters, random compact structures; "
+                        "odd-electron structures as doublets, Fermi smearing where the SCF "
+                        "needs it) with relative-error weights, in train and replay pool only",
+            "dimer_reference": "GFN1-xTB dimer curves on the probes' grid (0.5-5 A), one "
+                               "electronic temperature per curve",
             "sn2": "PySCF " + json.dumps(__import__("mlipft_core.demo.labels", fromlist=["x"]).DFT_SETTINGS),
             "water": "GFN2-xTB (tblite); 32-water periodic boxes (0.997 g/cm^3): random packing, "
                      "0.3-0.6 ps of rigid TIP3P Langevin MD at 300-390 K (geometries only), "
