@@ -7,7 +7,10 @@ best learning rate, and the ratio of the error at the current default to the bes
 at most 1.3). With ``--study ID`` it reads the pilots of a finished study instead of running
 new ones (the Study page and ``mlipft study`` run exactly these pilots).
 
-    python bench/lr_defaults.py [--workspace DIR] [--study ID] [--epochs 5]
+    python bench/lr_defaults.py [--workspace DIR] [--study ID [--also SWEEP ...]] [--epochs 5]
+
+``--also`` adds further pilot sweeps of the same settings (e.g. ``mlipft tune --lrs 3e-2`` for
+strategies whose best value lay at the edge of the grid) to the table.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def main() -> int:
     parser.add_argument("--workspace", help="workspace folder (default: a new temporary one)")
     parser.add_argument("--study", help="read the pilots of this study instead of running")
     parser.add_argument("--epochs", type=int, default=5, help="pilot epochs (default 5)")
+    parser.add_argument("--also", nargs="*", default=[], help="extra pilot sweeps to merge")
     args = parser.parse_args()
     os.environ["MLIPFT_WORKSPACE"] = args.workspace or tempfile.mkdtemp(prefix="mlipft-lr-")
 
@@ -39,6 +43,14 @@ def main() -> int:
     if args.study:
         st = studymod.load(args.study, ws)
         results = {s: tune.read_pilot(sweep, ws) for s, sweep in st.pilots.items()}
+        for sweep in args.also:
+            extra = tune.read_pilot(sweep, ws)
+            base = results[extra.strategy]
+            known = {p.lr for p in base.results}
+            base.results += [p for p in extra.results if p.lr not in known]
+            base.results.sort(key=lambda p: p.lr)
+            scored = [p for p in base.results if p.valid_forces_rmse_mev_per_a is not None]
+            base.best_lr = min(scored, key=lambda p: p.valid_forces_rmse_mev_per_a).lr
     else:
         inputs = studymod.demo_inputs()
         e0 = studymod._fit_e0s(inputs)["anchored"]

@@ -167,7 +167,7 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     re-referenced energies as ``result.referenced``.
     """
     from .demo import isolated_file_for
-    from .referencing import fitted_target_e0s, model_e0s_of, rereference
+    from .referencing import composition, fitted_target_e0s, model_e0s_of, rereference
 
     models = list(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
@@ -191,17 +191,23 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
         # the fine-tunes' E0s: the set most of them share (ties: the first model name), so
         # the result does not depend on the order the models were picked in
         tables: dict[str, tuple[int, str, dict[str, float]]] = {}
+        target_elements = composition(target)[0]
         for m in models:
             if is_foundation(m.path):
                 continue
             e0 = model_e0s_of(m.path, _target_head(m.path))
-            key = repr(sorted((k, round(v, 4)) for k, v in e0.items()))
+            # the target's elements only (a multihead model also carries replay elements),
+            # to 10 meV (float32 models store E0s of ~10^4 eV only to about 1 meV)
+            key = repr(sorted((k, round(v, 2)) for k, v in e0.items()
+                              if k in target_elements))
             n, name, _ = tables.get(key, (0, m.name, e0))
             tables[key] = (n + 1, min(name, m.name), e0)
         if tables:
             n, name, target_e0 = sorted(tables.values(), key=lambda t: (-t[0], t[1]))[0]
+            total = sum(t[0] for t in tables.values())
             target_source = (f"the E0s of {name} (the fine-tunes' E0s)" if len(tables) == 1
-                             else f"the E0s {n} of the fine-tunes share (as in {name})")
+                             else f"the E0s shared by {n} of the {total} fine-tunes "
+                                  f"(e.g. {name})")
     if target_e0 is None and foundation:
         try:
             target_e0 = fitted_target_e0s(

@@ -185,11 +185,21 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
     assert not at.exception
     verdict = " ".join(s.value for s in at.success)
     assert "keV/atom" in verdict and "'estimated' leaves the smallest offset" in verdict
-    assert any("cannot be separated" in w.value for w in at.warning)
+    # rank-deficient (n_H = 3 n_C), anchored by the bundled B3LYP isolated atoms: a success
+    # that says what the data could not determine and where it came from
+    assert "cannot separate" in verdict and "isolated-atom energies" in verdict
+    assert any("Anchored to isolated-atom energies" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) >= 6
     assert any("--E0s=" in c.value for c in at.code)
     button(at, "Save as the E0 choice for runs").click().run()
     assert ws.get("e0_choice", "").startswith("estimated-")
+    # without the isolated atoms the same fit is only a warning, naming what to supply
+    at.text_input[0].set_value("").run()
+    button(at, "Compute E0s").click().run()
+    assert not at.exception
+    assert not at.success
+    warned = " ".join(w.value for w in at.warning)
+    assert "Not anchored" in warned and "isolated-atom energies" in warned
 
 
 def test_runs_page_launches_and_lists_runs(tiny_split):
