@@ -232,10 +232,10 @@ def _plan(args: argparse.Namespace, strategies: list[str], **sweep: Any):
 def cmd_tune(args: argparse.Namespace) -> int:
     from . import jobs
     from .strategies import get_strategy
-    from .tune import DEFAULT_LRS, tune
+    from .tune import tune
 
     get_strategy(args.strategy)
-    lrs = jobs.parse_list(args.lrs, float, "--lrs") or list(DEFAULT_LRS)
+    lrs = jobs.parse_list(args.lrs, float, "--lrs") or None  # default: around the default
     spec = _plan(args, [args.strategy]).specs[0]
     slurm = _slurm_options(args) if args.executor == "slurm" else None
 
@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tune", "learning-rate pilot: a short sweep on the data, and the best value")
     p.add_argument("--strategy", required=True, help="one of " + ", ".join(STRATEGIES))
     add_training_options(p)
-    p.add_argument("--lrs", help="learning rates to try (default: 1e-4,3e-4,1e-3,3e-3,1e-2)")
+    p.add_argument("--lrs", help="learning rates to try (default: five around the strategy's "
+                                 "default, e.g. 1e-4,3e-4,1e-3,3e-3,1e-2 for naive)")
     p.set_defaults(func=cmd_tune)
     add_executor_options(p)
     p = add("study", "the study's comparison on a model and data (default: the demo world): "
@@ -645,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "method (the E0 anchor)")
     p.add_argument("--epochs", type=int, help="epochs of the final runs (default 20)")
     p.add_argument("--pilot-epochs", type=int, help="epochs of each pilot run (default 5)")
-    p.add_argument("--lrs", help="pilot learning rates (default 1e-4,3e-4,1e-3,3e-3,1e-2)")
+    p.add_argument("--lrs", help="pilot learning rates (default: five around each strategy's "
+                                 "default)")
     p.add_argument("--small-size", type=int,
                    help="training structures of the scratch-vs-fine-tune pair (default 25)")
     p.add_argument("--strategies", help="strategies to compare (default: all seven)")

@@ -61,7 +61,8 @@ class StudyInputs:
     weak_model: str | None = None
     isolated_file: str | None = None
     epochs: int = 20
-    pilot_lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    #: pilot learning rates; empty: five around each strategy's default (tune.default_grid)
+    pilot_lrs: list[float] = field(default_factory=list)
     pilot_epochs: int = 5
     small_size: int = 25
     strategies: list[str] = field(default_factory=lambda: list(FINE_TUNING))
@@ -163,6 +164,13 @@ def _absolute(inputs: StudyInputs) -> StudyInputs:
     return StudyInputs(**d)
 
 
+def pilot_size(inputs: StudyInputs) -> int:
+    """Runs per pilot."""
+    from .tune import default_grid
+
+    return len(set(inputs.pilot_lrs)) if inputs.pilot_lrs else len(default_grid(1e-3))
+
+
 def check(inputs: StudyInputs) -> None:
     """Refuse inputs a study cannot run on, with the reason (:class:`StudyError`)."""
     from .strategies import get_strategy
@@ -186,7 +194,7 @@ def check(inputs: StudyInputs) -> None:
         raise StudyError("epochs and pilot epochs must be at least 1, the small training size "
                          "at least 2")
     lrs = {float(x) for x in inputs.pilot_lrs}
-    if len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs):
+    if inputs.pilot_lrs and (len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs)):
         raise StudyError("the learning-rate pilot needs at least two different, positive "
                          "learning rates")
     from .data import read_frames
@@ -242,7 +250,7 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
     try:
         study = load(sid, ws)
     except StudyError:
-        _workshop_checks(ws, len(set(inputs.pilot_lrs)))  # room for one pilot now
+        _workshop_checks(ws, pilot_size(inputs))  # room for one pilot now
         study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
         save(ws, study)  # written before anything is queued: a crash below resumes
     else:
@@ -267,7 +275,7 @@ def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
         spec = _spec(study.inputs, strategy, e0=study.e0["anchored"])
         try:
             study.pilots[strategy] = submit_pilot(
-                spec, study.inputs.pilot_lrs, study.inputs.pilot_epochs, workspace=ws,
+                spec, study.inputs.pilot_lrs or None, study.inputs.pilot_epochs, workspace=ws,
                 executor=study.inputs.executor, slurm=study.inputs.slurm)
         except MlipftError as exc:
             study.message = f"waiting to queue the pilot of {strategy}: {exc}"
@@ -286,7 +294,8 @@ def _final_specs(study: Study) -> dict[str, Any]:
             continue
         sp = _spec(inp, s, e0=anchored, lr=lr, name=f"study-{s}")
         sp.tuning = {"pilot_sweep": study.pilots[s], "best_lr": lr, "epochs": inp.pilot_epochs,
-                     "grid": list(inp.pilot_lrs)}
+                     "grid": [p["lr"] for p in study.extra.get("pilots", {}).get(s, {})
+                              .get("results", [])]}
         out[s] = sp
     naive_lr = study.tuned.get("naive")
     if naive_lr is not None:
@@ -348,7 +357,7 @@ def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
     pilot_runs = [r for r in runs.values() if r.sweep in set(study.pilots.values())]
     final_runs = [runs[i] for i in study.finals.values() if i in runs]
     ended = [r for r in pilot_runs + final_runs if r.status in ("done", "failed", "cancelled")]
-    n_pilot = len(study.inputs.strategies) * len(set(study.inputs.pilot_lrs))
+    n_pilot = len(study.inputs.strategies) * pilot_size(study.inputs)
     n_final = (len(_final_specs(study)) if study.tuned else
                len(study.inputs.strategies) + 3 + bool(study.inputs.weak_model))
     texts = {"pilots": f"Learning-rate pilots: {sum(r.status in ('done', 'failed', 'cancelled') for r in pilot_runs)}"

@@ -20,8 +20,18 @@ from .errors import MlipftError
 from .strategies import RunSpec, get_strategy
 from .workspace import Workspace
 
-#: The default grid: log-spaced, half a decade apart.
+#: Learning rates a grid is drawn from: 1 and 3 per decade (about half a decade apart).
+LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+#: The grid of the demo study's first measurement (kept for reference and benchmarks).
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def default_grid(lr: float) -> list[float]:
+    """Five log-spaced learning rates around ``lr``: three below it, one above (learning
+    rates that are too high fail fast; too low ones only look slow)."""
+    i = min(range(len(LADDER)), key=lambda k: abs(math.log(LADDER[k] / float(lr))))
+    i = min(max(i, 3), len(LADDER) - 2)
+    return list(LADDER[i - 3:i + 2])
 #: The default pilot length as a fraction of the strategy's epochs (at least MIN_EPOCHS).
 EPOCH_FRACTION = 0.25
 MIN_EPOCHS = 2
@@ -78,7 +88,8 @@ def pilot_epochs(spec: RunSpec) -> int:
 def pilot_specs(spec: RunSpec, lrs: Sequence[float] | None = None,
                 epochs: int | None = None) -> list[RunSpec]:
     """The runs of a pilot: ``spec`` at every learning rate of the grid, for ``epochs``."""
-    grid = sorted({float(x) for x in (lrs or DEFAULT_LRS)})
+    base = spec.settings.get("lr") or get_strategy(spec.strategy).defaults["lr"]
+    grid = sorted({float(x) for x in (lrs or default_grid(base))})
     if len(grid) < 2:
         raise TuneError("a learning-rate pilot needs at least two learning rates")
     bad = [x for x in grid if not (math.isfinite(x) and x > 0)]

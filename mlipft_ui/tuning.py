@@ -42,8 +42,8 @@ def pilot_panel(specs: dict[str, RunSpec], model: str, split_id: str, *, executo
                 slurm: dict[str, Any] | None) -> None:
     """One pilot per strategy of the launch table: a button, live results, "Apply"."""
     ws = selections.workspace()
-    st.caption(f"A pilot runs one strategy at {len(tune.DEFAULT_LRS)} learning rates "
-               f"({', '.join(f'{x:g}' for x in tune.DEFAULT_LRS)}) for a quarter of the epochs "
+    st.caption("A pilot runs one strategy at five learning rates around its value in the "
+               "table (three below, one above) for a quarter of the epochs "
                "on your data, and picks the lowest validation force error. The study behind "
                "this workbench found the learning rate to matter more than the strategy.")
     pilots = selections.get("pilots") or {}
@@ -54,7 +54,10 @@ def pilot_panel(specs: dict[str, RunSpec], model: str, split_id: str, *, executo
         cols = st.columns([3, 1])
         cols[0].markdown(f"**{title}**")
         if cols[1].button("Tune learning rate", key=f"tune_{strategy}",
-                          help=f"{len(tune.DEFAULT_LRS)} short runs of {title}, "
+                          help=f"5 short runs of {title} at "
+                               + ", ".join(f"{x:g}" for x in tune.default_grid(
+                                   spec.settings.get("lr") or STRATEGIES[strategy].defaults["lr"]))
+                               + ", "
                                f"{tune.pilot_epochs(spec)} epochs each"):
             try:
                 with st.spinner(f"Queueing the pilot of {title}…"):

@@ -59,7 +59,7 @@ with st.expander("Inputs and settings", expanded=False):
     epochs = c[0].number_input("Epochs per final run", 1, 1000, 20)
     pilot_epochs = c[1].number_input("Epochs per pilot run", 1, 200, 5)
     small = c[2].number_input("Small training set (structures)", 2, 10_000, 25)
-    lrs_txt = c[3].text_input("Pilot learning rates", "1e-4, 3e-4, 1e-3, 3e-3, 1e-2")
+    lrs_txt = c[3].text_input("Pilot learning rates (empty: five around each default)", "")
     strategies = st.multiselect("Strategies", list(studymod.FINE_TUNING),
                                 default=list(studymod.FINE_TUNING),
                                 format_func=lambda s: STRATEGIES[s].title)
@@ -80,7 +80,7 @@ try:
         pilot_lrs=jobs.parse_list(lrs_txt, float, "Pilot learning rates"),
         strategies=strategies, executor=executor, slurm=slurm)
     studymod.check(inputs)
-    n_runs = (len(strategies) * len(set(inputs.pilot_lrs)) + len(strategies) + 3
+    n_runs = (len(strategies) * studymod.pilot_size(inputs) + len(strategies) + 3
               + bool(inputs.weak_model))
     problem = None
 except MlipftError as exc:
@@ -88,7 +88,8 @@ except MlipftError as exc:
 if problem:
     st.error(problem)
 else:
-    st.caption(f"About {n_runs} runs: {len(strategies)} strategies × {len(inputs.pilot_lrs)} "
+    st.caption(f"About {n_runs} runs: {len(strategies)} strategies × "
+               f"{studymod.pilot_size(inputs)} "
                f"learning rates × {int(pilot_epochs)} epochs of pilots, then "
                f"{len(strategies) + 4} final runs of {int(epochs)} epochs. On the demo world "
                "and a 2-core laptop this takes about 20 minutes; the runs go on when the page "
@@ -164,7 +165,8 @@ st.caption(f"This study: foundation model `{Path(inp.model).name}`"
            + (f", weaker model `{Path(inp.weak_model).name}`" if inp.weak_model else "")
            + f", target `{Path(inp.train).parent.name}/{Path(inp.train).name}`, "
              f"{inp.epochs} epochs per run, pilots of {inp.pilot_epochs} epochs at "
-           + ", ".join(f"{x:g}" for x in inp.pilot_lrs) + ".")
+           + (", ".join(f"{x:g}" for x in inp.pilot_lrs) if inp.pilot_lrs
+              else "five learning rates around each strategy's default") + ".")
 n_yes = sum(f.reproduced is True for f in study.findings)
 st.subheader(f"Findings: {n_yes} of {len(study.findings)} reproduced on this data")
 names = {r.id: r.name for r in jobs.list_runs(ws) if r.readable}
