@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,6 +86,12 @@ class Finding:
     teaching: str
     table: list[dict[str, Any]] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    #: the table's columns in reading order (a JSON object does not keep it)
+    columns: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.columns and self.table:
+            self.columns = list(self.table[0])
 
 
 @dataclass
@@ -135,9 +141,19 @@ def load(study_id: str, workspace: Workspace | None = None) -> Study:
     raw = read_json(_folder(ws, study_id) / "study.json")
     if not isinstance(raw, dict):
         raise StudyError(f"no study {study_id!r} in this workspace")
-    raw["inputs"] = StudyInputs(**raw["inputs"])
-    raw["findings"] = [Finding(**f) for f in raw.get("findings", [])]
-    return Study(**raw)
+
+    def known(cls, d: Any) -> dict[str, Any]:  # fields of another version are left aside
+        names = {f.name for f in fields(cls)}
+        return {k: v for k, v in (d or {}).items() if k in names}
+
+    try:
+        raw = known(Study, raw)
+        raw["inputs"] = StudyInputs(**known(StudyInputs, raw["inputs"]))
+        raw["findings"] = [Finding(**known(Finding, f)) for f in raw.get("findings", [])]
+        return Study(**raw)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise StudyError(f"the study {study_id} cannot be read ({type(exc).__name__}: {exc}); "
+                         "start it again") from exc
 
 
 def demo_inputs(**overrides: Any) -> StudyInputs:
@@ -725,8 +741,7 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
                                "reference wall (eV)": next((v.get("reference_wall_ev")
                                                             for v in w.values()), None)}
         for name, shown in (("foundation", "foundation"), ("naive", "naive"),
-                            (replay, "multihead replay, target head"),
-                            ("multihead-replay [pt_head]", "multihead replay, pt_head")):
+                            (replay, "multihead replay, target head")):
             if name in w:
                 row[f"{shown} wall (eV)"] = w[name]["wall_ev"]
                 row[shown] = w[name]["verdict"]
@@ -751,6 +766,11 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
     for row in table:
         row["naive change vs foundation (%)"] = change(row, "naive")
         row["replay change vs foundation (%)"] = change(row, "multihead replay, target head")
+    order = ["pair", "reference wall (eV)", "foundation wall (eV)", "naive wall (eV)",
+             "naive change vs foundation (%)", "multihead replay, target head wall (eV)",
+             "replay change vs foundation (%)", "foundation", "naive",
+             "multihead replay, target head"]
+    table = [{k: r.get(k) for k in order if any(k in x for x in table)} for r in table]
     worst = min((r for r in table if r["naive change vs foundation (%)"] is not None),
                 key=lambda r: r["naive change vs foundation (%)"], default=None)
     replay_worst = min((r for r in table if r["replay change vs foundation (%)"] is not None),
@@ -763,9 +783,9 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
                  f"({worst['pair']}); multihead replay "
                  + (f"by at most {r_drop:.0f}% ({replay_worst['pair']}). " if r_drop > 0.5
                     else "lowered none. "))
-    summary = (f"Pairs whose wall naive fine-tuning lost: {', '.join(naive_lost) or 'none'}; "
-               f"of these, multihead replay (its target head) kept "
-               f"{', '.join(both) or 'none'}. " + trend
+    summary = ((f"Pairs whose wall naive fine-tuning lost: {', '.join(naive_lost)}; of these, "
+                f"multihead replay (its target head) kept {', '.join(both) or 'none'}. "
+                if naive_lost else "Naive fine-tuning lost no wall. ") + trend
                + (f"The foundation model itself lacks a wall for {', '.join(fm_lost)}: "
                   "nothing to lose there. " if fm_lost else "")
                + ("" if has_reference else "No reference curves for this foundation model: "

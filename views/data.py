@@ -9,7 +9,7 @@ import streamlit as st
 from mlipft_core.data import (Dataset, detect_keys, make_split,
                               register_files_as_split, summarize, validate)
 from mlipft_core.demo import DEMO_DATASETS, isolated_file_for, sample_data_dir
-from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM
+from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM, format_energy_per_atom
 from mlipft_core.errors import MlipftError
 from mlipft_core.referencing import zero_shot
 from mlipft_ui import cache, plots, selections, show
@@ -238,12 +238,12 @@ if zs is not None:
     if rr is None:
         st.info(f"Energies are shown as they are: {zs.note}.")
     c = st.columns(4)
-    c[0].metric("Energy RMSE, E0s re-estimated (meV/atom)",
+    c[0].metric("Energy RMSE (meV/atom)",
                 fmt(None if rr is None else rr.rmse_mev_per_atom),
                 help="Energies relative to E0s: the model's own on its side, E0s re-estimated "
                      f"for this data ({'on the training part' if zs.fitted_on != 'this data' else 'on this data'}) "
                      "on the reference side. The fair zero-shot error across levels of theory.")
-    c[1].metric("Energy RMSE, raw (meV/atom)", fmt(m.energy_rmse_mev_per_atom),
+    c[1].metric("Raw energy RMSE (meV/atom)", fmt(m.energy_rmse_mev_per_atom),
                 help="Absolute energies: across levels of theory this is mostly the E0 "
                      "offset, not an error of the model.")
     c[2].metric("Force RMSE (meV/Å)", fmt(m.forces_rmse_mev_per_a))
@@ -262,7 +262,8 @@ if zs is not None:
                                         unit="eV/Å"), "parity_forces")
     offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
     if abs(offset) > LEVEL_MISMATCH_EV_PER_ATOM:
-        st.warning(f"The reference and the model differ by {offset:+.3f} eV/atom on average in "
+        st.warning(f"The reference and the model differ by {format_energy_per_atom(offset)} "
+                   "on average in "
                    "absolute energy: different levels of theory. That offset is what the "
                    "re-estimated E0s absorb; the error that remains is the model's.")
     table = pd.DataFrame({"configuration type": res.config_types, "atoms": res.n_atoms,

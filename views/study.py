@@ -197,19 +197,22 @@ for f in study.findings:
         st.badge(word, icon=icon, color=color)
         st.markdown(f"*The study:* {f.claim}")
         st.markdown(f"**This data:** {f.summary}")
-        table = pd.DataFrame(f.table)
+        table = pd.DataFrame(f.table, columns=f.columns or None)
         if f.number == 1 and extra.get("e0_runs"):
             e = extra["e0_runs"]
-            show.chart(st, plots.grouped_bar(
+            fig = plots.grouped_bar(
                 {"anchored E0s": {"target": e["anchored"]["target_e"],
                                   "pretraining (outside the family)": e["anchored"]["pretrain_e"]},
                  "'average' E0s": {"target": e["average"]["target_e"],
                                    "pretraining (outside the family)": e["average"]["pretrain_e"]}},
-                title="Energy RMSE of naive fine-tuning by E0 choice",
-                ylabel="energy RMSE (meV/atom)"), "study_e0")
+                title="Energy RMSE of naive fine-tuning by E0 choice (log scale)",
+                ylabel="energy RMSE (meV/atom)")
+            plots.tidy_log_axis(fig, "y")
+            fig.update_yaxes(type="log")
+            show.chart(st, fig, "study_e0")
         elif f.number in (2, 5) and not table.empty:
             col = "target force RMSE (meV/Å)" if f.number == 2 else "after naive fine-tuning (meV/Å)"
-            key = table.columns[0]
+            key = "model" if f.number == 2 else "foundation model"
             show.chart(st, plots.bar(table[key].astype(str), table[col],
                                      title="Target force RMSE", ylabel="force RMSE (meV/Å)"),
                        f"study_f{f.number}")
@@ -225,9 +228,11 @@ for f in study.findings:
                 for c in table.columns if table[c].dtype.kind == "f"})
         if f.number == 6 and extra.get("dimers"):
             pairs = list(extra["dimers"])
-            lost = [r["pair"] for r in f.table if r.get("naive") == "lost"]
-            pair = st.selectbox("Element pair", pairs,
-                                index=pairs.index(lost[0]) if lost else 0)
+            # first the pair naive fine-tuning changed most
+            worn = sorted((r for r in f.table if r.get("naive change vs foundation (%)")
+                           is not None), key=lambda r: r["naive change vs foundation (%)"])
+            first = worn[0]["pair"] if worn and worn[0]["pair"] in pairs else pairs[0]
+            pair = st.selectbox("Element pair", pairs, index=pairs.index(first))
             series = {k: tuple(v) for k, v in extra["dimers"][pair].items()}
             show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
                                           ylabel="energy relative to 5 Å (eV)",
