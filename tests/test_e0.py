@@ -161,7 +161,9 @@ def test_demo_sn2_story(demo):
 
 
 def test_choice_saved_and_cli(tmp_path, demo):
-    inp = e0mod.prepare(demo["sn2_train"], "demo-gfn1-weak")
+    # the command line anchors fitted E0s of the demo data to its bundled isolated atoms
+    inp = e0mod.prepare(demo["sn2_train"], "demo-gfn1-weak",
+                        isolated_file=demo["sn2_isolated_atoms"])
     res = compute(inp, "estimated")
     ws = Workspace()
     saved = e0mod.save_choice(ws, res, model="demo-gfn1-weak", head="Default",
@@ -178,8 +180,11 @@ def test_choice_saved_and_cli(tmp_path, demo):
     assert d["e0"]["Cl"] == pytest.approx(res.e0["Cl"], abs=1e-6)
     assert d["offset_rmse_before_mev_per_atom"] > 1e6
     assert d["offset_rmse_after_mev_per_atom"] < 100
-    bad = subprocess.run(mlipft_cmd() + ["e0", demo["sn2_train"], "--model", "demo-gfn1-weak",
-                                         "--method", "isolated", "--json"],
+    assert d["anchor"] == "isolated atoms"
+    # a copy outside the demo folder has no isolated atoms to default to
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":"))
+    bad = subprocess.run(mlipft_cmd() + ["e0", str(tmp_path / "train.xyz"), "--model",
+                                         "demo-gfn1-weak", "--method", "isolated", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "IsolatedAtom" in bad.stderr.strip().splitlines()[-1]
 
