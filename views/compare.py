@@ -113,9 +113,16 @@ raw = pd.DataFrame([{
 table = table.dropna(axis=1, how="all")  # e.g. stress when nothing carries a stress label
 if all(v == 1 for v in heads_per.values()):
     table = table.drop(columns=["head"])
-st.dataframe(table, hide_index=True, column_config={
+# a missing value (e.g. no forgetting measure for a model without the pretraining elements)
+# reads as a dash, not as "None": such a column is shown as text
+shown = table.copy()
+for c in shown.columns:
+    if shown[c].dtype.kind == "f" and shown[c].isna().any():
+        shown[c] = [("—" if pd.isna(v) else f"{v:.2f}" if "ratio" in c else f"{v:.1f}")
+                    for v in shown[c]]
+st.dataframe(shown, hide_index=True, column_config={
     c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
-    for c in table.columns if table[c].dtype.kind == "f"})
+    for c in shown.columns if shown[c].dtype.kind == "f"})
 st.caption("Forgetting ratio: a model's force error on held-out pretraining data over the "
            "foundation model's (1 = no forgetting; larger = more forgotten). A replay model's "
            "pt_head answers for the pretraining data, its Default head for the target. "
