@@ -1,7 +1,8 @@
 """Benchmark: every strategy's default learning rate against the learning-rate pilot.
 
 For each fine-tuning strategy, the pilot (``mlipft_core.tune``) runs the demo SN2 target from
-the strong demo model at 1e-4, 3e-4, 1e-3, 3e-3 and 1e-2 for a quarter of the default epochs.
+the strong demo model at its default grid (five learning rates around the strategy's default:
+three below, one above) for a quarter of the default epochs.
 The script prints, per strategy, the pilot's validation force RMSE at every learning rate, the
 best learning rate, and the ratio of the error at the current default to the best error (goal:
 at most 1.3). With ``--study ID`` it reads the pilots of a finished study instead of running
@@ -57,7 +58,7 @@ def main() -> int:
         results = {}
         for s in studymod.FINE_TUNING:
             spec = studymod._spec(inputs, s, e0=e0)
-            results[s] = tune.tune(spec, tune.DEFAULT_LRS, args.epochs, workspace=ws)
+            results[s] = tune.tune(spec, None, args.epochs, workspace=ws)
             print(f"{s}: done", file=sys.stderr, flush=True)
     grid = sorted({p.lr for r in results.values() for p in r.results})
     print(f"pilot: {next(iter(results.values())).epochs} epochs, validation force RMSE "

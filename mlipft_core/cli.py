@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import MlipftError
+from .workspace import strict_json
 
 
 class Output:
@@ -26,26 +27,6 @@ class Output:
         self.text = ""
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            return strict_json(value.item())
-        if isinstance(value, np.ndarray):
-            return strict_json(value.tolist())
-    except ImportError:  # pragma: no cover
-        pass
-    return value
 
 
 def _print(args: argparse.Namespace, payload: Any, text: str) -> None:

@@ -106,10 +106,9 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
 
 def model_heads_of(path: str) -> list[str]:
     """The heads of a (trusted) model file; the file is loaded once per content version."""
-    import os
+    from .workspace import file_version
 
-    st = os.stat(path)
-    return list(_heads(str(Path(path).resolve()), st.st_size, st.st_mtime_ns))
+    return list(_heads(*file_version(path)))
 
 
 @functools.lru_cache(maxsize=256)

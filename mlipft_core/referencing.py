@@ -19,7 +19,6 @@ energy, the physically meaningful part.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -36,15 +35,15 @@ class ReferencingError(MlipftError):
     code = "e0_reference"
 
 
-def _version(path: str | Path) -> tuple[str, int, int]:
+def file_version(path: str | Path) -> tuple[str, int, int]:
+    """:func:`~mlipft_core.workspace.file_version`, with a typed error for a missing file."""
     from .errors import UnknownModelError
+    from .workspace import file_version as version
 
-    p = Path(path).resolve()
     try:
-        st = os.stat(p)
+        return version(path)
     except OSError as exc:
-        raise UnknownModelError(f"{p}: {exc.strerror or exc}") from exc
-    return str(p), st.st_size, st.st_mtime_ns
+        raise UnknownModelError(f"{Path(path).resolve()}: {exc.strerror or exc}") from exc
 
 
 def composition(data) -> tuple[list[str], np.ndarray]:
@@ -52,14 +51,15 @@ def composition(data) -> tuple[list[str], np.ndarray]:
     sequence of structures."""
     if not isinstance(data, (str, Path)):
         return _counts(list(data))
-    return _composition(*_version(data))
+    return _composition(*file_version(data))
 
 
 def _counts(frames) -> tuple[list[str], np.ndarray]:
-    rows = [np.bincount(a.numbers, minlength=119) for a in frames]
-    counts = np.array(rows, dtype=float).reshape(len(rows), 119)
-    present = np.flatnonzero(counts.sum(axis=0))
-    return [chemical_symbols[z] for z in present], counts[:, present]
+    from .e0 import composition_matrix
+
+    frames = list(frames)
+    elements = [chemical_symbols[z] for z in sorted({int(z) for a in frames for z in a.numbers})]
+    return elements, composition_matrix(frames, elements)
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,7 +72,7 @@ def _composition(path: str, size: int, mtime_ns: int) -> tuple[list[str], np.nda
 def model_e0s_of(model: str | Path, head: str | None = None) -> dict[str, float]:
     """E0s (element -> eV) of one head of a trusted model file (first head by default),
     loaded once per file version."""
-    table = _model_e0s(*_version(model))
+    table = _model_e0s(*file_version(model))
     return dict(table[head] if head in table else next(iter(table.values())))
 
 
@@ -164,9 +164,3 @@ def zero_shot(model: str | Path, data, *, fit_on=None, head: str | None = None,
     except MlipftError as exc:  # e.g. no energy labels: the raw result still stands
         return ZeroShot(res, None, {}, where, note=f"no re-estimated E0s: {exc}")
     return ZeroShot(res, rr, e0, where)
-
-
-def same_e0s(a: Mapping[str, float], b: Mapping[str, float], tol: float = 1e-3) -> bool:
-    """Whether two E0 tables agree on every element they share."""
-    shared = set(a) & set(b)
-    return bool(shared) and all(abs(float(a[e]) - float(b[e])) <= tol for e in shared)

@@ -18,6 +18,7 @@ the app or the command line and is never submitted twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MlipftError
-from .workspace import Workspace, atomic_write_json, read_json
+from .workspace import Workspace, atomic_write_json, read_json, strict_json
 
 #: The strategies a study tunes and compares (the baseline runs separately, small).
 FINE_TUNING = ("naive", "freeze-a", "freeze-b", "lora", "multihead-replay",
@@ -111,18 +112,7 @@ class Study:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf -> None, so that the JSON stays strict."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return strict_json(asdict(self))
 
 
 def _folder(ws: Workspace, study_id: str) -> Path:
@@ -213,13 +203,20 @@ def check(inputs: StudyInputs) -> None:
     if inputs.pilot_lrs and (len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs)):
         raise StudyError("the learning-rate pilot needs at least two different, positive "
                          "learning rates")
-    from .data import read_frames
+    from .referencing import file_version
 
-    n_train = sum(1 for a in read_frames(inputs.train)
-                  if a.info.get("config_type") != "IsolatedAtom")
+    n_train = _n_structures(*file_version(inputs.train))  # the page checks on every rerun
     if inputs.small_size >= n_train:
         raise StudyError(f"the small training set ({inputs.small_size} structures) must be "
                          f"smaller than the training set ({n_train})")
+
+
+@functools.lru_cache(maxsize=32)
+def _n_structures(path: str, size: int, mtime_ns: int) -> int:
+    """Structures of a training file, IsolatedAtom ones aside (read once per file version)."""
+    from .data import iter_frames
+
+    return sum(1 for a in iter_frames(path) if a.info.get("config_type") != "IsolatedAtom")
 
 
 # ----------------------------------------------------------------------------- running
@@ -421,7 +418,8 @@ def _advance_locked(study: Study, ws: Workspace, report) -> Study:
         if study.stage == "pilots":
             _submit_missing_pilots(ws, study)
             if len(study.pilots) == len(study.inputs.strategies):
-                results = {s: read_pilot(sw, ws) for s, sw in study.pilots.items()}
+                records = jobs.list_runs(ws)
+                results = {s: read_pilot(sw, ws, records) for s, sw in study.pilots.items()}
                 if all(r.finished for r in results.values()):
                     study.tuned = {s: r.best_lr for s, r in results.items()}
                     study.extra["pilots"] = {s: r.to_dict() for s, r in results.items()}

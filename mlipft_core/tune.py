@@ -22,8 +22,6 @@ from .workspace import Workspace
 
 #: Learning rates a grid is drawn from: 1 and 3 per decade (about half a decade apart).
 LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
-#: The grid of the demo study's first measurement (kept for reference and benchmarks).
-DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 
 def default_grid(lr: float) -> list[float]:
@@ -128,11 +126,17 @@ def _finite(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def read_pilot(sweep: str, workspace: Workspace | None = None) -> TuneResult:
-    """The state of a pilot from its runs (running ones count with their latest epoch)."""
+def read_pilot(sweep: str, workspace: Workspace | None = None,
+               records: Sequence[Any] | None = None) -> TuneResult:
+    """The state of a pilot from its runs (running ones count with their latest epoch).
+
+    ``records``: the workspace's runs as :func:`~mlipft_core.jobs.list_runs` returns them,
+    when the caller has listed them already (one listing for several pilots)."""
     from . import jobs
 
-    runs = [r for r in jobs.list_runs(workspace) if r.sweep == sweep and r.readable]
+    if records is None:
+        records = jobs.list_runs(workspace)
+    runs = [r for r in records if r.sweep == sweep and r.readable]
     if not runs:
         raise TuneError(f"no pilot called {sweep!r} in this workspace")
     points = []

@@ -68,6 +68,28 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return strict_json(value.item())
+        if isinstance(value, np.ndarray):
+            return strict_json(value.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
 def atomic_write_json(path: Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -89,10 +111,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_version(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, size, modification time): the key of caches kept per file version.
+    Raises ``OSError`` for a missing file."""
+    st_ = os.stat(path)
+    return str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns
+
+
 def cached_sha256(path: str | Path) -> str:
     """SHA-256 of a file, remembered per (path, size, modification time) in this process."""
-    st_ = os.stat(path)
-    return _sha256_of_version(str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns)
+    return _sha256_of_version(*file_version(path))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -133,6 +133,21 @@ def model_is_trusted(name_or_path: str) -> bool:
     return workspace().is_trusted(name_or_path)
 
 
+def selected_split():
+    """The selected split (:class:`~mlipft_core.data.Split`), or ``None`` when there is none
+    or it can no longer be read."""
+    from mlipft_core.data import load_split
+    from mlipft_core.errors import MlipftError
+
+    split_id = get("split_id")
+    if not split_id:
+        return None
+    try:
+        return load_split(workspace(), split_id)
+    except MlipftError:
+        return None
+
+
 def selected_model_path() -> str | None:
     """Resolved file of the selected model if it can be loaded without a prompt: a registry
     model, or a local file whose exact content the user confirmed."""

@@ -73,7 +73,10 @@ def pilot_panel(specs: dict[str, RunSpec], model: str, split_id: str, *, executo
             except MlipftError as exc:
                 st.warning(f"Pilot {sweep}: {exc}")
                 continue
-            (_pilot_done if res.finished else _pilot_live)(sweep, key, title, strategy)
+            if res.finished:
+                _pilot_view(res, key, title, strategy)
+            else:
+                _pilot_live(sweep, key, title, strategy)
 
 
 @st.fragment(run_every=4)
@@ -83,10 +86,6 @@ def _pilot_live(sweep: str, key: str, title: str, strategy: str) -> None:
     _pilot_view(res, key, title, strategy)
     if res.finished:
         st.rerun()
-
-
-def _pilot_done(sweep: str, key: str, title: str, strategy: str) -> None:
-    _pilot_view(tune.read_pilot(sweep, selections.workspace()), key, title, strategy)
 
 
 def _pilot_view(res: tune.TuneResult, key: str, title: str, strategy: str) -> None:

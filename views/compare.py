@@ -7,7 +7,6 @@ import streamlit as st
 
 from mlipft_core import analysis, jobs
 from mlipft_core.compare import compare, resolve_models
-from mlipft_core.data import load_split
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
 from mlipft_core.probes import (WALL_THRESHOLD_EV, collapse_probe_cached, reference_curve,
@@ -31,12 +30,7 @@ saved = selections.get("compare") or {}
 saved_runs = [i for i in saved.get("runs", []) if i in labels] if isinstance(saved, dict) else []
 picked = st.multiselect("Runs", list(labels), default=saved_runs or list(labels)[-8:],
                         format_func=labels.get)
-split = None
-if selections.get("split_id"):
-    try:
-        split = load_split(ws, selections.get("split_id"))
-    except MlipftError:
-        split = None
+split = selections.selected_split()
 c = st.columns(2)
 default_target = str(split.file("test")) if split and split.counts.get("test") else demo["sn2_test"]
 target = c[0].text_input("Target test set", saved.get("target") or default_target)

@@ -169,13 +169,8 @@ else:
             split = make_split(dataset, ws, {"train": f_train, "valid": f_valid, "test": f_test}, seed)
         except MlipftError as exc:
             st.error(str(exc))
-    elif selections.get("split_id"):
-        from mlipft_core.data import load_split
-
-        try:
-            split = load_split(ws, selections.get("split_id"))
-        except MlipftError:
-            split = None
+    else:
+        split = selections.selected_split()
 if split is not None:
     if selections.get("split_id") != split.id:
         selections.select(split_id=split.id, e0_choice=None)

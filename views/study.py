@@ -7,7 +7,6 @@ import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core import study as studymod
-from mlipft_core.data import load_split
 from mlipft_core.demo import demo_paths, isolated_file_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
@@ -31,12 +30,7 @@ VERDICT = {True: ("Reproduced", ":material/check_circle:", "green"),
 # ----------------------------------------------------------------- inputs
 model_path = selections.selected_model_path() or demo["models"]["demo-gfn1-strong"]
 model_name = selections.get("model_label") or selections.get("model") or "Demo strong (GFN1-xTB)"
-split = None
-if selections.get("split_id"):
-    try:
-        split = load_split(ws, selections.get("split_id"))
-    except MlipftError:
-        split = None
+split = selections.selected_split()
 files = {"train": demo["sn2_train"], "valid": demo["sn2_valid"], "test": demo["sn2_test"]}
 if split is not None and split.counts.get("test"):
     files = {p: str(split.file(p)) if split.counts.get(p) else None

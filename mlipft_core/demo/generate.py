@@ -87,6 +87,16 @@ def _record_step(work: Path, step: str, seconds: float, extra: dict | None = Non
     _write_json(work / "steps" / f"{step}.json", {"seconds": round(seconds, 1), **(extra or {})})
 
 
+def _geometries(path: Path, build) -> list[Atoms]:
+    """The unlabelled geometries of a step: built once (``build()``), then read back from
+    ``path``, so that a resumed step labels exactly the same structures."""
+    if path.exists():
+        return read(path, ":")
+    geoms = build()
+    _write_xyz(path, geoms)
+    return geoms
+
+
 def _label_resumable(frames: list[Atoms], partial: Path, label_fn, what: str) -> list[Atoms]:
     """Label ``frames`` one by one, appending to ``partial`` so that a restart resumes."""
     done: list[Atoms] = read(partial, ":", format="extxyz") if partial.exists() else []
@@ -346,12 +356,7 @@ def step_corpus(out: Path, work: Path) -> None:
         return
     t0 = time.time()
     rng = np.random.default_rng(SEED)
-    geo_path = work / "corpus_geometries.xyz"
-    if geo_path.exists():
-        geoms = read(geo_path, ":")
-    else:
-        geoms = corpus_geometries(rng)
-        _write_xyz(geo_path, geoms)
+    geoms = _geometries(work / "corpus_geometries.xyz", lambda: corpus_geometries(rng))
     labelled = _label_resumable(
         geoms, work / "corpus_labelled.partial.xyz",
         lambda a: label_xtb(a, "GFN1-xTB", charge=int(a.info.get("charge", 0))),
@@ -385,12 +390,8 @@ def step_short_range(out: Path, work: Path) -> None:
         return
     t0 = time.time()
     rng = np.random.default_rng(SEED + 7)
-    geo_path = work / "short_range_geometries.xyz"
-    if geo_path.exists():
-        geoms = read(geo_path, ":")
-    else:
-        geoms = short_range_geometries(rng, train)
-        _write_xyz(geo_path, geoms)
+    geoms = _geometries(work / "short_range_geometries.xyz",
+                        lambda: short_range_geometries(rng, train))
 
     def label(a: Atoms) -> Atoms | None:
         try:
@@ -427,13 +428,8 @@ def step_sn2(out: Path, work: Path) -> None:
         return
     t0 = time.time()
     rng = np.random.default_rng(SEED + 2)
-    geo_path = work / "sn2_geometries.xyz"
-    if geo_path.exists():
-        geoms = read(geo_path, ":")
-    else:
-        scan, others = sn2_geometries(rng)
-        geoms = scan + others
-        _write_xyz(geo_path, geoms)
+    geoms = _geometries(work / "sn2_geometries.xyz",
+                        lambda: list(itertools.chain(*sn2_geometries(rng))))  # scan, others
     labelled = _label_resumable(geoms, work / "sn2_labelled.partial.xyz",
                                 lambda a: label_dft(a, charge=-1), "SN2 DFT")
     scan = [a for a in labelled if a.info.get("config_type") == "scan"]
@@ -461,12 +457,7 @@ def step_water(out: Path, work: Path) -> None:
         return
     t0 = time.time()
     rng = np.random.default_rng(SEED + 4)
-    geo_path = work / "water_geometries.xyz"
-    if geo_path.exists():
-        geoms = read(geo_path, ":")
-    else:
-        geoms = water_target_geometries(rng)
-        _write_xyz(geo_path, geoms)
+    geoms = _geometries(work / "water_geometries.xyz", lambda: water_target_geometries(rng))
     labelled = _label_resumable(geoms, work / "water_labelled.partial.xyz",
                                 lambda a: label_xtb(a, "GFN2-xTB"), "water GFN2-xTB")
     kept, dropped = _filter_forces(labelled)
