@@ -126,7 +126,7 @@ def test_cancel_and_killed_process(tiny, weak_model, monkeypatch):
 def test_runs_survive_the_dispatcher_and_it_exits_when_idle(tiny, weak_model):
     rec = jobs.submit(spec(tiny, weak_model, "freeze-b"))
     root = Workspace().root
-    pid = dispatcher_pid(root)
+    pid = dispatcher_pid(root)  # submit returns once the dispatcher has said who it is
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # the dispatcher goes down (e.g. the app's machine restarts)
     time.sleep(0.5)

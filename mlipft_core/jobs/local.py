@@ -35,6 +35,7 @@ from .records import RunRecord, RunStore, runner_alive, same_process_alive
 
 POLL_S = 0.2
 # how the dispatcher is started (not ``-m``: the package imports this module first)
+DISPATCHER_START_S = 30.0  # longest wait for a new dispatcher to come up
 _MAIN = "import sys; from mlipft_core.jobs.local import main; sys.exit(main())"
 
 
@@ -133,8 +134,11 @@ def ensure_dispatcher(root: str | Path) -> bool:
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parents[2]))
         log.close()
-        for _ in range(100):  # until it holds its lock (or has exited)
-            if dispatcher_alive(root) or proc.poll() is not None:
+        # until it holds its lock and has said who it is, or has exited; on a busy machine
+        # starting Python can take seconds
+        deadline = time.monotonic() + DISPATCHER_START_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            if dispatcher_pid(root) is not None:
                 break
             time.sleep(0.05)
         return True
