@@ -114,6 +114,99 @@ def repulsion(models: Sequence[ModelHead], pair: str, *, workspace=None,
     return series, verdicts
 
 
+#: A structure is a *soft spot* of a model when the model's forces, projected on the
+#: reference forces, keep less than this fraction of them: the model pushes the atoms apart
+#: with less than half the reference's repulsion, the beginning of a short-range "hole".
+SOFT_SPOT_FRACTION = 0.5
+
+
+@dataclass
+class ShortRangeResult:
+    """How much of the reference's short-range repulsion one model keeps on a set of
+    compressed structures (close trimers, compressed molecules, random compact ones)."""
+
+    model: str
+    n_structures: int
+    forces_rmse_ev_per_a: float          # on the short-range set (forces there are large)
+    median_force_kept: float             # median over structures of F_model·F_ref / |F_ref|²
+    soft_spots: int                      # structures that keep < SOFT_SPOT_FRACTION of it
+    soft_share_percent: float            # soft_spots as a percentage of n_structures
+    n_left_out: int = 0                  # structures with elements not every model covers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def force_kept(ref_forces: np.ndarray, pred_forces: np.ndarray,
+               n_atoms: np.ndarray) -> np.ndarray:
+    """Per structure, the share of the reference forces that the predicted forces keep:
+    ``Σ F_pred·F_ref / Σ |F_ref|²`` over its atoms (1: as repulsive as the reference, 0: no
+    force along it, negative: pulling the wrong way)."""
+    owner = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    dot = np.bincount(owner, (pred_forces * ref_forces).sum(axis=1), minlength=len(n_atoms))
+    norm = np.bincount(owner, (ref_forces * ref_forces).sum(axis=1), minlength=len(n_atoms))
+    return dot / np.maximum(norm, 1e-12)
+
+
+def short_range_probe(models: Sequence[ModelHead], data: str | Path, *, workspace=None,
+                      progress: ProgressFn | None = None) -> list[ShortRangeResult]:
+    """Each model's forces on a labelled set of compressed structures against the reference.
+
+    The set should be held out from training (the demo world's
+    ``pretrain/short_range_test.xyz``). A model that lost short-range repulsion keeps less
+    of the reference forces there and has more soft spots (see :data:`SOFT_SPOT_FRACTION`).
+    Every model is probed on the same structures: those whose elements all models cover (a
+    fine-tune knows only the elements of its training and replay data).
+    Raises :class:`~mlipft_core.errors.DataError` when the set has no reference forces or no
+    structure every model covers.
+    """
+    from .errors import DataError
+    from .evaluate import evaluate_cached
+
+    data, n_left_out = _covered_subset(models, data, workspace)
+    out = []
+    for m in models:
+        if progress:
+            progress(f"{m.label}: short-range structures")
+        r = evaluate_cached(m.path, data, head=m.head, workspace=workspace, trusted=True)
+        if r.ref_forces is None or not np.all(np.isfinite(r.ref_forces)):
+            raise DataError(f"{Path(data).name}: the short-range probe needs reference forces "
+                            "on every structure", code="labels")
+        kept = force_kept(r.ref_forces, r.pred_forces, r.n_atoms)
+        soft = int(np.sum(kept < SOFT_SPOT_FRACTION))
+        rmse = float(np.sqrt(np.mean((r.pred_forces - r.ref_forces) ** 2)))
+        out.append(ShortRangeResult(m.label, len(kept), round(rmse, 3),
+                                    round(float(np.median(kept)), 3), soft,
+                                    round(100.0 * soft / max(len(kept), 1), 1), n_left_out))
+    return out
+
+
+def _covered_subset(models: Sequence[ModelHead], data: str | Path,
+                    workspace=None) -> tuple[str, int]:
+    """``data`` itself, or a cached file of its structures whose elements every model covers,
+    and the number of structures left out."""
+    from .data import read_frames, write_extxyz
+    from .errors import DataError
+    from .referencing import model_e0s_of
+    from .workspace import Workspace, cached_sha256
+
+    covered = set.intersection(*(set(model_e0s_of(m.path, m.head)) for m in models)) \
+        if models else set()
+    frames = read_frames(data)
+    keep = [a for a in frames if set(a.get_chemical_symbols()) <= covered]
+    if not keep:
+        raise DataError(f"{Path(data).name}: no structure has only elements that every model "
+                        f"covers ({', '.join(sorted(covered)) or 'none'})", code="elements")
+    if len(keep) == len(frames):
+        return str(data), 0
+    ws = workspace or Workspace()
+    subset = (ws.cache / "short_range" /
+              f"{cached_sha256(Path(data))[:20]}-{'-'.join(sorted(covered))}.xyz")
+    if not subset.is_file():
+        write_extxyz(subset, keep)
+    return str(subset), len(frames) - len(keep)
+
+
 def reaction_profile(models: Sequence[ModelHead], scan_file: str | Path, *, workspace=None,
                      energy_key: str = "REF_energy", progress: ProgressFn | None = None
                      ) -> dict[str, tuple[list[int], list[float]]]:

@@ -253,7 +253,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     given = {"model": path(args.model), "weak_model": path(args.weak_model),
              "train": args.train, "valid": args.valid, "test": args.test,
              "pretrain_test": args.pretrain, "replay": args.replay,
-             "isolated_file": args.isolated_file, "epochs": args.epochs,
+             "isolated_file": args.isolated_file, "short_range_test": args.short_range_test,
+             "epochs": args.epochs,
              "pilot_epochs": args.pilot_epochs, "small_size": args.small_size,
              "pilot_lrs": jobs.parse_list(args.lrs, float, "--lrs") or None,
              "strategies": [x.strip() for x in args.strategies.split(",") if x.strip()]
@@ -267,9 +268,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         if missing:
             raise studymod.StudyError("with --model, give --train and --test too (and "
                                       "--pretrain, --replay for forgetting and replay)")
-        from .demo import isolated_file_for
+        from .demo import isolated_file_for, short_range_test_for
 
         given["isolated_file"] = given["isolated_file"] or isolated_file_for(given["train"])
+        given["short_range_test"] = (given["short_range_test"]
+                                     or short_range_test_for(given["pretrain_test"]))
         inputs = studymod.StudyInputs(**{k: v for k, v in given.items() if v is not None})
 
     def report(p) -> None:
@@ -625,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", help="replay file for multihead strategies")
     p.add_argument("--isolated-file", help="isolated-atom energies of the target's reference "
                                            "method (the E0 anchor)")
+    p.add_argument("--short-range-test",
+                   help="labelled compressed structures held out from pretraining, at the "
+                        "foundation model's level of theory (the short-range repulsion probe; "
+                        "default with the demo world: its own)")
     p.add_argument("--epochs", type=int, help="epochs of the final runs (default 20)")
     p.add_argument("--pilot-epochs", type=int, help="epochs of each pilot run (default 5)")
     p.add_argument("--lrs", help="pilot learning rates (default: five around each strategy's "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MlipftError
-from .workspace import Workspace, atomic_write_json, read_json, strict_json
+from .workspace import Workspace, absolute_paths, atomic_write_json, read_json, strict_json
 
 #: The strategies a study tunes and compares (the baseline runs separately, small).
 FINE_TUNING = ("naive", "freeze-a", "freeze-b", "lora", "multihead-replay",
@@ -69,10 +69,21 @@ class StudyInputs:
     strategies: list[str] = field(default_factory=lambda: list(FINE_TUNING))
     executor: str | None = None
     slurm: dict[str, Any] | None = None
+    #: labelled compressed structures held out from pretraining (finding 6's many-body probe);
+    #: used by the analysis only, so it is not part of the study's identity
+    short_range_test: str | None = None
 
     def study_id(self) -> str:
-        d = {k: v for k, v in asdict(self).items() if k not in ("executor", "slurm")}
+        d = {k: v for k, v in asdict(self).items() if k not in NOT_IN_ID}
         return "study-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+#: The inputs that are files.
+PATH_FIELDS = ("model", "train", "valid", "test", "pretrain_test", "replay", "weak_model",
+               "isolated_file", "short_range_test")
+#: Inputs that change where a study runs or how it is analysed, not what it runs: left out
+#: of its identity.
+NOT_IN_ID = ("executor", "slurm", "short_range_test")
 
 
 @dataclass
@@ -154,20 +165,13 @@ def demo_inputs(**overrides: Any) -> StudyInputs:
     base = dict(model=d["models"]["demo-gfn1-strong"], weak_model=d["models"]["demo-gfn1-weak"],
                 train=d["sn2_train"], valid=d["sn2_valid"], test=d["sn2_test"],
                 pretrain_test=d["pretrain_test"], replay=d["replay_pool"],
-                isolated_file=d["sn2_isolated_atoms"])
+                isolated_file=d["sn2_isolated_atoms"], short_range_test=d["short_range_test"])
     base.update({k: v for k, v in overrides.items() if v is not None})
     return StudyInputs(**base)
 
 
 def _absolute(inputs: StudyInputs) -> StudyInputs:
-    def fix(p: str | None) -> str | None:
-        return None if not p else str(Path(p).expanduser().resolve())
-
-    d = asdict(inputs)
-    for k in ("model", "train", "valid", "test", "pretrain_test", "replay", "weak_model",
-              "isolated_file"):
-        d[k] = fix(d[k])
-    return StudyInputs(**d)
+    return absolute_paths(inputs, PATH_FIELDS)
 
 
 def pilot_size(inputs: StudyInputs) -> int:
@@ -184,8 +188,7 @@ def check(inputs: StudyInputs) -> None:
     for k in ("model", "train", "test"):
         if not getattr(inputs, k):
             raise StudyError(f"a study needs {k!r}")
-    for k in ("model", "train", "valid", "test", "pretrain_test", "replay", "weak_model",
-              "isolated_file"):
+    for k in PATH_FIELDS:
         p = getattr(inputs, k)
         if p and not Path(p).is_file():
             raise StudyError(f"{k.replace('_', ' ')}: file not found: {p}")
@@ -271,6 +274,12 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
             study.stage = "analysis" if study.finals else (
                 "finals" if study.tuned else "pilots")
             study.message = ""
+            save(ws, study)
+        if inputs.short_range_test != study.inputs.short_range_test:
+            # another probe set changes the findings, not the runs: analyse again
+            study.inputs.short_range_test = inputs.short_range_test
+            if study.stage == "done":
+                study.stage = "analysis"
             save(ws, study)
     ws.set(study=sid)
     return advance(sid, ws)
@@ -469,7 +478,7 @@ def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
 
 def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = None) -> None:
     """Evaluate the final runs and state the six findings (stored on ``study``)."""
-    from .analysis import ModelHead, element_pairs, repulsion
+    from .analysis import ModelHead, element_pairs, repulsion, short_range_probe
     from .compare import ModelRef, compare, model_heads_of
     from .jobs.records import RunStore
     from .probes import reference_curve, reference_dimer_curves
@@ -532,6 +541,21 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         dimer_series[pair] = series
         walls[pair] = {v.model: v.to_dict() for v in verdicts}
     study.extra["dimers"] = dimer_series
+    # the many-body probe: held-out compressed structures, every fine-tune's target head and
+    # the replay model's pretraining head against the foundation model
+    short_range: list[dict[str, Any]] | None = None
+    if inp.short_range_test:
+        sr_models = [ModelHead("foundation", inp.model)]
+        for role in inp.strategies:
+            if role in done:
+                path = done[role].model_path
+                heads = model_heads_of(path)
+                sr_models += [ModelHead(role, path, h, multihead=len(heads) > 1)
+                              for h in sorted(heads, key=lambda h: h == "pt_head")  # target first
+                              if h != "pt_head" or role == "multihead-replay"]
+        short_range = [r.to_dict() for r in short_range_probe(sr_models, inp.short_range_test,
+                                                               workspace=ws, progress=report)]
+        study.extra["short_range"] = short_range
     study.extra["rows"] = [r.to_dict() for r in rows + weak_rows]
     study.extra["failed_runs"] = failed
     study.findings = [
@@ -540,7 +564,7 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         _finding_retention(study, pt_row),
         _finding_close(study, target_row),
         _finding_fm(study, target_row),
-        _finding_repulsion(study, walls, pairs, ref_curves is not None),
+        _finding_repulsion(study, walls, pairs, ref_curves is not None, short_range),
     ]
 
 
@@ -635,14 +659,15 @@ def _finding_retention(study: Study, pt_row) -> Finding:
     claim = "Multihead replay is the only strategy that keeps the pretraining accuracy."
     teaching = ("Forgetting ratio: force error on held-out pretraining structures over the "
                 "foundation model's (1 = nothing forgotten). A replay model keeps training its "
-                "pt_head on pretraining structures while the target head learns, so the shared "
+                "pretraining head on pretraining structures while the target head learns, so the shared "
                 "weights cannot drift far from what the foundation model knew.")
     table = []
     for s in study.inputs.strategies:
         r = pt_row(s)
         if r is not None and r.forgetting_ratio is not None:
             table.append({"strategy": _strategy_title(s), "key": s,
-                          "head": r.head, "forgetting ratio": r.forgetting_ratio,
+                          "head": _head_name(r.head, multihead=s in REPLAY),
+                          "forgetting ratio": r.forgetting_ratio,
                           "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
                           "learning rate": _lr(study.tuned.get(s))})
     if not table:
@@ -723,14 +748,41 @@ def _finding_fm(study: Study, target_row) -> Finding:
                    _run_ids(study, "naive", "naive-weak"))
 
 
-def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
-                       has_reference: bool) -> Finding:
-    claim = "Naive fine-tuning loses the short-range repulsion that multihead replay keeps."
-    teaching = ("The target data never puts two atoms closer than a bond length, so nothing in "
-                "it holds up the foundation model's repulsive wall. Naive fine-tuning is free to "
-                "bend the curve down at short distance; replay keeps showing the network "
-                "compressed pretraining structures. A model without the wall lets atoms "
-                "collapse in MD and structure search.")
+#: Soft spots (structures keeping < half the reference's short-range force) that a model may
+#: add to the foundation model's, in percent of the probe set, and still keep its repulsion.
+SOFT_SPOT_MARGIN_PERCENT = 5.0
+
+
+def _head_name(head: str | None, multihead: bool = True) -> str:
+    """How a head reads in a table: a replay model's heads by their role."""
+    if not multihead:
+        return "the only head"
+    return "pretraining head" if head == "pt_head" else "target head"
+
+
+def display_name(label: str, *, plot: bool = False) -> str:
+    """A model-head label in words: ``"multihead-replay [pt_head]"`` ->
+    ``"Multihead replay, pretraining head"`` (``plot``: ``"Multihead replay [pretraining
+    head]"``, the form plots group colours by). Reference curves keep their label."""
+    role, _, head = label.partition(" [")
+    head = head.rstrip("]")
+    if role == "reference":
+        return label
+    name = "Foundation model" if role == "foundation" else _strategy_title(role)
+    if not head:
+        return name
+    return f"{name} [{_head_name(head)}]" if plot else f"{name}, {_head_name(head)}"
+
+
+#: The columns of the dimer-wall table, in reading order.
+WALL_COLUMNS = ["pair", "reference wall (eV)", "foundation wall (eV)", "naive wall (eV)",
+                "naive change vs foundation (%)", "multihead replay, target head wall (eV)",
+                "replay change vs foundation (%)", "foundation", "naive",
+                "multihead replay, target head"]
+
+
+def _wall_table(walls: dict[str, dict[str, Any]], pairs: list[str]) -> list[dict[str, Any]]:
+    """One row per element pair: the reference, foundation, naive and replay walls."""
     table = []
     replay = "multihead-replay [Default]"
     for pair in pairs:
@@ -744,54 +796,116 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
                 row[f"{shown} wall (eV)"] = w[name]["wall_ev"]
                 row[shown] = w[name]["verdict"]
         table.append(row)
-    naive_lost = [r["pair"] for r in table if r.get("naive") == "lost"]
-    replay_kept = [r["pair"] for r in table if r.get("multihead replay, target head") == "kept"]
-    if not any("naive" in r for r in table) or \
-            not any("multihead replay, target head" in r for r in table):
-        return Finding(6, "Naive loses short-range repulsion that replay keeps", claim, None,
-                       "Could not be measured: the naive or multihead replay run failed.",
-                       teaching, table, _run_ids(study, "naive", "multihead-replay"))
-    fm_lost = [r["pair"] for r in table if r.get("foundation") != "kept"]
-    both = [p for p in naive_lost if p in replay_kept and p not in fm_lost]
-    ok = bool(both)
 
     def change(row: dict, who: str) -> float | None:
         base, w = row.get("foundation wall (eV)"), row.get(f"{who} wall (eV)")
         if base is None or w is None or base < WALL_THRESHOLD:
             return None
-        return 100.0 * (w - base) / base
+        return round(100.0 * (w - base) / base, 1)
 
     for row in table:
         row["naive change vs foundation (%)"] = change(row, "naive")
         row["replay change vs foundation (%)"] = change(row, "multihead replay, target head")
-    order = ["pair", "reference wall (eV)", "foundation wall (eV)", "naive wall (eV)",
-             "naive change vs foundation (%)", "multihead replay, target head wall (eV)",
-             "replay change vs foundation (%)", "foundation", "naive",
-             "multihead replay, target head"]
-    table = [{k: r.get(k) for k in order if any(k in x for x in table)} for r in table]
-    worst = min((r for r in table if r["naive change vs foundation (%)"] is not None),
+    return [{k: r.get(k) for k in WALL_COLUMNS if any(k in x for x in table)} for r in table]
+
+
+def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
+                       has_reference: bool,
+                       short_range: list[dict[str, Any]] | None = None) -> Finding:
+    """Finding 6 from the held-out short-range structures (many-body: soft spots) and the
+    dimer walls (pairs). Reproduced when naive fine-tuning adds at least
+    :data:`SOFT_SPOT_MARGIN_PERCENT` points of soft spots to the foundation model's while
+    multihead replay adds fewer, or when naive loses a dimer wall that replay keeps."""
+    title = "Naive loses short-range repulsion that replay keeps"
+    claim = ("Naive fine-tuning loses the short-range repulsion that multihead replay keeps "
+             "(the study's random structure search: atoms collapse into 'holes').")
+    teaching = ("The target data never puts atoms much closer than a bond length, so nothing in "
+                "it holds up the foundation model's short-range repulsion. Naive fine-tuning "
+                "is free to soften it; replay keeps showing the network compressed "
+                "pretraining structures. The probe takes compressed structures the foundation "
+                "model never saw and asks how much of the reference's repulsive force each "
+                "model keeps. A soft spot is a structure where a model keeps less than half "
+                "of it: there, atoms are pushed apart too weakly and can collapse in MD or "
+                "structure search. The dimer curves show the same on single pairs.")
+    wall_table = _wall_table(walls, pairs)
+    study.extra["dimer_walls"] = wall_table
+    naive_lost = [r["pair"] for r in wall_table if r.get("naive") == "lost"]
+    replay_kept = [r["pair"] for r in wall_table
+                   if r.get("multihead replay, target head") == "kept"]
+    fm_lost = [r["pair"] for r in wall_table if r.get("foundation") != "kept"]
+    both = [p for p in naive_lost if p in replay_kept and p not in fm_lost]
+    runs = _run_ids(study, "naive", "multihead-replay")
+
+    # the dimer walls, in words
+    worst = min((r for r in wall_table if r.get("naive change vs foundation (%)") is not None),
                 key=lambda r: r["naive change vs foundation (%)"], default=None)
-    replay_worst = min((r for r in table if r["replay change vs foundation (%)"] is not None),
-                       key=lambda r: r["replay change vs foundation (%)"], default=None)
-    trend = ""
-    if worst is not None and replay_worst is not None:
+    r_worst = min((r for r in wall_table
+                   if r.get("replay change vs foundation (%)") is not None),
+                  key=lambda r: r["replay change vs foundation (%)"], default=None)
+    if naive_lost:
+        walls_text = (f"Dimer walls: naive fine-tuning lost {', '.join(naive_lost)}"
+                      + (f", of which multihead replay kept {', '.join(both)}. " if both
+                         else ". "))
+    elif worst is not None and r_worst is not None:
         drop = -worst["naive change vs foundation (%)"]
-        r_drop = -replay_worst["replay change vs foundation (%)"]
-        trend = (f"Naive fine-tuning lowered the walls by up to {drop:.0f}% "
-                 f"({worst['pair']}); multihead replay "
-                 + (f"by at most {r_drop:.0f}% ({replay_worst['pair']}). " if r_drop > 0.5
-                    else "lowered none. "))
-    summary = ((f"Pairs whose wall naive fine-tuning lost: {', '.join(naive_lost)}; of these, "
-                f"multihead replay (its target head) kept {', '.join(both) or 'none'}. "
-                if naive_lost else "Naive fine-tuning lost no wall. ") + trend
-               + (f"The foundation model itself lacks a wall for {', '.join(fm_lost)}: "
-                  "nothing to lose there. " if fm_lost else "")
-               + ("" if has_reference else "No reference curves for this foundation model: "
-                  "walls are judged against the threshold alone. ")
-               + ("Reproduced." if ok else
-                  "Not reproduced here: no wall was lost. A foundation model that learned its "
-                  "wall from explicit short-range data keeps it through a short fine-tune; "
-                  "the erosion grows with the epochs (compare a longer naive run on the "
-                  "Compare page)."))
-    return Finding(6, "Naive loses short-range repulsion that replay keeps", claim, ok, summary,
-                   teaching, table, _run_ids(study, "naive", "multihead-replay"))
+        r_drop = -r_worst["replay change vs foundation (%)"]
+        walls_text = ("Dimer walls: no pair lost its wall; naive fine-tuning lowered them by "
+                      f"up to {max(drop, 0):.0f}% ({worst['pair']}), multihead replay "
+                      + (f"by at most {r_drop:.0f}% ({r_worst['pair']}). " if r_drop > 0.5
+                         else "by none. "))
+    else:
+        walls_text = "Dimer walls: no pair lost its wall. "
+    if fm_lost:
+        walls_text += (f"The foundation model itself has no wall for {', '.join(fm_lost)}: "
+                       "nothing to lose there. ")
+    if not has_reference:
+        walls_text += ("No reference dimer curves for this foundation model: walls are judged "
+                       "against the threshold alone. ")
+
+    by = {r["model"]: r for r in short_range or []}
+    fm, naive = by.get("foundation"), by.get("naive")
+    replay = by.get("multihead-replay [Default]") or next(
+        (r for k, r in by.items() if k.startswith("multihead-replay") and "pt_head" not in k),
+        None)
+    measured_walls = any("naive" in r for r in wall_table) and \
+        any("multihead replay, target head" in r for r in wall_table)
+    if not (fm and naive and replay) and not measured_walls:
+        return Finding(6, title, claim, None, "Could not be measured: the naive or multihead "
+                       "replay run failed.", teaching, wall_table, runs)
+    if not (fm and naive and replay):
+        ok = bool(both)
+        summary = (walls_text + ("No held-out short-range structures were given, so only the "
+                                 "dimer walls were probed. ")
+                   + ("Reproduced." if ok else "Not reproduced here: no wall was lost."))
+        return Finding(6, title, claim, ok, summary, teaching, wall_table, runs)
+
+    def share(r: dict) -> str:
+        return (f"keeps a median {100 * r['median_force_kept']:.0f}% of the reference's "
+                f"short-range force, with {r['soft_spots']} soft spots "
+                f"({r['soft_share_percent']:.0f}%)")
+
+    naive_up = naive["soft_share_percent"] - fm["soft_share_percent"]
+    replay_up = replay["soft_share_percent"] - fm["soft_share_percent"]
+    naive_loses = naive_up >= SOFT_SPOT_MARGIN_PERCENT
+    replay_keeps = replay_up < SOFT_SPOT_MARGIN_PERCENT
+    ok = (naive_loses and replay_keeps) or bool(both)
+    table = [{"model": display_name(r["model"]),
+              "reference force kept, median (%)": round(100 * r["median_force_kept"], 1),
+              "soft spots (structures)": r["soft_spots"],
+              "soft spots (% of structures)": r["soft_share_percent"],
+              "soft spots added vs foundation (points)":
+                  round(r["soft_share_percent"] - fm["soft_share_percent"], 1),
+              "force RMSE (eV/Å)": r["forces_rmse_ev_per_a"]} for r in short_range]
+    verdict = ("Reproduced: naive fine-tuning softened the short-range repulsion, replay kept "
+               "it." if ok else
+               "Not reproduced here: " + ("naive fine-tuning kept the short-range repulsion "
+                                           "as well." if not naive_loses else
+                                           "multihead replay softened it too."))
+    left_out = fm.get("n_left_out") or 0
+    summary = (f"On {fm['n_structures']} compressed structures held out from pretraining"
+               + (f" (leaving out {left_out} with elements not every model covers)"
+                  if left_out else "") + f", the foundation model {share(fm)}. After naive fine-tuning the model {share(naive)}; "
+               f"multihead replay (target head) {share(replay)}. " + walls_text + verdict)
+    return Finding(6, title, claim, ok, summary, teaching, table, runs + [
+        rid for role, rid in study.finals.items()
+        if role in study.inputs.strategies and role not in ("naive", "multihead-replay")])

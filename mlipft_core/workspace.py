@@ -17,13 +17,16 @@ half-written record.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, TypeVar
+
+_D = TypeVar("_D")
 
 ENV_VAR = "MLIPFT_WORKSPACE"
 SUBDIRS = ("uploads", "splits", "runs", "cache", "models")
@@ -66,6 +69,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def absolute_paths(obj: _D, names: Iterable[str]) -> _D:
+    """A copy of the dataclass ``obj`` whose named path fields are absolute (``~`` expanded);
+    empty ones become ``None``. Runs and studies work in their own folders, not where the
+    user typed the paths."""
+    def fix(p: str | None) -> str | None:
+        return None if not p else str(Path(p).expanduser().resolve())
+
+    return dataclasses.replace(obj, **{n: fix(getattr(obj, n)) for n in names})
 
 
 def strict_json(value: Any) -> Any:

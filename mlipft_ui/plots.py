@@ -121,7 +121,16 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, nbins: int = 
 
 def bar(labels: Sequence[str], values: Sequence[float], *, title: str, ylabel: str
         ) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(labels), y=list(values)))
+    """Bars in the given order; long labels (or many bars) lie horizontally, top to bottom,
+    so that they stay readable."""
+    labels = [str(x) for x in labels]
+    if len(labels) > 8 or max((len(x) for x in labels), default=0) > 24:
+        fig = go.Figure(go.Bar(y=labels, x=list(values), orientation="h"))
+        fig.update_layout(title=title, xaxis_title=ylabel, height=90 + 30 * len(labels),
+                          margin={"l": 20, "r": 20, "t": 50, "b": 50})
+        fig.update_yaxes(autorange="reversed", automargin=True)
+        return fig
+    fig = go.Figure(go.Bar(x=labels, y=list(values)))
     fig.update_layout(title=title, yaxis_title=ylabel, height=320,
                       margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return fig

@@ -307,6 +307,15 @@ def test_compare_page_with_runs(demo, tmp_path):
     # multihead models name their head in the dimer plot and the tables
     specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
     assert "multihead-replay [pt_head]" in specs and "multihead-replay [Default]" in specs
+    # with the demo's pretraining test set, the held-out compressed structures are probed too
+    at.text_input[1].set_value(demo["pretrain_test"]).run()
+    button(at, "Compare").click().run()
+    assert not at.exception, at.exception
+    probe = next(d.value for d in at.dataframe if "soft spots" in d.value.columns)
+    assert set(probe["model"]) == {"foundation", "naive", "multihead-replay [Default]",
+                                   "multihead-replay [pt_head]"}
+    n_probe = len(read(demo["short_range_test"], ":"))
+    assert all(s.endswith(f"of {n_probe}") for s in probe["soft spots"])
 
 
 def test_data_page_with_findings_still_plots(tmp_path):

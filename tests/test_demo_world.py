@@ -93,3 +93,42 @@ def test_short_range_set_is_in_training_and_replay_not_in_the_test_set(demo):
     assert manifest["steps"]["short-range"]["n_kept"]["short_range_dimer"] == len(
         [a for a in read(demo["pretrain_train"], ":") + replay
          if a.info.get("config_type") == "short_range_dimer"])
+
+
+def test_short_range_probe_set_is_held_out_and_tells_models_apart(demo, strong_model,
+                                                                  weak_model):
+    """The held-out compressed structures: never trained on, labelled, and the probe ranks
+    the strong demo model (trained with a wall) above the weak one."""
+    from mlipft_core.analysis import ModelHead, force_kept, short_range_probe
+
+    probe = read(demo["short_range_test"], ":")
+    assert len(probe) > 100
+    assert {a.info["config_type"] for a in probe} == {"short_range_trimer", "compressed",
+                                                      "random_compact"}
+    assert all(np.isfinite(a.arrays["REF_forces"]).all() for a in probe)
+
+    def key(a) -> bytes:
+        return a.numbers.tobytes() + np.round(a.positions, 4).tobytes()
+
+    seen = {key(a) for a in read(demo["pretrain_train"], ":") + read(demo["replay_pool"], ":")}
+    assert not any(key(a) in seen for a in probe)  # held out
+    # closer than any bond: the reference forces are large
+    assert np.median([np.abs(a.arrays["REF_forces"]).max() for a in probe]) > 10
+
+    res = {r.model: r for r in short_range_probe(
+        [ModelHead("strong", strong_model), ModelHead("weak", weak_model)],
+        demo["short_range_test"])}
+    assert res["strong"].n_structures == len(probe)
+    assert res["strong"].median_force_kept > 0.8
+    assert res["strong"].soft_share_percent < res["weak"].soft_share_percent
+    assert res["strong"].forces_rmse_ev_per_a < res["weak"].forces_rmse_ev_per_a
+    manifest = json.loads(Path(demo["manifest"]).read_text())
+    assert manifest["steps"]["short-range-test"]["n_kept"]["compressed"] == sum(
+        a.info["config_type"] == "compressed" for a in probe)
+    assert manifest["models"]["demo-gfn1-strong"]["short_range_probe"]["soft_spots"] == \
+        res["strong"].soft_spots
+
+    # the measure itself: the share of the reference forces a prediction keeps
+    ref = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 3.0, 0]])
+    kept = force_kept(ref, np.vstack([0.4 * ref[:2], -ref[2:]]), np.array([2, 1]))
+    assert kept == pytest.approx([0.4, -1.0])

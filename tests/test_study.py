@@ -30,6 +30,7 @@ def subsets(tmp_path, demo):
     write(tmp_path / "test.xyz", read(demo["sn2_test"], ":12"))
     write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":20"))
     write(tmp_path / "replay.xyz", read(demo["replay_pool"], ":30"))
+    write(tmp_path / "short.xyz", read(demo["short_range_test"], "::5"))
     return tmp_path
 
 
@@ -83,6 +84,7 @@ def _study_cmd(subsets, demo, weak_model, strong_model, *extra):
         "--train", str(subsets / "train.xyz"), "--valid", str(subsets / "valid.xyz"),
         "--test", str(subsets / "test.xyz"), "--pretrain", str(subsets / "pretrain.xyz"),
         "--replay", str(subsets / "replay.xyz"), "--isolated-file", demo["sn2_isolated_atoms"],
+        "--short-range-test", str(subsets / "short.xyz"),
         "--strategies", "naive,multihead-replay", "--lrs", "1e-3,1e-2", "--pilot-epochs", "1",
         "--epochs", "1", "--small-size", "10", "--json", *extra]
 
@@ -111,6 +113,17 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     for f in d["findings"]:
         assert f["reproduced"] in (True, False), f  # every finding measured
         assert any(ch.isdigit() for ch in f["summary"]) and f["teaching"] and f["runs"]
+    # finding 6 probes the held-out compressed structures with every model
+    f6 = d["findings"][5]
+    probed = {r["model"]: r for r in f6["table"]}
+    assert set(probed) == {"Foundation model", "Naive fine-tuning",
+                           "Multihead replay, target head", "Multihead replay, pretraining head"}
+    # probed on the structures whose elements every model covers (the replay file lacks N)
+    shared = [a for a in read(subsets / "short.xyz", ":") if "N" not in a.get_chemical_symbols()]
+    assert all(0 <= r["soft spots (structures)"] <= len(shared) for r in probed.values())
+    assert probed["Foundation model"]["soft spots added vs foundation (points)"] == 0
+    assert f"On {len(shared)} compressed structures" in f6["summary"]
+    assert d["extra"]["dimer_walls"] and "pair" in d["extra"]["dimer_walls"][0]
     # the anchored E0s are physical; 'average' ones are not
     iso = d["e0"]["isolated"]
     assert all(abs(d["e0"]["anchored"][e] - iso[e]) < 5 for e in iso)
@@ -126,7 +139,7 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     shown = " ".join(m.value for m in at.markdown)
     for f in d["findings"]:
         assert f"{f['number']}. {f['title']}" in shown
-    assert len(at.get("plotly_chart")) >= 5
+    assert len(at.get("plotly_chart")) >= 6  # five findings' plots, soft spots and a dimer
 
 
 def test_study_page_starts_a_study_and_shows_progress(subsets, demo, weak_model):

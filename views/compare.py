@@ -7,7 +7,7 @@ import streamlit as st
 
 from mlipft_core import analysis, jobs
 from mlipft_core.compare import compare, resolve_models
-from mlipft_core.demo import demo_paths
+from mlipft_core.demo import demo_paths, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.probes import (WALL_THRESHOLD_EV, collapse_probe_cached, reference_curve,
                                 reference_dimer_curves)
@@ -243,6 +243,29 @@ def repulsion_section() -> None:
 
 
 repulsion_section()
+probe_file = short_range_test_for(pretrain)
+if probe_file:
+    st.markdown("**Held-out compressed structures.** How much of the reference's repulsive "
+                "force each model keeps on compressed structures it never saw (close trimers, "
+                "squeezed molecules and clusters, random compact structures). A *soft spot* "
+                "is a structure where a model keeps less than half of it: atoms there are "
+                "pushed apart too weakly and can collapse.")
+    try:
+        with st.spinner("Forces on the held-out compressed structures…"):
+            probe = analysis.short_range_probe(mh, probe_file, workspace=ws)
+    except MlipftError as exc:
+        st.error(str(exc))
+    else:
+        if probe and probe[0].n_left_out:
+            st.caption(f"Probed on the {probe[0].n_structures} structures whose elements every "
+                       f"model here covers; {probe[0].n_left_out} others contain elements some "
+                       "model was never trained on.")
+        st.dataframe(pd.DataFrame([{
+            "model": r.model, "reference force kept, median (%)": 100 * r.median_force_kept,
+            "soft spots": f"{r.soft_spots} of {r.n_structures}",
+            "soft spots (% of structures)": r.soft_share_percent,
+            "force RMSE (eV/Å)": r.forces_rmse_ev_per_a} for r in probe]).round(1),
+            hide_index=True)
 if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures per model)"):
     probe_rows = []
     elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})

@@ -49,6 +49,9 @@ with st.expander("Inputs and settings", expanded=False):
                              demo["replay_pool"] if is_demo_model else "")
     iso = c[1].text_input("Isolated-atom energies of the target's method (E0 anchor)",
                           isolated_file_for(files["train"]) or "")
+    short = st.text_input("Held-out compressed structures at the foundation model's level of "
+                          "theory (short-range repulsion probe; empty: dimer curves only)",
+                          demo["short_range_test"] if is_demo_model else "")
     c = st.columns(4)
     epochs = c[0].number_input("Epochs per final run", 1, 1000, 20)
     pilot_epochs = c[1].number_input("Epochs per pilot run", 1, 200, 5)
@@ -69,7 +72,8 @@ try:
         train=files["train"], valid=files["valid"], test=files["test"],
         pretrain_test=selections.check_path(pretrain.strip()) or None,
         replay=selections.check_path(replay.strip()) or None,
-        isolated_file=selections.check_path(iso.strip()) or None, epochs=int(epochs),
+        isolated_file=selections.check_path(iso.strip()) or None,
+        short_range_test=selections.check_path(short.strip()) or None, epochs=int(epochs),
         pilot_epochs=int(pilot_epochs), small_size=int(small),
         pilot_lrs=jobs.parse_list(lrs_txt, float, "Pilot learning rates"),
         strategies=strategies, executor=executor, slurm=slurm)
@@ -216,21 +220,36 @@ for f in study.findings:
                                      ylabel="pretraining F RMSE / foundation's"), "study_f3")
         elif f.number == 4:
             pilot_plot()
+        elif f.number == 6 and "soft spots (% of structures)" in table.columns:
+            show.chart(st, plots.bar(table["model"], table["soft spots (% of structures)"],
+                                     title="Soft spots on held-out compressed structures",
+                                     ylabel="structures where the model keeps less than half "
+                                            "the reference's repulsive force (%)"), "study_f6")
         if not table.empty:
             st.dataframe(table, hide_index=True, column_config={
                 c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
                 for c in table.columns if table[c].dtype.kind == "f"})
         if f.number == 6 and extra.get("dimers"):
             pairs = list(extra["dimers"])
+            walls = extra.get("dimer_walls") or f.table
             # first the pair naive fine-tuning changed most
-            worn = sorted((r for r in f.table if r.get("naive change vs foundation (%)")
+            worn = sorted((r for r in walls if r.get("naive change vs foundation (%)")
                            is not None), key=lambda r: r["naive change vs foundation (%)"])
             first = worn[0]["pair"] if worn and worn[0]["pair"] in pairs else pairs[0]
             pair = st.selectbox("Element pair", pairs, index=pairs.index(first))
-            series = {k: tuple(v) for k, v in extra["dimers"][pair].items()}
+            series = {studymod.display_name(k, plot=True): tuple(v)
+                      for k, v in extra["dimers"][pair].items()}
             show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
                                           ylabel="energy relative to 5 Å (eV)",
                                           y_range=(-15, 40)), "study_dimer")
+            if extra.get("dimer_walls"):
+                wt = pd.DataFrame(walls)
+                wt = wt[[c for c in studymod.WALL_COLUMNS if c in wt.columns]]
+                st.caption("Walls: energy at 0.5 Å above the curve's minimum, for every pair "
+                           "of the target's elements.")
+                st.dataframe(wt, hide_index=True, column_config={
+                    c: st.column_config.NumberColumn(c, format="%.1f")
+                    for c in wt.columns if wt[c].dtype.kind == "f"})
         st.caption(f.teaching)
         line = runs_line(f.runs)
         if line:

@@ -1,5 +1,7 @@
 """The bundled offline demo world (``sample_data/``) and the script that generates it."""
 
-from .paths import DEMO_DATASETS, demo_paths, isolated_file_for, sample_data_dir
+from .paths import (DEMO_DATASETS, demo_paths, isolated_file_for, sample_data_dir,
+                    short_range_test_for)
 
-__all__ = ["DEMO_DATASETS", "demo_paths", "isolated_file_for", "sample_data_dir"]
+__all__ = ["DEMO_DATASETS", "demo_paths", "isolated_file_for", "sample_data_dir",
+           "short_range_test_for"]

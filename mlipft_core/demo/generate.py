@@ -19,7 +19,7 @@ Run step by step (each step is resumable and skipped when its outputs exist)::
     python -m mlipft_core.demo.generate --steps all            # everything, in order
     python -m mlipft_core.demo.generate --steps sn2 --threads 1 # one step
 
-Steps: ``corpus``, ``short-range``, ``sn2``, ``water``, ``train-weak``, ``train-strong``,
+Steps: ``corpus``, ``short-range``, ``short-range-test``, ``sn2``, ``water``, ``train-weak``, ``train-strong``,
 ``manifest``.
 Intermediate files live in ``--work-dir`` (default ``~/.cache/mlipft/demo-build``); only the
 final files go to ``--out`` (default ``sample_data/``). Each step's wall time is recorded and
@@ -250,9 +250,12 @@ SHORT_RANGE_MAX_FORCE = 20000.0  # eV/Å: short-range configurations above are d
 SHORT_RANGE_SCALE = {"energy_ev_per_atom": 5.0, "force_ev_per_a": 10.0}
 
 
-def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms]) -> list[Atoms]:
-    """Geometries that teach the short-range wall: dimers and trimers of every element pair
-    from 0.5 Å upwards, compressed molecules and clusters, and random compact structures."""
+def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms], *,
+                           dimers: bool = True, trimers_per_pair: int = 5,
+                           n_compressed: int = 120, n_random: int = 80) -> list[Atoms]:
+    """Geometries that teach (or probe) the short-range wall: dimers and trimers of every
+    element pair from 0.5 Å upwards, compressed molecules and clusters from ``corpus``, and
+    random compact structures."""
     from ase.data import covalent_radii
 
     from ..probes import random_compact
@@ -260,12 +263,12 @@ def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms]) -> lis
     frames: list[Atoms] = []
     for a, b in itertools.combinations_with_replacement(PRETRAIN_ELEMENTS, 2):
         bond = covalent_radii[Atoms(a).numbers[0]] + covalent_radii[Atoms(b).numbers[0]]
-        for d in np.linspace(0.5, 1.15 * bond, 9):
+        for d in np.linspace(0.5, 1.15 * bond, 9) if dimers else ():
             d = float(d + rng.uniform(-0.02, 0.02)) if d > 0.5 else 0.5
             g = Atoms([a, b], positions=[[0, 0, 0], [0, 0, d]])
             g.info.update(config_type="short_range_dimer", pair=f"{a}-{b}")
             frames.append(g)
-        for _ in range(5):  # a close pair and a third atom nearby
+        for _ in range(trimers_per_pair):  # a close pair and a third atom nearby
             c = PRETRAIN_ELEMENTS[int(rng.integers(len(PRETRAIN_ELEMENTS)))]
             d = float(rng.uniform(0.5, 1.0 * bond))
             u = rng.normal(size=3)
@@ -275,7 +278,7 @@ def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms]) -> lis
             g.info.update(config_type="short_range_trimer", pair=f"{a}-{b}")
             frames.append(g)
     pool = [f for f in corpus if f.info.get("config_type") in ("organic", "water_cluster")]
-    for i in rng.choice(len(pool), size=min(120, len(pool)), replace=False):
+    for i in rng.choice(len(pool), size=min(n_compressed, len(pool)), replace=False):
         g = pool[int(i)].copy()
         centre = g.positions.mean(axis=0)
         g.positions = centre + float(rng.uniform(0.55, 0.85)) * (g.positions - centre)
@@ -283,7 +286,7 @@ def short_range_geometries(rng: np.random.Generator, corpus: list[Atoms]) -> lis
         g.info.update(config_type="compressed")
         frames.append(g)
     weights = np.array([4, 3, 1, 2, 1, 1], float)  # H, C, N, O, F, Cl
-    for _ in range(80):
+    for _ in range(n_random):
         n = int(rng.integers(4, 11))
         els = list(rng.choice(PRETRAIN_ELEMENTS, size=3, replace=False, p=weights / weights.sum()))
         g = random_compact(els, n, rng, min_sep=float(rng.uniform(0.6, 0.9)))
@@ -420,6 +423,50 @@ def step_short_range(out: Path, work: Path) -> None:
                   "max_force_ev_per_a": SHORT_RANGE_MAX_FORCE, "weights": SHORT_RANGE_SCALE})
 
 
+SHORT_RANGE_TEST = "short_range_test.xyz"
+
+
+def step_short_range_test(out: Path, work: Path) -> None:
+    """A held-out short-range probe set, never trained on: close trimers, compressed
+    molecules and clusters of the pretraining *test* structures, and random compact
+    structures, labelled with GFN1-xTB. It measures how much of the foundation model's
+    short-range many-body repulsion a fine-tuned model keeps."""
+    from .labels import label_xtb_compressed
+
+    target = out / "pretrain" / SHORT_RANGE_TEST
+    if target.exists():
+        _log("short-range-test: done already")
+        return
+    t0 = time.time()
+    rng = np.random.default_rng(SEED + 9)
+    test = read(out / "pretrain" / "test.xyz", ":")
+    geoms = _geometries(work / "short_range_test_geometries.xyz",
+                        lambda: short_range_geometries(rng, test, dimers=False,
+                                                       trimers_per_pair=3, n_compressed=60,
+                                                       n_random=40))
+
+    def label(a: Atoms) -> Atoms:
+        try:
+            return label_xtb_compressed(a, "GFN1-xTB")
+        except RuntimeError as exc:
+            _log(f"short-range-test: skipped one {a.info.get('config_type')} ({exc})")
+            return Atoms("X", info={"failed": True})
+
+    labelled = _label_resumable(geoms, work / "short_range_test_labelled.partial.xyz", label,
+                                "short-range test GFN1-xTB")
+    failed = sum(1 for a in labelled if a.info.get("failed"))
+    kept = [a for a in labelled if not a.info.get("failed")
+            and np.abs(a.arrays["REF_forces"]).max() <= SHORT_RANGE_MAX_FORCE]
+    for a in kept:
+        a.info.pop("total_charge", None)
+    _write_xyz(target, kept)
+    counts = {t: sum(1 for a in kept if a.info["config_type"] == t) for t in SHORT_RANGE_TYPES}
+    _record_step(work, "short-range-test", time.time() - t0,
+                 {"n_labelled": len(labelled), "n_failed_scf": failed,
+                  "n_dropped_large_force": len(labelled) - failed - len(kept),
+                  "n_kept": counts})
+
+
 def step_sn2(out: Path, work: Path) -> None:
     from .labels import isolated_atom_dft, label_dft
 
@@ -547,13 +594,22 @@ def step_manifest(out: Path, work: Path) -> None:
         if not path.exists():
             continue
         errors = {}
+        probe = {}
         for label, data in (("pretrain_test", out / "pretrain" / "test.xyz"),
+                            ("short_range_test", out / "pretrain" / SHORT_RANGE_TEST),
                             ("sn2_test", out / "sn2" / "test.xyz"),
                             ("water_test", out / "water" / "test.xyz")):
             if data.exists():
                 res = evaluate_model(path, data)
                 errors[label] = {**res.metrics.as_dict(), "per_config_type": {
                     k: v.as_dict() for k, v in res.per_config_type().items()}}
+                if label == "short_range_test":
+                    from mlipft_core.analysis import SOFT_SPOT_FRACTION, force_kept
+
+                    kept = force_kept(res.ref_forces, res.pred_forces, res.n_atoms)
+                    probe = {"median_force_kept": round(float(np.median(kept)), 3),
+                             "soft_spots": int(np.sum(kept < SOFT_SPOT_FRACTION)),
+                             "n_structures": len(kept)}
         from mlipft_core.probes import (dimer_curve, reference_curve, reference_dimer_curves,
                                         repulsive_wall)
         from mlipft_core.registry import inspect_model
@@ -571,6 +627,7 @@ def step_manifest(out: Path, work: Path) -> None:
                         "hidden_irreps": info.hidden_irreps, "cutoff": info.cutoff,
                         "test_errors": errors,
                         "dimer_walls_at_0p5_A": walls,
+                        "short_range_probe": probe,
                         "training": steps.get(f"train-{name}", {})}
     versions = {}
     for pkg in ("mace-torch", "torch", "ase", "tblite", "pyscf", "rdkit", "numpy"):
@@ -595,6 +652,10 @@ def step_manifest(out: Path, work: Path) -> None:
                         "trimers, compressed molecules and clusters, random compact structures; "
                         "odd-electron structures as doublets, Fermi smearing where the SCF "
                         "needs it) with relative-error weights, in train and replay pool only",
+            "short_range_test": "GFN1-xTB, held out from training: close trimers of every "
+                                "element pair, compressed molecules and clusters of the "
+                                "pretraining test structures, random compact structures (the "
+                                "short-range repulsion probe)",
             "dimer_reference": "GFN1-xTB dimer curves on the probes' grid (0.5-5 A), one "
                                "electronic temperature per curve",
             "sn2": "PySCF " + json.dumps(__import__("mlipft_core.demo.labels", fromlist=["x"]).DFT_SETTINGS),
@@ -618,7 +679,7 @@ def step_manifest(out: Path, work: Path) -> None:
     _log(f"manifest written: {len(files)} files, {len(models)} models")
 
 
-STEPS = ["corpus", "short-range", "sn2", "water", "train-weak", "train-strong", "manifest"]
+STEPS = ["corpus", "short-range", "short-range-test", "sn2", "water", "train-weak", "train-strong", "manifest"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -638,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
             step_corpus(args.out, args.work_dir)
         elif step == "short-range":
             step_short_range(args.out, args.work_dir)
+        elif step == "short-range-test":
+            step_short_range_test(args.out, args.work_dir)
         elif step == "sn2":
             step_sn2(args.out, args.work_dir)
         elif step == "water":

@@ -10,6 +10,8 @@ DEMO_DATASETS: dict[str, tuple[str, str]] = {
     "pretrain_test": ("pretrain/test.xyz",
                       "pretraining corpus (GFN1-xTB), held out: the forgetting benchmark"),
     "replay_pool": ("pretrain/replay_pool.xyz", "pretraining corpus (GFN1-xTB), replay pool"),
+    "short_range_test": ("pretrain/short_range_test.xyz",
+                         "compressed structures (GFN1-xTB), held out: the short-range probe"),
     "pretrain_isolated_atoms": ("pretrain/isolated_atoms.xyz",
                                 "GFN1-xTB isolated-atom energies"),
     "sn2_train": ("sn2/train.xyz", "SN2 X- + CH3Y target (B3LYP/def2-SVPD), train"),
@@ -54,3 +56,17 @@ def isolated_file_for(train_file: str | Path | None) -> str | None:
         if resolved.parent == (root / target).resolve() and (root / iso).is_file():
             return str(root / iso)
     return None
+
+
+def short_range_test_for(pretrain_file: str | Path | None) -> str | None:
+    """The bundled held-out short-range structures that go with a demo pretraining file (same
+    level of theory, GFN1-xTB), or ``None`` for any other file."""
+    if not pretrain_file:
+        return None
+    root = sample_data_dir()
+    try:
+        same = Path(pretrain_file).resolve().parent == (root / "pretrain").resolve()
+    except OSError:
+        return None
+    probe = root / DEMO_DATASETS["short_range_test"][0]
+    return str(probe) if same and probe.is_file() else None

@@ -199,12 +199,10 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
 
 def _absolute(spec: RunSpec) -> RunSpec:
     """Absolute file paths: mace runs inside the run folder, not where the user typed them."""
-    def fix(p: str | None) -> str | None:
-        return None if not p else str(Path(p).expanduser().resolve())
+    from ..workspace import absolute_paths
 
-    return replace(spec, foundation_model=fix(spec.foundation_model), train_file=fix(spec.train_file),
-                   valid_file=fix(spec.valid_file), test_file=fix(spec.test_file),
-                   replay_file=fix(spec.replay_file), isolated_file=fix(spec.isolated_file))
+    return absolute_paths(spec, ("foundation_model", "train_file", "valid_file", "test_file",
+                                 "replay_file", "isolated_file"))
 
 
 # ----------------------------------------------------------------------------- checks
