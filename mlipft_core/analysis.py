@@ -114,6 +114,10 @@ def repulsion(models: Sequence[ModelHead], pair: str, *, workspace=None,
     return series, verdicts
 
 
+#: Structures whose largest reference force is below this (eV/Å) are not compressed enough
+#: to have repulsion to keep: the probe leaves them out.
+MIN_PROBE_FORCE_EV_PER_A = 1.0
+
 #: A structure is a *soft spot* of a model when the model's forces, projected on the
 #: reference forces, keep less than this fraction of them: the model pushes the atoms apart
 #: with less than half the reference's repulsion, the beginning of a short-range "hole".
@@ -132,6 +136,7 @@ class ShortRangeResult:
     soft_spots: int                      # structures that keep < SOFT_SPOT_FRACTION of it
     soft_share_percent: float            # soft_spots as a percentage of n_structures
     n_left_out: int = 0                  # structures with elements not every model covers
+    n_weak_forces: int = 0               # structures below MIN_PROBE_FORCE_EV_PER_A
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,12 +177,22 @@ def short_range_probe(models: Sequence[ModelHead], data: str | Path, *, workspac
         if r.ref_forces is None or not np.all(np.isfinite(r.ref_forces)):
             raise DataError(f"{Path(data).name}: the short-range probe needs reference forces "
                             "on every structure", code="labels")
-        kept = force_kept(r.ref_forces, r.pred_forces, r.n_atoms)
+        owner = np.repeat(np.arange(len(r.n_atoms)), r.n_atoms)
+        f_max = np.zeros(len(r.n_atoms))
+        np.maximum.at(f_max, owner, np.linalg.norm(r.ref_forces, axis=1))
+        strong = f_max >= MIN_PROBE_FORCE_EV_PER_A
+        if not strong.any():
+            raise DataError(f"{Path(data).name}: no structure has a reference force of "
+                            f"{MIN_PROBE_FORCE_EV_PER_A:g} eV/Å or more: nothing compressed "
+                            "to probe", code="labels")
+        kept = force_kept(r.ref_forces, r.pred_forces, r.n_atoms)[strong]
         soft = int(np.sum(kept < SOFT_SPOT_FRACTION))
-        rmse = float(np.sqrt(np.mean((r.pred_forces - r.ref_forces) ** 2)))
+        atoms = strong[owner]
+        rmse = float(np.sqrt(np.mean((r.pred_forces[atoms] - r.ref_forces[atoms]) ** 2)))
         out.append(ShortRangeResult(m.label, len(kept), round(rmse, 3),
                                     round(float(np.median(kept)), 3), soft,
-                                    round(100.0 * soft / max(len(kept), 1), 1), n_left_out))
+                                    round(100.0 * soft / len(kept), 1), n_left_out,
+                                    int((~strong).sum())))
     return out
 
 

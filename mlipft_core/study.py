@@ -275,12 +275,18 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
                 "finals" if study.tuned else "pilots")
             study.message = ""
             save(ws, study)
-        if inputs.short_range_test != study.inputs.short_range_test:
-            # another probe set changes the findings, not the runs: analyse again
-            study.inputs.short_range_test = inputs.short_range_test
-            if study.stage == "done":
-                study.stage = "analysis"
-            save(ws, study)
+        if inputs.short_range_test and inputs.short_range_test != study.inputs.short_range_test:
+            # another probe set changes the findings, not the runs: analyse again (an empty
+            # one keeps the study's own); waits for an analysis under way
+            import fcntl
+
+            with open(_folder(ws, sid) / "advance.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                study = load(sid, ws)
+                study.inputs.short_range_test = inputs.short_range_test
+                if study.stage == "done":
+                    study.stage = "analysis"
+                save(ws, study)
     ws.set(study=sid)
     return advance(sid, ws)
 
@@ -544,6 +550,7 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
     # the many-body probe: held-out compressed structures, every fine-tune's target head and
     # the replay model's pretraining head against the foundation model
     short_range: list[dict[str, Any]] | None = None
+    probe_problem = ""
     if inp.short_range_test:
         sr_models = [ModelHead("foundation", inp.model)]
         for role in inp.strategies:
@@ -553,8 +560,11 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
                 sr_models += [ModelHead(role, path, h, multihead=len(heads) > 1)
                               for h in sorted(heads, key=lambda h: h == "pt_head")  # target first
                               if h != "pt_head" or role == "multihead-replay"]
-        short_range = [r.to_dict() for r in short_range_probe(sr_models, inp.short_range_test,
-                                                               workspace=ws, progress=report)]
+        try:
+            short_range = [r.to_dict() for r in short_range_probe(
+                sr_models, inp.short_range_test, workspace=ws, progress=report)]
+        except MlipftError as exc:  # the other findings stand; finding 6 says why
+            probe_problem = f"The short-range structures could not be probed: {exc}. "
         study.extra["short_range"] = short_range
     study.extra["rows"] = [r.to_dict() for r in rows + weak_rows]
     study.extra["failed_runs"] = failed
@@ -564,7 +574,8 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         _finding_retention(study, pt_row),
         _finding_close(study, target_row),
         _finding_fm(study, target_row),
-        _finding_repulsion(study, walls, pairs, ref_curves is not None, short_range),
+        _finding_repulsion(study, walls, pairs, ref_curves is not None, short_range,
+                           probe_problem),
     ]
 
 
@@ -754,10 +765,12 @@ SOFT_SPOT_MARGIN_PERCENT = 5.0
 
 
 def _head_name(head: str | None, multihead: bool = True) -> str:
-    """How a head reads in a table: a replay model's heads by their role."""
+    """How a head reads in a table: a replay model's heads by their role (mace names the
+    fine-tuning head ``Default`` and the replayed one ``pt_head``); any other by its name."""
     if not multihead:
         return "the only head"
-    return "pretraining head" if head == "pt_head" else "target head"
+    return {"pt_head": "pretraining head", "Default": "target head"}.get(head or "",
+                                                                       f"head {head}")
 
 
 def display_name(label: str, *, plot: bool = False) -> str:
@@ -811,7 +824,8 @@ def _wall_table(walls: dict[str, dict[str, Any]], pairs: list[str]) -> list[dict
 
 def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
                        has_reference: bool,
-                       short_range: list[dict[str, Any]] | None = None) -> Finding:
+                       short_range: list[dict[str, Any]] | None = None,
+                       probe_problem: str = "") -> Finding:
     """Finding 6 from the held-out short-range structures (many-body: soft spots) and the
     dimer walls (pairs). Reproduced when naive fine-tuning adds at least
     :data:`SOFT_SPOT_MARGIN_PERCENT` points of soft spots to the foundation model's while
@@ -870,12 +884,14 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
     measured_walls = any("naive" in r for r in wall_table) and \
         any("multihead replay, target head" in r for r in wall_table)
     if not (fm and naive and replay) and not measured_walls:
-        return Finding(6, title, claim, None, "Could not be measured: the naive or multihead "
-                       "replay run failed.", teaching, wall_table, runs)
+        return Finding(6, title, claim, None, probe_problem + "Could not be measured: naive "
+                       "fine-tuning and multihead replay must both be among the study's "
+                       "strategies and finish.", teaching, wall_table, runs)
     if not (fm and naive and replay):
         ok = bool(both)
-        summary = (walls_text + ("No held-out short-range structures were given, so only the "
-                                 "dimer walls were probed. ")
+        summary = (probe_problem + walls_text
+                   + ("" if probe_problem else "No held-out short-range structures were "
+                      "given, so only the dimer walls were probed. ")
                    + ("Reproduced." if ok else "Not reproduced here: no wall was lost."))
         return Finding(6, title, claim, ok, summary, teaching, wall_table, runs)
 
@@ -901,10 +917,12 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
                "Not reproduced here: " + ("naive fine-tuning kept the short-range repulsion "
                                            "as well." if not naive_loses else
                                            "multihead replay softened it too."))
-    left_out = fm.get("n_left_out") or 0
+    left_out = [f"{n} with elements not every model covers" if k == "n_left_out" else
+                f"{n} with reference forces too small to probe"
+                for k in ("n_left_out", "n_weak_forces") if (n := fm.get(k) or 0)]
     summary = (f"On {fm['n_structures']} compressed structures held out from pretraining"
-               + (f" (leaving out {left_out} with elements not every model covers)"
-                  if left_out else "") + f", the foundation model {share(fm)}. After naive fine-tuning the model {share(naive)}; "
+               + (f" (leaving out {' and '.join(left_out)})" if left_out else "")
+               + f", the foundation model {share(fm)}. After naive fine-tuning the model {share(naive)}; "
                f"multihead replay (target head) {share(replay)}. " + walls_text + verdict)
     return Finding(6, title, claim, ok, summary, teaching, table, runs + [
         rid for role, rid in study.finals.items()

@@ -139,7 +139,24 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     shown = " ".join(m.value for m in at.markdown)
     for f in d["findings"]:
         assert f"{f['number']}. {f['title']}" in shown
-    assert len(at.get("plotly_chart")) >= 6  # five findings' plots, soft spots and a dimer
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(charts) >= 7  # E0s, findings 2, 3, 5, pilots, soft spots, a dimer
+    soft = next(c for c in charts if "Soft spots on held-out" in c)
+    assert '"orientation":"h"' in soft.replace(" ", "")  # long labels lie horizontally
+    # another probe set re-analyses the finished study; nothing runs again
+    write(subsets / "short2.xyz", read(demo["short_range_test"], "1::4"))
+    n_now = len(jobs.list_runs())
+    inputs = studymod.StudyInputs(**{**studymod.load(d["id"]).inputs.__dict__,
+                                     "short_range_test": str(subsets / "short2.xyz")})
+    assert inputs.study_id() == d["id"]  # the probe is not part of the study's identity
+    again = studymod.start(inputs)
+    assert again.id == d["id"] and again.stage == "done" and len(jobs.list_runs()) == n_now
+    shared2 = [a for a in read(subsets / "short2.xyz", ":")
+               if "N" not in a.get_chemical_symbols()]
+    assert f"On {len(shared2)} compressed structures" in again.findings[5].summary
+    # an empty probe keeps the study's own
+    assert studymod.start(studymod.StudyInputs(**{**inputs.__dict__, "short_range_test": None})
+                          ).inputs.short_range_test == str(subsets / "short2.xyz")
 
 
 def test_study_page_starts_a_study_and_shows_progress(subsets, demo, weak_model):
@@ -155,3 +172,43 @@ def test_study_page_starts_a_study_and_shows_progress(subsets, demo, weak_model)
     assert any("not found" in e.value for e in at.error)
     with pytest.raises(studymod.StudyError, match="file not found"):
         studymod.start(studymod.demo_inputs(weak_model=str(subsets / "missing.model")))
+
+
+def _probe(model: str, soft_percent: float, n: int = 100) -> dict:
+    return {"model": model, "n_structures": n, "forces_rmse_ev_per_a": 10.0,
+            "median_force_kept": 0.9, "soft_spots": round(soft_percent * n / 100),
+            "soft_share_percent": soft_percent, "n_left_out": 0, "n_weak_forces": 0}
+
+
+def test_short_range_finding_verdicts(demo):
+    """Finding 6 from hand-made probe results: the margins, the fallbacks, the wording."""
+    study = studymod.Study("study-x", studymod.demo_inputs(), "analysis", 0.0,
+                           finals={"naive": "r1", "multihead-replay": "r2"})
+
+    def finding(naive: float, replay: float, **kw):
+        probe = [_probe("foundation", 4.0), _probe("naive", naive),
+                 _probe("multihead-replay [Default]", replay),
+                 _probe("multihead-replay [pt_head]", replay)]
+        return studymod._finding_repulsion(study, {}, [], True, probe, **kw)
+
+    yes = finding(19.0, 4.0)
+    assert yes.reproduced is True and "Reproduced" in yes.summary
+    assert [r["model"] for r in yes.table] == [
+        "Foundation model", "Naive fine-tuning", "Multihead replay, target head",
+        "Multihead replay, pretraining head"]
+    assert yes.table[1]["soft spots added vs foundation (points)"] == 15.0
+    assert finding(8.0, 4.0).reproduced is False  # naive added less than 5 points
+    softened_too = finding(19.0, 12.0)
+    assert softened_too.reproduced is False and "replay softened it too" in softened_too.summary
+    # without a probe: the dimer walls alone, or nothing to measure
+    walls = {"C-C": {"foundation": {"wall_ev": 100.0, "verdict": "kept"},
+                     "naive": {"wall_ev": 0.5, "verdict": "lost"},
+                     "multihead-replay [Default]": {"wall_ev": 99.0, "verdict": "kept"}}}
+    by_walls = studymod._finding_repulsion(study, walls, ["C-C"], True, None)
+    assert by_walls.reproduced is True and "lost C-C" in by_walls.summary
+    none = studymod._finding_repulsion(study, {}, [], True, None,
+                                       "The short-range structures could not be probed: x. ")
+    assert none.reproduced is None and none.summary.startswith("The short-range structures")
+    assert studymod.display_name("multihead-replay [pt_head]", plot=True) == \
+        "Multihead replay [pretraining head]"
+    assert studymod.display_name("reference [GFN1-xTB]") == "reference [GFN1-xTB]"

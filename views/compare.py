@@ -256,10 +256,13 @@ if probe_file:
     except MlipftError as exc:
         st.error(str(exc))
     else:
-        if probe and probe[0].n_left_out:
-            st.caption(f"Probed on the {probe[0].n_structures} structures whose elements every "
-                       f"model here covers; {probe[0].n_left_out} others contain elements some "
-                       "model was never trained on.")
+        if probe and (probe[0].n_left_out or probe[0].n_weak_forces):
+            st.caption(f"Probed on {probe[0].n_structures} structures: "
+                       + "; ".join(x for x in (
+                           f"{probe[0].n_left_out} others contain elements some model here was "
+                           "never trained on" if probe[0].n_left_out else "",
+                           f"{probe[0].n_weak_forces} have reference forces too small to probe"
+                           if probe[0].n_weak_forces else "") if x) + ".")
         st.dataframe(pd.DataFrame([{
             "model": r.model, "reference force kept, median (%)": 100 * r.median_force_kept,
             "soft spots": f"{r.soft_spots} of {r.n_structures}",

@@ -7,7 +7,7 @@ import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core import study as studymod
-from mlipft_core.demo import demo_paths, isolated_file_for
+from mlipft_core.demo import demo_paths, isolated_file_for, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
@@ -51,7 +51,7 @@ with st.expander("Inputs and settings", expanded=False):
                           isolated_file_for(files["train"]) or "")
     short = st.text_input("Held-out compressed structures at the foundation model's level of "
                           "theory (short-range repulsion probe; empty: dimer curves only)",
-                          demo["short_range_test"] if is_demo_model else "")
+                          short_range_test_for(pretrain) or "")
     c = st.columns(4)
     epochs = c[0].number_input("Epochs per final run", 1, 1000, 20)
     pilot_epochs = c[1].number_input("Epochs per pilot run", 1, 200, 5)
@@ -242,7 +242,7 @@ for f in study.findings:
             show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
                                           ylabel="energy relative to 5 Å (eV)",
                                           y_range=(-15, 40)), "study_dimer")
-            if extra.get("dimer_walls"):
+            if extra.get("dimer_walls") and "soft spots (% of structures)" in table.columns:
                 wt = pd.DataFrame(walls)
                 wt = wt[[c for c in studymod.WALL_COLUMNS if c in wt.columns]]
                 st.caption("Walls: energy at 0.5 Å above the curve's minimum, for every pair "

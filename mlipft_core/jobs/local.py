@@ -34,8 +34,8 @@ from ..workspace import Workspace, read_json
 from .records import RunRecord, RunStore, runner_alive, same_process_alive
 
 POLL_S = 0.2
-# how the dispatcher is started (not ``-m``: the package imports this module first)
 DISPATCHER_START_S = 30.0  # longest wait for a new dispatcher to come up
+# how the dispatcher is started (not ``-m``: the package imports this module first)
 _MAIN = "import sys; from mlipft_core.jobs.local import main; sys.exit(main())"
 
 
@@ -134,11 +134,11 @@ def ensure_dispatcher(root: str | Path) -> bool:
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parents[2]))
         log.close()
-        # until it holds its lock and has said who it is, or has exited; on a busy machine
-        # starting Python can take seconds
+        # until it holds its lock and has said who it is (an idle one that is leaving may
+        # still be named there), or has exited; on a busy machine starting Python takes seconds
         deadline = time.monotonic() + DISPATCHER_START_S
         while time.monotonic() < deadline and proc.poll() is None:
-            if dispatcher_pid(root) is not None:
+            if dispatcher_pid(root) == proc.pid:
                 break
             time.sleep(0.05)
         return True
