@@ -153,6 +153,33 @@ def force_kept(ref_forces: np.ndarray, pred_forces: np.ndarray,
     return dot / np.maximum(norm, 1e-12)
 
 
+def probe_result(model: str, ref_forces: np.ndarray, pred_forces: np.ndarray,
+                 n_atoms: np.ndarray, n_left_out: int = 0, label: str = "the data"
+                 ) -> ShortRangeResult:
+    """The short-range measures of one model's forces against the reference forces of a set
+    of structures (``n_atoms`` per structure): structures with a reference force below
+    :data:`MIN_PROBE_FORCE_EV_PER_A` are left out. Raises
+    :class:`~mlipft_core.errors.DataError` when none is left."""
+    from .errors import DataError
+
+    n_atoms = np.asarray(n_atoms)
+    owner = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    f_max = np.zeros(len(n_atoms))
+    np.maximum.at(f_max, owner, np.linalg.norm(ref_forces, axis=1))
+    strong = f_max >= MIN_PROBE_FORCE_EV_PER_A
+    if not strong.any():
+        raise DataError(f"{label}: no structure has a reference force of "
+                        f"{MIN_PROBE_FORCE_EV_PER_A:g} eV/Å or more: nothing compressed "
+                        "to probe", code="labels")
+    kept = force_kept(ref_forces, pred_forces, n_atoms)[strong]
+    soft = int(np.sum(kept < SOFT_SPOT_FRACTION))
+    atoms = strong[owner]
+    rmse = float(np.sqrt(np.mean((pred_forces[atoms] - ref_forces[atoms]) ** 2)))
+    return ShortRangeResult(model, len(kept), round(rmse, 3), round(float(np.median(kept)), 3),
+                            soft, round(100.0 * soft / len(kept), 1), n_left_out,
+                            int((~strong).sum()))
+
+
 def short_range_probe(models: Sequence[ModelHead], data: str | Path, *, workspace=None,
                       progress: ProgressFn | None = None) -> list[ShortRangeResult]:
     """Each model's forces on a labelled set of compressed structures against the reference.
@@ -177,22 +204,8 @@ def short_range_probe(models: Sequence[ModelHead], data: str | Path, *, workspac
         if r.ref_forces is None or not np.all(np.isfinite(r.ref_forces)):
             raise DataError(f"{Path(data).name}: the short-range probe needs reference forces "
                             "on every structure", code="labels")
-        owner = np.repeat(np.arange(len(r.n_atoms)), r.n_atoms)
-        f_max = np.zeros(len(r.n_atoms))
-        np.maximum.at(f_max, owner, np.linalg.norm(r.ref_forces, axis=1))
-        strong = f_max >= MIN_PROBE_FORCE_EV_PER_A
-        if not strong.any():
-            raise DataError(f"{Path(data).name}: no structure has a reference force of "
-                            f"{MIN_PROBE_FORCE_EV_PER_A:g} eV/Å or more: nothing compressed "
-                            "to probe", code="labels")
-        kept = force_kept(r.ref_forces, r.pred_forces, r.n_atoms)[strong]
-        soft = int(np.sum(kept < SOFT_SPOT_FRACTION))
-        atoms = strong[owner]
-        rmse = float(np.sqrt(np.mean((r.pred_forces[atoms] - r.ref_forces[atoms]) ** 2)))
-        out.append(ShortRangeResult(m.label, len(kept), round(rmse, 3),
-                                    round(float(np.median(kept)), 3), soft,
-                                    round(100.0 * soft / len(kept), 1), n_left_out,
-                                    int((~strong).sum())))
+        out.append(probe_result(m.label, r.ref_forces, r.pred_forces, r.n_atoms, n_left_out,
+                                Path(data).name))
     return out
 
 

@@ -27,8 +27,6 @@ class Output:
         self.text = ""
 
 
-
-
 def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
     args.output.payload, args.output.text = payload, text
 
@@ -212,6 +210,7 @@ def _plan(args: argparse.Namespace, strategies: list[str], **sweep: Any):
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from . import jobs
+    from .jobs.records import FINAL
     from .strategies import get_strategy
     from .tune import tune
 
@@ -222,7 +221,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     def report(res) -> None:
         if not args.json:
-            done = sum(p.status in ("done", "failed", "cancelled") for p in res.results)
+            done = sum(p.status in FINAL for p in res.results)
             print(f"pilot {res.sweep}: {done}/{len(res.results)} runs ended", file=sys.stderr)
 
     res = tune(spec, lrs, args.epochs, executor=args.executor, slurm=slurm, progress=report,

@@ -243,7 +243,7 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
                 if exc.code != "elements_not_covered":
                     raise
                 note = f"no forgetting measure: {exc}"
-        is_found = foundation is not None and Path(m.path).resolve() == Path(foundation).resolve()
+        is_found = is_foundation(m.path)
         if is_found and pre is not None:
             base_f = pre.metrics.forces_rmse_mev_per_a
         level = level_of(m.path, head)

@@ -87,6 +87,8 @@ class FitDiagnostics:
     singular_values: list[float]
     undetermined: list[str]  # elements whose E0 the data cannot pin down
     explanation: str
+    #: why the data cannot pin them down (the relation, an absent element), "" when it can
+    reason: str = ""
 
     @property
     def rank_deficient(self) -> bool:
@@ -179,6 +181,7 @@ def diagnose(A: np.ndarray, elements: Sequence[str]) -> FitDiagnostics:
     cond = float(s[0] / s[-1]) if s.size == m and s[-1] > tol else float("inf")
     undetermined: list[str] = []
     explanation = "All E0s are determined by the data."
+    reason = ""
     if rank < m:
         _, _, vt = np.linalg.svd(A)
         null = vt[rank:]
@@ -199,10 +202,11 @@ def diagnose(A: np.ndarray, elements: Sequence[str]) -> FitDiagnostics:
             parts.append(f"the counts of {', '.join(coupled)} obey "
                          f"{'; '.join(rel) if rel else 'a linear relation'} in every "
                          "configuration, so their E0s cannot be separated")
-        explanation = (f"Rank {rank} of {m}: " + "; ".join(parts) + ". A least-squares fit "
-                       "returns the minimum-norm split, which is arbitrary for these elements.")
+        reason = "; ".join(parts)
+        explanation = (f"Rank {rank} of {m}: {reason}. A least-squares fit returns the "
+                       "minimum-norm split, which is arbitrary for these elements.")
     return FitDiagnostics(n, list(elements), rank, cond, [float(x) for x in s],
-                          undetermined, explanation)
+                          undetermined, explanation, reason)
 
 
 def composition_relations(A: np.ndarray, elements: Sequence[str]) -> list[str]:
@@ -257,7 +261,7 @@ def _unanchored_warning(diag: FitDiagnostics, anchor: str, missing: list[str]) -
                                              else "") + ")")
     return (f"Not anchored: the data cannot determine the E0s of "
             f"{', '.join(diag.undetermined)} separately "
-            f"({diag.explanation.split(': ', 1)[-1].split('. A least')[0]}). "
+            f"({diag.reason}). "
             f"Their split comes from {what}, which is arbitrary. It fits these configurations "
             "but sets the asymptote of dimer curves and the energy of every composition outside "
             f"this family. Supply {supply} to anchor it.")
@@ -558,7 +562,7 @@ def verdict(results: Mapping[str, E0Result]) -> tuple[str | None, list[str]]:
         if r.anchor == ANCHOR_ISOLATED:
             notes.append(f"The data cannot separate the E0s of "
                          f"{', '.join(r.diagnostics.undetermined)} "
-                         f"({r.diagnostics.explanation.split(': ', 1)[-1].split('. A least')[0]}); "
+                         f"({r.diagnostics.reason}); "
                          "the undetermined part comes from the isolated-atom energies of the "
                          "reference method, so the E0s stay physical outside this family.")
         else:

@@ -18,6 +18,7 @@ the app or the command line and is never submitted twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -25,7 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import MlipftError
 from .workspace import Workspace, absolute_paths, atomic_write_json, read_json, strict_json
@@ -131,6 +132,21 @@ def _folder(ws: Workspace, study_id: str) -> Path:
 
     check_name(study_id, "study id")
     return ws.root / "studies" / study_id
+
+
+@contextlib.contextmanager
+def _advance_lock(ws: Workspace, study_id: str, *, wait: bool) -> Iterator[bool]:
+    """The study's file lock, under which it is moved on: ``True`` when held (``wait``:
+    blocks until it is; otherwise ``False`` while another caller holds it)."""
+    import fcntl
+
+    with open(_folder(ws, study_id) / "advance.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def save(ws: Workspace, study: Study) -> None:
@@ -278,10 +294,7 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
         if inputs.short_range_test and inputs.short_range_test != study.inputs.short_range_test:
             # another probe set changes the findings, not the runs: analyse again (an empty
             # one keeps the study's own); waits for an analysis under way
-            import fcntl
-
-            with open(_folder(ws, sid) / "advance.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with _advance_lock(ws, sid, wait=True):
                 study = load(sid, ws)
                 study.inputs.short_range_test = inputs.short_range_test
                 if study.stage == "done":
@@ -379,25 +392,24 @@ class StudyProgress:
 
 def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
     from . import jobs
+    from .jobs.records import FINAL
 
     ws = workspace or Workspace()
     runs = {r.id: r for r in jobs.list_runs(ws) if r.readable}
-    pilot_runs = [r for r in runs.values() if r.sweep in set(study.pilots.values())]
-    final_runs = [runs[i] for i in study.finals.values() if i in runs]
-    ended = [r for r in pilot_runs + final_runs if r.status in ("done", "failed", "cancelled")]
+    pilots = set(study.pilots.values())
+    pilot_ended = sum(r.status in FINAL for r in runs.values() if r.sweep in pilots)
+    final_ended = sum(runs[i].status in FINAL for i in study.finals.values() if i in runs)
     n_pilot = len(study.inputs.strategies) * pilot_size(study.inputs)
     n_final = (len(_final_specs(study)) if study.tuned else
                len(study.inputs.strategies) + 3 + bool(study.inputs.weak_model))
-    texts = {"pilots": f"Learning-rate pilots: {sum(r.status in ('done', 'failed', 'cancelled') for r in pilot_runs)}"
-                       f"/{n_pilot} runs ended",
+    texts = {"pilots": f"Learning-rate pilots: {pilot_ended}/{n_pilot} runs ended",
              "finals": f"Final runs at the tuned learning rates: "
-                       f"{sum(r.status in ('done', 'failed', 'cancelled') for r in final_runs)}"
-                       f"/{len(study.finals)} ended",
+                       f"{final_ended}/{len(study.finals)} ended",
              "analysis": "Comparing the models: test sets and dimer curves",
              "done": "Done", "failed": f"Stopped: {study.message}"}
     if study.message and study.stage in ("pilots", "finals"):
         texts[study.stage] += f" ({study.message})"
-    return StudyProgress(study.stage, len(ended), n_pilot + n_final,
+    return StudyProgress(study.stage, pilot_ended + final_ended, n_pilot + n_final,
                          texts.get(study.stage, study.stage))
 
 
@@ -405,30 +417,21 @@ def advance(study_id: str, workspace: Workspace | None = None,
             report: Callable[[str], None] | None = None) -> Study:
     """Move a study on as far as its runs allow. Idempotent, and safe from several callers:
     one caller at a time advances a study (a file lock); the others return its stored state."""
-    import fcntl
-
     ws = workspace or Workspace()
     load(study_id, ws)  # a clear error for an unknown study
-    with open(_folder(ws, study_id) / "advance.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another page or command is moving it on right now
+    with _advance_lock(ws, study_id, wait=False) as held:
+        if not held:  # another page or command is moving it on right now
             return load(study_id, ws)
         return _advance_locked(load(study_id, ws), ws, report)
 
 
 def _advance_locked(study: Study, ws: Workspace, report) -> Study:
     from . import jobs
-    from .jobs.local import ensure_dispatcher
     from .jobs.records import FINAL, RunNotFoundError, RunStore
     from .tune import read_pilot
 
     store = RunStore(ws)
-    mine = set(study.pilots.values()) | {f"{study.id}-finals"}
-    for rec in store.list():
-        if rec.readable and rec.sweep in mine and rec.status not in FINAL:
-            if jobs.settle(store, rec).status == "queued" and rec.executor == "local":
-                ensure_dispatcher(ws.dispatch_root)
+    jobs.keep_sweeps_going([*study.pilots.values(), f"{study.id}-finals"], ws)
     try:
         if study.stage == "pilots":
             _submit_missing_pilots(ws, study)
@@ -484,8 +487,8 @@ def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
 
 def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = None) -> None:
     """Evaluate the final runs and state the six findings (stored on ``study``)."""
-    from .analysis import ModelHead, element_pairs, repulsion, short_range_probe
-    from .compare import ModelRef, compare, model_heads_of
+    from .analysis import element_pairs, model_heads, repulsion, short_range_probe
+    from .compare import ModelRef, compare
     from .jobs.records import RunStore
     from .probes import reference_curve, reference_dimer_curves
     from .referencing import composition
@@ -531,12 +534,9 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
     elements, counts = composition(inp.test)
     pairs = element_pairs(elements)
     ref_curves = reference_dimer_curves(inp.model)
-    probe_models = [ModelHead("foundation", inp.model)]
-    for role in ("naive", "multihead-replay"):
-        if role in done:
-            path = done[role].model_path
-            heads = model_heads_of(path)
-            probe_models += [ModelHead(role, path, h, multihead=len(heads) > 1) for h in heads]
+    probe_models = model_heads({"foundation": inp.model,
+                                **{r: done[r].model_path for r in ("naive", "multihead-replay")
+                                   if r in done}})
     walls: dict[str, dict[str, Any]] = {}
     dimer_series: dict[str, Any] = {}
     for pair in pairs:
@@ -552,14 +552,13 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
     short_range: list[dict[str, Any]] | None = None
     probe_problem = ""
     if inp.short_range_test:
-        sr_models = [ModelHead("foundation", inp.model)]
-        for role in inp.strategies:
-            if role in done:
-                path = done[role].model_path
-                heads = model_heads_of(path)
-                sr_models += [ModelHead(role, path, h, multihead=len(heads) > 1)
-                              for h in sorted(heads, key=lambda h: h == "pt_head")  # target first
-                              if h != "pt_head" or role == "multihead-replay"]
+        order = ["foundation", *inp.strategies]
+        sr_models = sorted(  # each model's target head first
+            (m for m in model_heads({"foundation": inp.model,
+                                     **{r: done[r].model_path for r in inp.strategies
+                                        if r in done}})
+             if m.head != "pt_head" or m.name == "multihead-replay"),
+            key=lambda m: (order.index(m.name), m.head == "pt_head"))
         try:
             short_range = [r.to_dict() for r in short_range_probe(
                 sr_models, inp.short_range_test, workspace=ws, progress=report)]

@@ -30,6 +30,8 @@ def default_grid(lr: float) -> list[float]:
     i = min(range(len(LADDER)), key=lambda k: abs(math.log(LADDER[k] / float(lr))))
     i = min(max(i, 3), len(LADDER) - 2)
     return list(LADDER[i - 3:i + 2])
+
+
 #: The default pilot length as a fraction of the strategy's epochs (at least MIN_EPOCHS).
 EPOCH_FRACTION = 0.25
 MIN_EPOCHS = 2
@@ -133,6 +135,7 @@ def read_pilot(sweep: str, workspace: Workspace | None = None,
     ``records``: the workspace's runs as :func:`~mlipft_core.jobs.list_runs` returns them,
     when the caller has listed them already (one listing for several pilots)."""
     from . import jobs
+    from .jobs.records import FINAL
 
     if records is None:
         records = jobs.list_runs(workspace)
@@ -151,7 +154,7 @@ def read_pilot(sweep: str, workspace: Workspace | None = None,
                                  _finite(kept.get("rmse_f_mev_per_a")),
                                  _finite(kept.get("rmse_e_per_atom_mev")), kept.get("epoch")))
     points.sort(key=lambda p: p.lr)
-    finished = all(r.status in ("done", "failed", "cancelled") for r in runs)
+    finished = all(r.status in FINAL for r in runs)
     scored = [p for p in points if p.status == "done" and p.valid_forces_rmse_mev_per_a is not None]
     best = min(scored, key=lambda p: (p.valid_forces_rmse_mev_per_a,
                                       p.valid_energy_rmse_mev_per_atom or 0.0), default=None)
@@ -169,19 +172,11 @@ def tune(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int | None =
     """Run a pilot to the end and return its result (``best_lr`` is the best value run)."""
     from . import jobs
 
-    from .jobs.local import ensure_dispatcher
-    from .jobs.records import FINAL, RunStore
-
     ws = workspace or Workspace()
     sweep = submit_pilot(spec, lrs, epochs, workspace=ws, executor=executor, slurm=slurm)
-    store = RunStore(ws)
     deadline = None if timeout is None else time.time() + timeout
     while True:
-        active = [r for r in store.list() if r.readable and r.sweep == sweep
-                  and r.status not in FINAL]
-        for rec in active:
-            if jobs.settle(store, rec).status == "queued" and rec.executor == "local":
-                ensure_dispatcher(ws.dispatch_root)
+        jobs.keep_sweeps_going([sweep], ws)
         res = read_pilot(sweep, ws)
         if progress:
             progress(res)

@@ -381,12 +381,36 @@ def step_corpus(out: Path, work: Path) -> None:
                  {"n_labelled": len(labelled), "n_dropped_large_force": dropped})
 
 
+def _label_short_range(geoms: list[Atoms], partial: Path, what: str
+                       ) -> tuple[list[Atoms], int, int]:
+    """Label short-range geometries with GFN1-xTB (resumable through ``partial``): the kept
+    frames (SCF converged, forces up to :data:`SHORT_RANGE_MAX_FORCE`), the number labelled
+    and the number whose SCF never converged (skipped)."""
+    from .labels import label_xtb_compressed
+
+    def label(a: Atoms) -> Atoms:
+        try:
+            return label_xtb_compressed(a, "GFN1-xTB")
+        except RuntimeError as exc:  # an SCF that does not converge: the geometry is skipped
+            _log(f"{what}: skipped one {a.info.get('config_type')} ({exc})")
+            return Atoms("X", info={"failed": True})
+
+    labelled = _label_resumable(geoms, partial, label, f"{what} GFN1-xTB")
+    converged = [a for a in labelled if not a.info.get("failed")]
+    kept = [a for a in converged if np.abs(a.arrays["REF_forces"]).max() <= SHORT_RANGE_MAX_FORCE]
+    for a in kept:
+        a.info.pop("total_charge", None)
+    return kept, len(converged), len(labelled) - len(converged)
+
+
+def _type_counts(frames: list[Atoms]) -> dict[str, int]:
+    return {t: sum(1 for a in frames if a.info["config_type"] == t) for t in SHORT_RANGE_TYPES}
+
+
 def step_short_range(out: Path, work: Path) -> None:
     """Label the short-range set with GFN1-xTB and add it to the corpus (train and replay
     pool; the held-out test set stays ordinary so that forgetting is measured as before),
     and write the reference dimer curves."""
-    from .labels import label_xtb_compressed
-
     train = read(out / "pretrain" / "train.xyz", ":")
     if any(a.info.get("config_type") in SHORT_RANGE_TYPES for a in train):
         _log("short-range: done already")
@@ -395,31 +419,17 @@ def step_short_range(out: Path, work: Path) -> None:
     rng = np.random.default_rng(SEED + 7)
     geoms = _geometries(work / "short_range_geometries.xyz",
                         lambda: short_range_geometries(rng, train))
-
-    def label(a: Atoms) -> Atoms | None:
-        try:
-            return label_xtb_compressed(a, "GFN1-xTB")
-        except RuntimeError as exc:  # an SCF that does not converge: the geometry is skipped
-            _log(f"short-range: skipped one {a.info.get('config_type')} ({exc})")
-            return Atoms("X", info={"failed": True})
-
-    labelled = _label_resumable(geoms, work / "short_range_labelled.partial.xyz", label,
-                                "short-range GFN1-xTB")
-    failed = sum(1 for a in labelled if a.info.get("failed"))
-    labelled = [a for a in labelled if not a.info.get("failed")]
-    kept = [a for a in labelled if np.abs(a.arrays["REF_forces"]).max() <= SHORT_RANGE_MAX_FORCE]
+    kept, n_converged, failed = _label_short_range(
+        geoms, work / "short_range_labelled.partial.xyz", "short-range")
     kept = _weight_short_range(kept, _e0_dict(out))
-    for a in kept:
-        a.info.pop("total_charge", None)
     split = _split(kept, {"train": 0.9, "replay_pool": 0.1}, SEED + 8)
     for name, frames in split.items():
         existing = read(out / "pretrain" / f"{name}.xyz", ":")
         _write_xyz(out / "pretrain" / f"{name}.xyz", existing + frames)
     _write_json(out / "pretrain" / "dimer_reference.json", dimer_reference_curves())
-    counts = {t: sum(1 for a in kept if a.info["config_type"] == t) for t in SHORT_RANGE_TYPES}
     _record_step(work, "short-range", time.time() - t0,
-                 {"n_labelled": len(labelled), "n_failed_scf": failed,
-                  "n_dropped_large_force": len(labelled) - len(kept), "n_kept": counts,
+                 {"n_labelled": n_converged, "n_failed_scf": failed,
+                  "n_dropped_large_force": n_converged - len(kept), "n_kept": _type_counts(kept),
                   "max_force_ev_per_a": SHORT_RANGE_MAX_FORCE, "weights": SHORT_RANGE_SCALE})
 
 
@@ -431,8 +441,6 @@ def step_short_range_test(out: Path, work: Path) -> None:
     molecules and clusters of the pretraining *test* structures, and random compact
     structures, labelled with GFN1-xTB. It measures how much of the foundation model's
     short-range many-body repulsion a fine-tuned model keeps."""
-    from .labels import label_xtb_compressed
-
     target = out / "pretrain" / SHORT_RANGE_TEST
     if target.exists():
         _log("short-range-test: done already")
@@ -444,27 +452,13 @@ def step_short_range_test(out: Path, work: Path) -> None:
                         lambda: short_range_geometries(rng, test, dimers=False,
                                                        trimers_per_pair=3, n_compressed=60,
                                                        n_random=40))
-
-    def label(a: Atoms) -> Atoms:
-        try:
-            return label_xtb_compressed(a, "GFN1-xTB")
-        except RuntimeError as exc:
-            _log(f"short-range-test: skipped one {a.info.get('config_type')} ({exc})")
-            return Atoms("X", info={"failed": True})
-
-    labelled = _label_resumable(geoms, work / "short_range_test_labelled.partial.xyz", label,
-                                "short-range test GFN1-xTB")
-    failed = sum(1 for a in labelled if a.info.get("failed"))
-    kept = [a for a in labelled if not a.info.get("failed")
-            and np.abs(a.arrays["REF_forces"]).max() <= SHORT_RANGE_MAX_FORCE]
-    for a in kept:
-        a.info.pop("total_charge", None)
+    kept, n_converged, failed = _label_short_range(
+        geoms, work / "short_range_test_labelled.partial.xyz", "short-range-test")
     _write_xyz(target, kept)
-    counts = {t: sum(1 for a in kept if a.info["config_type"] == t) for t in SHORT_RANGE_TYPES}
     _record_step(work, "short-range-test", time.time() - t0,
-                 {"n_labelled": len(labelled), "n_failed_scf": failed,
-                  "n_dropped_large_force": len(labelled) - failed - len(kept),
-                  "n_kept": counts})
+                 {"n_labelled": n_converged + failed, "n_failed_scf": failed,
+                  "n_dropped_large_force": n_converged - len(kept),
+                  "n_kept": _type_counts(kept)})
 
 
 def step_sn2(out: Path, work: Path) -> None:
@@ -604,12 +598,11 @@ def step_manifest(out: Path, work: Path) -> None:
                 errors[label] = {**res.metrics.as_dict(), "per_config_type": {
                     k: v.as_dict() for k, v in res.per_config_type().items()}}
                 if label == "short_range_test":
-                    from mlipft_core.analysis import SOFT_SPOT_FRACTION, force_kept
+                    from mlipft_core.analysis import probe_result
 
-                    kept = force_kept(res.ref_forces, res.pred_forces, res.n_atoms)
-                    probe = {"median_force_kept": round(float(np.median(kept)), 3),
-                             "soft_spots": int(np.sum(kept < SOFT_SPOT_FRACTION)),
-                             "n_structures": len(kept)}
+                    p = probe_result(name, res.ref_forces, res.pred_forces, res.n_atoms)
+                    probe = {"median_force_kept": p.median_force_kept,
+                             "soft_spots": p.soft_spots, "n_structures": p.n_structures}
         from mlipft_core.probes import (dimer_curve, reference_curve, reference_dimer_curves,
                                         repulsive_wall)
         from mlipft_core.registry import inspect_model

@@ -41,32 +41,29 @@ def demo_paths() -> dict[str, object]:
     return out
 
 
-def isolated_file_for(train_file: str | Path | None) -> str | None:
-    """The bundled isolated-atom energies of the reference method of a demo training file
-    (the anchor of fitted E0s), or ``None`` for any other file."""
-    if not train_file:
+def _companion(data_file: str | Path | None, folders: tuple[str, ...], name: str) -> str | None:
+    """``sample_data/<folder>/<name>`` when ``data_file`` lies in one of the demo ``folders``
+    and that file exists, else ``None``."""
+    if not data_file:
         return None
     root = sample_data_dir()
     try:
-        resolved = Path(train_file).resolve()
+        parent = Path(data_file).resolve().parent
     except OSError:
         return None
-    for target, iso in (("sn2", "sn2/isolated_atoms.xyz"),
-                        ("pretrain", "pretrain/isolated_atoms.xyz")):
-        if resolved.parent == (root / target).resolve() and (root / iso).is_file():
-            return str(root / iso)
+    for folder in folders:
+        if parent == (root / folder).resolve() and (root / folder / name).is_file():
+            return str(root / folder / name)
     return None
+
+
+def isolated_file_for(train_file: str | Path | None) -> str | None:
+    """The bundled isolated-atom energies of the reference method of a demo training file
+    (the anchor of fitted E0s), or ``None`` for any other file."""
+    return _companion(train_file, ("sn2", "pretrain"), "isolated_atoms.xyz")
 
 
 def short_range_test_for(pretrain_file: str | Path | None) -> str | None:
     """The bundled held-out short-range structures that go with a demo pretraining file (same
     level of theory, GFN1-xTB), or ``None`` for any other file."""
-    if not pretrain_file:
-        return None
-    root = sample_data_dir()
-    try:
-        same = Path(pretrain_file).resolve().parent == (root / "pretrain").resolve()
-    except OSError:
-        return None
-    probe = root / DEMO_DATASETS["short_range_test"][0]
-    return str(probe) if same and probe.is_file() else None
+    return _companion(pretrain_file, ("pretrain",), "short_range_test.xyz")

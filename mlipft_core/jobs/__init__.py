@@ -197,6 +197,11 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
 
 
 
+def _e0_key(spec: RunSpec) -> tuple:
+    """What a run's E0 values depend on: runs of a sweep that share it share one fit."""
+    return spec.foundation_model, spec.train_file, str(spec.e0s), spec.isolated_file
+
+
 def _absolute(spec: RunSpec) -> RunSpec:
     """Absolute file paths: mace runs inside the run folder, not where the user typed them."""
     from ..workspace import absolute_paths
@@ -385,16 +390,15 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
         if files not in checked:
             preflight(a)
             checked.add(files)
-        key = (a.foundation_model, a.train_file, str(a.e0s), a.isolated_file)
+        key = _e0_key(a)
         if key not in e0_cache:
             e0_cache[key] = resolve_e0s(a, trusted=trusted, workspace=ws)
             _check_e0s(a.train_file, e0_cache[key])
     recs = []
     for s in specs:
         a = _absolute(s)
-        key = (a.foundation_model, a.train_file, str(a.e0s), a.isolated_file)
         recs.append(prepare(s, workspace=ws, sweep=sweep, trusted=trusted, checked=True,
-                            e0_values=e0_cache[key],
+                            e0_values=e0_cache[_e0_key(a)],
                             executor=exec_name, slurm=exec_opts or None))
     return _launch(ws, recs)
 
@@ -666,6 +670,18 @@ def settle(store: RunStore, rec: RunRecord, slurm_jobs: dict[str, str] | None = 
                                 log_tail=log_tail(store.folder(rec.id) / "train.log"))
         return done or store.read(rec.id)
     return seen
+
+
+def keep_sweeps_going(sweeps: Iterable[str], workspace: Workspace | None = None) -> None:
+    """For the active runs of these sweeps: record the end of those whose runner or job is
+    gone, and start the local dispatcher when one of them waits for it (after a restart)."""
+    ws = workspace or Workspace()
+    store = RunStore(ws)
+    wanted = set(sweeps)
+    for rec in store.list():
+        if rec.readable and rec.sweep in wanted and rec.status not in FINAL:
+            if settle(store, rec).status == "queued" and rec.executor == "local":
+                ensure_dispatcher(ws.dispatch_root)
 
 
 def list_runs(workspace: Workspace | None = None) -> list[RunRecord]:
