@@ -169,7 +169,8 @@ def _run_row(rec, prog=None) -> dict[str, Any]:
          "model_path": rec.model_path, "reason": rec.reason, "metrics": rec.metrics,
          "sweep": rec.sweep, "lr": (rec.spec.get("settings") or {}).get("lr")
          if isinstance(rec.spec, dict) else None,
-         "train_size": rec.spec.get("train_size") if isinstance(rec.spec, dict) else None}
+         "train_size": rec.spec.get("train_size") if isinstance(rec.spec, dict) else None,
+         "warnings": list(rec.spec.get("warnings") or []) if isinstance(rec.spec, dict) else []}
     if prog is not None:
         d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
                          "fraction": prog.fraction, "valid": prog.last_valid()}
@@ -324,7 +325,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f" -> {rec.model_path}" if rec.model_path else f": {rec.reason}" if rec.reason
             else "")
 
-    _print(args, rows[0] if len(rows) == 1 else rows, "\n".join(line(r) for r in recs))
+    warned = list(dict.fromkeys(w for row in rows for w in row["warnings"]))
+    _print(args, rows[0] if len(rows) == 1 else rows,
+           "\n".join([line(r) for r in recs] + [f"warning: {w}" for w in warned]))
     return 0 if all(r.status != "failed" for r in recs) else 1
 
 
@@ -511,8 +514,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", help="validation extxyz (default: 10%% of the training set)")
     p.add_argument("--test", help="test extxyz")
     p.add_argument("--e0", default="estimated",
-                   help="foundation | average | estimated | a saved E0 choice id | JSON or "
-                        "mace dict of values (default: estimated)")
+                   help="foundation | average | estimated | isolated | a saved E0 choice id | "
+                        "JSON or mace dict of values (default: estimated)")
     p.add_argument("--isolated-file",
                    help="extxyz with IsolatedAtom configurations of the reference method: the "
                         "anchor of fitted E0s (default for the demo SN2 data: its B3LYP atoms)")
@@ -704,12 +707,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options whose value is itself a list of options (``--slurm-extra "--qos=short"``)
+_OPTION_VALUED = ("--slurm-extra",)
+
+
+def _join_option_values(argv: Sequence[str]) -> list[str]:
+    """``--slurm-extra "--qos=short"`` as ``--slurm-extra=--qos=short``: argparse would take
+    a value that starts with ``--`` for an option of its own."""
+    out: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        if words[i] in _OPTION_VALUED and i + 1 < len(words):
+            out.append(f"{words[i]}={words[i + 1]}")
+            i += 2
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import contextlib
     import warnings
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_option_values(sys.argv[1:] if argv is None else argv))
     args.output = Output()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -147,6 +147,19 @@ def _target_head(path: str) -> str:
     return next((h for h in heads if h != "pt_head"), heads[0])
 
 
+def unique_names(models: Sequence[ModelRef]) -> list[ModelRef]:
+    """``models`` with every name told apart (results are keyed by name and head): a name
+    that comes again gets `` (2)``, `` (3)``, ... in the order given."""
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for m in models:
+        n = seen[m.name] = seen.get(m.name, 0) + 1
+        out.append(m if n == 1 else replace(m, name=f"{m.name} ({n})"))
+    return out
+
+
 def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path | None, *,
             foundation: str | None = None, workspace=None, progress=None,
             target_e0: Mapping[str, float] | None = None,
@@ -168,7 +181,7 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     from .demo import isolated_file_for
     from .referencing import composition, fitted_target_e0s, model_e0s_of, rereference
 
-    models = list(models)
+    models = unique_names(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
     if foundation and not any(Path(m.path).resolve() == Path(foundation).resolve()
                               for m in models):

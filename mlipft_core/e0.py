@@ -346,10 +346,17 @@ class E0Inputs:
 def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None, *,
             head: str | None = None, keys: LabelKeys | None = None, trusted: bool = False,
             isolated_file: str | Path | None = None, batch_size: int | None = None,
-            device: str | None = None, progress=None) -> E0Inputs:
+            device: str | None = None, progress=None,
+            workspace: Workspace | None = None) -> E0Inputs:
     """Read the training data and evaluate the foundation model on it (batched).
 
     ``IsolatedAtom`` configurations are set aside (mace would use them as E0s).
+
+    With a ``workspace`` and a data file, the foundation model's predictions come from the
+    workspace's prediction cache (:func:`~mlipft_core.evaluate.evaluate_cached`, keyed by the
+    SHA-256 of the model file, the head and the SHA-256 of the data file) and its elements,
+    heads and E0s from the cached inspection: a second preparation of the same inputs (a
+    reload, another tab, a launch) spends no model time.
     """
     all_frames = read_frames(data) if isinstance(data, (str, Path)) else list(data)
     keys = keys or detect_keys(all_frames)
@@ -358,8 +365,9 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
     isolated = isolated_energies(all_frames, keys)
     if isolated_file is not None:
         isolated.update(isolated_energies(read_frames(isolated_file)))
-    frames = [a for a in all_frames if a.info.get("config_type") != "IsolatedAtom"]
-    frames = [a for a in frames if get_label(a, keys.energy, "energy") is not None]
+    kept = [i for i, a in enumerate(all_frames) if a.info.get("config_type") != "IsolatedAtom"
+            and get_label(a, keys.energy, "energy") is not None]
+    frames = [all_frames[i] for i in kept]
     if not frames:
         raise DataError("no configurations with an energy label", code="missing_energy")
     for i, a in enumerate(all_frames):
@@ -379,21 +387,92 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
                       key=lambda s: atomic_numbers[s])
     ref = np.array([float(get_label(a, keys.energy, "energy")) for a in frames])
     model_e = found = model_elements = None
-    if model is not None:
+    cached = None
+    if model is not None and workspace is not None and device is None \
+            and isinstance(data, (str, Path)):
+        cached = _cached_predictions(data, model, head=head, trusted=trusted,
+                                     workspace=workspace, elements=elements, kept=kept,
+                                     n_frames=len(all_frames), batch_size=batch_size,
+                                     progress=progress)
+    if cached is not None:
+        model_e, found, model_elements = cached
+    elif model is not None:
         from .evaluate import predict
         from .registry import check_head, load_model, model_e0s
 
         net = load_model(model, trusted=trusted, device=device or "cpu")
         head = check_head(net, head)
         model_elements = [chemical_symbols[int(z)] for z in net.atomic_numbers]
-        missing = [e for e in elements if e not in model_elements]
-        if missing:
-            raise DataError(f"the foundation model does not cover {', '.join(missing)}",
-                            code="elements_not_covered")
+        _check_covered(elements, model_elements)
         model_e, _ = predict(net, frames, head=head, batch_size=batch_size, device=device,
                              progress=progress)
         found = model_e0s(net)[head]
     return E0Inputs(frames, keys, elements, ref, model_e, found, isolated, model_elements)
+
+
+def _check_covered(elements: Sequence[str], model_elements: Sequence[str]) -> None:
+    missing = [e for e in elements if e not in model_elements]
+    if missing:
+        raise DataError(f"the foundation model does not cover {', '.join(missing)}",
+                        code="elements_not_covered")
+
+
+def _model_head(model: str | Path, head: str | None, *, trusted: bool,
+                workspace: Workspace):
+    """(inspection, head) of a model from the workspace's inspection cache; the head is
+    checked as :func:`~mlipft_core.registry.check_head` does on a loaded model."""
+    from types import SimpleNamespace
+
+    from .registry import check_head, inspect_cached
+
+    info = inspect_cached(model, workspace=workspace, trusted=trusted)
+    return info, check_head(SimpleNamespace(heads=info.heads), head)
+
+
+def _cached_predictions(data: str | Path, model: str | Path, *, head: str | None,
+                        trusted: bool, workspace: Workspace, elements: Sequence[str],
+                        kept: Sequence[int], n_frames: int, batch_size: int | None,
+                        progress) -> tuple[np.ndarray, dict[str, float], list[str]] | None:
+    """The foundation model's energies of the configurations ``kept`` (indices into the
+    file), its E0s and elements, through the workspace's caches; ``None`` when the cached
+    evaluation refuses the file (e.g. overlapping atoms), which is then predicted directly."""
+    from .evaluate import evaluate_cached, prediction_cache_file
+    from .registry import model_path
+
+    info, head = _model_head(model, head, trusted=trusted, workspace=workspace)
+    _check_covered(elements, info.elements)
+    energies = None
+    cache = prediction_cache_file(model_path(model, trusted=trusted), data, head, workspace)
+    try:  # a hit: the energies alone (evaluate_cached would read the file once more)
+        with np.load(cache, allow_pickle=False) as z:
+            energies = np.asarray(z["pred_energy"], float)
+    except (OSError, KeyError, ValueError):
+        try:
+            energies = np.asarray(evaluate_cached(
+                model, data, head=head, workspace=workspace, trusted=trusted,
+                batch_size=batch_size, progress=progress).pred_energy, float)
+        except DataError:
+            return None
+    if len(energies) != n_frames:
+        return None  # the file changed since it was read: predict what was read
+    return energies[list(kept)], dict(info.e0s[head]), list(info.elements)
+
+
+def cached_inputs(data: str | Path, model: str | Path, *, head: str | None = None,
+                  trusted: bool = False, isolated_file: str | Path | None = None,
+                  workspace: Workspace) -> E0Inputs | None:
+    """:func:`prepare` when the foundation model's predictions on ``data`` are already in
+    the workspace's cache (no model time), else ``None``: what a page shows on opening."""
+    from .evaluate import prediction_cache_file
+    from .registry import model_path
+
+    if head is None:  # the first head (a page that shows a head passes it: no inspection)
+        _, head = _model_head(model, head, trusted=trusted, workspace=workspace)
+    if not prediction_cache_file(model_path(model, trusted=trusted), data, head,
+                                 workspace).is_file():
+        return None
+    return prepare(data, model, head=head, trusted=trusted, isolated_file=isolated_file,
+                   workspace=workspace)
 
 
 def compute(inputs: E0Inputs, method: str,
@@ -598,21 +677,30 @@ def load_choice(workspace: Workspace, cid: str | None = None) -> dict[str, Any] 
     return read_json(workspace.root / "e0" / f"{cid}.json")
 
 
-def series_energies(model: str | Path, frames: Sequence[Atoms], results: Mapping[str, E0Result],
-                    *, head: str | None = None, trusted: bool = False, keys: LabelKeys | None = None
-                    ) -> dict[str, np.ndarray]:
+def series_energies(model: str | Path, frames: Sequence[Atoms] | str | Path,
+                    results: Mapping[str, E0Result], *, head: str | None = None,
+                    trusted: bool = False, keys: LabelKeys | None = None,
+                    workspace: Workspace | None = None) -> dict[str, np.ndarray]:
     """Total energies along a series of structures (e.g. a reaction-path scan).
 
     Returns ``reference`` (labels, NaN where missing) and, for every method, the foundation
-    model's prediction with that method's E0s in place of its own.
+    model's prediction with that method's E0s in place of its own. ``frames`` may be an
+    extxyz file; with a ``workspace`` too, the predictions come from the workspace's cache.
     """
     from .evaluate import predict
     from .registry import load_model
 
-    frames = list(frames)
+    path = frames if isinstance(frames, (str, Path)) else None
+    frames = read_frames(path) if path is not None else list(frames)
     keys = keys or detect_keys(frames)
-    net = load_model(model, trusted=trusted)
-    pred, _ = predict(net, frames, head=head)
+    if path is not None and workspace is not None:
+        from .evaluate import evaluate_cached
+
+        pred = np.asarray(evaluate_cached(model, path, head=head, workspace=workspace,
+                                          trusted=trusted).pred_energy, float)
+    else:
+        net = load_model(model, trusted=trusted)
+        pred, _ = predict(net, frames, head=head)
     out = {"reference": np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None
                                   else float(v) for a in frames])}
     for name, r in results.items():

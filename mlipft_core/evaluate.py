@@ -13,7 +13,6 @@ before any model time is spent), a second pass predicts.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -34,12 +33,10 @@ from .data import (
     structure_problem,
 )
 from .errors import DataError, MlipftError
+from .modelwork import model_turn
 from .registry import check_head, load_model
 
 ProgressFn = Callable[[int, int], None]
-#: torch's default dtype is process-wide: predictions of different models (e.g. from two
-#: browser sessions) must not interleave while it is switched.
-_DTYPE_LOCK = threading.RLock()
 #: Automatic batches hold about this many atoms (and at most :data:`MAX_AUTO_BATCH` structures).
 ATOMS_PER_BATCH = 384
 MAX_AUTO_BATCH = 64
@@ -369,10 +366,18 @@ def _batches(frames: Iterable[Atoms], batch_size: int | None) -> Iterator[list[A
         yield batch
 
 
-def _predict_stream(net, frames: Iterable[Atoms], *, head: str | None, batch_size: int | None,
-                    device: str | None, progress: ProgressFn | None, total: int | None,
-                    stress: bool, check: bool) -> tuple[np.ndarray, np.ndarray,
-                                                        np.ndarray | None]:
+def _predict_stream(net, frames: Iterable[Atoms], **kwargs
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`_predict_batches` in this process's model turn: torch's default dtype, which it
+    sets, and torch.fx's patches while another thread loads a model are process-wide."""
+    with model_turn():
+        return _predict_batches(net, frames, **kwargs)
+
+
+def _predict_batches(net, frames: Iterable[Atoms], *, head: str | None, batch_size: int | None,
+                     device: str | None, progress: ProgressFn | None, total: int | None,
+                     stress: bool, check: bool) -> tuple[np.ndarray, np.ndarray,
+                                                         np.ndarray | None]:
     """Energies (float64, eV), stacked forces (float32, eV/Å) and, with ``stress``, stresses
     (n, 3, 3) of ``frames``; graphs are built one batch at a time.
 
@@ -390,7 +395,6 @@ def _predict_stream(net, frames: Iterable[Atoms], *, head: str | None, batch_siz
     energies = _Rows(np.float64, 1)
     forces = _Rows(np.float32, 3)
     stresses = _Rows(np.float64, 9) if stress else None
-    _DTYPE_LOCK.acquire()
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -430,7 +434,6 @@ def _predict_stream(net, frames: Iterable[Atoms], *, head: str | None, batch_siz
                 progress(done, total if total is not None else done)
     finally:
         torch.set_default_dtype(previous)
-        _DTYPE_LOCK.release()
     return (energies.array().reshape(-1), forces.array(),
             None if stresses is None else stresses.array().reshape(-1, 3, 3))
 
@@ -508,6 +511,17 @@ def _result(model, head: str, refs: References, pred_e: np.ndarray, pred_f: np.n
         ref_stress=refs.ref_stress, pred_stress=pred_s)
 
 
+def prediction_cache_file(model_file: str | Path, data_file: str | Path, head: str | None,
+                          workspace) -> Path:
+    """Where :func:`evaluate_cached` keeps the predictions of a model file (and head) on a
+    data file: named by the SHA-256 of both files, so whoever asks (the E0 fit, a launch,
+    the Compare page) finds what another step already predicted."""
+    from .workspace import cached_sha256
+
+    key = f"{cached_sha256(model_file)[:20]}-{head or 'first'}-{cached_sha256(data_file)[:20]}"
+    return Path(workspace.cache) / "predictions" / f"{key}.npz"
+
+
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
                     workspace=None, trusted: bool = False, batch_size: int | None = None,
                     progress: ProgressFn | None = None) -> EvaluationResult:
@@ -520,14 +534,13 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     import json
 
     from .registry import model_path
-    from .workspace import Workspace, atomic_write_bytes, cached_sha256
+    from .workspace import Workspace, atomic_write_bytes
 
     check_batch_size(batch_size)
     ws = workspace or Workspace()
     mpath = model_path(model, trusted=trusted)
     source = _Source(data)
-    key = f"{cached_sha256(mpath)[:20]}-{head or 'first'}-{cached_sha256(source.path)[:20]}"
-    cache = ws.cache / "predictions" / f"{key}.npz"
+    cache = prediction_cache_file(mpath, source.path, head, ws)
     if cache.is_file():
         refs = scan(source, label=source.label, check_geometry=False)
         z = np.load(cache, allow_pickle=False)
@@ -552,4 +565,4 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
 
 __all__ = ["CANONICAL", "BatchSizeError", "EvaluationResult", "Metrics", "References",
            "check_batch_size", "compute_metrics", "default_device", "evaluate_cached",
-           "evaluate_model", "predict", "scan"]
+           "evaluate_model", "predict", "prediction_cache_file", "scan"]

@@ -75,6 +75,7 @@ class MDResult:
     min_distance: list[float] = field(default_factory=list)
     rdf: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # pair -> r, g
     trajectory: str | None = None
+    n_atoms: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -199,6 +200,182 @@ def equilibration_time_fs(result: dict[str, Any], settings: MDSettings) -> float
                  if len(times) > 1 else 0.0)
 
 
+# ----------------------------------------------------------------------------- traces in words
+#: A temperature counts as settled within this fraction of the target at least ...
+SETTLE_FRACTION = 0.10
+#: ... or within this many standard deviations of the instantaneous temperature of a
+#: canonical ensemble (``T · sqrt(2 / 3N)`` for N atoms), whichever is wider.
+SETTLE_SIGMAS = 3.0
+#: The end of a run is the mean over this last share of its frames.
+END_SHARE = 0.25
+
+
+def settle_tolerance_k(target_k: float, n_atoms: int | None = None) -> float:
+    """The band (K, either side of the target) inside which a temperature counts as settled:
+    ``SETTLE_FRACTION`` of the target, widened to ``SETTLE_SIGMAS`` thermal fluctuations of
+    an ``n_atoms`` system (small systems fluctuate more)."""
+    tol = SETTLE_FRACTION * float(target_k)
+    if n_atoms:
+        tol = max(tol, SETTLE_SIGMAS * float(target_k) * float(np.sqrt(2.0 / (3.0 * n_atoms))))
+    return tol
+
+
+def settle_rule_text(target_k: float, n_atoms: int | None = None) -> str:
+    """The rule :func:`summarise_temperature` calls "settled", in words, with its band."""
+    tol = settle_tolerance_k(target_k, n_atoms)
+    why = (f"{SETTLE_SIGMAS:g} times the thermal fluctuation T·√(2/3N) of {n_atoms} atoms, "
+           f"at least {SETTLE_FRACTION:.0%} of the target" if n_atoms
+           else f"{SETTLE_FRACTION:.0%} of the target")
+    return (f"Settled means every recorded frame from then on lies within ±{tol:.0f} K of the "
+            f"{target_k:g} K target ({why}), for at least the last {END_SHARE:.0%} of the "
+            "frames.")
+
+
+def _k(x: float) -> str:
+    return f"{x:.0f} K"
+
+
+def _fs(x: float) -> str:
+    return f"{x:.4g} fs"
+
+
+@dataclass
+class TemperatureSummary:
+    """How a temperature trace went against its target, with the words for it (``text``)."""
+
+    target_k: float
+    tolerance_k: float        # half-width of the band counted as "at the target"
+    start_k: float
+    extreme_k: float          # the frame farthest from the target
+    extreme_time_fs: float
+    direction: str            # "rose" (extreme above the band), "fell" (below) or "steady"
+    end_k: float              # mean over the last END_SHARE of the frames
+    end_span_fs: float        # the simulated time end_k averages over
+    duration_fs: float
+    settled: bool             # every frame from settled_time_fs on lies within the band
+    settled_time_fs: float | None
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise_temperature(time_fs: Sequence[float], temperature_k: Sequence[float],
+                          target_k: float, *, n_atoms: int | None = None,
+                          tolerance_k: float | None = None) -> TemperatureSummary:
+    """Summarise a temperature trace against the target temperature, in numbers and words.
+
+    Parameters
+    ----------
+    time_fs, temperature_k
+        The recorded frames (fs, K), in order.
+    target_k
+        The thermostat's (or the initial velocities') temperature (K).
+    n_atoms
+        Number of atoms: widens the band for small systems (see :func:`settle_tolerance_k`).
+    tolerance_k
+        Half-width of the band (K) counted as "at the target"; overrides the default.
+
+    Returns
+    -------
+    TemperatureSummary
+        Start, the frame farthest from the target (and whether it lies above or below the
+        band), the mean over the last quarter of the frames, whether and from when every
+        frame stays within the band (a settled tail must hold at least a quarter of the
+        frames, and two), and ``text``: one sentence saying so, e.g. "starts at 315 K,
+        rises to 593 K at 55 fs, and has not settled ...".
+
+    Raises
+    ------
+    MDError
+        Empty or mismatched series, a non-positive target.
+    """
+    t = np.asarray(time_fs, float)
+    temp = np.asarray(temperature_k, float)
+    if not len(temp) or len(t) != len(temp):
+        raise MDError("a temperature trace needs as many times as temperatures, at least one")
+    if not np.isfinite(target_k) or target_k <= 0:
+        raise MDError(f"the target temperature must be a positive number, not {target_k!r}")
+    tol = float(tolerance_k) if tolerance_k is not None else settle_tolerance_k(target_k,
+                                                                                 n_atoms)
+    dev = np.where(np.isfinite(temp), temp - target_k, np.inf)
+    i_ext = int(np.argmax(np.abs(dev)))
+    ext = float(temp[i_ext])
+    direction = ("steady" if abs(dev[i_ext]) <= tol else "rose" if dev[i_ext] > 0 else "fell")
+    n = len(temp)
+    n_end = max(1, int(np.ceil(END_SHARE * n)))
+    end = float(np.mean(temp[-n_end:]))
+    end_span = float(t[-1] - t[-n_end]) if n_end > 1 else 0.0
+    inside = np.abs(dev) <= tol
+    outside = np.where(~inside)[0]
+    first_in = int(outside[-1]) + 1 if len(outside) else 0
+    tail = n - first_in
+    settled = tail >= max(2, int(np.ceil(END_SHARE * n))) or (n == 1 and bool(inside[0]))
+    settled_at = float(t[first_in]) if settled else None
+    duration = float(t[-1] - t[0])
+    band = f"±{tol:.0f} K of the {target_k:g} K target"
+    if n == 1:
+        text = f"starts at {_k(temp[0])} (only one frame was recorded)"
+    elif direction == "steady":
+        text = f"starts at {_k(temp[0])} and stays within {band} for all {_fs(duration)}"
+    else:
+        verb = "rises" if direction == "rose" else "falls"
+        text = (f"starts at {_k(temp[0])}, {verb} to {_k(ext)} at {_fs(t[i_ext])}"
+                if np.isfinite(ext) else
+                f"starts at {_k(temp[0])}, becomes non-finite at {_fs(t[i_ext])}")
+        if settled:
+            text += (f", and settles within {band} from {_fs(settled_at)} on (mean over the "
+                     f"last {_fs(end_span)}: {_k(end)})")
+        else:
+            side = ("above the target" if end > target_k + tol else
+                    "below the target" if end < target_k - tol else "inside the band")
+            text += (f", and has not settled within {band} by the end of the run "
+                     f"({_fs(duration)}): over the last {_fs(end_span)} it averages "
+                     f"{_k(end)}, {side}")
+    return TemperatureSummary(float(target_k), tol, float(temp[0]), ext, float(t[i_ext]),
+                              direction, end, end_span, duration, settled, settled_at,
+                              text + ".")
+
+
+def temperature_notes(summaries: Sequence[TemperatureSummary], settings: MDSettings
+                      ) -> list[str]:
+    """Why traces like ``summaries`` go as they do under ``settings``: one sentence for each
+    behaviour seen (a rise, a fall) and one for the thermostat (or its absence in NVE)."""
+    out = []
+    if any(s.direction == "rose" for s in summaries):
+        out.append("A rise: the velocities are drawn at the target temperature, but the "
+                   "starting structure lies higher on the model's potential energy surface "
+                   "than an equilibrium structure at that temperature would, and the excess "
+                   "potential energy turns into kinetic energy.")
+    if any(s.direction == "fell" for s in summaries):
+        out.append("A fall: the velocities are drawn at the target temperature, but the "
+                   "starting structure lies near an energy minimum, so kinetic energy moves "
+                   "into potential energy (up to about half of it).")
+    duration = max((s.duration_fs for s in summaries), default=0.0)
+    if settings.ensemble == "nve":
+        out.append("NVE has no thermostat: nothing pulls the temperature back to the target; "
+                   "only the total energy is conserved.")
+    else:
+        tau = 1.0 / settings.friction_per_fs
+        name = ("Langevin thermostat (friction "
+                f"{settings.friction_per_fs:g} 1/fs)" if settings.ensemble == "langevin"
+                else "Bussi thermostat")
+        out.append(f"The {name} pulls the temperature toward the target with a time "
+                   f"constant of about {_fs(tau)}; this run lasts {_fs(duration)}"
+                   + (", less than three time constants, so the temperature need not have "
+                      "reached the target yet." if duration < 3 * tau else "."))
+    return out
+
+
+def relative_energy_mev_per_atom(energies_ev: Sequence[float], n_atoms: int) -> list[float]:
+    """An energy trace relative to its own first frame, in meV per atom: the variation of
+    one model, on a scale that does not depend on its E0s (models differ by many eV)."""
+    e = np.asarray(energies_ev, float)
+    if not len(e) or n_atoms < 1:
+        return []
+    return ((e - e[0]) * 1000.0 / n_atoms).tolist()
+
+
 class _Unstable(Exception):
     """Raised inside the integrator loop when the run has failed."""
 
@@ -237,7 +414,7 @@ def run_md(calc, structure: Atoms, settings: MDSettings, *, trajectory: str | Pa
     dyn = _dynamics(atoms, s)
     n = len(atoms)
     res = MDResult(survived_steps=0, steps=s.steps, failure=None, steps_per_second=0.0,
-                   trajectory=str(trajectory) if trajectory else None)
+                   trajectory=str(trajectory) if trajectory else None, n_atoms=n)
     frames: list[Atoms] = []
     e0_total = None
     t_limit = max(s.max_temperature_factor * s.temperature_k, 3000.0)

@@ -7,6 +7,7 @@ compact structures collapse.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
 from .errors import MlipftError
+from .modelwork import model_turn
 
 
 class ProbeError(MlipftError):
@@ -37,13 +39,21 @@ def _calculator(model: str | Path, head: str | None, trusted: bool):
     from .evaluate import default_device
     from .registry import check_head, load_model, model_path
 
+    class TurnTakingCalculator(MACECalculator):
+        """mace's calculator, each calculation in this process's model turn."""
+
+        def calculate(self, *args, **kwargs):
+            with model_turn():
+                return super().calculate(*args, **kwargs)
+
     path = model_path(model, trusted=trusted)
-    net = load_model(path, trusted=True)
-    head = check_head(net, head)
-    dtype = str(next(net.parameters()).dtype).replace("torch.", "")
-    kwargs = {"head": head} if len(getattr(net, "heads", []) or []) > 1 else {}
-    return MACECalculator(model_paths=str(path), device=default_device(), default_dtype=dtype,
-                          **kwargs)
+    with model_turn():  # mace's calculator loads the model and sets the default dtype
+        net = load_model(path, trusted=True)
+        head = check_head(net, head)
+        dtype = str(next(net.parameters()).dtype).replace("torch.", "")
+        kwargs = {"head": head} if len(getattr(net, "heads", []) or []) > 1 else {}
+        return TurnTakingCalculator(model_paths=str(path), device=default_device(),
+                                    default_dtype=dtype, **kwargs)
 
 
 def dimer_distances(start: float = 0.5, stop: float = 5.0, n: int = 46) -> np.ndarray:
@@ -146,6 +156,29 @@ def random_compact(elements: Sequence[str], n_atoms: int, rng: np.random.Generat
     return Atoms(syms, positions=np.array(pos))
 
 
+@contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` inside the block (callers hold the model turn,
+    so no other model work of this process runs meanwhile).
+
+    A relaxation step is one model call on a few dozen atoms: hundreds of tiny operations,
+    each of which makes torch's threads meet. When the cores are busy (training runs, other
+    sessions) every meeting waits for a descheduled thread, and a step that takes 50 ms on
+    one thread took 1.5–2 s on two (``bench/collapse_speed.py``).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
                   fmax: float = 0.05, progress=None) -> list[Atoms]:
     """FIRE relaxation (ASE's FIRE parameters) of several structures at once.
@@ -165,7 +198,8 @@ def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
     for step in range(steps):
         if not active:
             break
-        _, forces = predict(net, [atoms[i] for i in active], head=head)
+        with model_turn(), _torch_threads(1):
+            _, forces = predict(net, [atoms[i] for i in active], head=head)
         split = np.cumsum([len(atoms[i]) for i in active])[:-1]
         still = []
         for i, f in zip(active, np.split(forces, split)):

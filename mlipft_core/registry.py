@@ -25,6 +25,7 @@ from .errors import (
     UnknownModelError,
     UntrustedModelError,
 )
+from .modelwork import model_turn
 from .official_models import OFFICIAL_MODELS
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
@@ -76,10 +77,12 @@ class ModelSpec:
 
 
 def mace_cache_dir() -> Path:
-    """mace's own model cache folder (``$XDG_CACHE_HOME/mace`` or ``~/.cache/mace``)."""
-    from mace.tools.utils import get_cache_dir
+    """mace's own model cache folder (``$XDG_CACHE_HOME/mace`` or ``~/.cache/mace``).
 
-    return Path(get_cache_dir())
+    The rule of mace's ``mace.tools.utils.get_cache_dir``, without importing mace (and with
+    it torch, seconds): resolving a model name or path needs no torch.
+    """
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mace"
 
 
 def expected_path(spec: ModelSpec) -> Path:
@@ -236,7 +239,8 @@ def load_model(model: str | Path, *, device: str = "cpu", trusted: bool = False)
 
     path = model_path(model, trusted=trusted)
     try:
-        net = torch.load(path, map_location=device, weights_only=False)
+        with model_turn():  # unpickling traces code with torch.fx, process-wide
+            net = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:
         raise ModelLoadError(f"{path} could not be loaded as a MACE model "
                              f"({type(exc).__name__}: {exc})") from exc
@@ -301,11 +305,18 @@ def check_head(net, head: str | None) -> str:
 def inspect_model(model: str | Path, *, trusted: bool = False) -> ModelInfo:
     """Elements, heads, E0s per head, cutoff, channels, L, interactions, parameter count."""
     import mace  # noqa: F401  (sets torch's pickle settings before e3nn loads its constants)
+
+    path = model_path(model, trusted=trusted)
+    with model_turn():
+        net = load_model(path, trusted=True)
+        return _model_info(path, net)
+
+
+def _model_info(path: Path, net) -> ModelInfo:
+    """:class:`ModelInfo` of a loaded model (heavy imports wait until a model is inspected)."""
     from ase.data import chemical_symbols
     from e3nn import o3
 
-    path = model_path(model, trusted=trusted)
-    net = load_model(path, trusted=True)
     zs = [int(z) for z in net.atomic_numbers]
     elements = [chemical_symbols[z] for z in zs]
     heads = model_heads(net)
@@ -338,3 +349,25 @@ def inspect_model(model: str | Path, *, trusted: bool = False) -> ModelInfo:
         file_size_mb=round(Path(path).stat().st_size / 1e6, 3),
         architecture=arch,
     )
+
+
+def inspect_cached(model: str | Path, *, workspace=None, trusted: bool = False) -> ModelInfo:
+    """:func:`inspect_model`, kept in the workspace by the SHA-256 of the model file.
+
+    A second look (another page, a restarted server) reads a small JSON file instead of
+    importing torch and unpickling the model; a changed file is inspected afresh.
+    """
+    from .workspace import Workspace, atomic_write_json, cached_sha256, read_json
+
+    path = model_path(model, trusted=trusted)
+    ws = workspace or Workspace()
+    cache = ws.cache / "inspect" / f"{cached_sha256(path)[:20]}.json"
+    saved = read_json(cache)
+    if isinstance(saved, dict):
+        try:
+            return ModelInfo(**{**saved, "path": str(path)})
+        except TypeError:  # written by another version: inspect afresh
+            pass
+    info = inspect_model(path, trusted=True)
+    atomic_write_json(cache, info.to_dict())
+    return info

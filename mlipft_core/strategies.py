@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MlipftError
+from .modelwork import model_turn
 
 
 class StrategyError(MlipftError):
@@ -156,8 +157,9 @@ def _scratch_architecture(model_path: str) -> dict[str, Any]:
     import torch
     from mace.tools.scripts_utils import extract_config_mace_model
 
-    net = torch.load(model_path, map_location="cpu", weights_only=False)
-    cfg = extract_config_mace_model(net)
+    with model_turn():  # unpickling traces code with torch.fx, process-wide
+        net = torch.load(model_path, map_location="cpu", weights_only=False)
+        cfg = extract_config_mace_model(net)
     if "error" in cfg:
         raise StrategyError(f"cannot read the architecture of {model_path}: {cfg['error']}")
     return {

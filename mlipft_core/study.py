@@ -122,6 +122,10 @@ class Study:
     findings: list[Finding] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)      # series for plots
     message: str = ""
+    #: where the analysis stands, written as it goes (see :func:`analyse`): ``step`` (1-based)
+    #: of ``steps``, ``text``, ``detail``, ``fraction`` (of the whole analysis, each step
+    #: weighted by its estimated cost), ``started``; when done also ``seconds``
+    analysis: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return strict_json(asdict(self))
@@ -230,6 +234,148 @@ def check(inputs: StudyInputs) -> None:
                          f"smaller than the training set ({n_train})")
 
 
+#: What one training run costs on CPU with the demo models (32 channels, 2 layers), as the
+#: local executor runs them on a 2-core machine: two runs side by side, one thread each.
+#: Measured from mace_run_train's own log of 1-epoch and 4-epoch runs on the demo SN2 data
+#: (132 training and 33 validation structures of 6 atoms): each epoch took 3.5-5.3 s, about
+#: 0.03 s per training structure with its share of the validation; everything else a run does
+#: (start-up, data preparation, the foundation model's E0 head, the final evaluation and the
+#: saved model) took about 40 s. Larger foundation models cost many times more per structure;
+#: a GPU much less.
+CPU_SECONDS_PER_STRUCTURE_EPOCH = 0.03
+CPU_SECONDS_PER_RUN = 40.0
+#: What the analysis costs on CPU with the demo models, one thread, on the same machine: one
+#: model head on one structure of the test, pretraining or probe sets (20 and 292
+#: pretraining structures took 4.8 and 21 s, so about 0.06 s a structure with its share of
+#: loading the model), and one model head's dimer curve of one element pair (1.2-2.2 s).
+CPU_SECONDS_PER_EVALUATION = 0.06
+CPU_SECONDS_PER_DIMER_CURVE = 2.0
+
+
+@dataclass
+class StudyPlan:
+    """What a study will run (:func:`plan`), and about how long it takes on CPU."""
+
+    strategies: list[str]
+    learning_rates: int              # per pilot
+    pilot_epochs: int
+    finals: list[str]                # roles, as :func:`final_roles`
+    epochs: int                      # per final run
+    n_train: int                     # training structures (IsolatedAtom ones aside)
+    small_size: int
+    n_replay: int                    # pretraining structures a replay strategy adds per epoch
+    slots: int | None                # runs side by side (the local executor's CPU slots);
+    #                                  None: a cluster, every run of a phase at once
+    structure_epochs: int            # training structures times epochs, over every run
+    cpu_seconds: float               # the sum of every run's estimated time on CPU
+    seconds: float                   # wall time on CPU: pilots, then finals, ``slots`` at a time
+    evaluations: int                 # model heads times structures the analysis evaluates
+    dimer_curves: int                # model heads times element pairs
+    analysis_seconds: float          # the analysis on CPU, after the runs
+
+    @property
+    def pilot_runs(self) -> int:
+        return len(self.strategies) * self.learning_rates
+
+    @property
+    def n_runs(self) -> int:
+        return self.pilot_runs + len(self.finals)
+
+    def describe(self) -> str:
+        """The plan and its estimate in one paragraph, every count with its unit."""
+        from .tune import count_of
+
+        text = (f"{count_of(self.n_runs, 'run')}: "
+                f"{count_of(len(self.strategies), 'strategy', 'strategies')} × "
+                f"{count_of(self.learning_rates, 'learning rate')} × "
+                f"{count_of(self.pilot_epochs, 'epoch')} of pilots, then "
+                f"{count_of(len(self.finals), 'final run')} of "
+                f"{count_of(self.epochs, 'epoch')} each (the two small-data ones on "
+                f"{self.small_size} of the {count_of(self.n_train, 'training structure')}). ")
+        where = (f"on this machine, {count_of(self.slots, 'run')} at a time" if self.slots
+                 else "with every run of a phase running at once (the cluster's queue adds "
+                      "its own wait)")
+        return text + (f"Estimated time on CPU, for a foundation model the size of the demo "
+                       f"ones: {_duration(self.seconds)} for the runs ({where}), then "
+                       f"{_duration(self.analysis_seconds)} for the analysis. A larger model "
+                       "takes longer, a GPU much less, and other work on the machine slows "
+                       "it down.")
+
+
+def _duration(seconds: float) -> str:
+    """``"about 4 minutes"``, ``"about 1 hour 20 minutes"``."""
+    from .tune import count_of
+
+    minutes = max(1, round(seconds / 60))
+    if minutes < 60:
+        return f"about {count_of(minutes, 'minute')}"
+    h, m = divmod(minutes, 60)
+    return f"about {count_of(h, 'hour')}" + (f" {count_of(m, 'minute')}" if m else "")
+
+
+def plan(inputs: StudyInputs, workspace: Workspace | None = None) -> StudyPlan:
+    """The runs a study of ``inputs`` queues (the same :func:`pilot_size` and
+    :func:`final_roles` that start it) and their estimated time on CPU: for every run
+    :data:`CPU_SECONDS_PER_RUN` plus :data:`CPU_SECONDS_PER_STRUCTURE_EPOCH` times its
+    training structures (the replay strategies' pretraining structures too) times its
+    epochs; pilots, then finals, each phase ``slots`` runs at a time. The analysis:
+    :data:`CPU_SECONDS_PER_EVALUATION` per model head and structure it evaluates,
+    :data:`CPU_SECONDS_PER_DIMER_CURVE` per model head and element pair."""
+    from .analysis import element_pairs
+    from .jobs.local import cpu_slots
+    from .referencing import composition, file_version
+
+    ws = workspace or Workspace()
+    n_train = _n_structures(*file_version(inputs.train))
+    n_replay = _n_structures(*file_version(inputs.replay)) if inputs.replay else 0
+    slots = cpu_slots(ws.root) if inputs.executor in (None, "local") else None
+
+    def per_epoch(strategy: str) -> int:
+        return n_train + (n_replay if strategy in REPLAY else 0)
+
+    n_lr = pilot_size(inputs)
+    pilots = [(per_epoch(s), inputs.pilot_epochs) for s in inputs.strategies for _ in range(n_lr)]
+    roles = final_roles(inputs)
+    finals = [(inputs.small_size if role in ("naive-small", "scratch-small") else
+               per_epoch(role), inputs.epochs) for role in roles]
+
+    def cost(n: int, epochs: int) -> float:
+        return CPU_SECONDS_PER_RUN + CPU_SECONDS_PER_STRUCTURE_EPOCH * n * epochs
+
+    def wall(runs: list[tuple[int, int]]) -> float:
+        """A phase's wall time: its runs shared out over the slots (all at once on a
+        cluster), never shorter than its longest run."""
+        costs = [cost(*r) for r in runs]
+        longest = max(costs, default=0.0)
+        return longest if slots is None else max(sum(costs) / slots, longest)
+
+    # the analysis (see analyse): every final model's heads on the test sets (the weaker
+    # foundation model and its fine-tune too), the probe's heads on the compressed
+    # structures, the dimer curves of foundation, naive and multihead replay
+    def heads(role: str) -> int:
+        return 2 if role in REPLAY else 1
+
+    def n_in(path: str | None) -> int:
+        return len(composition(path)[1]) if path else 0
+
+    elements, _ = composition(inputs.test)
+    n_eval = n_in(inputs.test) + n_in(inputs.pretrain_test)
+    compared = 1 + sum(heads(r) for r in roles if r != "naive-weak") + (
+        2 if "naive-weak" in roles else 0)
+    probed = (1 + len(inputs.strategies) + ("multihead-replay" in inputs.strategies)
+              if inputs.short_range_test else 0)
+    evaluations = compared * n_eval + probed * n_in(inputs.short_range_test)
+    dimer_curves = len(element_pairs(elements)) * (1 + sum(
+        heads(r) for r in ("naive", "multihead-replay") if r in inputs.strategies))
+    return StudyPlan(list(inputs.strategies), n_lr, inputs.pilot_epochs, roles, inputs.epochs,
+                     n_train, inputs.small_size, n_replay, slots,
+                     sum(n * e for n, e in pilots + finals),
+                     sum(cost(*r) for r in pilots + finals), wall(pilots) + wall(finals),
+                     evaluations, dimer_curves,
+                     CPU_SECONDS_PER_EVALUATION * evaluations
+                     + CPU_SECONDS_PER_DIMER_CURVE * dimer_curves)
+
+
 @functools.lru_cache(maxsize=32)
 def _n_structures(path: str, size: int, mtime_ns: int) -> int:
     """Structures of a training file, IsolatedAtom ones aside (read once per file version)."""
@@ -270,9 +416,11 @@ def _fit_e0s(inputs: StudyInputs) -> dict[str, dict[str, float]]:
     return out
 
 
-def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
+def start(inputs: StudyInputs, workspace: Workspace | None = None,
+          report: Callable[[StudyProgress], None] | None = None) -> Study:
     """Create a study (E0s, then one pilot per strategy) or return the existing one with the
-    same inputs, which then goes on where it stands (a failed one is tried again)."""
+    same inputs, which then goes on where it stands (a failed one is tried again); ``report``
+    as for :func:`advance`."""
     from .jobs import _workshop_checks
 
     ws = workspace or Workspace()
@@ -289,7 +437,7 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
         if study.stage == "failed":
             study.stage = "analysis" if study.finals else (
                 "finals" if study.tuned else "pilots")
-            study.message = ""
+            study.message, study.analysis = "", {}
             save(ws, study)
         if inputs.short_range_test and inputs.short_range_test != study.inputs.short_range_test:
             # another probe set changes the findings, not the runs: analyse again (an empty
@@ -298,10 +446,10 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None) -> Study:
                 study = load(sid, ws)
                 study.inputs.short_range_test = inputs.short_range_test
                 if study.stage == "done":
-                    study.stage = "analysis"
+                    study.stage, study.analysis = "analysis", {}
                 save(ws, study)
     ws.set(study=sid)
-    return advance(sid, ws)
+    return advance(sid, ws, report=report)
 
 
 def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
@@ -325,29 +473,45 @@ def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
             save(ws, study)
 
 
+def final_roles(inputs: StudyInputs) -> list[str]:
+    """The final runs a study plans, by role, in order: every strategy at its tuned learning
+    rate; naive fine-tuning with ``average`` E0s; naive fine-tuning of the weaker foundation
+    model (when one is given); naive fine-tuning and training from scratch on the small
+    training set. The plan, the progress and the queued runs all count these."""
+    return [*inputs.strategies, "naive-average-e0",
+            *(["naive-weak"] if inputs.weak_model else []), "naive-small", "scratch-small"]
+
+
 def _final_specs(study: Study) -> dict[str, Any]:
+    """The specs of the final runs (:func:`final_roles`) that can run: a strategy whose pilot
+    found no learning rate is left out, and so are the naive variants when naive's did not."""
     inp = study.inputs
     anchored = study.e0["anchored"]
-    out = {}
-    for s in inp.strategies:
-        lr = study.tuned.get(s)
-        if lr is None:
-            continue
-        sp = _spec(inp, s, e0=anchored, lr=lr, name=f"study-{s}")
-        sp.tuning = {"pilot_sweep": study.pilots[s], "best_lr": lr, "epochs": inp.pilot_epochs,
-                     "grid": [p["lr"] for p in study.extra.get("pilots", {}).get(s, {})
-                              .get("results", [])]}
-        out[s] = sp
     naive_lr = study.tuned.get("naive")
-    if naive_lr is not None:
-        out["naive-average-e0"] = _spec(inp, "naive", e0=study.e0["average"], lr=naive_lr,
-                                        name="study-naive-average-e0")
-        if inp.weak_model and "anchored_weak" in study.e0:
-            out["naive-weak"] = _spec(inp, "naive", e0=study.e0["anchored_weak"], lr=naive_lr,
-                                      model=inp.weak_model, name="study-naive-weak-fm")
-        out["naive-small"] = _spec(inp, "naive", e0=anchored, lr=naive_lr,
-                                   name="study-naive-small")
-    out["scratch-small"] = _spec(inp, "scratch", e0=anchored, name="study-scratch-small")
+    out = {}
+    for role in final_roles(inp):
+        if role in inp.strategies:
+            lr = study.tuned.get(role)
+            if lr is None:
+                continue
+            sp = _spec(inp, role, e0=anchored, lr=lr, name=f"study-{role}")
+            sp.tuning = {"pilot_sweep": study.pilots[role], "best_lr": lr,
+                         "epochs": inp.pilot_epochs,
+                         "grid": [p["lr"] for p in study.extra.get("pilots", {}).get(role, {})
+                                  .get("results", [])]}
+            out[role] = sp
+        elif role == "scratch-small":
+            out[role] = _spec(inp, "scratch", e0=anchored, name="study-scratch-small")
+        elif naive_lr is None:
+            continue
+        elif role == "naive-average-e0":
+            out[role] = _spec(inp, "naive", e0=study.e0["average"], lr=naive_lr,
+                              name="study-naive-average-e0")
+        elif role == "naive-weak" and "anchored_weak" in study.e0:
+            out[role] = _spec(inp, "naive", e0=study.e0["anchored_weak"], lr=naive_lr,
+                              model=inp.weak_model, name="study-naive-weak-fm")
+        elif role == "naive-small":
+            out[role] = _spec(inp, "naive", e0=anchored, lr=naive_lr, name="study-naive-small")
     return out
 
 
@@ -378,21 +542,33 @@ def _submit_missing_finals(ws: Workspace, study: Study) -> None:
 
 @dataclass
 class StudyProgress:
-    """Where a study stands, in words and numbers."""
+    """Where a study stands, in words and numbers: its runs, then its analysis (a step of
+    its own, with ``step`` of ``steps`` while it goes)."""
 
     stage: str
     runs_ended: int
     runs_total: int
     text: str
+    step: int | None = None           # the analysis step under way (1-based) or done
+    steps: int | None = None
+    analysed: float = 0.0             # the analysis's share done (by estimated cost)
 
     @property
     def fraction(self) -> float:
+        """The runs' share ended; during the analysis, the analysis's share done."""
+        if self.stage == "analysis" and self.steps:
+            return min(1.0, max(0.0, self.analysed))
+        if self.stage == "done":
+            return 1.0
         return self.runs_ended / self.runs_total if self.runs_total else 0.0
 
 
 def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
+    """Where ``study`` stands, from its runs and what its ``study.json`` records (the
+    analysis's step, written as it goes by whichever page or command runs it)."""
     from . import jobs
     from .jobs.records import FINAL
+    from .tune import count_of
 
     ws = workspace or Workspace()
     runs = {r.id: r for r in jobs.list_runs(ws) if r.readable}
@@ -400,23 +576,51 @@ def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
     pilot_ended = sum(r.status in FINAL for r in runs.values() if r.sweep in pilots)
     final_ended = sum(runs[i].status in FINAL for i in study.finals.values() if i in runs)
     n_pilot = len(study.inputs.strategies) * pilot_size(study.inputs)
-    n_final = (len(_final_specs(study)) if study.tuned else
-               len(study.inputs.strategies) + 3 + bool(study.inputs.weak_model))
-    texts = {"pilots": f"Learning-rate pilots: {pilot_ended}/{n_pilot} runs ended",
-             "finals": f"Final runs at the tuned learning rates: "
-                       f"{final_ended}/{len(study.finals)} ended",
-             "analysis": "Comparing the models: test sets and dimer curves",
-             "done": "Done", "failed": f"Stopped: {study.message}"}
+    n_final = len(_final_specs(study)) if study.tuned else len(final_roles(study.inputs))
+    ended, total = pilot_ended + final_ended, n_pilot + n_final
+    a = study.analysis
+    step, steps = a.get("step"), a.get("steps")
+    if study.stage == "analysis" and step and steps:
+        text = (f"All {count_of(total, 'run')} ended. Analysis, step {step} of {steps}: "
+                f"{a.get('text', '')}" + (f" ({a['detail']})" if a.get("detail") else ""))
+    elif study.stage == "analysis":
+        text = f"All {count_of(total, 'run')} ended. Analysis: starting"
+    elif study.stage == "pilots":
+        text = (f"Learning-rate pilots: {pilot_ended} of {count_of(n_pilot, 'run')} ended "
+                f"({ended} of the study's {total})")
+    elif study.stage == "finals":
+        text = (f"Final runs at the tuned learning rates: {final_ended} of "
+                f"{count_of(n_final, 'run')} ended ({ended} of the study's {total}); the "
+                "analysis follows")
+    elif study.stage == "done":
+        took = a.get("seconds")
+        text = (f"Done: {count_of(total, 'run')}, then the analysis"
+                + (f" ({count_of(steps, 'step')}, {_took(took)})" if steps and took is not None
+                   else ""))
+    else:
+        text = f"Stopped: {study.message}"
     if study.message and study.stage in ("pilots", "finals"):
-        texts[study.stage] += f" ({study.message})"
-    return StudyProgress(study.stage, pilot_ended + final_ended, n_pilot + n_final,
-                         texts.get(study.stage, study.stage))
+        text += f" ({study.message})"
+    analysed = float(a.get("fraction") or 0.0) if study.stage == "analysis" else 0.0
+    return StudyProgress(study.stage, ended, total, text,
+                         step if study.stage in ("analysis", "done") else None,
+                         steps if study.stage in ("analysis", "done") else None, analysed)
+
+
+def _took(seconds: float) -> str:
+    from .tune import count_of
+
+    return (count_of(round(seconds), "second") if seconds < 90 else
+            count_of(round(seconds / 60), "minute"))
 
 
 def advance(study_id: str, workspace: Workspace | None = None,
-            report: Callable[[str], None] | None = None) -> Study:
+            report: Callable[[StudyProgress], None] | None = None) -> Study:
     """Move a study on as far as its runs allow. Idempotent, and safe from several callers:
-    one caller at a time advances a study (a file lock); the others return its stored state."""
+    one caller at a time advances a study (a file lock); the others return its stored state.
+
+    ``report`` is told where the study stands at every step of an analysis this call runs
+    (the same :class:`StudyProgress` that :func:`progress` reads back from ``study.json``)."""
     ws = workspace or Workspace()
     load(study_id, ws)  # a clear error for an unknown study
     with _advance_lock(ws, study_id, wait=False) as held:
@@ -450,29 +654,87 @@ def _advance_locked(study: Study, ws: Workspace, report) -> Study:
                 recs = [store.read(rid) for rid in study.finals.values()]
                 if all(r.status in FINAL for r in recs):
                     study.stage = "analysis"
+                    study.analysis = {}
                     save(ws, study)
     except (RunNotFoundError, MlipftError) as exc:
         study.stage, study.message = "failed", f"{exc} (run the study again to retry)"
         save(ws, study)
         return study
     if study.stage == "analysis":
+        steps = _AnalysisSteps(study, ws, report)
         try:
-            analyse(study, ws, report=report)
+            analyse(study, ws, steps=steps)
             study.stage, study.message = "done", ""
+            study.analysis.update(fraction=1.0, seconds=round(time.time() - steps.started, 1))
         except Exception as exc:  # noqa: BLE001 - recorded, so the page never loops on it
             study.stage = "failed"
-            study.message = f"the analysis failed: {type(exc).__name__}: {exc}"
+            where = (f" at step {study.analysis['step']} of {study.analysis['steps']} "
+                     f"({study.analysis.get('text', '')})" if study.analysis.get("step") else "")
+            study.message = f"the analysis failed{where}: {type(exc).__name__}: {exc}"
         save(ws, study)
+        steps.finish()
     return study
+
+
+class _AnalysisSteps:
+    """The analysis's steps as they go: each written to ``study.json`` (``analysis``), so a
+    page or command that did not start it shows where it stands, and told to ``report``.
+
+    An exception ``report`` raises (a page closed or rerun while the analysis runs) stops the
+    reports, not the analysis: it is raised again by :meth:`finish`, once the analysis has
+    been saved."""
+
+    def __init__(self, study: Study, ws: Workspace,
+                 report: Callable[[StudyProgress], None] | None) -> None:
+        self.study, self.ws, self.report = study, ws, report
+        self.started = time.time()
+        self.names: list[str] = []
+        self.weights: list[float] = []
+        self.held: BaseException | None = None
+        self.last_save = 0.0
+
+    def plan(self, steps: list[tuple[str, float]]) -> None:
+        """The steps the analysis takes, in order, each with its estimated cost (seconds):
+        the weight of its share of the progress."""
+        self.names = [name for name, _ in steps]
+        self.weights = [max(float(w), 1e-3) for _, w in steps]
+
+    def begin(self, name: str, detail: str = "", within: float = 0.0) -> None:
+        """Step ``name`` (one of :meth:`plan`'s) has begun, or moved on ``within`` itself
+        (the share of it done)."""
+        k = self.names.index(name) + 1
+        now = time.time()
+        if self.study.analysis.get("step") == k and within < 1.0 and \
+                now - self.last_save < 1.0:
+            return  # within a step, at most one write a second
+        self.last_save = now
+        within = min(max(within, 0.0), 1.0)
+        fraction = (sum(self.weights[:k - 1]) + within * self.weights[k - 1]) / sum(self.weights)
+        self.study.analysis = {"step": k, "steps": len(self.names), "text": name,
+                               "detail": detail, "fraction": round(fraction, 4),
+                               "started": self.started}
+        save(self.ws, self.study)
+        if self.report is not None and self.held is None:
+            try:
+                self.report(progress(self.study, self.ws))
+            except BaseException as exc:  # noqa: BLE001 - held for finish()
+                self.held = exc
+
+    def finish(self) -> None:
+        if self.report is not None and self.held is None:
+            self.report(progress(self.study, self.ws))
+        if self.held is not None:
+            raise self.held
 
 
 def run(inputs: StudyInputs, workspace: Workspace | None = None, poll: float = 5.0,
         report: Callable[[StudyProgress], None] | None = None) -> Study:
-    """Start (or resume) a study and wait for its findings."""
+    """Start (or resume) a study and wait for its findings; ``report`` is told where it
+    stands after every look at its runs and at every step of its analysis."""
     ws = workspace or Workspace()
-    study = start(inputs, ws)
+    study = start(inputs, ws, report=report)
     while study.stage not in ("done", "failed"):
-        study = advance(study.id, ws)
+        study = advance(study.id, ws, report=report)
         if report:
             report(progress(study, ws))
         if study.stage not in ("done", "failed"):
@@ -485,10 +747,22 @@ def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:,.{digits}f}{(' ' + unit) if unit else ''}"
 
 
-def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = None) -> None:
-    """Evaluate the final runs and state the six findings (stored on ``study``)."""
+def role_title(role: str, small_size: int | None = None) -> str:
+    """A study's model by its role, in words: ``"naive-average-e0"`` -> ``"Naive fine-tuning
+    with 'average' E0s"``."""
+    small = f" on {small_size} structures" if small_size else " on the small training set"
+    return {"foundation": "Foundation model", "weak foundation": "Weaker foundation model",
+            "naive-average-e0": "Naive fine-tuning with 'average' E0s",
+            "naive-weak": "Naive fine-tuning of the weaker foundation model",
+            "naive-small": "Naive fine-tuning" + small,
+            "scratch-small": "Training from scratch" + small}.get(role) or _strategy_title(role)
+
+
+def analyse(study: Study, ws: Workspace, steps: _AnalysisSteps | None = None) -> None:
+    """Evaluate the final runs and state the six findings (stored on ``study``); ``steps``
+    is told each step as it begins (:func:`advance` records them in ``study.json``)."""
     from .analysis import element_pairs, model_heads, repulsion, short_range_probe
-    from .compare import ModelRef, compare
+    from .compare import ModelRef, compare, model_heads_of
     from .jobs.records import RunStore
     from .probes import reference_curve, reference_dimer_curves
     from .referencing import composition
@@ -503,20 +777,65 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
             done[role] = rec
         else:
             failed[role] = rec.reason or rec.status
+    elements, _ = composition(inp.test)
+    pairs = element_pairs(elements)
     refs = [ModelRef("foundation", inp.model)]
     refs += [ModelRef(role, rec.model_path, inp.model, rec.strategy, rec.id)
              for role, rec in done.items() if role != "naive-weak"]
-    if report:
-        report("comparing on the target and pretraining test sets")
+    weak_refs = ([ModelRef("weak foundation", inp.weak_model),
+                  ModelRef("naive-weak", done["naive-weak"].model_path, inp.weak_model,
+                           "naive", done["naive-weak"].id)]
+                 if "naive-weak" in done and inp.weak_model else [])
+    probe_models = model_heads({"foundation": inp.model,
+                                **{r: done[r].model_path for r in ("naive", "multihead-replay")
+                                   if r in done}})
+    # the many-body probe: held-out compressed structures, every fine-tune's target head and
+    # the replay model's pretraining head against the foundation model
+    order = ["foundation", *inp.strategies]
+    sr_models = sorted(  # each model's target head first
+        (m for m in model_heads({"foundation": inp.model,
+                                 **{r: done[r].model_path for r in inp.strategies
+                                    if r in done}})
+         if m.head != "pt_head" or m.name == "multihead-replay"),
+        key=lambda m: (order.index(m.name), m.head == "pt_head"))
+
+    # the steps, each weighted by its estimated cost (as in plan)
+    def n_in(path: str | None) -> int:
+        return len(composition(path)[1]) if path else 0
+
+    per_head = (n_in(inp.test) + n_in(inp.pretrain_test)) * CPU_SECONDS_PER_EVALUATION
+    s_compare = ("comparing the models on the target and pretraining test sets"
+                 if inp.pretrain_test else "comparing the models on the target test set")
+    s_weak = "comparing the weaker foundation model and its fine-tune"
+    s_probe = "probing the held-out compressed structures"
+    s_findings = "stating the six findings"
+    steps = steps or _AnalysisSteps(study, ws, None)
+    steps.plan([
+        (s_compare, per_head * sum(len(model_heads_of(m.path)) for m in refs)),
+        *([(s_weak, per_head * len(weak_refs))] if weak_refs else []),
+        *((f"dimer curves of {pair}", CPU_SECONDS_PER_DIMER_CURVE * len(probe_models))
+          for pair in pairs),
+        *([(s_probe, CPU_SECONDS_PER_EVALUATION * n_in(inp.short_range_test)
+            * len(sr_models))] if inp.short_range_test else []),
+        (s_findings, 1.0)])
+
+    def compare_progress(name: str):
+        def told(done_: float, total: int, label: str, what: str) -> None:
+            role, _, head = label.partition(" [")
+            who = role_title(role, inp.small_size) + (
+                ", pretraining head" if head.rstrip("]") == "pt_head" else "")
+            steps.begin(name, f"{who}, {what}" if role else "", done_ / max(total, 1))
+        return told
+
+    steps.begin(s_compare)
     rows, _ = compare(refs, inp.test, inp.pretrain_test, foundation=inp.model, workspace=ws,
-                      target_e0=study.e0["anchored"])
+                      target_e0=study.e0["anchored"], progress=compare_progress(s_compare))
     weak_rows = []
-    if "naive-weak" in done and inp.weak_model:
-        weak_rows, _ = compare([ModelRef("weak foundation", inp.weak_model),
-                                ModelRef("naive-weak", done["naive-weak"].model_path,
-                                         inp.weak_model, "naive", done["naive-weak"].id)],
-                               inp.test, inp.pretrain_test, foundation=inp.weak_model,
-                               workspace=ws,
+    if weak_refs:
+        steps.begin(s_weak)
+        weak_rows, _ = compare(weak_refs, inp.test, inp.pretrain_test,
+                               foundation=inp.weak_model, workspace=ws,
+                               progress=compare_progress(s_weak),
                                target_e0=study.e0.get("anchored_weak", study.e0["anchored"]))
     by = {}
     for r in rows + weak_rows:
@@ -531,42 +850,37 @@ def analyse(study: Study, ws: Workspace, report: Callable[[str], None] | None = 
         return heads.get("pt_head") or next(iter(heads.values()), None)
 
     # dimer curves of the target's element pairs
-    elements, counts = composition(inp.test)
-    pairs = element_pairs(elements)
     ref_curves = reference_dimer_curves(inp.model)
-    probe_models = model_heads({"foundation": inp.model,
-                                **{r: done[r].model_path for r in ("naive", "multihead-replay")
-                                   if r in done}})
     walls: dict[str, dict[str, Any]] = {}
     dimer_series: dict[str, Any] = {}
     for pair in pairs:
-        if report:
-            report(f"{pair} dimer curves")
+        steps.begin(f"dimer curves of {pair}",
+                    f"pair {pairs.index(pair) + 1} of {len(pairs)}")
         series, verdicts = repulsion(probe_models, pair, workspace=ws,
                                      reference_curve=reference_curve(ref_curves, pair))
         dimer_series[pair] = series
         walls[pair] = {v.model: v.to_dict() for v in verdicts}
     study.extra["dimers"] = dimer_series
-    # the many-body probe: held-out compressed structures, every fine-tune's target head and
-    # the replay model's pretraining head against the foundation model
     short_range: list[dict[str, Any]] | None = None
     probe_problem = ""
     if inp.short_range_test:
-        order = ["foundation", *inp.strategies]
-        sr_models = sorted(  # each model's target head first
-            (m for m in model_heads({"foundation": inp.model,
-                                     **{r: done[r].model_path for r in inp.strategies
-                                        if r in done}})
-             if m.head != "pt_head" or m.name == "multihead-replay"),
-            key=lambda m: (order.index(m.name), m.head == "pt_head"))
+        probed = iter(range(len(sr_models)))
+
+        def probe_progress(_text: str) -> None:  # told once per model, in order
+            k = next(probed, len(sr_models) - 1)
+            steps.begin(s_probe, f"{display_name(sr_models[k].label)}, model {k + 1} of "
+                                 f"{len(sr_models)}", k / len(sr_models))
+
+        steps.begin(s_probe)
         try:
             short_range = [r.to_dict() for r in short_range_probe(
-                sr_models, inp.short_range_test, workspace=ws, progress=report)]
+                sr_models, inp.short_range_test, workspace=ws, progress=probe_progress)]
         except MlipftError as exc:  # the other findings stand; finding 6 says why
             probe_problem = f"The short-range structures could not be probed: {exc}. "
         study.extra["short_range"] = short_range
     study.extra["rows"] = [r.to_dict() for r in rows + weak_rows]
     study.extra["failed_runs"] = failed
+    steps.begin(s_findings)
     study.findings = [
         _finding_e0(study, target_row, pt_row),
         _finding_scratch(study, target_row),
@@ -821,6 +1135,71 @@ def _wall_table(walls: dict[str, dict[str, Any]], pairs: list[str]) -> list[dict
     return [{k: r.get(k) for k in WALL_COLUMNS if any(k in x for x in table)} for r in table]
 
 
+def _lost_walls(wall_table: list[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:
+    """The pairs naive fine-tuning lost, those of them multihead replay kept (and the
+    foundation model had), and the pairs the foundation model itself has no wall for."""
+    naive_lost = [r["pair"] for r in wall_table if r.get("naive") == "lost"]
+    replay_kept = {r["pair"] for r in wall_table
+                   if r.get("multihead replay, target head") == "kept"}
+    fm_lost = [r["pair"] for r in wall_table if r.get("foundation") != "kept"]
+    both = [p for p in naive_lost if p in replay_kept and p not in fm_lost]
+    return naive_lost, both, fm_lost
+
+
+def _changes_in_words(changes: list[tuple[str, float]]) -> str:
+    """How one model changed the walls it is compared on, from ``(pair, percent)`` pairs
+    (percent: its wall relative to the foundation model's), e.g. ``"raised every wall by
+    3.7–22.5% (most: C-F)"`` or ``"lowered 1 of 3 walls, by 12.0% (C-F), and raised 2 by up
+    to 5.0% (H-H)"``. A change that rounds to 0.0% counts as unchanged."""
+    up = sorted(((p, c) for p, c in changes if round(c, 1) > 0), key=lambda x: -x[1])
+    down = sorted(((p, c) for p, c in changes if round(c, 1) < 0), key=lambda x: x[1])
+    n, same = len(changes), len(changes) - len(up) - len(down)
+    if n == 1:
+        pair, c = changes[0]
+        return (f"raised the {pair} wall by {c:.1f}%" if up else
+                f"lowered the {pair} wall by {-c:.1f}%" if down else
+                f"left the {pair} wall unchanged")
+    if not up and not down:
+        return "left every wall unchanged"
+    for verb, group, other in (("raised", up, down), ("lowered", down, up)):
+        if group and not other and not same:  # every wall the same way
+            lo, hi = f"{abs(group[-1][1]):.1f}", f"{abs(group[0][1]):.1f}"
+            return (f"{verb} every wall by {lo}%" if lo == hi else
+                    f"{verb} every wall by {lo}–{hi}% (most: {group[0][0]})")
+    parts = []
+    for verb, group in (("lowered", down), ("raised", up)):
+        if group:
+            pair, c = group[0]
+            size = f"by {abs(c):.1f}% ({pair})" if len(group) == 1 else \
+                f"by up to {abs(c):.1f}% ({pair})"
+            parts.append(f"{verb} {len(group)} of {n} walls, {size}" if not parts else
+                         f"{verb} {len(group)} {size}")
+    if same:
+        parts.append(f"left {same} unchanged")
+    return ", and ".join(parts) if len(parts) == 2 else f"{parts[0]}, {parts[1]} and {parts[2]}"
+
+
+def walls_in_words(wall_table: list[dict[str, Any]]) -> str:
+    """Finding 6's sentence on the dimer walls, from the wall table it describes
+    (:func:`_wall_table`): the pairs naive fine-tuning lost (and which of them multihead
+    replay kept), or else how each of the two changed the walls relative to the foundation
+    model's (the table's change columns)."""
+    naive_lost, both, _ = _lost_walls(wall_table)
+    if naive_lost:
+        return (f"Dimer walls: naive fine-tuning lost {', '.join(naive_lost)}"
+                + (f", of which multihead replay kept {', '.join(both)}. " if both else ". "))
+    said = []
+    for who, col in (("naive fine-tuning", "naive change vs foundation (%)"),
+                     ("multihead replay", "replay change vs foundation (%)")):
+        changes = [(r["pair"], float(r[col])) for r in wall_table if r.get(col) is not None]
+        if changes:
+            said.append(f"{who} {_changes_in_words(changes)}")
+    if not said:
+        return "Dimer walls: no pair lost its wall. "
+    return ("Dimer walls: no pair lost its wall; relative to the foundation model's, "
+            + "; ".join(said) + ". ")
+
+
 def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
                        has_reference: bool,
                        short_range: list[dict[str, Any]] | None = None,
@@ -842,32 +1221,10 @@ def _finding_repulsion(study: Study, walls: dict[str, dict[str, Any]], pairs: li
                 "structure search. The dimer curves show the same on single pairs.")
     wall_table = _wall_table(walls, pairs)
     study.extra["dimer_walls"] = wall_table
-    naive_lost = [r["pair"] for r in wall_table if r.get("naive") == "lost"]
-    replay_kept = [r["pair"] for r in wall_table
-                   if r.get("multihead replay, target head") == "kept"]
-    fm_lost = [r["pair"] for r in wall_table if r.get("foundation") != "kept"]
-    both = [p for p in naive_lost if p in replay_kept and p not in fm_lost]
+    _, both, fm_lost = _lost_walls(wall_table)
     runs = _run_ids(study, "naive", "multihead-replay")
 
-    # the dimer walls, in words
-    worst = min((r for r in wall_table if r.get("naive change vs foundation (%)") is not None),
-                key=lambda r: r["naive change vs foundation (%)"], default=None)
-    r_worst = min((r for r in wall_table
-                   if r.get("replay change vs foundation (%)") is not None),
-                  key=lambda r: r["replay change vs foundation (%)"], default=None)
-    if naive_lost:
-        walls_text = (f"Dimer walls: naive fine-tuning lost {', '.join(naive_lost)}"
-                      + (f", of which multihead replay kept {', '.join(both)}. " if both
-                         else ". "))
-    elif worst is not None and r_worst is not None:
-        drop = -worst["naive change vs foundation (%)"]
-        r_drop = -r_worst["replay change vs foundation (%)"]
-        walls_text = ("Dimer walls: no pair lost its wall; naive fine-tuning lowered them by "
-                      f"up to {max(drop, 0):.0f}% ({worst['pair']}), multihead replay "
-                      + (f"by at most {r_drop:.0f}% ({r_worst['pair']}). " if r_drop > 0.5
-                         else "by none. "))
-    else:
-        walls_text = "Dimer walls: no pair lost its wall. "
+    walls_text = walls_in_words(wall_table)
     if fm_lost:
         walls_text += (f"The foundation model itself has no wall for {', '.join(fm_lost)}: "
                        "nothing to lose there. ")

@@ -32,7 +32,8 @@ def default_grid(lr: float) -> list[float]:
     return list(LADDER[i - 3:i + 2])
 
 
-#: The default pilot length as a fraction of the strategy's epochs (at least MIN_EPOCHS).
+#: The default pilot length as a fraction of the run's epochs (at least MIN_EPOCHS, at most
+#: the run's own length).
 EPOCH_FRACTION = 0.25
 MIN_EPOCHS = 2
 
@@ -78,18 +79,63 @@ class TuneResult:
                                                 for p in self.results}}
 
 
-def pilot_epochs(spec: RunSpec) -> int:
-    """The default pilot length: a quarter of the strategy's epochs, at least 2."""
-    full = int(spec.settings.get("max_num_epochs")
+def count_of(n: int, unit: str, units: str | None = None) -> str:
+    """``n`` with its unit in the right number: ``"1 epoch"``, ``"2 epochs"``
+    (``units``: the plural where it is not ``unit + "s"``)."""
+    return f"{n:,} {unit if n == 1 else units or unit + 's'}"
+
+
+def run_epochs(spec: RunSpec) -> int:
+    """The epochs of the run ``spec`` describes (its setting, or the strategy's default)."""
+    return int(spec.settings.get("max_num_epochs")
                or get_strategy(spec.strategy).defaults["max_num_epochs"])
-    return max(MIN_EPOCHS, int(round(full * EPOCH_FRACTION)))
+
+
+def pilot_epochs(spec: RunSpec) -> int:
+    """The default pilot length: a quarter of the run's epochs, at least 2 (never more than
+    the run itself)."""
+    full = run_epochs(spec)
+    return min(full, max(MIN_EPOCHS, int(round(full * EPOCH_FRACTION))))
+
+
+def pilot_length(spec: RunSpec, epochs: int | None = None) -> str:
+    """How long each pilot run of ``spec`` is, against the run it tunes: ``"5 of 20 epochs
+    each"`` or ``"2 epochs each, the full length of a 2-epoch run"`` (``epochs``: the pilot's
+    length when not the default, :func:`pilot_epochs`)."""
+    full = run_epochs(spec)
+    n = pilot_epochs(spec) if epochs is None else int(epochs)
+    if n < full:
+        return f"{n} of {count_of(full, 'epoch')} each"
+    return f"{count_of(n, 'epoch')} each, " + (f"the full length of a {full}-epoch run"
+                                               if n == full else
+                                               f"longer than the {full}-epoch run")
+
+
+def pilot_grid(spec: RunSpec, lrs: Sequence[float] | None = None) -> list[float]:
+    """The learning rates a pilot of ``spec`` runs, in order: ``lrs``, or
+    :func:`default_grid` around the run's own learning rate (the strategy's default)."""
+    return sorted({float(x) for x in (lrs or default_grid(base_lr(spec)))})
+
+
+def base_lr(spec: RunSpec) -> float:
+    """The learning rate ``spec`` runs at (its setting, or the strategy's default)."""
+    return float(spec.settings.get("lr") or get_strategy(spec.strategy).defaults["lr"])
+
+
+def describe_pilot(spec: RunSpec) -> str:
+    """What a default pilot of ``spec`` runs, in words: ``"5 runs, at 1e-05, 3e-05, 0.0001,
+    0.0003 and 0.001 (3 below the run's 0.0003, 1 above), 5 of 20 epochs each"``."""
+    grid, base = pilot_grid(spec), base_lr(spec)
+    below, above = sum(x < base for x in grid), sum(x > base for x in grid)
+    values = ", ".join(f"{x:g}" for x in grid[:-1]) + f" and {grid[-1]:g}"
+    return (f"{count_of(len(grid), 'run')}, at {values} ({below} below the run's {base:g}, "
+            f"{above} above), {pilot_length(spec)}")
 
 
 def pilot_specs(spec: RunSpec, lrs: Sequence[float] | None = None,
                 epochs: int | None = None) -> list[RunSpec]:
     """The runs of a pilot: ``spec`` at every learning rate of the grid, for ``epochs``."""
-    base = spec.settings.get("lr") or get_strategy(spec.strategy).defaults["lr"]
-    grid = sorted({float(x) for x in (lrs or default_grid(base))})
+    grid = pilot_grid(spec, lrs)
     if len(grid) < 2:
         raise TuneError("a learning-rate pilot needs at least two learning rates")
     bad = [x for x in grid if not (math.isfinite(x) and x > 0)]

@@ -290,9 +290,13 @@ class BoardRun:
     target_energy_rmse_mev_per_atom: float | None = None
     forgetting_ratio: float | None = None
     head: str | None = None
+    pilot: bool = False                # a learning-rate pilot's run (not in the comparison)
+    facts: Any = field(default=None, repr=False, compare=False)  # jobs.records.RunFacts
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("facts", None)
+        return d
 
 
 def _foundation_name(path: str | None) -> str | None:
@@ -314,6 +318,7 @@ def board_runs(shop: Workshop, *, evaluate: bool = True, progress=None) -> list[
     from .demo import demo_paths
     from .evaluate import evaluate_cached
     from .jobs import list_runs
+    from .jobs.records import e0_method, run_facts
 
     demo = demo_paths()
     target = shop.target_test or demo["sn2_test"]
@@ -326,10 +331,11 @@ def board_runs(shop: Workshop, *, evaluate: bool = True, progress=None) -> list[
             if r.kind != "train" or not r.readable:
                 continue
             spec = r.spec or {}
+            facts = run_facts(r)
             row = BoardRun(p.name, r.id, r.name, r.strategy, r.status, r.executor,
                            _foundation_name(spec.get("foundation_model")),
-                           str(spec.get("e0s")) if spec.get("e0s") is not None else None,
-                           (spec.get("settings") or {}).get("lr"))
+                           e0_method(spec.get("e0s")), (spec.get("settings") or {}).get("lr"),
+                           pilot=facts.pilot, facts=facts)
             if evaluate and r.status == "done" and r.model_path:
                 try:
                     heads = model_heads_of(r.model_path)
@@ -388,10 +394,11 @@ def _quartiles(values: list[float]) -> tuple[float | None, float | None, float |
 
 def board_table(runs: list[BoardRun]) -> list[BoardEntry]:
     """Median and interquartile range of target error and forgetting ratio per strategy,
-    foundation model and E0 method, over every participant's finished runs."""
+    foundation model and E0 method, over every participant's finished runs (learning-rate
+    pilots left out: they are short runs at learning rates chosen to be too low or high)."""
     groups: dict[tuple, list[BoardRun]] = {}
     for r in runs:
-        if r.status == "done":
+        if r.status == "done" and not r.pilot:
             groups.setdefault((r.strategy, r.foundation, r.e0), []).append(r)
     out = []
     for (strategy, fm, e0), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -421,7 +428,7 @@ def findings(runs: list[BoardRun]) -> list[str]:
     """The study's findings as read off the participants' runs, in plain words."""
     by_p: dict[str, list[BoardRun]] = {}
     for r in runs:
-        if r.status == "done":
+        if r.status == "done" and not r.pilot:
             by_p.setdefault(r.participant, []).append(r)
     out = []
     for key, what in (("forgetting_ratio", "kept pretraining accuracy best (lowest forgetting "
@@ -429,7 +436,10 @@ def findings(runs: list[BoardRun]) -> list[str]:
                       ("target_forces_rmse_mev_per_a", "reached the lowest target force error")):
         wins, compared = _wins(by_p, key)
         if compared:
+            from .strategies import STRATEGIES
+
             top = max(wins, key=wins.get)
-            out.append(f"{top} {what} for {wins[top]} of {compared} participants who compared "
-                       "strategies.")
+            title = STRATEGIES[top].title if top in STRATEGIES else top
+            out.append(f"{title} {what} for {wins[top]} of {compared} participants who "
+                       "compared strategies.")
     return out

@@ -27,6 +27,25 @@ BOARD = ("views/board.py", "Instructor board", ":material/leaderboard:")
 JOIN = ("views/join.py", "Join the workshop", ":material/login:")
 
 
+def split_text() -> str:
+    """The selected split in words (dataset and counts), a dash when none."""
+    from mlipft_ui.labels import DASH, split_label
+
+    split = selections.selected_split()
+    return split_label(split) if split is not None else DASH
+
+
+def e0_text() -> str:
+    """The selected E0 choice in words (method, data, when saved), a dash when none."""
+    from mlipft_core.e0 import load_choice
+    from mlipft_ui.labels import DASH, e0_choice_label
+
+    if not selections.get("e0_choice"):
+        return DASH
+    choice = load_choice(selections.workspace())
+    return e0_choice_label(choice) if choice else DASH
+
+
 def build_navigation():
     """Register the pages with ``st.navigation`` and draw the sidebar; returns the page to run."""
     st.set_page_config(page_title="mlipft workbench", page_icon="⚛️", layout="wide")
@@ -38,8 +57,12 @@ def build_navigation():
         st.error(str(exc))
         st.stop()
     if role == "nobody":
+        # a deep link (``/runs?token=...``) lands on the join page too, at its own address
+        # (no "page not found"), and after joining on the page it named
+        deep = [st.Page(ROOT / JOIN[0], title=JOIN[1], icon=JOIN[2], url_path=Path(path).stem,
+                        visibility="hidden") for path, _, _ in PAGES + [BOARD]]
         return st.navigation([st.Page(ROOT / JOIN[0], title=JOIN[1], icon=JOIN[2],
-                                      default=True)], position="hidden")
+                                      default=True)] + deep, position="hidden")
     pages = list(PAGES) + ([BOARD] if role == "instructor" else [])
     nav = st.navigation([st.Page(ROOT / path, title=title, icon=icon, default=(i == 0))
                          for i, (path, title, icon) in enumerate(pages)])
@@ -56,8 +79,8 @@ def build_navigation():
         st.caption("Current choices")
         st.markdown(f"**Model:** {selections.get('model_label') or selections.get('model') or '—'}")
         st.markdown(f"**Dataset:** {selections.get('dataset_label') or '—'}")
-        st.markdown(f"**Split:** {selections.get('split_id') or '—'}")
-        st.markdown(f"**E0s:** {selections.get('e0_choice') or '—'}")
+        st.markdown(f"**Split:** {split_text()}")
+        st.markdown(f"**E0s:** {e0_text()}")
         if role == "single":
             st.caption(f"Workspace: `{selections.workspace().root}`")
     return nav

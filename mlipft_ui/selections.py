@@ -107,6 +107,31 @@ def select(*, rerun: bool = True, **values: Any) -> None:
         st.rerun()
 
 
+def kept_widget(key: str, default: Any, *, fix=None, scope: str = "") -> str:
+    """The widget key of a choice kept in the workspace under ``key``.
+
+    Pass it as the widget's ``key`` (and no ``value``/``default``): the widget starts from the
+    saved choice, so a reload, a new session and another tab of the same space show it again
+    (in a workshop, the participant's own). ``fix(value)`` returns the saved value made valid
+    for the widget now (e.g. clamped to a limit that changed), or ``None`` to use ``default``.
+    ``scope`` goes into the widget key: a widget whose range depends on it starts afresh when
+    it changes. Save what the widget returns with :func:`keep`.
+    """
+    wkey = f"_kept_{key}_{scope}"
+    if wkey not in st.session_state:
+        value = get(key, default)
+        if fix is not None:
+            value = fix(value)
+        st.session_state[wkey] = default if value is None else value
+    return wkey
+
+
+def keep(key: str, value: Any) -> None:
+    """Save a widget's choice in the workspace (see :func:`kept_widget`) when it changed."""
+    if get(key) != value:
+        select(rerun=False, **{key: value})
+
+
 def state_problem() -> str | None:
     """Why the saved choices could not be read (they start afresh), or ``None``."""
     return workspace().state_problem()

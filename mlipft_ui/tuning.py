@@ -42,23 +42,23 @@ def pilot_panel(specs: dict[str, RunSpec], model: str, split_id: str, *, executo
                 slurm: dict[str, Any] | None) -> None:
     """One pilot per strategy of the launch table: a button, live results, "Apply"."""
     ws = selections.workspace()
-    st.caption("A pilot runs one strategy at five learning rates around its value in the "
-               "table (three below, one above) for a quarter of the epochs "
-               "on your data, and picks the lowest validation force error. The study behind "
-               "this workbench found the learning rate to matter more than the strategy.")
+    lengths = {tune.pilot_length(spec) for spec in specs.values()}
+    st.caption("A pilot runs one strategy on your data at several learning rates around its "
+               "value in the table ("
+               + (lengths.pop() if len(lengths) == 1 else "as long as shown with each strategy")
+               + ") and picks the lowest validation force error. The study behind this "
+               "workbench found the learning rate to matter more than the strategy.")
     pilots = selections.get("pilots") or {}
     for strategy, spec in specs.items():
         key = context_key(model, split_id, strategy)
         title = STRATEGIES[strategy].title
         sweep = pilots.get(key)
         cols = st.columns([3, 1])
+        what = tune.describe_pilot(spec)
         cols[0].markdown(f"**{title}**")
+        cols[0].caption(f"Pilot: {what}.")
         if cols[1].button("Tune learning rate", key=f"tune_{strategy}",
-                          help=f"5 short runs of {title} at "
-                               + ", ".join(f"{x:g}" for x in tune.default_grid(
-                                   spec.settings.get("lr") or STRATEGIES[strategy].defaults["lr"]))
-                               + ", "
-                               f"{tune.pilot_epochs(spec)} epochs each"):
+                          help=f"Queue {what}."):
             try:
                 with st.spinner(f"Queueing the pilot of {title}…"):
                     sweep = tune.submit_pilot(spec, workspace=ws, executor=executor,
@@ -108,7 +108,8 @@ def _pilot_view(res: tune.TuneResult, key: str, title: str, strategy: str) -> No
                                          title=f"{title}: validation error against "
                                                "learning rate"), f"pilot_{strategy}")
     if not res.finished:
-        left.caption(f"{ended}/{len(res.results)} pilot runs ended · {res.epochs} epochs each")
+        left.caption(f"{ended} of {tune.count_of(len(res.results), 'pilot run')} ended · "
+                     f"{tune.count_of(res.epochs, 'epoch')} each")
         return
     if res.best_lr is None:
         left.error("No pilot run finished with a validation error; see the runs below.")

@@ -19,4 +19,4 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! bash scripts/local
 fi
 stop_slurm() { [ "$started_slurm" = 1 ] && bash scripts/local_slurm.sh stop >/dev/null || true; }
 trap stop_slurm EXIT
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=15 "$@"

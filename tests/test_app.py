@@ -145,7 +145,7 @@ def test_data_page_on_sn2_target_with_zero_shot_parity():
     assert Workspace().get("split_id", "").startswith("demo-sn2")
     # the sidebar shows the choice made on this very page run, not one step late
     side = " ".join(m.value for m in at.sidebar.markdown)
-    assert "**Split:** demo-sn2" in side and "SN2 target" in side
+    assert "**Split:** SN2" in side and "132 training" in side and "SN2 target" in side
     assert at.get("iframe"), "3D viewer missing"
     button(at, "Evaluate").click().run()
     assert not at.exception
@@ -214,7 +214,7 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
     assert not button(at, "Launch").disabled
     button(at, "Launch").click().run()
     assert not at.exception, at.exception
-    assert any("Queued 2 run(s)" in s.value for s in at.success)
+    assert any("Queued 2 runs" in s.value for s in at.success)
     recs = jobs.list_runs(ws)
     assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
     for r in recs:
@@ -222,7 +222,7 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
     at.run()
     table = at.dataframe[-1].value
     assert set(table["status"]) == {"done"}
-    assert "valid. energy RMSE, Default head (meV/atom)" in table
+    assert "validation energy RMSE (meV/atom), target head" in table
     assert set(table["where"]) == {"this machine"}
 
 
@@ -292,8 +292,10 @@ def test_compare_page_with_runs(demo, tmp_path):
     button(at, "Compare").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert set(table["model"]) == {"foundation model (zero-shot)", "naive", "multihead-replay"}
-    assert set(table[table["model"] == "multihead-replay"]["head"]) == {"pt_head", "Default"}
+    assert set(table["model"]) == {"Demo weak (GFN1-xTB), the foundation model (zero-shot)",
+                                   "Naive fine-tuning", "Multihead replay"}
+    assert set(table[table["model"] == "Multihead replay"]["head"]) == {
+        "pretraining head (replay)", "target head"}
     # the key column first, human names with units, no internal or empty columns
     assert list(table.columns)[:4] == ["model", "head", "strategy",
                                        "forgetting ratio (pretraining F RMSE / foundation's)"]
@@ -306,14 +308,16 @@ def test_compare_page_with_runs(demo, tmp_path):
     assert at.dataframe and set(at.dataframe[0].value["model"]) == set(table["model"])
     # multihead models name their head in the dimer plot and the tables
     specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
-    assert "multihead-replay [pt_head]" in specs and "multihead-replay [Default]" in specs
+    assert "Multihead replay [pretraining head (replay)]" in specs
+    assert "Multihead replay [target head]" in specs
     # with the demo's pretraining test set, the held-out compressed structures are probed too
     at.text_input[1].set_value(demo["pretrain_test"]).run()
     button(at, "Compare").click().run()
     assert not at.exception, at.exception
     probe = next(d.value for d in at.dataframe if "soft spots" in d.value.columns)
-    assert set(probe["model"]) == {"foundation", "naive", "multihead-replay [Default]",
-                                   "multihead-replay [pt_head]"}
+    assert set(probe["model"]) == {"Demo weak (GFN1-xTB), the foundation model",
+                                   "Naive fine-tuning", "Multihead replay [target head]",
+                                   "Multihead replay [pretraining head (replay)]"}
     n_probe = len(read(demo["short_range_test"], ":"))
     assert all(s.endswith(f"of {n_probe}") for s in probe["soft spots"])
 
@@ -363,3 +367,147 @@ def test_md_page_runs_models_side_by_side(demo):
     assert len(at.get("iframe")) == 1 and "3Dmol" in at.get("iframe")[0].proto.srcdoc
     assert len(at.get("plotly_chart")) >= 6  # 3 traces + 3 RDF pairs
     assert any("Closest RDFs" in s.value for s in at.success)
+
+
+def test_join_page_names_the_workshop_in_a_sentence_that_reads_well():
+    """The default name ("workshop") is not doubled ("the workshop workshop"); a custom name
+    is named, with "workshop" added only when the name does not say it."""
+    import shutil
+
+    from mlipft_core import workshop
+
+    root = Workspace().root
+    for name, expected in (("workshop", "This is a workshop on the MLIP fine-tuning"),
+                           ("MACE fine-tuning", "This is the **MACE fine-tuning** workshop on"),
+                           ("Summer Workshop 2025", "This is **Summer Workshop 2025** on")):
+        workshop.create(root, 1, name=name)
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        assert [t.value for t in at.title] == ["Join the workshop"]
+        text = " ".join(m.value for m in at.markdown)
+        assert expected in text, text
+        assert "workshop workshop" not in text.lower().replace("*", "")
+        shutil.rmtree(root)
+
+
+def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(tiny, weak_model):
+    """Learning-rate pilots are offered in a group of their own (by name, never chosen by
+    default); the picks survive a reload and the results shown are of those picks; the
+    temperature is described from the numbers, the energies drawn per model."""
+    import json
+
+    from mlipft_core import jobs, tune
+    from mlipft_core.md import summarise_temperature
+    from mlipft_core.strategies import RunSpec
+
+    ws = Workspace()
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak (GFN1-xTB)")
+    spec = RunSpec("naive", weak_model, str(tiny / "train.xyz"),
+                   valid_file=str(tiny / "valid.xyz"), name="naive",
+                   settings={"max_num_epochs": 1})
+    sweep = tune.submit_pilot(spec, lrs=[1e-4, 1e-3], epochs=1)
+    final = jobs.submit_sweep([spec])[0]
+    for r in jobs.list_runs():
+        assert jobs.wait(r.id, timeout=900).status == "done", r.reason
+    pilot_ids = {float(r.spec["settings"]["lr"]): r.id for r in jobs.list_runs()
+                 if r.sweep == sweep}
+
+    at = app("views/md.py")
+    models = at.multiselect(key="md_pick_models")
+    pilots = at.multiselect(key="md_pick_pilots")
+    # the default: the foundation model and the finished run, no pilot run
+    assert len(models.value) == 2 and models.value[0].startswith("foundation|")
+    assert models.value[1].startswith(f"run|{final.id}|")
+    assert not any(i in k for k in models.value for i in pilot_ids.values())
+    assert pilots.value == [] and len(pilots.options) == 2
+    shown = models.options + pilots.options
+    assert not any("tune-" in o or final.id in o or "None" in o for o in shown), shown
+    assert all("pilot" in o for o in pilots.options)
+    assert any("lr 1e-4" in o for o in pilots.options), pilots.options
+    assert not any("pilot" in o for o in models.options)
+
+    # pick the foundation model and one pilot run: a reload shows the same picks
+    head = models.value[1].rsplit("|", 1)[1]
+    picks = [models.value[0], f"run|{pilot_ids[1e-4]}|{head}"]
+    models.set_value(picks[:1]).run()
+    at.multiselect(key="md_pick_pilots").set_value(picks[1:]).run()
+    assert not at.exception, at.exception
+    assert ws.get("md_models") == picks
+    at = app("views/md.py")
+    assert at.multiselect(key="md_pick_models").value == picks[:1]
+    assert at.multiselect(key="md_pick_pilots").value == picks[1:]
+    labels = at.multiselect(key="md_pick_models").values \
+        + at.multiselect(key="md_pick_pilots").values
+
+    next(n for n in at.number_input if n.label == "Steps").set_value(10)
+    next(n for n in at.number_input if n.label == "Record every (steps)").set_value(5)
+    button(at, "Run MD for the chosen models").click().run()
+    assert not at.exception, at.exception
+    md_runs = [r for r in jobs.list_runs() if r.kind == "md"]
+    assert len(md_runs) == 2
+    for r in md_runs:
+        assert jobs.wait(r.id, timeout=600).status == "done"
+
+    at = app("views/md.py")  # a reload: the picks and the results of those picks
+    assert at.multiselect(key="md_pick_models").value == picks[:1]
+    assert at.multiselect(key="md_pick_pilots").value == picks[1:]
+    stability = next(d.value for d in at.dataframe if "survived (fs)" in d.value.columns)
+    assert sorted(stability["model"]) == sorted(labels)
+    assert not any("results below are those of the last MD run" in i.value for i in at.info)
+
+    # the temperature in words, from each run's own numbers
+    text = " ".join(m.value for m in at.markdown)
+    for r in md_runs:
+        res = json.loads((ws.runs / r.id / "result.json").read_text())
+        s = summarise_temperature(res["time_fs"], res["temperature_k"], 300.0,
+                                  n_atoms=res["n_atoms"])
+        assert f"**{r.name}**: the temperature {s.text}" in text
+        assert f"starts at {res['temperature_k'][0]:.0f} K" in text
+    captions = " ".join(c.value for c in at.caption)
+    assert "falls to about half the target" not in captions
+    # energies: each model against its own first frame, in meV/atom
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+              for c in at.get("plotly_chart")}
+    for what, key in (("potential energy", "potential_ev"), ("total energy", "total_ev")):
+        fig = charts[f"{what}, relative to each model's first frame"]
+        assert "meV/atom" in fig["layout"]["yaxis"]["title"]["text"]
+        assert "first frame" in fig["layout"]["yaxis"]["title"]["text"]
+        lines = {tr["legendgroup"]: tr["y"] for tr in fig["data"] if tr.get("mode") == "lines"}
+        assert sorted(lines) == sorted(labels)
+        for r in md_runs:
+            res = json.loads((ws.runs / r.id / "result.json").read_text())
+            e = np.array(res[key])
+            assert np.allclose(lines[r.name], (e - e[0]) * 1000 / res["n_atoms"])
+
+    # other picks than those run: the results say whose they are
+    at.multiselect(key="md_pick_pilots").set_value([]).run()
+    assert any("results below are those of the last MD run" in i.value for i in at.info)
+
+
+def test_compare_page_collapse_probe_steps_run_on_one_torch_thread(weak_model, monkeypatch):
+    """The Compare page's collapse probe makes one model call on a few dozen atoms per
+    relaxation step; with several torch threads on busy cores each call took seconds
+    (bench/collapse_speed.py). Its calls run on one thread, and the setting is put back."""
+    import torch
+
+    from mlipft_core import evaluate, probes
+
+    seen: list[int] = []
+    real = evaluate._predict_stream
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(evaluate, "_predict_stream", spy)
+        res = probes.collapse_probe(weak_model, ["C", "H"], n_structures=2, n_atoms=6, steps=4,
+                                    trusted=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1, 1]  # every step, one call of both structures, on one thread
+    assert res.n_structures == 2 and res.min_distance > 0

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from mlipft_core import jobs
 from mlipft_core.workspace import Workspace
+from mlipft_ui.labels import run_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -146,7 +148,8 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.wait_for_selector("text=Held-out pretraining test set", timeout=90_000)
         wait_rendered(page)
         main = page.locator('[data-testid="stMainBlockContainer"]').inner_text()
-        assert run.id[-6:] in main, main[:1500]
+        shown_as = run_labels(jobs.list_runs())[run.id]  # the run in words, not its id
+        assert shown_as in main and run.id not in main, main[:1500]
         page.get_by_role("button", name="Compare", exact=True).click()
         page.wait_for_selector("text=Least forgetting", timeout=180_000)
         wait_rendered(page)
@@ -156,7 +159,7 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.reload()
         page.wait_for_selector("text=Least forgetting", timeout=120_000)
         wait_rendered(page)
-        assert run.id[-6:] in page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+        assert shown_as in page.locator('[data-testid="stMultiSelect"]').first.inner_text()
 
         # MD: the results appear when the runs end, without a reload
         page.get_by_role("link", name="Molecular dynamics").first.click()
@@ -196,7 +199,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
         page.goto(server + "/runs")
         wait_rendered(page)
         main = page.locator('[data-testid="stMainBlockContainer"]')
-        epochs = page.get_by_label("Epochs")
+        epochs = page.get_by_role("spinbutton", name="Epochs")
         epochs.fill("5000")
         epochs.press("Enter")
         wait_rendered(page)
@@ -209,7 +212,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
         time.sleep(1)
         assert jobs.list_runs(ws) == []
         page.get_by_role("button", name="Launch").click()
-        page.wait_for_selector("text=Queued 2 run(s)", timeout=120_000)
+        page.wait_for_selector("text=Queued 2 runs", timeout=120_000)
         if slurm_ok:
             page.get_by_test_id("stRadioGroup").get_by_text("a SLURM cluster", exact=True).click()
             wait_rendered(page)
@@ -245,7 +248,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
         box.scroll_into_view_if_needed()
         shown = box.evaluate("e => (e.value || '') + ' ' + "
                              "e.closest('[data-testid=\"stSelectbox\"]').textContent")
-        assert newest.id[-6:] in shown, shown
+        assert run_labels(jobs.list_runs(ws))[newest.id] in shown, shown
         page.get_by_role("button", name="Cancel").click()
         wait_rendered(page)
         assert jobs.wait(newest.id, timeout=120).status == "cancelled"
@@ -328,13 +331,13 @@ def test_workshop_two_participants_at_once(server, tmp_path):
             page.get_by_role("link", name="Fine-tuning runs").first.click()
             page.wait_for_selector("text=will be queued", timeout=90_000)
             wait_rendered(page)
-            epochs = page.get_by_label("Epochs")
+            epochs = page.get_by_role("spinbutton", name="Epochs")
             epochs.fill("1")
             epochs.press("Tab")
             wait_rendered(page)
             page.get_by_role("button", name="Launch").click()
             try:
-                page.wait_for_selector("text=Queued 1 run(s)", timeout=120_000)
+                page.wait_for_selector("text=Queued 1 run.", timeout=120_000)
             finally:
                 page.screenshot(path=str(tmp_path / "launch.png"), full_page=True)
         side1 = p1.locator('[data-testid="stSidebar"]').inner_text()
@@ -387,4 +390,41 @@ def test_workshop_two_participants_at_once(server, tmp_path):
             wait_rendered(stranger)
             assert stranger.inner_text("h1") == "Join the workshop"
             assert stranger.locator('[data-testid="stSidebarNav"]').count() == 0
+        browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_deep_link_with_a_wrong_token_shows_only_the_join_page(server, tmp_path):
+    """A link to a page with a token that is not valid (or none) shows the join page with
+    its message, and no "page not found" dialog over it; the right code then opens the page
+    the link named."""
+    from playwright.sync_api import sync_playwright
+
+    from mlipft_core import workshop
+
+    shop = workshop.create(Workspace().root, 1)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        for path in ("/runs?token=WRONG", "/compare", "/board?token=WRONG"):
+            page.goto(server + path)
+            wait_rendered(page)
+            time.sleep(1.0)  # a dialog arrives with the page's first messages
+            assert page.inner_text("h1") == "Join the workshop"
+            body = page.locator("body").inner_text()
+            assert "Page not found" not in body, body[:500]
+            assert page.get_by_role("dialog").count() == 0
+            assert ("not valid" in body) == ("token=" in path), body[:500]
+        page.screenshot(path=str(tmp_path / "join_wrong_token.png"))
+        # the right code on that page opens the page the link named
+        page.goto(server + "/runs?token=WRONG")
+        wait_rendered(page)
+        page.get_by_label("Your code (the part after token= in your link)").fill(
+            shop.participants[0].token)
+        page.get_by_label("Your code (the part after token= in your link)").press("Enter")
+        page.wait_for_selector("button:has-text('Join'):not([disabled])", timeout=30_000)
+        page.get_by_role("button", name="Join").click()
+        page.wait_for_selector("h1:has-text('Fine-tuning runs')", timeout=90_000)
         browser.close()

@@ -174,3 +174,94 @@ def test_repulsive_wall_flags_a_model_without_repulsion():
     assert repulsive_wall(lost) == pytest.approx(0.0)
     curve = dimer_curve("demo-gfn1-strong", "C-H")
     assert repulsive_wall(curve) > WALL_THRESHOLD_EV  # the demo model keeps its C-H wall
+
+
+# ----------------------------------------------------------------------------- the page
+def _page(name: str):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=600)
+    at.run()
+    at.switch_page(str(app.parent / "views" / name))
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _widget(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def test_pilot_runs_are_offered_apart_and_never_preselected(weak_model):
+    from mlipft_core.jobs.records import RunRecord, RunStore
+
+    store = RunStore()
+    t = 1_700_000_000.0
+    for i, lr in enumerate((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)):  # as tune.submit_pilot records them
+        store.create(RunRecord(id=f"p{i}", name=f"tune-naive-lr{lr:g}".replace(".", "p"),
+                               strategy="naive", status="done", created=t + i,
+                               sweep="tune-naive-20240101-000000-abcdef",
+                               spec={"settings": {"lr": lr}, "e0s": "estimated",
+                                     "foundation_model": weak_model}))
+    for i, strat in enumerate(("naive", "freeze-b")):
+        store.create(RunRecord(id=f"f{i}", name=strat, strategy=strat, status="done",
+                               created=t + 10 + i, sweep="sweep-20240101-000100",
+                               spec={"settings": {"lr": 3e-3}, "e0s": "estimated",
+                                     "foundation_model": weak_model}))
+    at = _page("compare.py")
+    runs = _widget(at.multiselect, "Runs")
+    assert runs.value == ["f0", "f1"]  # the finals only
+    # the final naive run names its learning rate: its pilot's runs had others
+    assert runs.options == ["Naive fine-tuning · lr 3e-3", "Freeze, variant B"]
+    pilots = _widget(at.multiselect, "Learning-rate pilot runs")
+    assert pilots.value == []
+    assert pilots.options == [f"Naive fine-tuning · learning-rate pilot · lr {x}"
+                              for x in ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2")]
+
+
+def test_compare_names_runs_and_heads_in_words(small, weak_model, demo):
+    """Two runs both called "naive" (different learning rates) and a multihead run: told
+    apart by what differs, heads in words, dashes for empty cells, on Compare and Runs."""
+    def s(strategy, lr):
+        return RunSpec(strategy, weak_model, str(small / "train.xyz"), e0s="estimated",
+                       replay_file=str(small / "replay.xyz"),
+                       settings={"max_num_epochs": 1, "num_samples_pt": 15, "lr": lr},
+                       isolated_file=demo["sn2_isolated_atoms"])
+
+    recs = [jobs.submit(s("naive", 3e-3)), jobs.submit(s("naive", 1e-3)),
+            jobs.submit(s("multihead-replay", 3e-3))]
+    assert [r.name for r in recs] == ["naive", "naive", "multihead-replay"]
+    for r in recs:
+        assert jobs.wait(r.id, timeout=600).status == "done"
+    at = _page("compare.py")
+    at.text_input[0].set_value(str(small / "target.xyz")).run()
+    at.text_input[1].set_value(str(small / "pretrain.xyz")).run()
+    next(b for b in at.button if b.label == "Compare").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert sorted(set(table["model"])) == sorted([
+        "Demo weak (GFN1-xTB), the foundation model (zero-shot)", "Multihead replay",
+        "Naive fine-tuning · lr 1e-3", "Naive fine-tuning · lr 3e-3"])
+    assert len(table) == 5  # the foundation, two naive runs, two heads of the replay run
+    assert set(table["head"]) == {"target head", "pretraining head (replay)"}
+    # the two naive runs are different models, with their own errors
+    naive = table[table["model"].str.startswith("Naive")]
+    assert naive["target force RMSE (meV/Å)"].nunique() == 2
+    cells = [str(v) for d in at.dataframe for c in d.value.columns for v in d.value[c]]
+    cols = [str(c) for d in at.dataframe for c in d.value.columns]
+    assert not any("pt_head" in v or v in ("None", "nan") for v in cells + cols)
+    specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert "Multihead replay [pretraining head (replay)]" in specs and "pt_head]" not in specs
+    # the runs page names the same runs and heads the same way
+    at = _page("runs.py")
+    runs = at.dataframe[-1].value
+    assert sorted(runs["run"]) == ["Multihead replay", "Naive fine-tuning · lr 1e-3",
+                                   "Naive fine-tuning · lr 3e-3"]
+    assert "validation force RMSE (meV/Å), pretraining head (replay)" in runs.columns
+    assert "validation energy RMSE (meV/atom), target head" in runs.columns
+    # the single-head runs have no pretraining head: a dash, not "None"
+    single = runs[runs["run"].str.startswith("Naive")]
+    assert set(single["validation force RMSE (meV/Å), pretraining head (replay)"]) == {"—"}

@@ -176,3 +176,53 @@ def test_override_to_unknown_key_is_refused(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset(src, energy_key="nonexistent")
     assert "nonexistent" in str(e.value) and "REF_energy" in str(e.value)
+
+
+def test_data_page_opens_without_torch_once_the_model_was_inspected(demo):
+    """A fresh server process (a restart, another worker) draws the Data page from the
+    workspace's inspection of the model: no torch import, no unpickling."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlipft_core import registry
+
+    ws = Workspace()
+    ws.set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)")
+    info = registry.inspect_cached("demo-gfn1-strong", workspace=ws)
+    assert info.elements == ["H", "C", "N", "O", "F", "Cl"] and info.heads == ["Default"]
+    assert list((ws.cache / "inspect").glob("*.json"))
+    root = Path(__file__).resolve().parent.parent
+    child = (
+        "import json, sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(root / 'app.py')!r}, default_timeout=300)\n"
+        "at.run()\n"
+        f"at.switch_page({str(root / 'views' / 'data.py')!r})\n"
+        "at.run()\n"
+        "print(json.dumps({'exception': [str(e.value) for e in at.exception],\n"
+        "  'subheaders': [s.value for s in at.subheader],\n"
+        "  'checks': [s.value for s in at.success],\n"
+        "  'torch': 'torch' in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         timeout=600, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not seen["exception"], seen["exception"]
+    assert "Zero-shot evaluation" in seen["subheaders"]  # the page went all the way down
+    assert any("train set: 132 configurations" in c for c in seen["checks"])
+    assert seen["torch"] is False
+
+
+def test_mace_cache_folder_is_mace_own(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mace.tools.utils import get_cache_dir
+
+    from mlipft_core.registry import mace_cache_dir
+
+    assert mace_cache_dir() == Path(get_cache_dir()) == tmp_path / "xdg-cache" / "mace"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert mace_cache_dir() == Path(get_cache_dir()) == tmp_path / "home" / ".cache" / "mace"

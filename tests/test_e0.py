@@ -245,3 +245,91 @@ def test_cli_e0_uses_the_isolated_anchor(demo):
     d = json.loads(out.stdout)
     assert d["anchor"] == "isolated atoms" and d["anchored"] is True
     assert abs(d["e0"]["H"] - (-13.64)) < 5
+
+
+# ----------------------------------------------------------------------------- caching
+def _count_model_work(monkeypatch) -> list[str]:
+    """Every model unpickling and every batched prediction from now on (the real ones run;
+    they are only counted)."""
+    import torch
+
+    from mlipft_core import evaluate
+
+    work: list[str] = []
+    real_load, real_predict = torch.load, evaluate._predict_stream
+
+    def load(*args, **kwargs):
+        work.append(f"load {args[0] if args else ''}")
+        return real_load(*args, **kwargs)
+
+    def predict(*args, **kwargs):
+        work.append("predict")
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(evaluate, "_predict_stream", predict)
+    return work
+
+
+def test_e0_preparation_is_kept_in_the_workspace(tmp_path, demo, strong_model, monkeypatch):
+    from mlipft_core import jobs
+    from mlipft_core.strategies import RunSpec
+
+    train = tmp_path / "train.xyz"
+    write(train, read(demo["sn2_train"], ":12"))
+    ws = Workspace()
+    plain = e0mod.prepare(str(train), strong_model, trusted=True)
+    assert e0mod.cached_inputs(str(train), strong_model, head="Default", trusted=True,
+                               workspace=ws) is None  # nothing predicted in this space yet
+    first = e0mod.prepare(str(train), strong_model, trusted=True, workspace=ws)
+    loads = _count_model_work(monkeypatch)
+    again = e0mod.prepare(str(train), strong_model, trusted=True, workspace=ws)
+    shown = e0mod.cached_inputs(str(train), strong_model, head="Default", trusted=True,
+                                workspace=ws)
+    # a launch without a saved choice re-estimates the E0s from the same predictions
+    launched = jobs.resolve_e0s(RunSpec("naive", strong_model, str(train), e0s="estimated"),
+                                workspace=ws)
+    assert loads == []  # no model was unpickled, nothing predicted
+    for inputs in (first, again, shown):
+        assert np.array_equal(inputs.model_energy, plain.model_energy)
+        assert inputs.foundation_e0 == plain.foundation_e0
+        assert inputs.model_elements == plain.model_elements
+    assert launched == compute(plain, "estimated").e0
+    # another file version is never served stale: one configuration more is predicted
+    write(train, read(demo["sn2_train"], ":13"))
+    grown = e0mod.prepare(str(train), strong_model, trusted=True, workspace=ws)
+    assert len(grown.model_energy) == 13 and "predict" in loads
+    assert np.allclose(grown.model_energy[:12], plain.model_energy)
+
+
+def test_e0_page_shows_the_result_again_after_a_reload(demo, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from mlipft_core.data import register_files_as_split
+
+    ws = Workspace()
+    split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
+                                         "test": demo["sn2_test"]}, "demo-sn2")
+    ws.set(model="demo-gfn1-strong", model_label="Demo strong", split_id=split.id)
+    root = Path(__file__).resolve().parent.parent
+
+    def open_e0_page() -> AppTest:
+        at = AppTest.from_file(str(root / "app.py"), default_timeout=300)
+        at.run()
+        at.switch_page(str(root / "views" / "e0.py"))
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    at = open_e0_page()
+    assert not any(s.value == "Verdict" for s in at.subheader)  # nothing computed yet
+    next(b for b in at.button if b.label == "Compute E0s").click().run()
+    verdict_text = " ".join(s.value for s in at.success)
+    assert "'estimated' leaves the smallest offset" in verdict_text
+    loads = _count_model_work(monkeypatch)
+    again = open_e0_page()  # a reload: a new session, no button pressed
+    assert any(s.value == "Verdict" for s in again.subheader)
+    assert " ".join(s.value for s in again.success) == verdict_text
+    assert loads == []  # shown from the workspace without model time

@@ -11,7 +11,9 @@ from ase import Atoms
 from ase.io import read
 
 from mlipft_core import jobs
-from mlipft_core.md import MDError, MDSettings, emd, rdf, run_md_for_model
+from mlipft_core.md import (MDError, MDSettings, emd, rdf, relative_energy_mev_per_atom,
+                            run_md_for_model, settle_rule_text, summarise_temperature,
+                            temperature_notes)
 from mlipft_core.workspace import Workspace
 
 from conftest import mlipft_cmd
@@ -50,6 +52,12 @@ def test_short_stable_run_and_a_broken_one(demo, tmp_path):
     ok = run_md_for_model("demo-gfn1-strong", box, MDSettings(steps=20, interval=5),
                           trajectory=tmp_path / "traj.xyz")
     assert ok.failure is None and ok.survived_steps == 20 and ok.steps_per_second > 0
+    # the words about its temperature say what the numbers do (seed 0: the water box heats up)
+    assert ok.n_atoms == len(box)
+    summary = summarise_temperature(ok.time_fs, ok.temperature_k, 300.0, n_atoms=ok.n_atoms)
+    assert_words_match(summary, ok.time_fs, ok.temperature_k, 300.0)
+    assert summary.direction == "rose" and max(ok.temperature_k) > 300.0 + summary.tolerance_k
+    assert " rises to " in summary.text and "falls" not in summary.text
     assert set(ok.rdf) == {"H-H", "H-O", "O-O"}
     assert len(read(tmp_path / "traj.xyz", ":")) == 5  # frames at 0, 5, 10, 15, 20
     r, g = np.array(ok.rdf["H-O"]["r"]), np.array(ok.rdf["H-O"]["g"])
@@ -97,3 +105,92 @@ def test_md_run_can_be_cancelled(demo, weak_model):
     final = jobs.wait(rec.id, timeout=120)
     assert final.status == "cancelled"
     assert final.metrics["survived_steps"] is None or final.metrics["survived_steps"] < 100000
+
+
+def assert_words_match(summary, times, temps, target):
+    """The sentence names the start, the extreme and (settled or not) what the numbers say."""
+    temps, times = np.asarray(temps, float), np.asarray(times, float)
+    i = int(np.argmax(np.abs(temps - target)))
+    assert summary.start_k == pytest.approx(temps[0])
+    assert summary.extreme_k == pytest.approx(temps[i])
+    assert summary.text.startswith(f"starts at {temps[0]:.0f} K")
+    inside = np.abs(temps - target) <= summary.tolerance_k
+    if summary.direction != "steady":
+        assert f"to {temps[i]:.0f} K at {times[i]:.4g} fs" in summary.text
+        assert summary.direction == ("rose" if temps[i] > target else "fell")
+    if summary.settled:
+        j = np.searchsorted(times, summary.settled_time_fs)
+        assert inside[j:].all() and not inside[j - 1] if j > 0 else inside.all()
+        assert "has not settled" not in summary.text
+    else:
+        assert "has not settled" in summary.text and "settles within" not in summary.text
+    assert f"±{summary.tolerance_k:.0f} K of the {target:g} K target" in summary.text
+
+
+def test_temperature_words_for_a_rising_and_a_falling_trace():
+    t = [5.0 * i for i in range(21)]
+    # as on the page: starts at 300 K, climbs to 500-600 K and stays above for the whole run
+    rising = [300, 513, 396, 555, 469, 483, 491, 484, 436, 575, 468, 593, 468, 533, 455, 491,
+              451, 437, 430, 444, 450]
+    up = summarise_temperature(t, rising, 300.0, n_atoms=96)
+    assert_words_match(up, t, rising, 300.0)
+    assert up.direction == "rose" and not up.settled and up.settled_time_fs is None
+    assert up.tolerance_k == pytest.approx(3 * 300 * np.sqrt(2 / (3 * 96)))  # 75 K
+    assert up.end_k == pytest.approx(np.mean(rising[-6:]))
+    assert up.text == ("starts at 300 K, rises to 593 K at 55 fs, and has not settled within "
+                       "±75 K of the 300 K target by the end of the run (100 fs): over the "
+                       "last 25 fs it averages 450 K, above the target.")
+    # the classic picture: falls to about half, then the thermostat brings it back
+    falling = [300, 200, 160, 150, 170, 200, 240, 270, 290, 300, 305, 298, 302, 299, 301, 300,
+               297, 303, 300, 299, 301]
+    down = summarise_temperature(t, falling, 300.0, tolerance_k=20.0)
+    assert_words_match(down, t, falling, 300.0)
+    assert down.direction == "fell" and down.settled and down.settled_time_fs == 40.0
+    assert down.extreme_k == 150 and down.extreme_time_fs == 15.0
+    assert down.text.startswith("starts at 300 K, falls to 150 K at 15 fs, and settles within "
+                                "±20 K of the 300 K target from 40 fs on")
+    # a trace that never leaves the band, and one that is back inside only at the very end
+    calm = summarise_temperature(t[:5], [300, 310, 290, 305, 298], 300.0)
+    assert calm.direction == "steady" and calm.settled and "stays within ±30 K" in calm.text
+    late = summarise_temperature(t[:8], [300, 500, 520, 510, 505, 490, 480, 310], 300.0)
+    assert late.direction == "rose" and not late.settled and "has not settled" in late.text
+    with pytest.raises(MDError, match="as many times"):
+        summarise_temperature([0.0, 1.0], [300.0], 300.0)
+    notes = " ".join(temperature_notes([up, down], MDSettings(steps=200)))
+    assert "A rise" in notes and "A fall" in notes and "time constant of about 100 fs" in notes
+    assert "A fall" not in " ".join(temperature_notes([up], MDSettings(steps=200)))
+    assert "no thermostat" in " ".join(temperature_notes([up], MDSettings(ensemble="nve")))
+    assert "±75 K of the 300 K target" in settle_rule_text(300.0, 96)
+
+
+def test_energy_traces_of_models_far_apart_each_show_their_variation():
+    from mlipft_ui.plots import md_traces
+
+    t = [0.0, 5.0, 10.0, 15.0]
+    strong = [-5028.34, -5031.07, -5029.52, -5031.59]    # eV, 96 atoms
+    other = [-4938.0, -4938.9, -4937.6, -4939.2]          # 90 eV higher (other E0s)
+    series = {"strong": (t, relative_energy_mev_per_atom(strong, 96)),
+              "other": (t, relative_energy_mev_per_atom(other, 96))}
+    fig = md_traces(series, title="potential energy, relative to the first frame",
+                    ylabel="potential energy − first frame (meV/atom)")
+    ys = {tr.name: np.array(tr.y) for tr in fig.data}
+    assert set(ys) == {"strong", "other"}
+    for name, e in (("strong", strong), ("other", other)):
+        assert ys[name][0] == 0.0
+        assert ys[name] == pytest.approx((np.array(e) - e[0]) * 1000 / 96)
+        # each model's swing fills a good part of the shared axis: not flattened by the offset
+        span_all = max(y.max() for y in ys.values()) - min(y.min() for y in ys.values())
+        assert np.ptp(ys[name]) > 0.3 * span_all
+    assert "meV/atom" in fig.layout.yaxis.title.text
+    assert "first frame" in fig.layout.yaxis.title.text
+    assert fig.layout.xaxis.title.text == "time (fs)"
+    assert relative_energy_mev_per_atom([], 96) == []
+    # a model whose trace lies on another's is drawn dashed on top and says so
+    twin = [e + 0.0001 for e in strong]
+    fig = md_traces({"strong": (t, relative_energy_mev_per_atom(strong, 96)),
+                     "twin": (t, relative_energy_mev_per_atom(twin, 96)),
+                     "other": (t, relative_energy_mev_per_atom(other, 96))},
+                    title="potential energy", ylabel="ΔE from the first frame (meV/atom)")
+    names = {tr.legendgroup: tr.name for tr in fig.data}
+    assert names == {"strong": "strong", "twin": "twin (≈ strong)", "other": "other"}
+    assert next(tr for tr in fig.data if tr.legendgroup == "twin").line.dash == "dash"

@@ -413,3 +413,192 @@ def test_one_slot_per_visible_gpu_and_cpu_slots(tmp_path, monkeypatch):
     d._gpus = []
     d.step()
     assert store.read("r9").status == "failed" and "GPU" in store.read("r9").reason
+
+
+# ----------------------------------------------------------------------------- the page
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+VIEWS = Path(APP).parent / "views"
+
+
+def page(name: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(str(VIEWS / name))
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def by_label(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def recorded(ws: Workspace, name: str, strategy: str = "naive", *, created: float,
+             lr: float = 3e-3, seed: int = 0, e0s: str = "estimated", sweep: str | None = None,
+             train_size: int | None = None, foundation: str | None = None,
+             status: str = "done"):
+    """A run folder with its run.json, as prepare writes it (no training: nothing runs)."""
+    from mlipft_core.jobs.records import RunRecord
+
+    spec = {"strategy": strategy, "e0s": e0s, "foundation_model": foundation,
+            "settings": {"lr": lr, "seed": seed, "max_num_epochs": 1}}
+    if train_size is not None:
+        spec["train_size"] = train_size
+    rid = f"{int(created)}-{strategy}-{name}"
+    return RunStore(ws).create(RunRecord(id=rid, name=name, strategy=strategy, status=status,
+                                         created=created, max_epochs=1, spec=spec,
+                                         sweep=sweep))
+
+
+def test_runs_page_keeps_strategies_and_epochs(tiny_split):
+    at = page("runs.py")
+    by_label(at.multiselect, "Strategies").set_value(["freeze-b", "lora"]).run()
+    by_label(at.number_input, "Epochs").set_value(3).run()
+    assert not at.exception, at.exception
+    again = page("runs.py")  # a reload: a new session on the same workspace
+    assert by_label(again.multiselect, "Strategies").value == ["freeze-b", "lora"]
+    assert by_label(again.number_input, "Epochs").value == 3
+    assert any("2 run(s)** will be queued" in m.value for m in again.markdown)
+    # settings a strategy does not have are a dash in its row, not "None"
+    per = next(d.value for d in again.dataframe if "learning rate from" in d.value.columns)
+    rows = {r["strategy"]: r for r in per.to_dict("records")}
+    assert rows["Freeze, variant B"]["LoRA rank"] == "—" and rows["LoRA"]["LoRA rank"] == "4"
+    assert "replay samples (structures)" not in per.columns  # no multihead strategy chosen
+
+
+def test_run_labels_say_what_tells_runs_apart(weak_model):
+    from mlipft_ui.labels import run_label, run_labels
+
+    ws = Workspace()
+    t = 1_700_000_000.0
+    a = recorded(ws, "naive", created=t, lr=3e-3, foundation=weak_model)
+    b = recorded(ws, "naive", created=t + 60, lr=1e-3, foundation=weak_model)
+    assert run_label(a) == "Naive fine-tuning"  # alone: the strategy in words
+    assert run_label(a, [a, b]) == "Naive fine-tuning · lr 3e-3"
+    assert run_label(b, [a, b]) == "Naive fine-tuning · lr 1e-3"
+    # a seed, an E0 method, a training size, a foundation model: whatever differs is said
+    c = recorded(ws, "naive-s1", created=t + 120, lr=3e-3, seed=1, foundation=weak_model)
+    assert run_label(c, [a, c]) == "Naive fine-tuning · seed 1"
+    d = recorded(ws, "naive-e0", created=t + 180, e0s="average-0123456789",
+                 foundation=weak_model)
+    assert run_label(d, [a, d]) == "Naive fine-tuning · average E0s"
+    assert run_label(a, [a, d]) == "Naive fine-tuning · estimated E0s"
+    e = recorded(ws, "naive-n5", created=t + 240, train_size=5, foundation=weak_model)
+    assert run_label(e, [a, e]) == "Naive fine-tuning · 5 training structures"
+    assert run_label(a, [a, e]) == "Naive fine-tuning · whole training set"
+    f = recorded(ws, "naive-strong", created=t + 300,
+                 foundation=str(Path(weak_model).with_name("demo-gfn1-strong.model")))
+    assert run_label(f, [a, f]) == "Naive fine-tuning · from Demo strong (GFN1-xTB)"
+    # the same settings twice: the time it was launched
+    g = recorded(ws, "naive", created=t + 3600, lr=3e-3, foundation=weak_model)
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(t + 3600).strftime("%H:%M:%S")
+    assert run_label(g, [a, g]) == f"Naive fine-tuning · launched {when}"
+    # a pilot's runs: labelled as such, with their learning rate, apart from the finals
+    pilots = [recorded(ws, f"tune-naive-lr{lr:g}".replace(".", "p"), created=t + 400 + i,
+                       lr=lr, sweep="tune-naive-20240101-000000-abcdef", foundation=weak_model)
+              for i, lr in enumerate((1e-4, 3e-4, 1e-3))]
+    names = run_labels([a, *pilots])
+    assert names[a.id] == "Naive fine-tuning · lr 3e-3"
+    assert [names[p.id] for p in pilots] == [
+        f"Naive fine-tuning · learning-rate pilot · lr {x}" for x in ("1e-4", "3e-4", "1e-3")]
+    # every name differs, whatever is shown together; no raw names
+    everything = run_labels(jobs.list_runs(ws))
+    assert len(set(everything.values())) == len(everything)
+    assert not any("tune-" in n or "None" in n or "naive-" in n for n in everything.values())
+
+
+def test_runs_page_names_runs_split_and_e0s_in_words(tiny_split, weak_model, tiny):
+    from mlipft_core import e0 as e0mod
+
+    ws = Workspace()
+    fit = e0mod.compute(e0mod.prepare(str(tiny / "train.xyz"), weak_model, trusted=True),
+                        "estimated")
+    choice = e0mod.save_choice(ws, fit, model="demo-gfn1-weak", head=None,
+                               data=str(tiny / "train.xyz"))
+    t = time.time() - 3600
+    for i, lr in enumerate((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)):
+        recorded(ws, f"tune-naive-lr{lr:g}".replace(".", "p"), created=t + i, lr=lr,
+                 sweep="tune-naive-20240101-000000-abcdef", foundation=weak_model)
+    recorded(ws, "naive", created=t + 10, e0s=choice["id"], foundation=weak_model)
+    recorded(ws, "naive", created=t + 20, e0s=choice["id"], foundation=weak_model, lr=1e-3)
+    at = page("runs.py")
+    head = next(m.value for m in at.markdown if m.value.startswith("Model **"))
+    side = " ".join(m.value for m in at.sidebar.markdown)
+    for text in (head, side):
+        assert tiny_split.id not in text and choice["id"] not in text, text
+        assert "tiny: 20 training, 5 validation structures" in text, text
+        assert "estimated E0s, fitted on train.xyz, saved" in text, text
+    table = at.dataframe[-1].value
+    names = list(table["run"])
+    assert len(set(names)) == len(names) == 7
+    assert "Naive fine-tuning · learning-rate pilot · lr 1e-4" in names
+    assert {"Naive fine-tuning · lr 3e-3", "Naive fine-tuning · lr 1e-3"} <= set(names)
+    cells = [str(v) for col in table.columns for v in table[col]]
+    assert not any(v in ("None", "nan") or "tune-" in v for v in cells), cells
+    run_box = by_label(at.selectbox, "Run")
+    assert len(run_box.options) == 7 and not any("tune-" in o for o in run_box.options)
+
+
+def _with_isolated_atoms(tiny, demo) -> Path:
+    """The tiny training set with the SN2 target's B3LYP isolated atoms in it, as a user's
+    file might hold them."""
+    path = tiny / "train_with_atoms.xyz"
+    write(path, read(tiny / "train.xyz", ":8") + read(demo["sn2_isolated_atoms"], ":"))
+    return path
+
+
+def test_isolated_atoms_in_a_training_file_do_not_replace_the_chosen_e0s(tiny, demo):
+    """mace_run_train takes IsolatedAtom energies of a training file as the model's E0s,
+    whatever --E0s says: the run hands it a copy without them, says so, and the saved model
+    carries exactly the E0s run.json records (a real 1-epoch training)."""
+    from mlipft_core.e0 import format_energy_per_atom
+    from mlipft_core.registry import load_model, model_e0s
+
+    train = _with_isolated_atoms(tiny, demo)
+    out = subprocess.run(mlipft_cmd() + ["train", "--strategy", "scratch", "--model",
+                                         "demo-gfn1-weak", "--train", str(train),
+                                         "--valid", str(tiny / "valid.xyz"), "--epochs", "1",
+                                         "--batch-size", "4", "--wait", "--json"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = json.loads(out.stdout)
+    assert row["status"] == "done", row["reason"]
+    rec = jobs.get_run(row["id"])
+    e0 = rec.spec["e0_values"]
+    iso = {a.get_chemical_symbols()[0]: a.info["REF_energy"]
+           for a in read(train, ":") if a.info.get("config_type") == "IsolatedAtom"}
+    diffs = {el: abs(iso[el] - e0[el]) for el in iso}
+    worst = max(diffs, key=diffs.get)
+    # the model carries the E0s the run records, not the file's isolated atoms
+    saved = model_e0s(load_model(rec.model_path, trusted=True))["Default"]
+    for el, value in e0.items():  # the model is float32: equal to its precision
+        assert saved[el] == pytest.approx(value, rel=1e-6), el
+    assert abs(saved[worst] - iso[worst]) == pytest.approx(diffs[worst], rel=1e-3)
+    folder = Workspace().runs / rec.id
+    log = (folder / "train.log").read_text()
+    assert "Using isolated atom energies from training file" not in log
+    # what mace was given
+    cfg = (folder / "config.yaml").read_text()
+    used = rec.spec["mace_train_file"]
+    assert f"train_file: {used}" in cfg and used != str(train)
+    assert not [a for a in read(used, ":") if a.info.get("config_type") == "IsolatedAtom"]
+    assert len(read(used, ":")) == 8
+    assert rec.spec["isolated_atoms_left_out"] == pytest.approx(iso)
+    assert sorted(iso) == sorted(e0)
+    # the warning, in --json and in run.json, with the largest difference it names
+    assert row["warnings"] == rec.spec["warnings"] and len(row["warnings"]) == 1
+    text = row["warnings"][0]
+    assert f"holds IsolatedAtom configurations of {len(iso)} elements ({', '.join(iso)})" in text
+    assert f"up to {format_energy_per_atom(diffs[worst]).lstrip('+')} ({worst})" in text
+
+
+def test_training_files_without_isolated_atoms_are_handed_over_as_they_are(tiny, weak_model):
+    rec = jobs.prepare(RunSpec("naive", weak_model, str(tiny / "train.xyz"),
+                               settings={"max_num_epochs": 1}))
+    assert f"train_file: {tiny / 'train.xyz'}" in (Workspace().runs / rec.id /
+                                                    "config.yaml").read_text()
+    assert "warnings" not in rec.spec and "mace_train_file" not in rec.spec

@@ -124,6 +124,15 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     assert probed["Foundation model"]["soft spots added vs foundation (points)"] == 0
     assert f"On {len(shared)} compressed structures" in f6["summary"]
     assert d["extra"]["dimer_walls"] and "pair" in d["extra"]["dimer_walls"][0]
+    check_wall_words(f6["summary"], d["extra"]["dimer_walls"])
+    # the analysis was a step of its own, told as it went and recorded when done
+    analysed = [ln for ln in out.stderr.splitlines() if "Analysis, step " in ln]
+    n = d["analysis"]["steps"]
+    assert d["analysis"]["step"] == n and d["analysis"]["seconds"] >= 0
+    assert any(f"Analysis, step 1 of {n}: comparing the models" in ln for ln in analysed)
+    assert any(f"Analysis, step {n} of {n}: stating the six findings" in ln for ln in analysed)
+    assert studymod.progress(studymod.load(d["id"])).text.startswith(
+        f"Done: 10 runs, then the analysis ({n} steps, ")
     # the anchored E0s are physical; 'average' ones are not
     iso = d["e0"]["isolated"]
     assert all(abs(d["e0"]["anchored"][e] - iso[e]) < 5 for e in iso)
@@ -212,3 +221,224 @@ def test_short_range_finding_verdicts(demo):
     assert studymod.display_name("multihead-replay [pt_head]", plot=True) == \
         "Multihead replay [pretraining head]"
     assert studymod.display_name("reference [GFN1-xTB]") == "reference [GFN1-xTB]"
+
+
+# ----------------------------------------------------------------- dimer walls in words
+def _walls(changes: dict[str, tuple[float, float]]) -> dict:
+    """Walls of a foundation model at 10 eV and naive/replay walls changed by the given
+    percentages (pair -> (naive %, replay %)), as the analysis stores them."""
+    out = {}
+    for pair, (n, r) in changes.items():
+        out[pair] = {"foundation": {"wall_ev": 10.0, "verdict": "kept"},
+                     "naive": {"wall_ev": 10.0 * (1 + n / 100), "verdict": "kept"},
+                     "multihead-replay [Default]": {"wall_ev": 10.0 * (1 + r / 100),
+                                                    "verdict": "kept"}}
+    return out
+
+
+def check_wall_words(summary: str, wall_table: list[dict]) -> None:
+    """The walls sentence of finding 6 says what the wall table's numbers say: the direction
+    of every change, and the largest ones with their pairs."""
+    for who, col in (("naive fine-tuning", "naive change vs foundation (%)"),
+                     ("multihead replay", "replay change vs foundation (%)")):
+        changes = {r["pair"]: r[col] for r in wall_table if r.get(col) is not None}
+        if not changes or any(r.get("naive") == "lost" for r in wall_table):
+            continue
+        walls = summary.split("Dimer walls: ", 1)[1]
+        clause = walls.split(f"{who} ", 1)[1].split(";")[0].split(". ")[0]
+        up = {p: c for p, c in changes.items() if round(c, 1) > 0}
+        down = {p: c for p, c in changes.items() if round(c, 1) < 0}
+        if len(changes) > 1 and up and not down and len(up) == len(changes):
+            lo, hi = min(up.values()), max(up.values())
+            assert clause.startswith(f"raised every wall by {lo:.1f}"), clause
+            assert f"{hi:.1f}%" in clause and "lowered" not in clause, clause
+        if len(changes) > 1 and down and not up and len(down) == len(changes):
+            assert clause.startswith("lowered every wall by"), clause
+            assert f"{-min(down.values()):.1f}%" in clause and "raised" not in clause, clause
+        if up and down:
+            worst = min(down, key=down.get)
+            assert clause.startswith(f"lowered {len(down)} of {len(changes)} walls"), clause
+            assert f"{-down[worst]:.1f}% ({worst})" in clause, clause
+            best = max(up, key=up.get)
+            assert f"raised {len(up)}" in clause and f"{up[best]:.1f}% ({best})" in clause
+        if not up:
+            assert "raised" not in clause, clause
+        if not down:
+            assert "lowered" not in clause, clause
+
+
+def test_wall_changes_are_told_as_the_table_shows_them(demo):
+    study = studymod.Study("study-x", studymod.demo_inputs(), "analysis", 0.0,
+                           finals={"naive": "r1", "multihead-replay": "r2"})
+
+    def summary(changes: dict) -> tuple[str, list[dict]]:
+        f = studymod._finding_repulsion(study, _walls(changes), list(changes), True, None)
+        return f.summary, studymod._wall_table(_walls(changes), list(changes))
+
+    # every wall went up: never "lowered by up to 0%"
+    text, table = summary({"C-F": (22.5, 1.0), "C-H": (3.7, 2.0), "H-H": (10.0, 1.5)})
+    assert "naive fine-tuning raised every wall by 3.7–22.5% (most: C-F)" in text, text
+    assert "multihead replay raised every wall by 1.0–2.0% (most: C-H)" in text, text
+    assert "lowered" not in text and " 0%" not in text
+    check_wall_words(text, table)
+    # every wall went down
+    text, table = summary({"C-F": (-40.0, -1.0), "C-H": (-5.0, -2.0)})
+    assert "naive fine-tuning lowered every wall by 5.0–40.0% (most: C-F)" in text, text
+    check_wall_words(text, table)
+    # some went down, some up
+    text, table = summary({"C-F": (-12.0, 0.0), "C-H": (5.0, 0.0), "H-H": (2.0, 0.0)})
+    assert ("naive fine-tuning lowered 1 of 3 walls, by 12.0% (C-F), and raised 2 by up to "
+            "5.0% (C-H)") in text, text
+    assert "multihead replay left every wall unchanged" in text, text
+    check_wall_words(text, table)
+    # one pair
+    text, _ = summary({"C-F": (-3.0, 4.0)})
+    assert "naive fine-tuning lowered the C-F wall by 3.0%" in text
+    assert "multihead replay raised the C-F wall by 4.0%" in text
+
+
+# ----------------------------------------------------------------- the plan and its estimate
+def test_study_plan_counts_what_the_study_queues(subsets, demo, weak_model, strong_model):
+    base = dict(model=strong_model, train=str(subsets / "train.xyz"),
+                valid=str(subsets / "valid.xyz"), test=str(subsets / "test.xyz"),
+                pretrain_test=str(subsets / "pretrain.xyz"), replay=str(subsets / "replay.xyz"),
+                isolated_file=demo["sn2_isolated_atoms"], epochs=1, pilot_epochs=1,
+                pilot_lrs=[1e-3, 1e-2], small_size=10,
+                strategies=["naive", "multihead-replay"])
+    with_weak = studymod.plan(studymod.StudyInputs(**base, weak_model=weak_model))
+    without = studymod.plan(studymod.StudyInputs(**base))
+    # the end-to-end study queues 4 pilot runs and 6 finals with a weaker model
+    assert (with_weak.pilot_runs, len(with_weak.finals), with_weak.n_runs) == (4, 6, 10)
+    assert len(without.finals) == 5 and "naive-weak" not in without.finals
+    # the finals a study queues are the plan's: one list for both
+    for inputs, p in ((studymod.StudyInputs(**base, weak_model=weak_model), with_weak),
+                      (studymod.StudyInputs(**base), without)):
+        study = studymod.Study("study-x", inputs, "finals", 0.0,
+                               e0={"anchored": {}, "average": {}, "anchored_weak": {}},
+                               pilots={s: "sweep" for s in inputs.strategies},
+                               tuned={s: 1e-3 for s in inputs.strategies})
+        assert list(studymod._final_specs(study)) == p.finals
+        assert studymod.progress(study).runs_total == p.n_runs
+    # the estimate is computed from the plan: runs, epochs and structures
+    n = 40  # training structures
+    replay = len(read(subsets / "replay.xyz", ":"))
+    pilots = 2 * n * 1 + 2 * (n + replay) * 1
+    finals = n + (n + replay) + n + n + 10 + 10
+    assert with_weak.n_train == n and with_weak.structure_epochs == pilots + finals
+    assert math.isclose(with_weak.cpu_seconds, 10 * studymod.CPU_SECONDS_PER_RUN
+                        + studymod.CPU_SECONDS_PER_STRUCTURE_EPOCH * (pilots + finals))
+    longer = studymod.plan(studymod.StudyInputs(**{**base, "epochs": 20}, weak_model=weak_model))
+    assert math.isclose(longer.cpu_seconds - with_weak.cpu_seconds,
+                        studymod.CPU_SECONDS_PER_STRUCTURE_EPOCH * 19 * finals)
+    assert longer.seconds > with_weak.seconds
+    # units in the right number
+    text = with_weak.describe()
+    assert "10 runs: 2 strategies × 2 learning rates × 1 epoch of pilots, then 6 final runs " \
+           "of 1 epoch each" in text, text
+    assert "1 epochs" not in text and "on CPU" in text
+    assert "20 epochs each" in longer.describe() and "1 epochs" not in longer.describe()
+
+
+def test_study_page_estimate_follows_the_plan(demo):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(str(Path(APP).parent / "views" / "study.py"))
+    at.run()
+    assert not at.exception, at.exception
+
+    def caption() -> str:
+        return next(c.value for c in at.caption if "Estimated time" in c.value)
+
+    default = caption()
+    assert default.startswith(studymod.plan(studymod.demo_inputs()).describe())
+    num = {n.label: n for n in at.number_input}
+    num["Epochs per final run"].set_value(1).run()
+    num = {n.label: n for n in at.number_input}
+    num["Epochs per pilot run"].set_value(1).run()
+    at.multiselect[0].set_value(["naive", "multihead-replay"]).run()
+    small = caption()
+    expected = studymod.plan(studymod.demo_inputs(
+        epochs=1, pilot_epochs=1, strategies=["naive", "multihead-replay"]))
+    assert small.startswith(expected.describe()), small
+    assert f"{expected.n_runs} runs" in small and "1 epoch each" in small
+    assert "1 epochs" not in small and small != default
+
+
+# ----------------------------------------------------------------- the analysis as a step
+def test_the_analysis_shows_its_steps_as_it_goes(subsets, demo, strong_model):
+    """A real analysis (of a study whose final runs all failed: the foundation model alone)
+    records each step in study.json; a page opened meanwhile shows that step."""
+    inputs = studymod._absolute(studymod.StudyInputs(
+        model=strong_model, train=str(subsets / "train.xyz"), valid=str(subsets / "valid.xyz"),
+        test=str(subsets / "test.xyz"), pretrain_test=str(subsets / "pretrain.xyz"),
+        replay=None, isolated_file=demo["sn2_isolated_atoms"],
+        short_range_test=str(subsets / "short.xyz"), strategies=["naive"], epochs=1,
+        pilot_epochs=1, pilot_lrs=[1e-3, 1e-2], small_size=10))
+    ws = Workspace()
+    study = studymod.Study(inputs.study_id(), inputs, "analysis", 0.0,
+                           e0=studymod._fit_e0s(inputs))
+    studymod.save(ws, study)
+    ws.set(study=study.id)
+    told, shown = [], []
+
+    def report(p: studymod.StudyProgress) -> None:
+        stored = studymod.progress(studymod.load(study.id, ws), ws)  # what others read
+        assert stored.text == p.text and stored.fraction == p.fraction
+        told.append(p)
+        if p.stage == "analysis" and p.step == 2 and not shown:
+            # another page, while this analysis holds the study: it shows the step
+            at = AppTest.from_file(APP, default_timeout=300)
+            at.run()
+            at.switch_page(str(Path(APP).parent / "views" / "study.py"))
+            at.run()
+            assert not at.exception, at.exception
+            shown.extend(e.proto.text for e in at.get("progress"))
+
+    done = studymod.advance(study.id, ws, report=report)
+    assert done.stage == "done", done.message
+    steps = [p.step for p in told if p.stage == "analysis"]
+    n = told[0].steps
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == n
+    pairs = {p.text.split("dimer curves of ")[1].split(" ")[0] for p in told
+             if "dimer curves of" in p.text}
+    assert n == 1 + len(pairs) + 1 + 1  # compare, each pair, the probe, the findings
+    assert all(p.text.startswith("All 6 runs ended. Analysis, step ") for p in told[:-1])
+    assert any(f"step {n} of {n}: stating the six findings" in p.text for p in told)
+    fractions = [p.fraction for p in told]
+    assert fractions == sorted(fractions), [(p.step, p.analysed, p.text) for p in told]
+    assert fractions[0] == 0 and fractions[-1] == 1 and any(0 < f < 1 for f in fractions)
+    assert shown and shown[0].startswith(f"All 6 runs ended. Analysis, step 2 of {n}: "
+                                         "dimer curves of"), shown
+    # afterwards: done, with the analysis's length
+    final = studymod.progress(studymod.load(study.id, ws), ws)
+    assert final.stage == "done" and final.text.startswith(f"Done: 6 runs, then the analysis "
+                                                           f"({n} steps, ")
+
+
+# ----------------------------------------------------------------- the pilot's length
+def test_pilot_caption_states_what_runs(tiny_split, weak_model):
+    from mlipft_core import tune
+
+    for epochs, words in ((2, "2 epochs each, the full length of a 2-epoch run"),
+                          (20, "5 of 20 epochs each"), (1, "1 epoch each, the full length "
+                                                           "of a 1-epoch run")):
+        spec = RunSpec("naive", weak_model, "train.xyz", settings={"max_num_epochs": epochs})
+        assert tune.pilot_length(spec) == words
+        assert pilot_specs(spec)[0].settings["max_num_epochs"] == int(words.split()[0])
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(str(Path(APP).parent / "views" / "runs.py"))
+    at.run()
+    num = {n.label: n for n in at.number_input}
+    num["Epochs"].set_value(2).run()
+    assert not at.exception, at.exception
+    text = " ".join(c.value for c in at.caption)
+    assert "A pilot runs one strategy on your data at several learning rates around its " \
+           "value in the table (2 epochs each, the full length of a 2-epoch run)" in text, text
+    assert "quarter" not in text
+    assert "Pilot: 5 runs, at 0.0001, 0.0003, 0.001, 0.003 and 0.01 (3 below the run's " \
+           "0.003, 1 above), 2 epochs each, the full length of a 2-epoch run." in text
+    num = {n.label: n for n in at.number_input}
+    num["Epochs"].set_value(20).run()
+    text = " ".join(c.value for c in at.caption)
+    assert "(5 of 20 epochs each)" in text and "quarter" not in text

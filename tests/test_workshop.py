@@ -237,3 +237,70 @@ def test_slurm_jobs_carry_the_participant(tiny, weak_model):
     assert f"{rec.slurm_job_id} mlipft-p02-" in names
     jobs.cancel(rec.id, shop.workspace_of("p02"))
     assert jobs.wait(rec.id, shop.workspace_of("p02"), timeout=120).status == "cancelled"
+
+
+def _participant_ready(shop, who: str, tiny) -> Workspace:
+    """A participant who chose the weak demo model and the tiny split."""
+    from mlipft_core.data import register_files_as_split
+
+    ws = shop.workspace_of(who)
+    split = register_files_as_split(ws, {"train": tiny / "train.xyz",
+                                         "valid": tiny / "valid.xyz"}, "tiny")
+    ws.set(model="demo-gfn1-weak", model_label="Demo weak (GFN1-xTB)", split_id=split.id)
+    return ws
+
+
+def test_the_epoch_default_follows_the_workshop_cap(tiny):
+    create(2, "--max-epochs", "1")
+    shop = workshop.load(Workspace().root)
+    p1 = _participant_ready(shop, "p01", tiny)
+    at = app(token_of(shop.url(shop.participants[0].token)), "runs.py")
+    epochs = next(n for n in at.number_input if n.label == "Epochs")
+    assert epochs.value == 1 and epochs.max == 1
+    # the first Launch with the defaults is accepted, not refused by the cap
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Queued 1 run." in s.value for s in at.success)
+    (rec,) = jobs.list_runs(p1)
+    assert rec.max_epochs == 1
+    jobs.cancel(rec.id, p1)
+    # a choice saved above a cap the instructor lowered later is brought down to it
+    p1.set(run_epochs=40)
+    shop.limits = workshop.Limits(max_epochs=3)
+    shop.save()
+    at = app(token_of(shop.url(shop.participants[0].token)), "runs.py")
+    assert next(n for n in at.number_input if n.label == "Epochs").value == 3
+
+
+def test_board_tells_runs_apart_and_leaves_pilots_out(weak_model):
+    create(1)
+    shop = workshop.load(Workspace().root)
+    store = RunStore(shop.workspace_of("p01"))
+    t = 1_700_000_000.0
+
+    def run(rid, name, lr, sweep=None):
+        store.create(RunRecord(
+            id=rid, name=name, strategy="naive", status="done", created=t + len(rid),
+            max_epochs=1, sweep=sweep, participant="p01",
+            spec={"e0s": "estimated-1464c5511a", "foundation_model": weak_model,
+                  "settings": {"lr": lr, "seed": 0}}))
+
+    for i, lr in enumerate((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)):
+        run(f"p{i}", f"tune-naive-lr{lr:g}".replace(".", "p"), lr,
+            sweep="tune-naive-20240101-000000-abcdef")
+    run("final-a", "naive", 3e-3)
+    at = app(token_of(shop.url(shop.instructor_token)), "board.py")
+    tables = {tuple(d.value.columns)[:2]: d.value for d in at.dataframe}
+    study = next(v for k, v in tables.items() if k[0] == "strategy")
+    # one finished final run; the pilot's five runs are not in the comparison
+    assert list(study["runs"]) == [1]
+    assert list(study["E0s"]) == ["estimated E0s"]
+    assert list(study["foundation model"]) == ["Demo weak (GFN1-xTB)"]
+    by_run = next(v for k, v in tables.items() if k == ("participant", "run"))
+    names = list(by_run["run"])
+    assert len(set(names)) == 6
+    assert "Naive fine-tuning · learning-rate pilot · lr 1e-4" in names
+    assert "Naive fine-tuning · lr 3e-3" in names
+    cells = [str(v) for df in tables.values() for c in df.columns for v in df[c]]
+    assert not any(v in ("None", "nan") or "tune-" in v or "1464c5511a" in v for v in cells)

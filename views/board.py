@@ -1,14 +1,12 @@
 """Instructor board: every participant's runs gathered into the study's comparison table."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core.errors import MlipftError
-from mlipft_core.strategies import STRATEGIES
 from mlipft_core.workshop import Limits, board_runs, board_table, findings
-from mlipft_ui import plots, selections, show
+from mlipft_ui import labels, plots, selections, show
 
 role, _ = selections.identity()
 if role != "instructor":
@@ -21,8 +19,21 @@ st.caption(f"Workshop **{shop.name}** · {len(shop.participants)} participants �
            "come in (refreshes every 15 s).")
 
 
-def title(strategy: str) -> str:
-    return STRATEGIES[strategy].title if strategy in STRATEGIES else strategy
+title = labels.strategy_title
+
+
+def run_names(runs) -> dict[tuple[str, str], str]:
+    """(participant, run id) -> the run's display name among that participant's runs."""
+    out = {}
+    for who in {r.participant for r in runs}:
+        mine = [r for r in runs if r.participant == who and r.facts is not None]
+        names = labels.run_labels(r.facts for r in mine)
+        out.update({(who, r.run_id): names[r.run_id] for r in mine})
+    return out
+
+
+def where(executor: str) -> str:
+    return {"local": "this machine", "slurm": "SLURM cluster"}.get(executor, executor)
 
 
 @st.fragment(run_every=15)
@@ -31,6 +42,11 @@ def board() -> None:
         runs = board_runs(shop)
     done = [r for r in runs if r.status == "done"]
     active = [r for r in runs if r.status in ("queued", "running")]
+    names = run_names(runs)
+
+    def name(r) -> str:
+        return names.get((r.participant, r.run_id), r.name)
+
     c = st.columns(4)
     c[0].metric("Participants with runs", len({r.participant for r in runs}))
     c[1].metric("Runs finished", len(done))
@@ -43,8 +59,8 @@ def board() -> None:
         st.info("No finished runs yet.")
     else:
         table = pd.DataFrame([{
-            "strategy": title(e.strategy), "foundation model": e.foundation or "—",
-            "E0s": e.e0 or "—", "runs": e.n_runs, "participants": e.n_participants,
+            "strategy": title(e.strategy), "foundation model": labels.model_name(e.foundation),
+            "E0s": labels.e0_words(e.e0), "runs": e.n_runs, "participants": e.n_participants,
             "target force RMSE, median (meV/Å)": e.target_median,
             "target force RMSE, middle half (meV/Å)":
                 "—" if e.target_q1 is None else f"{e.target_q1:.1f}–{e.target_q3:.1f}",
@@ -52,36 +68,42 @@ def board() -> None:
             "forgetting ratio, middle half":
                 "—" if e.forgetting_q1 is None else f"{e.forgetting_q1:.2f}–{e.forgetting_q3:.2f}",
         } for e in entries])
-        st.dataframe(table, hide_index=True, column_config={
-            "target force RMSE, median (meV/Å)": st.column_config.NumberColumn(format="%.1f"),
-            "forgetting ratio, median": st.column_config.NumberColumn(format="%.2f")})
+        decimals = {"forgetting ratio, median": 2}
+        table = labels.dash_missing(table, decimals)
+        st.dataframe(table, hide_index=True,
+                     column_config=labels.number_formats(table, decimals))
+        n_pilots = sum(1 for r in done if r.pilot)
         st.caption("Forgetting ratio: force error on held-out pretraining data over the "
                    "foundation model's (1 = nothing forgotten). For replay strategies it is "
-                   "the pt_head's; the target error is always the target head's. The middle "
-                   "half spans the 25th to the 75th percentile of the runs.")
+                   "the pretraining head's; the target error is always the target head's. "
+                   "The middle half spans the 25th to the 75th percentile of the runs."
+                   + (f" Left out: {n_pilots} finished run(s) of learning-rate pilots (short "
+                      "runs at learning rates chosen to bracket the best)." if n_pilots
+                      else ""))
         for line in findings(runs):
             st.success(line)
-        colors = plots.palette([title(r.strategy) for r in done])
+        finals = [r for r in done if not r.pilot]
+        colors = plots.palette([title(r.strategy) for r in finals])
         for key, label in (("target_forces_rmse_mev_per_a", "target force RMSE (meV/Å)"),
                            ("forgetting_ratio", "forgetting ratio")):
-            fig = go.Figure()
-            for strat in sorted({r.strategy for r in done}):
-                vals = [getattr(r, key) for r in done if r.strategy == strat and
-                        getattr(r, key) is not None]
-                if vals:
-                    fig.add_trace(go.Box(y=vals, name=title(strat), boxpoints="all",
-                                         jitter=0.3, marker_color=colors.get(title(strat))))
-            fig.update_layout(title=f"Spread over participants: {label}", yaxis_title=label,
-                              height=380, showlegend=False)
+            fig = plots.spread({title(strat): [getattr(r, key) for r in finals
+                                               if r.strategy == strat]
+                                for strat in sorted({r.strategy for r in finals})},
+                               title=f"Spread over participants: {label}", ylabel=label,
+                               colors=colors)
             show.chart(st, fig, f"board_{key}", key=f"board_{key}")
 
     st.subheader("Runs by participant")
     if runs:
-        st.dataframe(pd.DataFrame([{
-            "participant": r.participant, "run": r.name, "strategy": title(r.strategy),
-            "foundation model": r.foundation or "—", "status": r.status,
+        by_run = pd.DataFrame([{
+            "participant": r.participant, "run": name(r),
+            "foundation model": labels.model_name(r.foundation), "status": r.status,
             "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
-            "forgetting ratio": r.forgetting_ratio} for r in runs]).round(2), hide_index=True)
+            "forgetting ratio": r.forgetting_ratio} for r in runs])
+        decimals = {"forgetting ratio": 2}
+        by_run = labels.dash_missing(by_run, decimals)
+        st.dataframe(by_run, hide_index=True,
+                     column_config=labels.number_formats(by_run, decimals))
     else:
         st.caption("No runs yet.")
 
@@ -89,16 +111,16 @@ def board() -> None:
     if not active:
         st.caption("Nothing queued or running.")
     else:
-        st.dataframe(pd.DataFrame([{"participant": r.participant, "run": r.name,
-                                    "strategy": title(r.strategy), "status": r.status,
-                                    "where": r.executor} for r in active]), hide_index=True)
-        ids = {f"{r.participant} · {r.name} · {r.run_id[-6:]}": r for r in active}
+        st.dataframe(pd.DataFrame([{"participant": r.participant, "run": name(r),
+                                    "status": r.status, "where": where(r.executor)}
+                                   for r in active]), hide_index=True)
+        ids = {f"{r.participant} · {name(r)} · {r.status}": r for r in active}
         pick = st.selectbox("Run to cancel", list(ids))
         if st.button("Cancel this run"):
             r = ids[pick]
             try:
                 jobs.cancel(r.run_id, shop.workspace_of(r.participant))
-                st.toast(f"Cancelled {r.name} of {r.participant}.")
+                st.toast(f"Cancelled {name(r)} of {r.participant}.")
             except MlipftError as exc:
                 st.error(str(exc))
     st.download_button("Board as JSON", pd.DataFrame([r.to_dict() for r in runs]).to_json(

@@ -1,18 +1,19 @@
 """Compare runs: target accuracy, forgetting, training curves and short-range repulsion."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from mlipft_core import analysis, jobs
-from mlipft_core.compare import compare, resolve_models
+from mlipft_core.compare import ModelRef, compare, resolve_models
 from mlipft_core.demo import demo_paths, short_range_test_for
 from mlipft_core.errors import MlipftError
+from mlipft_core.jobs.records import is_pilot
 from mlipft_core.probes import (WALL_THRESHOLD_EV, collapse_probe_cached, reference_curve,
                                 reference_dimer_curves)
-from mlipft_core.strategies import STRATEGIES
-from mlipft_ui import cache, plots, selections, show
+from mlipft_ui import cache, labels, plots, selections, show, turns
 
 st.title("Compare runs")
 st.caption("Target accuracy, forgetting of the pretraining distribution and short-range "
@@ -24,12 +25,23 @@ done = [r for r in jobs.list_runs(ws) if r.status == "done" and r.kind == "train
 if not done:
     st.info("No finished runs yet: launch some on the **Fine-tuning runs** page.")
     st.stop()
-labels = {r.id: f"{r.name} · {STRATEGIES[r.strategy].title if r.strategy in STRATEGIES else r.strategy} · {r.id[-6:]}"
-          for r in done}
+shown = labels.run_labels(done)
+finals = [r.id for r in done if not is_pilot(r)]
+pilots = [r.id for r in done if is_pilot(r)]
 saved = selections.get("compare") or {}
-saved_runs = [i for i in saved.get("runs", []) if i in labels] if isinstance(saved, dict) else []
-picked = st.multiselect("Runs", list(labels), default=saved_runs or list(labels)[-8:],
-                        format_func=labels.get)
+saved = saved if isinstance(saved, dict) else {}
+saved_runs = [i for i in saved.get("runs", []) if i in shown]
+# learning-rate pilots are offered in a group of their own, never chosen by default
+picked = st.multiselect("Runs", finals, format_func=shown.get,
+                        default=[i for i in saved_runs if i in finals] if saved_runs
+                        else finals[-8:])
+if pilots:
+    picked += st.multiselect(
+        "Learning-rate pilot runs", pilots, format_func=shown.get,
+        default=[i for i in saved_runs if i in pilots],
+        help="The short runs of a learning-rate pilot, one per learning rate tried (most "
+             "of them on purpose too low or too high). They chose a learning rate; compare "
+             "them only to see that choice.")
 split = selections.selected_split()
 c = st.columns(2)
 default_target = str(split.file("test")) if split and split.counts.get("test") else demo["sn2_test"]
@@ -62,9 +74,14 @@ if key not in st.session_state:
             line.markdown(f"Model {min(int(i) + 1, n)} of {n}: **{name}** · {step}")
 
         try:
-            refs = resolve_models(picked, ws)
-            rows, results = compare(refs, target, pretrain or None, workspace=ws,
-                                    progress=report)
+            refs = [replace(ref, name=shown[ref.run_id]) for ref in resolve_models(picked, ws)]
+            base = next((ref.foundation for ref in refs if ref.foundation), None)
+            if base:  # the zero-shot baseline, by name
+                refs.insert(0, ModelRef(f"{labels.model_name(base)}, the foundation model",
+                                        base))
+            with turns.shown_turn("comparison"):
+                rows, results = compare(refs, target, pretrain or None, workspace=ws,
+                                        progress=report)
         except MlipftError as exc:
             status.update(label="Comparison failed", state="error")
             st.error(str(exc))
@@ -78,8 +95,13 @@ refs, rows, results = st.session_state[key]
 colors = plots.palette([r.name for r in rows])
 
 
-def label(name: str, head: str, multihead: bool) -> str:
-    return f"{name} [{head}]" if multihead else name
+def label(name: str, head: str | None, multihead: bool) -> str:
+    return f"{name} [{labels.head_label(head)}]" if multihead and head else name
+
+
+def shown_head(m) -> str:
+    """The label of an :class:`~mlipft_core.analysis.ModelHead` with its head in words."""
+    return label(m.name, m.head, m.multihead)
 
 
 heads_per = {}
@@ -89,10 +111,9 @@ for r in rows:
 # ----------------------------------------------------------------- metrics
 st.subheader("Metrics")
 table = pd.DataFrame([{
-    "model": ("foundation model" if r.name == "foundation" else r.name)
-             + (" (zero-shot)" if r.is_foundation else ""),
-    "head": r.head,
-    "strategy": STRATEGIES[r.strategy].title if r.strategy in STRATEGIES else "—",
+    "model": r.name + (" (zero-shot)" if r.is_foundation else ""),
+    "head": labels.head_label(r.head),
+    "strategy": labels.strategy_title(r.strategy),
     "forgetting ratio (pretraining F RMSE / foundation's)": r.forgetting_ratio,
     "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
     "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom,
@@ -109,33 +130,30 @@ if all(v == 1 for v in heads_per.values()):
     table = table.drop(columns=["head"])
 # a missing value (e.g. no forgetting measure for a model without the pretraining elements)
 # reads as a dash, not as "None": such a column is shown as text
-shown = table.copy()
-for c in shown.columns:
-    if shown[c].dtype.kind == "f" and shown[c].isna().any():
-        shown[c] = [("—" if pd.isna(v) else f"{v:.2f}" if "ratio" in c else f"{v:.1f}")
-                    for v in shown[c]]
-st.dataframe(shown, hide_index=True, column_config={
-    c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
-    for c in shown.columns if shown[c].dtype.kind == "f"})
+decimals = {c: 2 for c in table.columns if "ratio" in c}
+metrics_shown = labels.dash_missing(table, decimals)
+st.dataframe(metrics_shown, hide_index=True,
+             column_config=labels.number_formats(metrics_shown, decimals))
 st.caption("Forgetting ratio: a model's force error on held-out pretraining data over the "
            "foundation model's (1 = no forgetting; larger = more forgotten). A replay model's "
-           "pt_head answers for the pretraining data, its Default head for the target. "
+           "pretraining head answers for the pretraining data, its target head for the "
+           "target. "
            "Energy errors compare energies relative to the E0s of each dataset's level of "
-           "theory: the foundation model (and a pt_head) on the target with the target's E0s, "
+           "theory: the foundation model (and a pretraining head) on the target with the "
+           "target's E0s, "
            "a fine-tune on the pretraining data with the foundation's E0s. Raw absolute "
            "energies across levels differ by the E0 offset, which is not an error.")
 with st.expander("Raw energy errors (absolute energies, E0 offset included)"):
-    st.dataframe(raw, hide_index=True, column_config={
-        c: st.column_config.NumberColumn(c, format="%.1f")
-        for c in raw.columns if raw[c].dtype.kind == "f"})
+    raw = labels.dash_missing(raw)
+    st.dataframe(raw, hide_index=True, column_config=labels.number_formats(raw))
 for r in rows:
     if r.note:
-        st.caption(f"{r.name} [{r.head}]: {r.note}")
+        st.caption(f"{label(r.name, r.head, True)}: {r.note}")
 st.download_button("Metrics as CSV", table.to_csv(index=False), "comparison.csv", "text/csv")
 best = min((r for r in rows if r.forgetting_ratio is not None and not r.is_foundation),
            key=lambda r: r.forgetting_ratio, default=None)
 if best is not None:
-    which = f" (head {best.head})" if heads_per[best.name] > 1 else ""
+    which = f", {labels.head_label(best.head)}" if heads_per[best.name] > 1 else ""
     st.info(f"Least forgetting: **{best.name}**{which}: its pretraining force error is "
             f"{best.forgetting_ratio:.2f}× the foundation model's.")
 
@@ -187,7 +205,7 @@ if curves:
 lc = analysis.learning_curve(done, target, workspace=ws)
 if lc:
     st.subheader("Learning curves")
-    series = {STRATEGIES[k].title if k in STRATEGIES else k: ([p[0] for p in v], [p[1] for p in v])
+    series = {labels.strategy_title(k): ([p[0] for p in v], [p[1] for p in v])
               for k, v in lc.items()}
     show.chart(st, plots.xy_lines(series, title="Target force RMSE against training-set size",
                                    xlabel="training configurations",
@@ -202,7 +220,7 @@ with st.expander("Target errors per configuration type (energies as predicted: f
             "energy RMSE, absolute energies (meV/atom)": m.energy_rmse_mev_per_atom,
             "force RMSE (meV/Å)": m.forces_rmse_mev_per_a}
            for (n, h), r in results.items() for ct, m in r.per_config_type().items()]
-    st.dataframe(pd.DataFrame(per).round(1), hide_index=True)
+    st.dataframe(labels.dash_missing(pd.DataFrame(per).round(1)), hide_index=True)
 
 # ----------------------------------------------------------------- repulsion
 st.subheader("Short-range repulsion")
@@ -210,10 +228,12 @@ st.caption("Energy of two atoms brought together. A physical model rises steeply
            f"distance; a model whose energy at the shortest distance is less than "
            f"{WALL_THRESHOLD_EV:g} eV above its minimum has lost the repulsive wall, and MD or "
            "relaxations can collapse.")
-members = {"foundation": refs[0].foundation} if refs[0].foundation else {}
-members.update({r.name: r.path for r in refs})
+foundation_path = next((r.foundation for r in refs if r.foundation), None)
+members = {r.name: r.path for r in refs}
 try:
     mh = analysis.model_heads(members)
+    # plots and tables name a head in words (analysis labels it by its code)
+    head_names = {m.label: shown_head(m) for m in mh}
     target_frames = cache.frames(target)
 except MlipftError as exc:
     st.error(str(exc))
@@ -226,18 +246,17 @@ def repulsion_section() -> None:
     with st.spinner(f"{pair} dimer curves…"):
         series, verdicts = analysis.repulsion(
             mh, pair, workspace=ws,
-            reference_curve=reference_curve(reference_dimer_curves(members.get("foundation")), pair))
-    show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
-                                   ylabel="energy relative to 5 Å (eV)", y_range=(-10, 30),
-                                   colors=colors), "dimer")
-    st.dataframe(pd.DataFrame([{"model": v.model,
+            reference_curve=reference_curve(reference_dimer_curves(foundation_path), pair))
+    series = {head_names.get(k, k): v for k, v in series.items()}
+    show.chart(st, plots.dimer_curves(series, title=f"{pair} dimer", colors=colors), "dimer")
+    st.dataframe(labels.dash_missing(pd.DataFrame([{"model": head_names.get(v.model, v.model),
                                 f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
                                 f"reference wall at {v.shortest_distance_a:.1f} Å (eV)":
                                     v.reference_wall_ev,
                                 "short-range repulsion": v.verdict} for v in verdicts]
-                               ).dropna(axis=1, how="all").round(2),
+                               ).dropna(axis=1, how="all").round(2), default=2),
                  hide_index=True)
-    lost = [v.model for v in verdicts if v.verdict == "lost"]
+    lost = [head_names.get(v.model, v.model) for v in verdicts if v.verdict == "lost"]
     if lost:
         st.warning(f"{', '.join(lost)}: short-range repulsion of {pair} lost.")
 
@@ -263,12 +282,14 @@ if probe_file:
                            "never trained on" if probe[0].n_left_out else "",
                            f"{probe[0].n_weak_forces} have reference forces too small to probe"
                            if probe[0].n_weak_forces else "") if x) + ".")
-        st.dataframe(pd.DataFrame([{
-            "model": r.model, "reference force kept, median (%)": 100 * r.median_force_kept,
+        probe_table = labels.dash_missing(pd.DataFrame([{
+            "model": head_names.get(r.model, r.model),
+            "reference force kept, median (%)": 100 * r.median_force_kept,
             "soft spots": f"{r.soft_spots} of {r.n_structures}",
             "soft spots (% of structures)": r.soft_share_percent,
-            "force RMSE (eV/Å)": r.forces_rmse_ev_per_a} for r in probe]).round(1),
-            hide_index=True)
+            "force RMSE (eV/Å)": r.forces_rmse_ev_per_a} for r in probe]))
+        st.dataframe(probe_table, hide_index=True,
+                     column_config=labels.number_formats(probe_table))
 if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures per model)"):
     probe_rows = []
     elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})
@@ -276,11 +297,11 @@ if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures
         bar = st.progress(0.0)
         for i, m in enumerate(mh):
             text = st.empty()
-            text.markdown(f"Model {i + 1} of {len(mh)}: **{m.label}**")
+            text.markdown(f"Model {i + 1} of {len(mh)}: **{shown_head(m)}**")
             res = collapse_probe_cached(
                 m.path, elements, head=m.head, workspace=ws, trusted=True, n_structures=4,
                 progress=lambda s, n, i=i: bar.progress((i + s / n) / len(mh)))
-            probe_rows.append({"model": m.label, "smallest distance reached (Å)":
+            probe_rows.append({"model": shown_head(m), "smallest distance reached (Å)":
                                round(res.min_distance, 2),
                                "collapsed structures": f"{res.collapsed} of {res.n_structures}"})
         status.update(label="Collapse probe done", state="complete", expanded=False)
@@ -291,6 +312,7 @@ if Path(target).resolve().parent == Path(demo["sn2_test"]).resolve().parent:
     st.subheader("SN2 reaction profile (F⁻ + CH3Cl)")
     with st.spinner("Energies along the scan…"):
         prof = analysis.reaction_profile(mh, demo["sn2_scan"], workspace=ws)
+    prof = {head_names.get(k, k): v for k, v in prof.items()}
     show.chart(st, plots.xy_lines(prof, title="Energy along the scan", xlabel="scan point",
                                    ylabel="energy relative to the first point (eV)",
                                    colors=colors), "sn2_profile")

@@ -12,7 +12,8 @@ from mlipft_core.demo import DEMO_DATASETS, isolated_file_for, sample_data_dir
 from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM, format_energy_per_atom
 from mlipft_core.errors import MlipftError
 from mlipft_core.referencing import zero_shot
-from mlipft_ui import cache, plots, selections, show
+from mlipft_core.registry import inspect_cached
+from mlipft_ui import cache, plots, selections, show, turns
 from mlipft_ui.labels import finding_title
 from mlipft_ui.viewer import gallery_html, local_js_available
 
@@ -100,7 +101,8 @@ model_path = selections.selected_model_path()
 model_elements = None
 if model_path:
     try:
-        model_elements = cache.inspect_selected(model_path)["elements"]
+        model_elements = inspect_cached(model_path, workspace=selections.workspace(),
+                                        trusted=True).elements
     except MlipftError as exc:
         st.error(f"The chosen model cannot be read: {exc}")
         model_path = None
@@ -205,7 +207,7 @@ if split is not None:
     parts = {p: str(split.file(p)) for p in split.counts if split.counts[p]} | parts
 target = st.selectbox("Evaluate on", list(parts), index=list(parts).index("test") if "test" in parts else 0)
 try:
-    heads = cache.inspect_selected(model_path)["heads"]
+    heads = inspect_cached(model_path, workspace=selections.workspace(), trusted=True).heads
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -215,11 +217,12 @@ if st.button("Evaluate", type="primary"):
     bar = st.progress(0.0, text="Evaluating…")
     fit_on = parts.get("train") if target not in ("train", "whole file") else None
     try:
-        st.session_state[run_key] = zero_shot(
-            model_path, parts[target] if target != "whole file" else frames, head=head,
-            keys=None if target != "whole file" else keys, fit_on=fit_on,
-            isolated_file=isolated_file_for(parts.get("train") or path),
-            progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} structures"))
+        with turns.shown_turn("evaluation"):
+            st.session_state[run_key] = zero_shot(
+                model_path, parts[target] if target != "whole file" else frames, head=head,
+                keys=None if target != "whole file" else keys, fit_on=fit_on,
+                isolated_file=isolated_file_for(parts.get("train") or path),
+                progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n} structures"))
     except MlipftError as exc:
         st.error(str(exc))
     bar.empty()

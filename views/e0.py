@@ -9,7 +9,8 @@ from mlipft_core import e0 as e0mod
 from mlipft_core.data import load_split, read_frames
 from mlipft_core.demo import demo_paths, isolated_file_for
 from mlipft_core.errors import MlipftError
-from mlipft_ui import cache, plots, selections, show
+from mlipft_core.registry import inspect_cached
+from mlipft_ui import plots, selections, show, turns
 
 st.title("E0s: atomic reference energies")
 st.caption("A wrong E0 can ruin a fine-tune while held-out errors still look fine. Compare "
@@ -27,8 +28,9 @@ except MlipftError as exc:
     st.error(str(exc))
     st.stop()
 train_file = str(split.file("train"))
+ws = selections.workspace()
 try:
-    info = cache.inspect_selected(model_path)
+    info = inspect_cached(model_path, workspace=ws, trusted=True).to_dict()
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -53,22 +55,33 @@ st.markdown(f"Training data: `{train_file}` ({split.counts.get('train', 0)} conf
             f"model: **{selections.get('model_label') or selections.get('model')}**, head `{head}`")
 
 key = f"e0::{model_path}::{train_file}::{head}::{iso_file}::{explicit}"
-if st.button("Compute E0s", type="primary") or key in st.session_state:
-    if key not in st.session_state:
-        bar = st.progress(0.0, text="Evaluating the foundation model on the training set…")
-        try:
-            inputs = e0mod.prepare(train_file, model_path, head=head, trusted=True,
-                                   isolated_file=iso_file,
-                                   progress=lambda d, n: bar.progress(d / n, text=f"{d}/{n}"))
+pressed = st.button("Compute E0s", type="primary",
+                    help="The foundation model's predictions on the training set are kept in "
+                         "the workspace: the same model, head and data are predicted once.")
+if key not in st.session_state:
+    bar = st.progress(0.0, text="Evaluating the foundation model on the training set…") \
+        if pressed else None
+    try:  # shown without pressing again when the predictions are in the workspace already
+        if pressed:
+            with turns.shown_turn("E0 fit"):
+                inputs = e0mod.prepare(train_file, model_path, head=head, trusted=True,
+                                       isolated_file=iso_file, workspace=ws,
+                                       progress=lambda d, n: bar.progress(d / n,
+                                                                          text=f"{d}/{n}"))
+        else:
+            inputs = e0mod.cached_inputs(train_file, model_path, head=head, trusted=True,
+                                         isolated_file=iso_file, workspace=ws)
+        if inputs is not None:
             st.session_state[key] = (inputs, e0mod.compute_all(inputs, explicit=explicit))
-        except MlipftError as exc:
-            st.error(str(exc))
-            st.stop()
-        finally:
+    except MlipftError as exc:
+        st.error(str(exc))
+        st.stop()
+    finally:
+        if bar is not None:
             bar.empty()
-    inputs, results = st.session_state[key]
-else:
+if key not in st.session_state:
     st.stop()
+inputs, results = st.session_state[key]
 
 # ----------------------------------------------------------------- verdict
 assessment = e0mod.assess(results)
@@ -147,7 +160,8 @@ if series_path:
     try:
         series_path = selections.check_path(series_path)
         frames = read_frames(series_path)
-        curves = e0mod.series_energies(model_path, frames, results, head=head, trusted=True)
+        curves = e0mod.series_energies(model_path, series_path, results, head=head,
+                                       trusted=True, workspace=ws)
         shift = st.toggle("Relative to the first structure", value=True,
                           help="Absolute energies of one composition differ by a constant per "
                                "E0 set; relative to the first structure the shape shows.")
@@ -176,7 +190,7 @@ chosen = results[choice]
 st.code(f"--E0s=\"{chosen.mace_argument()}\"", language="bash")
 c1, c2 = st.columns(2)
 if c1.button("Save as the E0 choice for runs", type="primary"):
-    saved = e0mod.save_choice(selections.workspace(), chosen, model=selections.get("model"), head=head,
+    saved = e0mod.save_choice(ws, chosen, model=selections.get("model"), head=head,
                               data=train_file)
     selections.flash(f"Saved the E0s as {saved['id']}; fine-tuning runs will use them.")
     st.rerun()

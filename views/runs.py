@@ -16,7 +16,8 @@ from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
-from mlipft_ui import plots, selections, show, tuning
+from mlipft_core.tune import count_of
+from mlipft_ui import labels, plots, selections, show, tuning, turns
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -50,29 +51,60 @@ if ready:
         st.error(str(exc))
         st.stop()
     choice = load_choice(ws)
-    e0_label = f"saved choice **{choice['id']}**" if choice else "**estimated** (default)"
     st.markdown(f"Model **{selections.get('model_label') or selections.get('model')}** · split "
-                f"**{split.id}** ({', '.join(f'{k} {v}' for k, v in split.counts.items())}) · "
-                f"E0s: {e0_label}")
-    picked = st.multiselect("Strategies", list(STRATEGIES), default=["naive"],
-                            format_func=lambda n: STRATEGIES[n].title)
+                f"**{labels.split_label(split)}** · E0s: **{labels.e0_choice_label(choice)}**")
+    # the choices below are kept in the workspace: a reload shows them again
+
+    def known_strategies(v) -> list[str] | None:
+        return [n for n in v if n in STRATEGIES] or None if isinstance(v, list) else None
+
+    picked = st.multiselect(
+        "Strategies", list(STRATEGIES), format_func=labels.strategy_title,
+        key=selections.kept_widget("run_strategies", ["naive"], fix=known_strategies))
+    selections.keep("run_strategies", list(picked))
     model_key = selections.get("model") or model_path
     applied = tuning.tuned(model_key, split.id)
     st.caption("Per-strategy settings (edit a cell to change it):")
+    # settings a strategy does not have read as a dash; the columns only when one applies
+    optional = {"LoRA rank": "lora_rank", "LoRA alpha": "lora_alpha",
+                "replay samples (structures)": "num_samples_pt"}
+    shown_optional = [c for c, k in optional.items()
+                      if any(k in STRATEGIES[n].defaults for n in picked)]
     per = pd.DataFrame([{"strategy": STRATEGIES[n].title, "key": n,
                          "learning rate": applied[n]["best_lr"] if n in applied
                          else STRATEGIES[n].defaults["lr"],
                          "learning rate from": "pilot" if n in applied else "default",
-                         "LoRA rank": STRATEGIES[n].defaults.get("lora_rank"),
-                         "LoRA alpha": STRATEGIES[n].defaults.get("lora_alpha"),
-                         "replay samples": STRATEGIES[n].defaults.get("num_samples_pt")}
-                        for n in picked])
+                         **{c: f"{STRATEGIES[n].defaults[optional[c]]:g}"
+                            if optional[c] in STRATEGIES[n].defaults else labels.DASH
+                            for c in shown_optional}}
+                        for n in picked], columns=["strategy", "key", "learning rate",
+                                                   "learning rate from", *shown_optional])
     applied_tag = "-".join(f"{k}{v['best_lr']:g}" for k, v in sorted(applied.items()))
     per = st.data_editor(per, hide_index=True, disabled=["strategy", "learning rate from"],
-                         column_config={"key": None},
+                         column_config={"key": None, **{
+                             c: st.column_config.TextColumn(
+                                 c, help=f"{labels.DASH}: the strategy has no such setting")
+                             for c in shown_optional}},
                          key=f"per_strategy_{'-'.join(picked)}_{applied_tag}")
     c = st.columns(5)
-    epochs = c[0].number_input("Epochs", 1, 10000, 20)
+    # in a workshop the instructor's epoch cap is the widget's maximum (and caps the default)
+    shop = selections.workshop()
+    epoch_cap = shop.limits.max_epochs if shop is not None else None
+    max_epochs = int(epoch_cap or 10000)
+
+    def fit_epochs(v) -> int | None:
+        try:
+            return min(max(int(v), 1), max_epochs)
+        except (TypeError, ValueError):
+            return None
+
+    epochs = c[0].number_input(
+        "Epochs", 1, max_epochs, step=1,
+        key=selections.kept_widget("run_epochs",
+                                   min(int(STRATEGIES["naive"].defaults["max_num_epochs"]),
+                                       max_epochs), fix=fit_epochs, scope=str(max_epochs)),
+        help=f"The workshop caps runs at {epoch_cap} epochs." if epoch_cap else None)
+    selections.keep("run_epochs", int(epochs))
     batch = c[1].number_input("Batch size (structures)", 1, 1024, 5)
     seed = c[2].number_input("Seed", 0, 2**31 - 1, 0)
     device = c[3].selectbox("Device", ["auto", "cpu", "cuda"],
@@ -102,11 +134,10 @@ if ready:
     role, _who = selections.identity()
     slurm_opts = None
     if role == "participant":  # the instructor chose where a workshop's runs go
-        shop = selections.workshop()
         executor, slurm_opts = shop.executor, shop.slurm or None
         lim = shop.limits
         st.caption(f"Workshop limits: {lim.max_active_runs} queued or running runs at a time"
-                   + (f", at most {lim.max_epochs} epochs" if lim.max_epochs else "")
+                   + (f", at most {count_of(lim.max_epochs, 'epoch')}" if lim.max_epochs else "")
                    + (f", {lim.max_run_minutes:g} min per run" if lim.max_run_minutes else "")
                    + ".")
     else:
@@ -145,6 +176,17 @@ if ready:
         except MlipftError as exc:
             st.error(str(exc))
 
+    def cell(value, kind):
+        """A setting typed into the strategy table: a number, or none (a dash, empty)."""
+        text = "" if value is None or (isinstance(value, float) and pd.isna(value)) \
+            else str(value).strip()
+        if text in ("", labels.DASH, "-"):
+            return None
+        number = float(text)
+        if kind is int and number != int(number):
+            raise ValueError(text)
+        return kind(number)
+
     plan, problem = None, None
     try:
         lrs = jobs.parse_list(lr_sweep, float, "Learning rates to sweep")
@@ -154,10 +196,8 @@ if ready:
         own = {}
         for row in per.to_dict("records"):
             own[row["key"]] = {"lr": float(row["learning rate"]),
-                               "lora_rank": None if pd.isna(row["LoRA rank"]) else int(row["LoRA rank"]),
-                               "lora_alpha": None if pd.isna(row["LoRA alpha"]) else float(row["LoRA alpha"]),
-                               "num_samples_pt": None if pd.isna(row["replay samples"])
-                               else int(row["replay samples"])}
+                               **{k: cell(row.get(c), float if k == "lora_alpha" else int)
+                                  for c, k in optional.items()}}
         common = {"max_num_epochs": int(epochs), "batch_size": int(batch), "seed": int(seed),
                   "energy_weight": e_weight, "forces_weight": f_weight, "ema": ema,
                   "default_dtype": dtype}
@@ -173,7 +213,8 @@ if ready:
             sizes=sizes)
     except (TypeError, ValueError):
         problem = ("Every cell of the strategy table needs a number (learning rate, LoRA rank "
-                   "and alpha, replay samples).")
+                   "and alpha, replay samples; LoRA rank and replay samples whole numbers), "
+                   f"or {labels.DASH} where the strategy has no such setting.")
     except MlipftError as exc:
         problem = str(exc)
     if problem:
@@ -199,11 +240,15 @@ if ready:
     if launch and plan and plan.specs:
         with st.spinner(f"Preparing {plan.n_runs} run(s): data checks, E0s, configurations…"):
             try:
-                recs = jobs.submit_plan(plan, workspace=ws, executor=executor,
-                                        slurm=slurm_opts)
+                with turns.shown_turn("launch"):
+                    recs = jobs.submit_plan(plan, workspace=ws, executor=executor,
+                                            slurm=slurm_opts)
                 jobs_txt = ", ".join(r.slurm_job_id for r in recs if r.slurm_job_id)
-                st.success(f"Queued {len(recs)} run(s)"
+                st.success(f"Queued {count_of(len(recs), 'run')}"
                            + (f" as SLURM job(s) {jobs_txt}" if jobs_txt else "") + ".")
+                warned = (w for r in recs for w in (r.spec.get("warnings") or []))
+                for warning in dict.fromkeys(warned):
+                    st.warning(warning)
             except MlipftError as exc:
                 st.error(str(exc))
 
@@ -221,28 +266,30 @@ def runs_table() -> None:
     if not records:
         st.info("No runs yet.")
         return
+    shown = labels.run_labels(r for r in records if r.readable)
     rows = []
     for r in reversed(records):
         if not r.readable:
-            rows.append({"run": r.id, "strategy": "?", "status": "unreadable",
-                         "where": "", "progress": 0.0, "epoch": "", "note": r.reason})
+            rows.append({"run": f"unreadable run folder {r.id}", "status": "unreadable",
+                         "where": labels.DASH, "progress": 0.0, "epochs done": labels.DASH,
+                         "note": r.reason})
             continue
         p = jobs.progress(r, ws)
         last = p.last_valid()
-        row = {"run": r.name, "strategy": STRATEGIES[r.strategy].title
-               if r.strategy in STRATEGIES else r.strategy,
-               "status": r.status, "where": where(r),
+        done_epochs = (p.epoch or 0) + 1 if p.epoch is not None else 0
+        row = {"run": shown[r.id], "status": r.status, "where": where(r),
                "progress": p.fraction if r.status != "done" else 1.0,
-               "epoch": f"{(p.epoch or 0) + 1 if p.epoch is not None else 0}/{r.max_epochs}"}
+               "epochs done": f"{done_epochs} of {r.max_epochs}" if r.max_epochs
+               else str(done_epochs)}
         for head, v in last.items():
-            row[f"valid. energy RMSE, {head} head (meV/atom)"] = v.get("rmse_e_per_atom_mev")
-            row[f"valid. force RMSE, {head} head (meV/Å)"] = v.get("rmse_f_mev_per_a")
+            h = labels.head_label(head)
+            row[f"validation energy RMSE (meV/atom), {h}"] = v.get("rmse_e_per_atom_mev")
+            row[f"validation force RMSE (meV/Å), {h}"] = v.get("rmse_f_mev_per_a")
         row["note"] = r.reason or ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    table = table[[c for c in table.columns if c != "note"] + ["note"]]
-    config = {c: st.column_config.NumberColumn(c, format="%.1f") for c in table.columns
-              if "RMSE" in c}
+    table = labels.dash_missing(table[[c for c in table.columns if c != "note"] + ["note"]])
+    config = labels.number_formats(table)
     config["progress"] = st.column_config.ProgressColumn("progress", min_value=0.0,
                                                          max_value=1.0)
     st.dataframe(table, hide_index=True, column_config=config)
@@ -256,11 +303,14 @@ def runs_table() -> None:
             ensure_dispatcher(ws.dispatch_root)
     curves = {}
     for r in [r for r in records if r.readable][-8:]:
-        for head, pts in jobs.progress(r, ws).series().items():
-            curves[f"{r.name} [{head}]"] = pts
+        series = jobs.progress(r, ws).series()
+        for head, pts in series.items():
+            curves[shown[r.id] + (f" [{labels.head_label(head)}]" if len(series) > 1
+                                  else "")] = pts
     if curves:
         show.chart(st, plots.learning_curves(curves, title="Validation force RMSE",
-                                              ylabel="meV/Å"), "learning_curves", key="live_curves")
+                                              ylabel="force RMSE (meV/Å)"),
+                   "learning_curves", key="live_curves")
 
 
 st.subheader("Runs")
@@ -270,8 +320,9 @@ runs_table()
 records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
 if records:
     st.subheader("Actions")
-    names = {r.id: (f"{r.name} · {r.executor} · {r.id[-6:]}" if r.readable
-                    else f"{r.id} · unreadable") for r in records}
+    shown = labels.run_labels(r for r in records if r.readable)
+    names = {r.id: (f"{shown[r.id]} · {r.status}" if r.readable
+                    else f"unreadable run folder {r.id}") for r in records}
     rid = st.selectbox("Run", [r.id for r in reversed(records)], format_func=names.get)
     try:
         rec = jobs.get_run(rid, ws)

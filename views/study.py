@@ -11,6 +11,7 @@ from mlipft_core.demo import demo_paths, isolated_file_for, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
+from mlipft_core.tune import count_of
 from mlipft_ui import plots, selections, show
 
 st.title("Study: what matters when fine-tuning")
@@ -78,20 +79,15 @@ try:
         pilot_lrs=jobs.parse_list(lrs_txt, float, "Pilot learning rates"),
         strategies=strategies, executor=executor, slurm=slurm)
     studymod.check(inputs)
-    n_runs = (len(strategies) * studymod.pilot_size(inputs) + len(strategies) + 3
-              + bool(inputs.weak_model))
+    study_plan = studymod.plan(inputs, ws)
     problem = None
 except MlipftError as exc:
-    inputs, problem, n_runs = None, str(exc), 0
+    inputs, problem, study_plan = None, str(exc), None
 if problem:
     st.error(problem)
 else:
-    st.caption(f"About {n_runs} runs: {len(strategies)} strategies × "
-               f"{studymod.pilot_size(inputs)} "
-               f"learning rates × {int(pilot_epochs)} epochs of pilots, then "
-               f"{len(strategies) + 4} final runs of {int(epochs)} epochs. On the demo world "
-               "and a 2-core laptop this takes about 20 minutes; the runs go on when the page "
-               "is closed, and the study picks up where it stands when you come back.")
+    st.caption(study_plan.describe() + " The runs go on when the page is closed, and the "
+               "study picks up where it stands when you come back.")
 if st.button("Run the study", type="primary", disabled=inputs is None):
     try:
         with st.spinner("Fitting the E0s and queueing the learning-rate pilots…"):
@@ -109,27 +105,32 @@ if not study_id:
 
 # ----------------------------------------------------------------- progress
 @st.fragment(run_every=5)
-def progress_section() -> None:
+def progress_section(drawn: str) -> None:
+    """The study's progress, moving it on; ``drawn``: the stage the page below was drawn at,
+    so that a study finished meanwhile (here or by another page) draws the page again."""
     try:
         study = studymod.load(study_id, ws)
     except MlipftError as exc:
         st.warning(str(exc))
         return
     if study.stage in ("done", "failed"):
+        if drawn not in ("done", "failed"):
+            st.rerun()
         return
+    # where it stands now, before moving it on: an analysis this call runs takes minutes,
+    # and the bar follows its steps
+    now = studymod.progress(study, ws)
+    bar = st.progress(now.fraction, text=now.text)
+
+    def show_progress(p: studymod.StudyProgress) -> None:
+        bar.progress(p.fraction, text=p.text)
+
     try:
-        if study.stage == "analysis":
-            with st.spinner("All runs ended: comparing the models on the test sets and "
-                            "probing dimer curves (a minute or two)…"):
-                study = studymod.advance(study_id, ws)
-        else:
-            study = studymod.advance(study_id, ws)
+        study = studymod.advance(study_id, ws, report=show_progress)
     except MlipftError as exc:
         st.error(str(exc))
         return
-    p = studymod.progress(study, ws)
-    st.progress(min(1.0, p.fraction), text=f"{p.text} · {p.runs_ended}/{p.runs_total} runs "
-                                            "of the study ended")
+    show_progress(studymod.progress(study, ws))
     if study.tuned:
         st.caption("Tuned learning rates: " + ", ".join(
             f"{STRATEGIES[s].title} {lr:g}" for s, lr in study.tuned.items() if lr is not None))
@@ -137,9 +138,9 @@ def progress_section() -> None:
         st.rerun()
 
 
-progress_section()
 try:
-    study = studymod.load(study_id, ws)
+    progress_section(studymod.load(study_id, ws).stage)
+    study = studymod.load(study_id, ws)  # as the progress left it
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
@@ -153,7 +154,8 @@ if study.stage == "failed":
         st.rerun()
     st.stop()
 if study.stage != "done":
-    st.info("The findings appear here when every run has ended. The runs are listed on the "
+    st.info("The findings appear here when every run has ended and the analysis is done. "
+            "The runs are listed on the "
             "**Fine-tuning runs** page as they go.")
     st.stop()
 
@@ -162,7 +164,8 @@ inp = study.inputs
 st.caption(f"This study: foundation model `{Path(inp.model).name}`"
            + (f", weaker model `{Path(inp.weak_model).name}`" if inp.weak_model else "")
            + f", target `{Path(inp.train).parent.name}/{Path(inp.train).name}`, "
-             f"{inp.epochs} epochs per run, pilots of {inp.pilot_epochs} epochs at "
+             f"{count_of(inp.epochs, 'epoch')} per run, pilots of "
+             f"{count_of(inp.pilot_epochs, 'epoch')} at "
            + (", ".join(f"{x:g}" for x in inp.pilot_lrs) if inp.pilot_lrs
               else "five learning rates around each strategy's default") + ".")
 n_yes = sum(f.reproduced is True for f in study.findings)
@@ -205,8 +208,7 @@ for f in study.findings:
                                    "pretraining (outside the family)": e["average"]["pretrain_e"]}},
                 title="Energy RMSE of naive fine-tuning by E0 choice (log scale)",
                 ylabel="energy RMSE (meV/atom)")
-            plots.tidy_log_axis(fig, "y")
-            fig.update_yaxes(type="log")
+            plots.tidy_log_axis(fig, "y", force_log=True)
             show.chart(st, fig, "study_e0")
         elif f.number in (2, 5) and not table.empty:
             col = "target force RMSE (meV/Å)" if f.number == 2 else "after naive fine-tuning (meV/Å)"
@@ -239,9 +241,7 @@ for f in study.findings:
             pair = st.selectbox("Element pair", pairs, index=pairs.index(first))
             series = {studymod.display_name(k, plot=True): tuple(v)
                       for k, v in extra["dimers"][pair].items()}
-            show.chart(st, plots.xy_lines(series, title=f"{pair} dimer", xlabel="distance (Å)",
-                                          ylabel="energy relative to 5 Å (eV)",
-                                          y_range=(-15, 40)), "study_dimer")
+            show.chart(st, plots.dimer_curves(series, title=f"{pair} dimer"), "study_dimer")
             if extra.get("dimer_walls") and "soft spots (% of structures)" in table.columns:
                 wt = pd.DataFrame(walls)
                 wt = wt[[c for c in studymod.WALL_COLUMNS if c in wt.columns]]
@@ -256,7 +256,8 @@ for f in study.findings:
             st.caption(line)
 if extra.get("failed_runs"):
     st.warning("Runs that did not finish: " + "; ".join(
-        f"{k}: {v}" for k, v in extra["failed_runs"].items()))
+        f"{studymod.role_title(k, inp.small_size)}: {v}"
+        for k, v in extra["failed_runs"].items()))
 st.download_button("Study as JSON", pd.Series(study.to_dict()).to_json(indent=2),
                    f"{study.id}.json", "application/json")
 st.info("Every run of the study is an ordinary run: compare them in detail on the **Compare** "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from ..errors import MlipftError
+from ..modelwork import model_turn
 from ..strategies import (RunSpec, StrategyError, build_config, config_yaml,
                           get_strategy, resolved_settings, shell_command)
 from ..workspace import Workspace, atomic_write_json, atomic_write_text, read_json
@@ -126,8 +127,11 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
                 workspace: Workspace | None = None) -> dict[str, float]:
     """Explicit E0 values (element -> eV) for a run's training data.
 
-    ``spec.e0s`` may be a method name (``foundation``, ``average``, ``estimated``), a saved E0
-    choice id, a mace dict string, a JSON file or JSON text.
+    ``spec.e0s`` may be a method name (``foundation``, ``average``, ``estimated``,
+    ``isolated``: the IsolatedAtom configurations of the training file and of
+    ``spec.isolated_file``), a saved E0 choice id, a mace dict string, a JSON file or JSON
+    text. The foundation model's predictions on the training data come from the workspace's
+    prediction cache.
     """
     from .. import e0 as e0mod
 
@@ -141,12 +145,19 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
                                 f"{spec.train_file}: fit E0s for this training set first")
         return {k: float(v) for k, v in saved["e0"].items()}
     if value == "isolated":
-        raise StrategyError("isolated-atom E0s: fit them on the E0 page (with an isolated-atom "
-                            "file) and use the saved choice, or give the values explicitly")
+        inputs = e0mod.prepare(spec.train_file, None, isolated_file=spec.isolated_file)
+        if not inputs.isolated:
+            raise StrategyError("isolated-atom E0s: the training file has no IsolatedAtom "
+                                "configurations and no isolated-atom file was given; fit them "
+                                "on the E0 page (with an isolated-atom file) and use the saved "
+                                "choice, or give the values explicitly")
+        return e0mod.compute(inputs, value).e0
     if value in ("foundation", "average", "estimated"):
         model = None if value == "average" else spec.foundation_model
+        # the foundation model's predictions come from the workspace's cache: a launch after
+        # the E0 page (or a second launch) spends no model time on them
         inputs = e0mod.prepare(spec.train_file, model, trusted=trusted,
-                               isolated_file=spec.isolated_file)
+                               isolated_file=spec.isolated_file, workspace=ws)
         return e0mod.compute(inputs, value).e0
     if value.startswith("{") and ":" in value and '"' not in value:
         import ast
@@ -160,9 +171,9 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
 
 
 def _check_e0_coverage(train_file: str, e0: dict[str, float]) -> None:
-    from ..data import read_frames
+    from ..referencing import composition
 
-    present = {s for a in read_frames(train_file) for s in a.get_chemical_symbols()}
+    present = set(composition(train_file)[0])  # read once per file version
     missing = sorted(present - set(e0))
     if missing:
         raise StrategyError(f"the E0s give no value for {', '.join(missing)}, which the "
@@ -181,20 +192,98 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
     import torch
     from ase.data import atomic_numbers
 
-    net = torch.load(model_path, map_location="cpu", weights_only=False)
-    table = net.atomic_energies_fn.atomic_energies
-    zs = [int(z) for z in net.atomic_numbers]
-    with torch.no_grad():
-        for sym, value in e0.items():
-            z = atomic_numbers[sym]
-            if z in zs:
-                if table.ndim == 1:
-                    table[zs.index(z)] = value
-                else:
-                    table[0, zs.index(z)] = value
-    torch.save(net, out)
+    with model_turn():  # unpickling traces code with torch.fx, process-wide
+        net = torch.load(model_path, map_location="cpu", weights_only=False)
+        table = net.atomic_energies_fn.atomic_energies
+        zs = [int(z) for z in net.atomic_numbers]
+        with torch.no_grad():
+            for sym, value in e0.items():
+                z = atomic_numbers[sym]
+                if z in zs:
+                    if table.ndim == 1:
+                        table[zs.index(z)] = value
+                    else:
+                        table[0, zs.index(z)] = value
+        torch.save(net, out)
     return out
 
+
+
+def _is_isolated_atom(atoms) -> bool:
+    """What ``mace_run_train`` takes for an isolated atom in a training file (mace 0.3.16,
+    ``mace.data.load_from_xyz``): one atom with ``config_type=IsolatedAtom``."""
+    return len(atoms) == 1 and atoms.info.get("config_type") == "IsolatedAtom"
+
+
+def _may_hold_isolated_atoms(path: str) -> bool:
+    """False when an uncompressed extxyz file cannot hold an IsolatedAtom configuration (the
+    word is nowhere in it): found without parsing the file."""
+    import mmap
+
+    p = Path(path)
+    if p.suffix.lower() not in (".xyz", ".extxyz"):
+        return True  # compressed: parse it
+    try:
+        with open(p, "rb") as fh:
+            if p.stat().st_size == 0:
+                return False
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return mm.find(b"IsolatedAtom") >= 0
+    except (OSError, ValueError):
+        return True
+
+
+def train_file_for_mace(train_file: str, workspace: Workspace | None = None
+                        ) -> tuple[str, dict[str, float | None]]:
+    """The training file a run hands to ``mace_run_train``, and the isolated atoms left out.
+
+    mace takes the energies of ``IsolatedAtom`` configurations in a training file as the E0s
+    of the new model ("Using isolated atom energies from training file"), in place of the E0s
+    given with ``--E0s``, and trains without them. So a training file holding some is handed
+    over as a copy without them (kept once per file content in ``subsets/``): the model then
+    carries the E0s the run records, and trains on the same configurations. Returns the file
+    unchanged and ``{}`` when it has none; otherwise the copy and, per element, the energy
+    (eV, ``None`` when unlabelled) mace would have taken.
+    """
+    from ..data import detect_keys, get_label, read_frames, write_extxyz
+    from ..workspace import cached_sha256
+
+    if not _may_hold_isolated_atoms(train_file):
+        return train_file, {}
+    frames = read_frames(train_file)
+    isolated = [a for a in frames if _is_isolated_atom(a)]
+    if not isolated:
+        return train_file, {}
+    keys = detect_keys(frames)
+    left_out: dict[str, float | None] = {}
+    for a in isolated:
+        e = get_label(a, keys.energy, "energy") if keys.energy else None
+        left_out[a.get_chemical_symbols()[0]] = None if e is None else float(e)
+    ws = workspace or Workspace()
+    out = ws.root / "subsets" / f"{cached_sha256(train_file)[:20]}-without-isolated-atoms.xyz"
+    if not out.is_file():
+        write_extxyz(out, [a for a in frames if not _is_isolated_atom(a)])
+    return str(out), left_out
+
+
+def isolated_atoms_warning(train_file: str, left_out: dict[str, float | None],
+                           e0: dict[str, float]) -> str:
+    """What a user is told when a training file's isolated atoms are left out of a run."""
+    from ..e0 import format_energy_per_atom
+
+    diffs = {el: abs(v - e0[el]) for el, v in left_out.items()
+             if v is not None and el in e0}
+    worst = max(diffs, key=diffs.get) if diffs else None
+    differ = (f"; they differ from the run's E0s by up to "
+              f"{format_energy_per_atom(diffs[worst]).lstrip('+')} ({worst})"
+              if worst is not None and diffs[worst] > 0 else "")
+    n = len(left_out)
+    return (f"The training file {Path(train_file).name} holds IsolatedAtom configurations "
+            f"of {n} element{'s' if n != 1 else ''} ({', '.join(left_out)}){differ}. "
+            "mace_run_train would take their energies as the model's E0s in place of the "
+            "chosen ones, so the run trains on a copy without them and the model carries the "
+            "E0s recorded with the run. To train with the isolated-atom energies, choose them "
+            "as the E0s (method 'isolated').")
 
 
 def _e0_key(spec: RunSpec) -> tuple:
@@ -294,6 +383,7 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
         _check_e0s(spec.train_file, e0)
     folder.mkdir(parents=True, exist_ok=False)
     try:
+        mace_train, left_out = train_file_for_mace(spec.train_file, ws)
         if not strat.multihead and not strat.from_scratch:
             patched = _foundation_with_e0s(spec.foundation_model, e0,
                                            folder / "foundation_e0s.model")
@@ -302,13 +392,19 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
             from ..e0 import mace_e0s_argument
 
             run_spec = replace(spec, e0s=mace_e0s_argument(e0))
+        run_spec = replace(run_spec, train_file=mace_train)
         cfg = build_config(run_spec, folder, check_device=on_here)
         atomic_write_text(folder / "config.yaml", config_yaml(cfg))
         atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"
                           f"cd {shlex.quote(str(folder))}\n{shell_command(cfg)}\n")
+        extra: dict[str, Any] = {}
+        if left_out:
+            extra = {"mace_train_file": mace_train, "isolated_atoms_left_out": left_out,
+                     "warnings": [isolated_atoms_warning(spec.train_file, left_out, e0)]}
         rec = RunRecord(id=rid, name=run_spec.name, strategy=spec.strategy,
                         device=settings["device"], max_epochs=int(settings["max_num_epochs"]),
-                        spec={**spec.to_dict(), "e0_values": e0, "settings": settings},
+                        spec={**spec.to_dict(), "e0_values": e0, "settings": settings,
+                              **extra},
                         sweep=sweep, executor=exec_name, executor_options=exec_opts,
                         **_ownership(ws))
         return store.create(rec)

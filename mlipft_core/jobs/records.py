@@ -290,6 +290,101 @@ class RunStore:
         shutil.rmtree(folder)
 
 
+# ----------------------------------------------------------------------------- facts
+#: A learning-rate pilot's sweep is named ``tune-<strategy>-<time>-<hex>``
+#: (:func:`mlipft_core.tune.submit_pilot`, also for the study's pilots).
+PILOT_SWEEP_PREFIX = "tune-"
+#: E0 methods a run's ``e0s`` can name (a saved choice's id is ``<method>-<hash>``).
+E0_METHODS = ("foundation", "average", "estimated", "isolated", "explicit")
+
+
+def is_pilot(rec: RunRecord) -> bool:
+    """Whether ``rec`` is one learning rate of a learning-rate pilot: a short run at one
+    point of a grid, there to choose the learning rate, not a result to compare."""
+    return bool(rec.sweep) and str(rec.sweep).startswith(f"{PILOT_SWEEP_PREFIX}{rec.strategy}-")
+
+
+def e0_method(value: Any) -> str | None:
+    """The E0 method a run's ``e0s`` names.
+
+    Parameters
+    ----------
+    value
+        ``spec["e0s"]`` of a run: a method name, a saved choice id (``estimated-1464c5511a``),
+        explicit values (a dict or its text) or a file of them.
+
+    Returns
+    -------
+    str or None
+        One of :data:`E0_METHODS` (``explicit`` for values or a file), ``None`` when unset.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return "explicit"
+    text = str(value).strip()
+    if text in E0_METHODS:
+        return text
+    method, _, rest = text.partition("-")
+    if method in E0_METHODS and re.fullmatch(r"[0-9a-f]{6,64}", rest):
+        return method
+    return "explicit"
+
+
+def e0_choice_id(value: Any) -> str | None:
+    """The saved E0 choice a run's ``e0s`` names (``estimated-1464c5511a``), else ``None``."""
+    text = str(value).strip() if isinstance(value, str) else ""
+    method, _, rest = text.partition("-")
+    return text if method in E0_METHODS and re.fullmatch(r"[0-9a-f]{6,64}", rest) else None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What tells a run apart from its siblings, read from its record.
+
+    ``lr`` and ``seed`` are the settings it trained with; ``train_size`` is set for runs of a
+    training-set-size sweep (``None``: the whole training set); ``foundation`` is the path of
+    the foundation model it started from; ``pilot``: see :func:`is_pilot`.
+    """
+
+    id: str
+    strategy: str
+    status: str
+    created: float
+    lr: float | None = None
+    seed: int | None = None
+    train_size: int | None = None
+    epochs: int | None = None
+    e0_method: str | None = None
+    e0_choice: str | None = None
+    foundation: str | None = None
+    pilot: bool = False
+    participant: str | None = None
+
+
+def run_facts(rec: RunRecord) -> RunFacts:
+    """The :class:`RunFacts` of a run (tolerant of records of older versions)."""
+    spec = rec.spec if isinstance(rec.spec, dict) else {}
+    settings = spec.get("settings") if isinstance(spec.get("settings"), dict) else {}
+
+    def number(v: Any, kind: type) -> Any:
+        try:
+            return None if v is None or isinstance(v, bool) else kind(v)
+        except (TypeError, ValueError):
+            return None
+
+    return RunFacts(id=rec.id, strategy=rec.strategy, status=rec.status,
+                    created=float(rec.created or 0.0), lr=number(settings.get("lr"), float),
+                    seed=number(settings.get("seed"), int),
+                    train_size=number(spec.get("train_size"), int),
+                    epochs=rec.max_epochs if rec.max_epochs is not None
+                    else number(settings.get("max_num_epochs"), int),
+                    e0_method=e0_method(spec.get("e0s")), e0_choice=e0_choice_id(spec.get("e0s")),
+                    foundation=spec.get("foundation_model") if isinstance(
+                        spec.get("foundation_model"), str) else None,
+                    pilot=is_pilot(rec), participant=rec.participant)
+
+
 # ----------------------------------------------------------------------------- processes
 def this_host() -> str:
     return socket.gethostname()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -88,9 +89,22 @@ class SlurmOptions:
         return cls(**known)
 
 
+#: sbatch option names (``--qos``, ``--mail-user``, ...)
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def extra_parameters(extra: str) -> dict[str, Any]:
-    """``--key=value`` / ``--flag`` sbatch options as submitit's ``additional_parameters``."""
+    """``--key=value`` / ``--flag`` sbatch options as submitit's ``additional_parameters``.
+
+    Every option becomes one ``#SBATCH`` line of the job script, so a name must be an
+    sbatch option name (letters, digits, '-') and no value may hold a control character: a
+    newline would end the ``#SBATCH`` line and make the rest a command of the job.
+    """
     out: dict[str, Any] = {}
+    if _CONTROL.search(extra or ""):
+        raise SlurmError("extra sbatch options must not contain line breaks or other control "
+                         "characters")
     try:
         words = shlex.split(extra or "")
     except ValueError as exc:
@@ -102,6 +116,9 @@ def extra_parameters(extra: str) -> dict[str, Any]:
             raise SlurmError(f"extra sbatch options must look like --name=value or --flag, "
                              f"not {w!r}")
         key, sep, value = w[2:].partition("=")
+        if not _OPTION_NAME.fullmatch(key):
+            raise SlurmError(f"{w!r} is not an sbatch option: a name holds letters, digits and "
+                             "'-' only (e.g. --qos=short)")
         if key in ("array", "output", "error", "wrap", "open-mode"):
             raise SlurmError(f"--{key} is set by the workbench and cannot be given here")
         if not sep and i + 1 < len(words) and not words[i + 1].startswith("--"):

@@ -1,0 +1,83 @@
+"""A room of participants pressing the model-heavy buttons at the same moment.
+
+Eight workshop participants (headless Chromium contexts on the served app: every browser
+session is a thread of the one server process) press Evaluate (zero-shot), Compute E0s,
+Launch and Compare together; each must get its own, correct result, and a second round
+afterwards works on the same server.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench._workshop_session import (CHROMIUM, Server, demo_files, make_room, rounds,
+                                     stage_finished_run)
+from mlipft_core import jobs
+from mlipft_core.strategies import RunSpec
+from mlipft_core.workspace import Workspace
+
+N = 8
+
+
+def _same_for_everyone(presses, action) -> str:
+    """What the page showed after ``action``: the same for every participant."""
+    values = [p.value for p in presses if p.action == action]
+    assert len(values) == N, action
+    assert len(set(values)) == 1, f"{action}: participants saw different results: {values}"
+    return values[0]
+
+
+def _errors(presses) -> str:
+    return "\n".join(f"{p.participant} {p.action} after {p.seconds:.0f} s: {p.error}"
+                     for p in presses if p.error)
+
+
+@pytest.fixture
+def served():
+    server = Server(Workspace().root)
+    yield server
+    server.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_path,
+                                                                          weak_model, served):
+    files = demo_files(tmp_path / "data", train=16, valid=6, test=8, pretrain=10)
+    trainer = Workspace(tmp_path / "trainer")
+    finished = jobs.submit(RunSpec("naive", weak_model, files["train"],
+                                   valid_file=files["valid"], name="naive",
+                                   settings={"max_num_epochs": 1}), workspace=trainer)
+    assert jobs.wait(finished.id, workspace=trainer, timeout=900).status == "done"
+    room = make_room(Workspace().root, N, files)
+    stage_finished_run(trainer.runs / finished.id, room)
+
+    first = rounds(room, served, ("evaluate", "e0", "launch"))
+    assert not _errors(first), _errors(first)
+    zero_shot = _same_for_everyone(first, "evaluate")
+    force_rmse = re.search(r"Force RMSE \(meV/Å\) ([\d,.]+)", zero_shot)
+    assert force_rmse and float(force_rmse.group(1).replace(",", "")) > 0, zero_shot
+    e0_table = _same_for_everyone(first, "e0")
+    assert re.search(r"-\d+\.\d{4}", e0_table), e0_table  # E0s in eV, on every page alike
+    # every Launch queued exactly one run of its own participant, with the room's epoch cap
+    for name, ws in room.workspaces.items():
+        mine = [r for r in jobs.list_runs(ws) if r.id != room.staged_run[name]]
+        assert len(mine) == 1, (name, [r.id for r in mine])
+        assert mine[0].participant == name and mine[0].max_epochs == 1
+        assert mine[0].status in ("queued", "running", "done"), mine[0].reason
+        jobs.cancel(mine[0].id, workspace=ws)  # the cores go back to the pages
+    compare = rounds(room, served, ("compare",))
+    assert not _errors(compare), _errors(compare)
+    compared = _same_for_everyone(compare, "compare")
+    assert "Naive fine-tuning" in compared and re.search(r"\d+\.\d", compared), compared
+
+    # a second round on the same server still works, with the same results
+    second = rounds(room, served, ("e0", "compare", "evaluate"))
+    assert not _errors(second), _errors(second)
+    assert _same_for_everyone(second, "e0") == e0_table
+    assert _same_for_everyone(second, "compare") == compared
+    assert _same_for_everyone(second, "evaluate") == zero_shot
+
