@@ -77,6 +77,8 @@ def make_room(root: Path, n: int, files: dict[str, str], *, model: str = "demo-g
     shop = workshop.create(root, n, name="load test",
                            limits=workshop.Limits(max_epochs=max_epochs))
     staged = str(shop.stage(files["train"], "data"))
+    # the test sets Compare reads must lie where a participant may read: staged by the instructor
+    target, pretrain = (str(shop.stage(files[k], "data")) for k in ("test", "pretrain"))
     found = detect_keys(read_frames(staged))
     keys = {"energy": found.energy, "forces": found.forces, "stress": found.stress}
     tokens, spaces = {}, {}
@@ -86,7 +88,7 @@ def make_room(root: Path, n: int, files: dict[str, str], *, model: str = "demo-g
                                         "sn2-small")
         ws.set(model=model, model_label=model, split_id=split.id, dataset=staged,
                dataset_label=f"workshop: {Path(staged).name}", keys=keys,
-               compare={"runs": [], "target": files["test"], "pretrain": files["pretrain"]})
+               compare={"runs": [], "target": target, "pretrain": pretrain})
         tokens[p.name], spaces[p.name] = p.token, ws
     return Room(Path(root), tokens, spaces)
 
@@ -120,7 +122,8 @@ _GRID = ("Array.from(document.querySelectorAll('[data-testid=\"stDataFrame\"]')[
 _METRICS = ("Array.from(document.querySelectorAll('[data-testid=\"stMetric\"]'))"
             ".map(e => e.innerText.replace(/\\s+/g, ' ')).join('|')")
 ACTION = {
-    "evaluate": Action("data", "Evaluate", '[data-testid="stMetric"]', _METRICS),
+    "evaluate": Action("data", "Evaluate", '[data-testid="stMetric"]:has-text("Force RMSE")',
+                         _METRICS),
     "e0": Action("e0", "Compute E0s", 'h3:has-text("Verdict")', _GRID),
     "launch": Action("runs", "Launch", '[data-testid="stAlert"]:has-text("Queued")',
                      "''"),

@@ -41,6 +41,8 @@ def test_foundation_model_page_shows_demo_model_and_e0s():
     labels = {m.label: m.value for m in at.metric}
     assert labels["Channels"] == "32" and labels["Interactions"] == "2"
     assert any("E0" in (c.proto.spec or "") for c in at.get("plotly_chart"))
+    e0_table = next(d.value for d in at.dataframe if d.value.index.name == "element")
+    assert list(e0_table.columns) == ["E0 (eV)"]  # the unit, not mace's head name "Default"
 
 
 def test_foundation_model_page_offline_official_model_message():

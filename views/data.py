@@ -38,7 +38,10 @@ path: str | None = None
 label = ""
 bundled_split: dict[str, str] | None = None
 if kind == "Workshop datasets":
-    pick = st.selectbox("Dataset the instructor provided", [p.name for p in staged_data])
+    names = [p.name for p in staged_data]
+    kept = Path(selections.get("dataset") or "").name  # the one chosen before, after a reload
+    pick = st.selectbox("Dataset the instructor provided", names,
+                        index=names.index(kept) if kept in names else 0)
     path = str(next(p for p in staged_data if p.name == pick))
     label = f"workshop: {pick}"
 elif kind == "Bundled demo":

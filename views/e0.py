@@ -142,7 +142,8 @@ if r.offset_before is not None:
                                           xlabel="meV/atom"), f"e0_residuals_{stage}")
         show.chart(right, plots.parity((inputs.ref_energy - A @ ref_e0) / n, model_rel,
                                         title=f"Energy per atom relative to the E0s<br>"
-                                              f"{label} · RMSE {rmse:.1f} meV/atom",
+                                              f"{label} · RMSE "
+                                              f"{e0mod.format_energy_per_atom(rmse / 1000).lstrip('+')}",
                                         unit="eV/atom"), f"e0_parity_{stage}")
     st.caption("Parity of energies relative to E0s: the reference minus the sum of the chosen "
                "E0s against the model's interaction energy (its prediction minus its own E0s). "

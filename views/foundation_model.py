@@ -152,6 +152,8 @@ if spec.notes:
 st.markdown("#### Atomic reference energies (E0s)")
 e0 = pd.DataFrame(info["e0s"])
 e0.index.name = "element"
+# one column per head, in eV; a model with one head has one column of E0s
+e0.columns = ["E0 (eV)"] if len(e0.columns) == 1 else [f"E0 (eV), head {h}" for h in e0.columns]
 st.dataframe(e0.style.format("{:.4f}"))
 st.download_button("E0s as CSV", e0.to_csv(), "e0s.csv", "text/csv")
 fig = plots.grouped_bar(info["e0s"], title="E0 per element and head", ylabel="E0 (eV)")
