@@ -34,6 +34,15 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def main(argv=None) -> int:
+    """Parse the options, measure, print (libraries' own prints go to stderr)."""
+    import contextlib
+
+    real_stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _main(argv, real_stdout)
+
+
+def _main(argv, out_stream) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--participants", type=int, default=10)
     ap.add_argument("--model", default="demo-gfn1-strong")
@@ -118,8 +127,9 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
     }
     if args.json:
-        print(json.dumps(out, allow_nan=False))
+        print(json.dumps(out, allow_nan=False), file=out_stream)
     else:
+        sys.stdout = out_stream
         print(f"{args.participants} participants, {len(presses)} presses, {len(errors)} errors; "
               f"settled page p50 {out['p50_s']} s, p95 {out['p95_s']} s; one participant "
               f"alone {alone_total:.1f} s for all four; wall {wall:.1f} s = "
