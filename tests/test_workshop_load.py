@@ -69,6 +69,11 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
         assert mine[0].participant == name and mine[0].max_epochs == 1
         assert mine[0].status in ("queued", "running", "done"), mine[0].reason
         jobs.cancel(mine[0].id, workspace=ws)  # the cores go back to the pages
+    for ws in room.workspaces.values():  # whether cancelled or already done, Compare shows
+        for run in jobs.list_runs(ws):  # the one staged run, alike for everyone
+            if run.id not in room.staged_run.values():
+                jobs.wait(run.id, workspace=ws, timeout=120)
+                jobs.delete(run.id, workspace=ws)
     compare = rounds(room, served, ("compare",))
     assert not _errors(compare), _errors(compare)
     compared = _same_for_everyone(compare, "compare")
