@@ -13,10 +13,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import MlipftError
 from .workspace import strict_json
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
 class Output:
@@ -35,11 +38,33 @@ def _trusted(model: str) -> bool:
     """Paths typed by the user are trusted by that act; say so on stderr."""
     from .registry import get_spec
 
-    if get_spec(model) is None and Path(model).expanduser().exists():
+    try:
+        is_file = get_spec(model) is None and Path(model).expanduser().is_file()
+    except (OSError, ValueError):  # a NUL byte: the model's own check says what is wrong
+        is_file = False
+    if is_file:
         print(f"note: loading local model file {model} (a pickle; use only files you trust)",
               file=sys.stderr)
         return True
     return False
+
+
+def _workspace_for_writing() -> "Workspace":
+    """The workspace, checked to be writable before work that writes into it (runs, their
+    model copies, settings), and with a damaged ``settings.json`` said.
+
+    Raises
+    ------
+    WorkspaceError
+        A read-only or full file system, a file where the workspace's folder belongs.
+    """
+    from .jobs.local import read_settings
+    from .workspace import Workspace
+
+    ws = Workspace()
+    ws.check_writable()
+    read_settings(ws.root)
+    return ws
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -162,15 +187,16 @@ def cmd_e0(args: argparse.Namespace) -> int:
 
 
 def _run_row(rec, prog=None) -> dict[str, Any]:
+    spec = rec.spec if isinstance(rec.spec, dict) else {}
+    settings = spec.get("settings") if isinstance(spec.get("settings"), dict) else {}
+    warnings = spec.get("warnings") if isinstance(spec.get("warnings"), list) else []
     d = {"id": rec.id, "status": rec.status, "strategy": rec.strategy, "name": rec.name,
          "kind": rec.kind, "device": rec.device, "executor": rec.executor,
          "slurm_job_id": rec.slurm_job_id, "host": rec.host, "gpu": rec.gpu,
          "created": rec.created, "started": rec.started, "finished": rec.finished,
          "model_path": rec.model_path, "reason": rec.reason, "metrics": rec.metrics,
-         "sweep": rec.sweep, "lr": (rec.spec.get("settings") or {}).get("lr")
-         if isinstance(rec.spec, dict) else None,
-         "train_size": rec.spec.get("train_size") if isinstance(rec.spec, dict) else None,
-         "warnings": list(rec.spec.get("warnings") or []) if isinstance(rec.spec, dict) else []}
+         "sweep": rec.sweep, "lr": settings.get("lr"), "train_size": spec.get("train_size"),
+         "warnings": [str(w) for w in warnings]}
     if prog is not None:
         d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
                          "fraction": prog.fraction, "valid": prog.last_valid()}
@@ -189,6 +215,7 @@ def _plan(args: argparse.Namespace, strategies: list[str], **sweep: Any):
     from .demo import demo_paths, isolated_file_for
     from .registry import DEMO_MODEL_NAMES, get_spec, model_path
 
+    _workspace_for_writing()
     path = str(model_path(args.model, trusted=_trusted(args.model)))
     replay = args.replay
     spec = get_spec(args.model)
@@ -249,6 +276,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     def path(v):
         return None if v is None else str(model_path(v, trusted=_trusted(v)))
+
+    _workspace_for_writing()
 
     given = {"model": path(args.model), "weak_model": path(args.weak_model),
              "train": args.train, "valid": args.valid, "test": args.test,
@@ -354,11 +383,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_settings(args: argparse.Namespace) -> int:
     from . import jobs
 
+    from .jobs.local import read_settings, settings_file
+    from .workspace import Workspace, set_aside_if_damaged
+
     slurm = {k: v for k, v in _slurm_options(args).items() if v is not None}
     if args.executor or args.cpu_slots is not None or slurm:
+        ws = _workspace_for_writing()
+        set_aside_if_damaged(settings_file(ws.root))  # kept, not overwritten
         cur = jobs.save_settings(executor=args.executor, cpu_slots=args.cpu_slots,
                                  slurm=slurm or None)
     else:
+        read_settings(Workspace().root)  # a damaged file is said, and the defaults shown
         cur = jobs.load_settings()
     from .jobs.slurm import available
 
@@ -410,19 +445,17 @@ def cmd_dimer(args: argparse.Namespace) -> int:
 
 
 def cmd_md(args: argparse.Namespace) -> int:
-    from ase.io import read
+    from .md import MDSettings, check_trajectory_path, read_structure, run_md_for_model
 
-    from .md import MDError, MDSettings, run_md_for_model
-
-    try:
-        structure = read(args.structure, index=args.index)
-    except Exception as exc:
-        raise MDError(f"cannot read a structure from {args.structure}: {exc}") from exc
+    structure = read_structure(args.structure, args.index)
     settings = MDSettings(ensemble=args.ensemble, temperature_k=args.temperature,
                           timestep_fs=args.timestep, steps=args.steps, seed=args.seed,
                           interval=args.interval)
+    settings.check()
+    check_trajectory_path(args.trajectory)
     res = run_md_for_model(args.model, structure, settings, head=args.head,
-                           trusted=_trusted(args.model), trajectory=args.trajectory)
+                           trusted=_trusted(args.model), trajectory=args.trajectory,
+                           source=args.structure)
     d = res.to_dict()
     text = (f"survived {res.survived_steps}/{res.steps} steps, "
             f"{res.steps_per_second:.1f} steps/s, failure: {res.failure or 'none'}")
@@ -444,6 +477,8 @@ def cmd_workshop(args: argparse.Namespace) -> int:
     from .workspace import Workspace
 
     root = Workspace().root
+    if args.action in ("create", "stage"):
+        Workspace(root).check_writable()
     if args.action == "create":
         limits = shop_mod.Limits(
             max_active_runs=args.max_runs, max_epochs=args.max_epochs,
@@ -454,11 +489,9 @@ def cmd_workshop(args: argparse.Namespace) -> int:
             raise shop_mod.WorkshopError("give --participants N (or --names a,b,c)")
         shop = shop_mod.create(root, names or args.participants, name=args.name or "workshop",
                                base_url=args.url, limits=limits,
-                               executor=args.executor or "local", slurm=slurm)
-        for path in args.stage_model or []:
-            shop.stage(path, "models")
-        for path in args.stage_data or []:
-            shop.stage(path, "data")
+                               executor=args.executor or "local", slurm=slurm,
+                               stage={"models": args.stage_model or [],
+                                      "data": args.stage_data or []})
         payload = {"name": shop.name, "workspace": str(shop.root),
                    "instructor_url": shop.url(shop.instructor_token),
                    "participants": [{"name": p.name, "url": shop.url(p.token),
@@ -727,6 +760,37 @@ def _join_option_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def unexpected_message(exc: BaseException) -> str:
+    """The one-line message for an error nothing foresaw: in words where the kind of error
+    can be said (a file-system fault, a full disk, memory), else its own message."""
+    from .errors import model_write_message, os_error_message
+    from .workspace import default_root
+
+    if isinstance(exc, OSError):
+        return os_error_message(exc)
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in text
+                                          or "inline_container" in text):
+        return model_write_message(default_root())
+    if isinstance(exc, MemoryError):
+        return "this machine ran out of memory: use smaller inputs or a smaller batch size"
+    if isinstance(exc, RecursionError):
+        return "an input nests lists or objects too deeply to be read"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a file that should hold text is not UTF-8 text"
+    first = text.splitlines()[0][:300] if text else ""
+    return (f"an unexpected failure: {first}" if first else
+            f"an unexpected failure ({type(exc).__name__})")
+
+
+def _print_notices() -> None:
+    """The notices of this command (damaged helper files that were ignored), on stderr."""
+    from .workspace import take_notices
+
+    for message in take_notices():
+        print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import contextlib
     import warnings
@@ -740,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # libraries print progress to stdout; keep stdout for the result alone
         with contextlib.redirect_stdout(sys.stderr):
             code = int(args.func(args))
+        _print_notices()
         if args.json:
             print(json.dumps(strict_json(args.output.payload), indent=2, default=str,
                              allow_nan=False))
@@ -747,6 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(args.output.text)
         return code
     except MlipftError as exc:
+        _print_notices()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -756,9 +822,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen: still one line, details on request
         if os.environ.get("MLIPFT_DEBUG"):
             raise
-        print(f"error: {type(exc).__name__}: {exc} (set MLIPFT_DEBUG=1 for details)",
-              file=sys.stderr)
+        _print_notices()
+        message = unexpected_message(exc)
+        if not _is_file_system_fault(exc):  # those say what to do; the rest may need details
+            message += " (set MLIPFT_DEBUG=1 for details)"
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _is_file_system_fault(exc: BaseException) -> bool:
+    """A fault of the file system (read-only, full, a file in the way, ...), said in words
+    with a remedy by :func:`unexpected_message`."""
+    from .errors import os_error_words
+
+    if isinstance(exc, OSError):
+        return os_error_words(exc) is not None
+    return isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
+                                              or "inline_container" in str(exc))
 
 
 if __name__ == "__main__":

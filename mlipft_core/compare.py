@@ -47,6 +47,7 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
 
     from . import jobs
     from .errors import UnknownModelError
+    from .jobs import provenance
     from .jobs.records import InvalidRunNameError, RunNotFoundError, RunStore, check_name
     from .registry import get_spec, list_models, model_path, resolve
 
@@ -99,8 +100,13 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
                                   f"folder {folder}", code="bad_run_model")
         if not mpath.is_file():
             raise MlipftError(f"run {item}: its model file {mpath} is missing", code="no_model")
-        out.append(ModelRef(rec.name, str(mpath), rec.spec.get("foundation_model")
-                            if isinstance(rec.spec, dict) else None, rec.strategy, rec.id))
+        foundation = rec.spec.get("foundation_model") if isinstance(rec.spec, dict) else None
+        # the files the run used, as it used them: a replaced file is refused, not loaded
+        provenance.check(folder, mpath, f"run {item}: its model")
+        if isinstance(foundation, str) and foundation:
+            provenance.check(folder, foundation, f"run {item}: its foundation model")
+        out.append(ModelRef(rec.name, str(mpath), foundation if isinstance(foundation, str)
+                            else None, rec.strategy, rec.id))
     return out
 
 

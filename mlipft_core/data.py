@@ -7,6 +7,7 @@ later steps (E0 fits, training, evaluation) need no key options.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -123,9 +124,44 @@ def _text_lines(fh, label: str) -> Iterator[str]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{label}: not a text file, so not extended XYZ ({exc.reason} "
                         f"on line {n + 1})", code="unreadable") from exc
-    except (OSError, EOFError) as exc:  # e.g. a corrupt gzip stream
-        raise DataError(f"{label}: cannot be read ({type(exc).__name__}: {exc})",
-                        code="unreadable") from exc
+    except Exception as exc:
+        if isinstance(exc, DataError):
+            raise
+        problem = _read_problem(label, exc)
+        if problem is None:
+            raise
+        raise DataError(problem, code="unreadable") from exc
+
+
+#: What each compressed format is called in messages, by suffix.
+_COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".lzma": "lzma"}
+
+
+def _read_problem(label: str, exc: BaseException) -> str | None:
+    """The message for an error raised while the lines of ``label`` were read (a corrupt
+    or truncated compressed stream, a failing disk), or ``None`` for one of another kind."""
+    import gzip
+    import lzma
+    import zlib
+
+    fmt = _COMPRESSED.get(Path(label).suffix.lower())
+    if fmt is not None:
+        if isinstance(exc, EOFError):
+            why = "it is truncated: it ends before its compressed data does"
+        elif isinstance(exc, gzip.BadGzipFile) or (fmt != "gzip" and "format" in str(exc)):
+            why = f"its content is not {fmt}-compressed"
+        elif isinstance(exc, (zlib.error, lzma.LZMAError)) or (
+                isinstance(exc, OSError) and not exc.errno):
+            why = "its compressed data is corrupt"
+        elif isinstance(exc, OSError):
+            why = exc.strerror or "the disk reported an error"
+        else:
+            return None
+        return (f"{label}: not a readable {fmt} file ({why}); compress it again from the "
+                "original, or give the uncompressed file")
+    if isinstance(exc, OSError):
+        return f"{label}: cannot be read ({exc.strerror or 'the disk reported an error'})"
+    return None
 
 
 def _numbered_frames(fh, label: str) -> Iterator[tuple[int, Atoms]]:
@@ -202,8 +238,10 @@ def _numbered_frames(fh, label: str) -> Iterator[tuple[int, Atoms]]:
             raise DataError(f"{label}, {at} (configuration #{index}): unknown element "
                             f"symbol {sym!r}", code="unreadable") from None
         except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else \
+                "malformed values"
             raise DataError(f"{label}, configuration #{index} (lines {start}-{lineno}): "
-                            f"cannot be read as extended XYZ ({type(exc).__name__}: {exc})",
+                            f"cannot be read as extended XYZ ({detail})",
                             code="unreadable") from exc
         yield start, atoms
         index += 1
@@ -240,6 +278,17 @@ class LabelKeys:
         return asdict(self)
 
 
+#: Sizes of a stress label that mace reads: Voigt 6, 9 values or a 3x3 matrix
+#: (``mace.tools.torch_tools.voigt_to_matrix``).
+STRESS_SIZES = (6, 9)
+def _numeric(value: Any) -> bool:
+    """Whether a label value is a number or an array of numbers."""
+    try:
+        return bool(np.issubdtype(np.asarray(value).dtype, np.number))
+    except (TypeError, ValueError):
+        return False
+
+
 def _rank(name: str, quantity: str) -> tuple[int, str]:
     """Lower is preferred: exact REF_/DFT_ names, then plain, then others; predictions last."""
     n = name.lower().removeprefix(CALC)
@@ -272,9 +321,15 @@ def key_candidates(frames: Sequence[Atoms]) -> dict[str, list[str]]:
                     found["energy"].add(k)
                 except (TypeError, ValueError):
                     pass
-            if ("stress" in kl or "virial" in kl) and "weight" not in kl and np.size(v) in (6, 9):
-                if "virial" not in kl:
+            if "stress" in kl and "virial" not in kl and "weight" not in kl and _numeric(v):
+                if np.size(v) in STRESS_SIZES:
                     found["stress"].add(k)
+                elif k == CANONICAL["stress"]:
+                    # a REF_stress of the wrong size (e.g. 4 values) is still the stress
+                    # label: mace reads that key by default and would fail on it, so
+                    # validation reports its shape (another name is not read, so ignored)
+                    found["stress"].add(k)
+                    misshapen.add(k)
         for k, v in atoms.arrays.items():
             if k in _NOT_LABELS:
                 continue
@@ -345,6 +400,52 @@ def detect_keys(frames: Sequence[Atoms], energy: str | None = None, forces: str 
     )
 
 
+def mace_key_options(keys: LabelKeys) -> dict[str, str]:
+    """The ``mace_run_train`` options (``energy_key``, ``forces_key``, ``stress_key``) that
+    make mace read the labels ``keys`` names.
+
+    A label ASE's reader attached as a calculator result (``calc:energy``, from a plain
+    ``energy=`` in the file) is read by mace under the plain name (``energy``, ``forces``,
+    ``stress``: mace asks ASE's calculator for them). A quantity without a label keeps
+    mace's default (``REF_energy``, ...), which the file then does not hold either.
+    """
+    out = {}
+    for q in ("energy", "forces", "stress"):
+        k = getattr(keys, q)
+        out[f"{q}_key"] = (CANONICAL[q] if k is None else
+                           k[len(CALC):] if k.startswith(CALC) else k)
+    return out
+
+
+def file_label_keys(path: str | Path) -> LabelKeys:
+    """The label keys detected in an extxyz file (:func:`detect_keys` on its first 200
+    configurations), remembered per file version in this process.
+
+    Raises
+    ------
+    DataError
+        When the file cannot be read.
+    """
+    from .workspace import file_version
+
+    try:
+        version = file_version(path)
+    except OSError:
+        check_file(path)  # the typed error for a missing file or a folder
+        raise DataError(f"{path}: cannot be read", code="unreadable") from None
+    keys = _file_label_keys(*version)
+    return LabelKeys(keys.energy, keys.forces, keys.stress,
+                     {q: list(v) for q, v in keys.candidates.items()})
+
+
+@functools.lru_cache(maxsize=64)
+def _file_label_keys(path: str, size: int, mtime_ns: int) -> LabelKeys:
+    """:func:`file_label_keys` of one file version (cached)."""
+    from itertools import islice
+
+    return detect_keys(list(islice(iter_frames(path), 200)))
+
+
 def get_label(atoms: Atoms, key: str | None, quantity: str) -> Any:
     """Value of a label for one configuration, or ``None`` when absent."""
     if key is None:
@@ -411,8 +512,8 @@ MAX_NEIGHBOUR_BINS = 10**8
 NOMINAL_CUTOFF = 5.0
 
 
-def _finite_geometry(atoms: Atoms) -> bool:
-    return bool(np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell.array)))
+#: What is wrong with a configuration of no atoms (an atom count of 0).
+NO_ATOMS = "has no atoms (its atom count is 0)"
 
 
 def cell_problem(atoms: Atoms) -> str | None:
@@ -557,8 +658,10 @@ def structure_problem(atoms: Atoms, *, cutoff: float | None = None, centered: bo
                       known_numbers: Iterable[int] | None = None,
                       overlap: bool = True) -> tuple[str, str] | None:
     """``(code, message)`` of the first thing that makes ``atoms`` unusable for a model, or
-    ``None``: non-finite positions or cell, a degenerate or huge cell, elements outside
-    ``known_numbers``, overlapping atoms."""
+    ``None``: no atoms at all, non-finite positions or cell, a degenerate or huge cell,
+    elements outside ``known_numbers``, overlapping atoms."""
+    if len(atoms) == 0:
+        return "no_atoms", NO_ATOMS
     if not np.all(np.isfinite(atoms.positions)):
         return "non_finite", "has NaN or infinite positions"
     if np.asarray(atoms.pbc).any() and not np.all(np.isfinite(atoms.cell.array)):
@@ -580,7 +683,7 @@ def structure_problem(atoms: Atoms, *, cutoff: float | None = None, centered: bo
         pair = closest_overlap(atoms)
         if pair:
             i, j, d = pair
-            msg = (f"has overlapping atoms: {i} and {j} are {d:.3f} Å apart (closer than "
+            msg = (f"has overlapping atoms: atoms {i} and {j} are {d:.3f} Å apart (closer than "
                    f"{OVERLAP_DISTANCE} Å)")
             return "overlapping_atoms", msg
     return None
@@ -604,10 +707,12 @@ class Finding:
 FINDING_CODES = {
     "unreadable": "the file cannot be read as extended XYZ",
     "empty": "the file holds no configurations",
+    "no_atoms": "a configuration with no atoms (an atom count of 0)",
     "missing_energy": "no energy label, or configurations without one",
     "missing_forces": "no forces label, or configurations without one (those train on "
                       "energies only)",
     "forces_shape": "forces whose shape is not (number of atoms, 3)",
+    "stress_shape": "a stress label that is not 6 (Voigt), 9 or 3x3 values",
     "non_finite": "NaN or infinite positions, cells, energies, forces or stresses",
     "unknown_key": "a label key named by the user (--energy-key, --forces-key, --stress-key) "
                    "that no configuration has",
@@ -622,10 +727,133 @@ FINDING_CODES = {
     "duplicates": "structures that appear more than once",
 }
 
+#: What validation says when no key holds energies (the data is then unusable).
+NO_ENERGY_MESSAGE = ("no energy label found: name the key that holds total energies "
+                     "(e.g. REF_energy, energy, DFT_energy)")
+
 
 def _structure_key(atoms: Atoms) -> bytes:
     return (atoms.numbers.tobytes() + np.round(atoms.positions, 5).tobytes()
             + np.round(np.asarray(atoms.cell), 5).tobytes())
+
+
+def _finite_array(value: Any) -> bool | None:
+    """Whether every entry of a label is finite; ``None`` when it is not numeric."""
+    try:
+        return bool(np.all(np.isfinite(np.asarray(value, dtype=float))))
+    except (TypeError, ValueError):
+        return None
+
+
+def configuration_errors(atoms: Atoms, keys: LabelKeys, *, cutoff: float | None = None,
+                         centered: bool = False, known_numbers: Iterable[int] | None = None,
+                         geometry: bool = True) -> list[tuple[str, str]]:
+    """Everything that makes one configuration unusable for training or scoring.
+
+    The one check behind :func:`validate` (its errors, which training refuses through
+    :func:`first_error`) and :func:`mlipft_core.evaluate.scan` (evaluation), so that what
+    validation calls an error is refused everywhere.
+
+    Parameters
+    ----------
+    atoms
+        The configuration.
+    keys
+        Its label keys; a label whose key is ``None`` is not checked.
+    cutoff
+        The model's cutoff (Å) for the neighbour-list estimate (:data:`NOMINAL_CUTOFF`
+        when ``None``).
+    centered
+        Whether a non-periodic structure is centred on the origin before its neighbour
+        list is built (evaluation does that, ``mace_run_train`` does not).
+    known_numbers
+        Atomic numbers the model covers (``None``: not checked).
+    geometry
+        Check positions and cell too (``False``: the labels only).
+
+    Returns
+    -------
+    list of (str, str)
+        ``(finding code, what is wrong)``, the second phrased to follow "configuration #i"
+        (see :func:`configuration_text`), e.g. ``("overlapping_atoms", "has overlapping
+        atoms: ...")`` or ``("forces_shape", ": its forces 'F' have shape (2, 2) for 2 atoms;
+        expected (2, 3)")``. Empty when the configuration is usable.
+    """
+    n = len(atoms)
+    if n == 0:
+        return [("no_atoms", NO_ATOMS)]
+    out: list[tuple[str, str]] = []
+    if keys.energy is not None:
+        e = get_label(atoms, keys.energy, "energy")
+        if e is None:
+            out.append(("missing_energy", f"has no '{keys.energy}' value"))
+        else:
+            try:
+                ev = float(e)
+            except (TypeError, ValueError):
+                out.append(("non_finite", f": its energy label '{keys.energy}' is not a "
+                                          f"number ({str(e)[:40]!r})"))
+            else:
+                if not np.isfinite(ev):
+                    out.append(("non_finite", f": its energy label '{keys.energy}' is {ev}"))
+    if keys.forces is not None:
+        f = _forces_value(atoms, keys.forces)
+        if f is not None:
+            shape = np.shape(f)
+            if shape != (n, 3):
+                out.append(("forces_shape", f": its forces '{keys.forces}' have shape {shape} "
+                                            f"for {n} atoms; expected ({n}, 3)"))
+            elif not _finite_array(f):
+                out.append(("non_finite", f": its forces '{keys.forces}' hold NaN, infinite "
+                                          "or non-numeric values"))
+    if keys.stress is not None:
+        s = get_label(atoms, keys.stress, "stress")
+        if s is not None:
+            if np.size(s) not in STRESS_SIZES:
+                out.append(("stress_shape", f": its stress '{keys.stress}' has {np.size(s)} "
+                                            "values; mace reads 6 (Voigt), 9 or 3x3 values"))
+            elif not _finite_array(s):
+                out.append(("non_finite", f": its stress '{keys.stress}' holds NaN, infinite "
+                                          "or non-numeric values"))
+    if geometry:
+        if not np.all(np.isfinite(atoms.positions)):
+            out.append(("non_finite", "has NaN or infinite positions"))
+        elif not np.all(np.isfinite(atoms.cell.array)):
+            out.append(("non_finite", "has a NaN or infinite cell"))
+        else:
+            problem = structure_problem(atoms, cutoff=cutoff, centered=centered,
+                                        known_numbers=known_numbers)
+            if problem:
+                out.append(problem)
+    return out
+
+
+#: How :func:`validate` words each error found configuration by configuration:
+#: ``(what the configurations have, a hint)``.
+_ERROR_WORDING = {
+    "no_atoms": ("have no atoms", "mace can neither train nor evaluate on an empty structure: "
+                                  "remove them"),
+    "forces_shape": ("have forces of the wrong shape", ""),
+    "stress_shape": ("have a stress of the wrong shape", ""),
+    "non_finite": ("contain NaN or infinite values", ""),
+    "bad_cell": ("have a singular or degenerate periodic cell", ""),
+    "huge_cell": ("are too large for mace's neighbour list", ""),
+    "overlapping_atoms": (f"have atoms closer than {OVERLAP_DISTANCE} Å", ""),
+}
+
+
+def configuration_text(index: int, what: str, word: str = "configuration #") -> str:
+    """``"configuration #3 has ..."`` or ``"configuration #3: its ..."`` for a problem
+    ``what`` of :func:`configuration_errors`."""
+    return f"{word}{index}{'' if what.startswith(':') else ' '}{what}"
+
+
+def _configurations(count: int, wording: str) -> str:
+    """``"1 configuration has ..."`` / ``"3 configurations have ..."``."""
+    if count != 1:
+        return f"{count} configurations {wording}"
+    verb, _, rest = wording.partition(" ")
+    return f"1 configuration {({'have': 'has', 'are': 'is'}).get(verb, verb + 's')} {rest}"
 
 
 def validate(frames: Sequence[Atoms], keys: LabelKeys,
@@ -633,63 +861,53 @@ def validate(frames: Sequence[Atoms], keys: LabelKeys,
              cutoff: float | None = None) -> list[Finding]:
     """All findings for a dataset (an empty list means it is fine to use).
 
+    Errors found configuration by configuration come from :func:`configuration_errors`.
     ``cutoff`` (Å, the model's) sizes the neighbour-list estimate of ``huge_cell``;
     :data:`NOMINAL_CUTOFF` when not given.
     """
     findings: list[Finding] = []
     n = len(frames)
+    bad: dict[str, list[int]] = {}
+    first: dict[str, str] = {}
+    for i, a in enumerate(frames):
+        seen: set[str] = set()
+        for code, what in configuration_errors(a, keys, cutoff=cutoff):
+            if code not in seen:
+                seen.add(code)
+                bad.setdefault(code, []).append(i)
+                first.setdefault(code, what)
+    if "no_atoms" in bad:
+        idx = bad["no_atoms"]
+        wording, hint = _ERROR_WORDING["no_atoms"]
+        findings.append(Finding("no_atoms", "error", f"{_configurations(len(idx), wording)} "
+                                f"(first: #{idx[0]}); {hint}", idx))
     if keys.energy is None:
+        findings.append(Finding("missing_energy", "error", NO_ENERGY_MESSAGE))
+    elif "missing_energy" in bad:
+        missing = bad["missing_energy"]
         findings.append(Finding("missing_energy", "error",
-                                "no energy label found: name the key that holds total energies "
-                                "(e.g. REF_energy, energy, DFT_energy)"))
-    else:
-        missing = [i for i, a in enumerate(frames) if get_label(a, keys.energy, "energy") is None]
-        if missing:
-            findings.append(Finding("missing_energy", "error",
-                                    f"{len(missing)} of {n} configurations have no "
-                                    f"'{keys.energy}' value (first: #{missing[0]})", missing))
-    if keys.forces is None and not all(_isolated(a) for a in frames):
+                                f"{len(missing)} of {n} configurations have no "
+                                f"'{keys.energy}' value (first: #{missing[0]})", missing))
+    if keys.forces is None and not all(_isolated(a) for a in frames if len(a)):
         findings.append(Finding("missing_forces", "warning",
                                 "no forces label found: fitting and evaluation will use "
                                 "energies only"))
     elif keys.forces is not None:
-        bad, absent = [], []
-        for i, a in enumerate(frames):
-            f = _forces_value(a, keys.forces)
-            if f is None:
-                if not _isolated(a):  # an isolated atom has no forces to label
-                    absent.append(i)
-            elif np.shape(f) != (len(a), 3):
-                bad.append(i)
-        if bad:
-            a = frames[bad[0]]
-            shape = np.shape(_forces_value(a, keys.forces))
-            findings.append(Finding("forces_shape", "error",
-                                    f"{len(bad)} configurations have forces of the wrong shape "
-                                    f"(#{bad[0]}: '{keys.forces}' is {shape} for {len(a)} "
-                                    f"atoms; expected ({len(a)}, 3))", bad))
+        absent = [i for i, a in enumerate(frames)
+                  if len(a) and not _isolated(a) and _forces_value(a, keys.forces) is None]
         if absent:
             findings.append(Finding("missing_forces", "warning",
                                     f"{len(absent)} of {n} configurations have no "
                                     f"'{keys.forces}' value (first: #{absent[0]}); they train "
                                     "on energies only", absent))
-    nonfinite = []
-    for i, a in enumerate(frames):
-        vals = [a.positions, a.cell.array]
-        for q in ("energy", "forces", "stress"):
-            v = get_label(a, getattr(keys, q), q)
-            if v is not None:
-                try:
-                    vals.append(np.asarray(v, dtype=float))
-                except (TypeError, ValueError):
-                    vals.append(np.array([np.nan]))
-        if not all(np.all(np.isfinite(v)) for v in vals):
-            nonfinite.append(i)
-    if nonfinite:
-        findings.append(Finding("non_finite", "error",
-                                f"{len(nonfinite)} configurations contain NaN or infinite "
-                                f"values (first: #{nonfinite[0]})", nonfinite))
-    findings += _geometry_findings(frames, cutoff)
+    for code in ("forces_shape", "stress_shape", "non_finite", "bad_cell", "huge_cell",
+                 "overlapping_atoms"):
+        if code in bad:
+            idx = bad[code]
+            wording, _ = _ERROR_WORDING[code]
+            findings.append(Finding(code, "error", f"{_configurations(len(idx), wording)} "
+                                    f"(first: {configuration_text(idx[0], first[code], '#')})",
+                                    idx))
     if model_elements is not None:
         known = set(model_elements)
         present = sorted({s for a in frames for s in a.get_chemical_symbols()})
@@ -713,20 +931,40 @@ def validate(frames: Sequence[Atoms], keys: LabelKeys,
                                     f"{len(np_idx)} non-periodic structures carry a stress "
                                     f"label (first: #{np_idx[0]}); stress is meaningless "
                                     "without a periodic cell", np_idx))
-    seen: dict[bytes, int] = {}
+    seen_structures: dict[bytes, int] = {}
     dups = []
     for i, a in enumerate(frames):
         k = _structure_key(a)
-        if k in seen:
+        if k in seen_structures:
             dups.append(i)
         else:
-            seen[k] = i
+            seen_structures[k] = i
     if dups:
         findings.append(Finding("duplicates", "warning",
                                 f"{len(dups)} structures duplicate an earlier one (first: "
-                                f"#{dups[0]} = #{seen[_structure_key(frames[dups[0]])]}); "
-                                "duplicates can leak between train and test", dups))
+                                f"#{dups[0]} = #{seen_structures[_structure_key(frames[dups[0]])]}"
+                                "); duplicates can leak between train and test", dups))
     return findings
+
+
+def first_error(findings: Sequence[Finding], allow: Iterable[str] = ()) -> Finding | None:
+    """The first error among ``findings`` (of :func:`validate`), or ``None``.
+
+    Parameters
+    ----------
+    findings
+        Validation findings of one file.
+    allow
+        Error codes that do not count (e.g. ``missing_energy`` for a replay file that is
+        labelled by the foundation model).
+
+    Returns
+    -------
+    Finding or None
+        What makes the file unusable: training and evaluation refuse it with its message.
+    """
+    allowed = set(allow)
+    return next((f for f in findings if f.severity == "error" and f.code not in allowed), None)
 
 
 def _isolated(atoms: Atoms) -> bool:
@@ -739,49 +977,6 @@ def _forces_value(atoms: Atoms, key: str) -> Any:
     if f is None and not key.startswith(CALC):
         f = atoms.info.get(key)
     return f
-
-
-def _geometry_findings(frames: Sequence[Atoms], cutoff: float | None) -> list[Finding]:
-    """``bad_cell``, ``huge_cell`` and ``overlapping_atoms`` (structures with non-finite
-    positions are left to ``non_finite``)."""
-    cutoff = float(cutoff or NOMINAL_CUTOFF)
-    bad_cell: list[int] = []
-    huge: list[int] = []
-    overlap: list[int] = []
-    first: dict[str, str] = {}
-    for i, a in enumerate(frames):
-        if not _finite_geometry(a):
-            continue
-        msg = cell_problem(a)
-        if msg:
-            bad_cell.append(i)
-            first.setdefault("bad_cell", msg)
-            continue
-        msg = huge_cell_problem(a, cutoff)
-        if msg:
-            huge.append(i)
-            first.setdefault("huge_cell", msg)
-            continue
-        pair = closest_overlap(a)
-        if pair:
-            overlap.append(i)
-            first.setdefault("overlapping_atoms",
-                             f"atoms {pair[0]} and {pair[1]} are {pair[2]:.3f} Å apart")
-    out = []
-    if bad_cell:
-        out.append(Finding("bad_cell", "error",
-                           f"{len(bad_cell)} periodic structures have a singular or degenerate "
-                           f"cell (first: #{bad_cell[0]}: {first['bad_cell']})", bad_cell))
-    if huge:
-        out.append(Finding("huge_cell", "error",
-                           f"{len(huge)} structures are too large for mace's neighbour list "
-                           f"(first: #{huge[0]}: {first['huge_cell']})", huge))
-    if overlap:
-        out.append(Finding("overlapping_atoms", "error",
-                           f"{len(overlap)} configurations have atoms closer than "
-                           f"{OVERLAP_DISTANCE} Å (first: #{overlap[0]}: "
-                           f"{first['overlapping_atoms']})", overlap))
-    return out
 
 
 def has_errors(findings: Sequence[Finding]) -> bool:
@@ -826,12 +1021,15 @@ def summarize(frames: Sequence[Atoms], keys: LabelKeys) -> DatasetSummary:
         config_count.update(set(syms))
         ctypes[str(a.info.get("config_type", "Default"))] += 1
         e = get_label(a, keys.energy, "energy")
-        if e is not None:
-            epa.append(float(e) / len(a))
+        if e is not None and len(a):
+            try:
+                epa.append(float(e) / len(a))
+            except (TypeError, ValueError):
+                pass  # validation reports it
         f = get_label(a, keys.forces, "forces")
         if f is not None and np.shape(f) == (len(a), 3):
             fmag.extend(np.linalg.norm(np.asarray(f, dtype=float), axis=1).tolist())
-    sizes = [len(a) for a in frames]
+    sizes = [len(a) for a in frames] or [0]
     elements = sorted(atoms_count, key=lambda s: atomic_numbers[s])
     return DatasetSummary(
         n_configs=len(frames), n_atoms_total=int(sum(sizes)), n_atoms_min=int(min(sizes)),

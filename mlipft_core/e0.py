@@ -47,6 +47,7 @@ which leaves the residual of the fit exactly as it is. The prior, in order of pr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -57,7 +58,8 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from .data import LabelKeys, detect_keys, get_label, read_frames
 from .errors import DataError, MlipftError
-from .workspace import Workspace, atomic_write_json, read_json
+from .workspace import (Workspace, atomic_write_json, damaged_notice, note, read_json_checked,
+                        set_aside_if_damaged)
 
 METHODS = ("foundation", "average", "estimated", "isolated", "explicit")
 #: Methods that fit E0s to the data by least squares, and the configurations they need.
@@ -273,18 +275,26 @@ def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, f
         text = str(values).strip()
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             try:
                 p = Path(text).expanduser()
                 is_file = p.is_file()
-            except OSError:
+            except (OSError, ValueError):
                 is_file = False
             if not is_file:
-                raise E0Error(f"explicit E0s are neither valid JSON nor a file: {exc}") from exc
-            try:
-                raw = json.loads(p.read_text())
-            except json.JSONDecodeError as exc2:
-                raise E0Error(f"{p} is not valid JSON: {exc2}") from exc2
+                if is_choice_id(text):
+                    raise E0Error(f"there is no saved E0 choice {text} in this workspace: fit "
+                                  "and save the E0s (E0s page), or give an E0 method "
+                                  "(foundation, average, estimated, isolated)",
+                                  code="unknown_e0_choice") from None
+                why = (exc.msg if isinstance(exc, json.JSONDecodeError)
+                       else "nested too deeply")
+                raise E0Error(f"explicit E0s {text[:60]!r} are neither valid JSON nor a file "
+                              f"({why}): give a method name, a saved choice, JSON such as "
+                              "'{\"H\": -13.6}' or a JSON file") from None
+            raw, problem = read_json_checked(p, object)
+            if problem is not None:
+                raise E0Error(f"explicit E0s: {p}{problem.removeprefix(p.name)}") from None
     else:
         raw = values
     if not isinstance(raw, Mapping):
@@ -293,8 +303,8 @@ def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, f
     for k, v in raw.items():
         key = str(k).strip()
         if key.isdigit():
-            if not 1 <= int(key) < len(chemical_symbols):
-                raise E0Error(f"explicit E0s: {k!r} is not an atomic number")
+            if len(key) > 3 or not 1 <= int(key) < len(chemical_symbols):
+                raise E0Error(f"explicit E0s: {key[:20]!r} is not an atomic number")
             sym = chemical_symbols[int(key)]
         else:
             sym = key
@@ -302,6 +312,9 @@ def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, f
             raise E0Error(f"explicit E0s: {k!r} is not an element")
         try:
             out[sym] = float(v)
+        except OverflowError:
+            raise E0Error(f"explicit E0s: the value for {sym} is too large to be an energy "
+                          "in eV; give it in eV, e.g. -13.6") from None
         except (TypeError, ValueError) as exc:
             raise E0Error(f"explicit E0s: value for {sym} is not a number: {v!r}") from exc
         if not np.isfinite(out[sym]):
@@ -393,7 +406,7 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
         cached = _cached_predictions(data, model, head=head, trusted=trusted,
                                      workspace=workspace, elements=elements, kept=kept,
                                      n_frames=len(all_frames), batch_size=batch_size,
-                                     progress=progress)
+                                     progress=progress, frames=all_frames)
     if cached is not None:
         model_e, found, model_elements = cached
     elif model is not None:
@@ -403,18 +416,38 @@ def prepare(data: str | Path | Sequence[Atoms], model: str | Path | None = None,
         net = load_model(model, trusted=trusted, device=device or "cpu")
         head = check_head(net, head)
         model_elements = [chemical_symbols[int(z)] for z in net.atomic_numbers]
-        _check_covered(elements, model_elements)
+        _check_covered(elements, model_elements, data=data, frames=all_frames, model=model)
         model_e, _ = predict(net, frames, head=head, batch_size=batch_size, device=device,
                              progress=progress)
         found = model_e0s(net)[head]
     return E0Inputs(frames, keys, elements, ref, model_e, found, isolated, model_elements)
 
 
-def _check_covered(elements: Sequence[str], model_elements: Sequence[str]) -> None:
+def _check_covered(elements: Sequence[str], model_elements: Sequence[str], *,
+                   data: str | Path | None = None, frames: Sequence[Atoms] = (),
+                   model: str | Path | None = None) -> None:
+    """:class:`DataError` naming the elements of the data the model does not cover, the file
+    (and first configuration) that holds them and the model."""
     missing = [e for e in elements if e not in model_elements]
-    if missing:
-        raise DataError(f"the foundation model does not cover {', '.join(missing)}",
-                        code="elements_not_covered")
+    if not missing:
+        return
+    where = f"the training file {Path(data).name}" if isinstance(data, (str, Path)) \
+        else "the training data"
+    first = next((i for i, a in enumerate(frames)
+                  if set(a.get_chemical_symbols()) & set(missing)), None)
+    at = f" (first in configuration #{first})" if first is not None else ""
+    who = f"the foundation model {_model_name(model)}" if model is not None \
+        else "the foundation model"
+    raise DataError(f"{where} holds {', '.join(missing)}{at}, which {who} does not cover "
+                    f"(it covers {', '.join(model_elements)}): choose a model that covers "
+                    "every element of the data, or leave those configurations out",
+                    code="elements_not_covered")
+
+
+def _model_name(model: str | Path) -> str:
+    """A model as the user named it: a registry name, else the file's name."""
+    text = str(model)
+    return Path(text).name if ("/" in text or text.endswith(".model")) else text
 
 
 def _model_head(model: str | Path, head: str | None, *, trusted: bool,
@@ -432,7 +465,8 @@ def _model_head(model: str | Path, head: str | None, *, trusted: bool,
 def _cached_predictions(data: str | Path, model: str | Path, *, head: str | None,
                         trusted: bool, workspace: Workspace, elements: Sequence[str],
                         kept: Sequence[int], n_frames: int, batch_size: int | None,
-                        progress) -> tuple[np.ndarray, dict[str, float], list[str]] | None:
+                        progress, frames: Sequence[Atoms] = ()
+                        ) -> tuple[np.ndarray, dict[str, float], list[str]] | None:
     """The foundation model's energies of the configurations ``kept`` (indices into the
     file), its E0s and elements, through the workspace's caches; ``None`` when the cached
     evaluation refuses the file (e.g. overlapping atoms), which is then predicted directly."""
@@ -440,7 +474,7 @@ def _cached_predictions(data: str | Path, model: str | Path, *, head: str | None
     from .registry import model_path
 
     info, head = _model_head(model, head, trusted=trusted, workspace=workspace)
-    _check_covered(elements, info.elements)
+    _check_covered(elements, info.elements, data=data, frames=frames, model=model)
     energies = None
     cache = prediction_cache_file(model_path(model, trusted=trusted), data, head, workspace)
     try:  # a hit: the energies alone (evaluate_cached would read the file once more)
@@ -664,17 +698,95 @@ def save_choice(workspace: Workspace, result: E0Result, *, model: str | None, he
     mace_json = folder / f"{cid}.mace.json"
     atomic_write_json(mace_json, {str(z): v for z, v in result.e0_by_z.items()})
     payload.update(id=cid, mace_json=str(mace_json))
+    set_aside_if_damaged(folder / f"{cid}.json")
     atomic_write_json(folder / f"{cid}.json", payload)
     workspace.set(e0_choice=cid)
     return payload
 
 
-def load_choice(workspace: Workspace, cid: str | None = None) -> dict[str, Any] | None:
-    """A saved E0 choice (the selected one when ``cid`` is None)."""
+#: a saved E0 choice's id: ``<method>-<hex>`` (:func:`save_choice`)
+_CHOICE_ID = re.compile(r"^(%s)-[0-9a-f]{6,64}$" % "|".join(METHODS))
+
+
+def is_choice_id(value: Any) -> bool:
+    """Whether ``value`` reads as a saved E0 choice's id (``estimated-1464c5511a``)."""
+    return isinstance(value, str) and bool(_CHOICE_ID.match(value.strip()))
+
+
+def choice_file(workspace: Workspace, cid: str) -> Path:
+    """Where the saved E0 choice ``cid`` is kept."""
+    return workspace.root / "e0" / f"{cid}.json"
+
+
+def _choice_problem(data: dict[str, Any]) -> str | None:
+    """Why a parsed saved E0 choice cannot be used (completing "<file> ..."), or ``None``."""
+    e0 = data.get("e0")
+    if not isinstance(e0, dict) or not e0:
+        return "holds no E0 values"
+    for el, v in e0.items():
+        if el not in atomic_numbers or el == "X":
+            return f"names {el!r}, which is not an element"
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            return f"gives {v!r} for {el}, not a finite number"
+    for key in ("data", "model", "head", "mace_json", "method", "id"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"has a {key!r} that is not text"
+    return None
+
+
+def read_choice(workspace: Workspace, cid: str | None = None
+                ) -> tuple[dict[str, Any] | None, str | None]:
+    """A saved E0 choice (the selected one when ``cid`` is None) and, when it cannot be
+    used, why.
+
+    Returns
+    -------
+    tuple
+        ``(choice, None)``; ``(None, None)`` when none is selected or ``cid`` is no saved
+        choice's id or there is no such file; ``(None, problem)`` when the file is damaged
+        (not UTF-8, not JSON, not an object, values that are not numbers for elements).
+    """
     cid = cid or workspace.get("e0_choice")
-    if not cid:
+    if not is_choice_id(cid):
+        return None, None
+    path = choice_file(workspace, cid.strip())
+    data, problem = read_json_checked(path, dict, "a saved E0 choice")
+    if problem is None and data is not None:
+        why = _choice_problem(data)
+        problem = None if why is None else f"{path.name} {why}"
+    return (None, problem) if problem is not None else (data, None)
+
+
+def choice_problem(workspace: Workspace, cid: str | None = None) -> str | None:
+    """A one-line message when the saved E0 choice (the selected one when ``cid`` is None)
+    is damaged, else ``None``: what a page shows."""
+    cid = cid or workspace.get("e0_choice")
+    problem = read_choice(workspace, cid)[1]
+    if problem is None:
         return None
-    return read_json(workspace.root / "e0" / f"{cid}.json")
+    return damaged_notice(choice_file(workspace, str(cid).strip()), problem,
+                          "runs use the estimated E0s until an E0 choice is saved again",
+                          rewritten=False)
+
+
+def load_choice(workspace: Workspace, cid: str | None = None) -> dict[str, Any] | None:
+    """A saved E0 choice (the selected one when ``cid`` is None).
+
+    A damaged selected choice counts as none (runs use the default E0s) and is said
+    (:func:`~mlipft_core.workspace.note`; :func:`choice_problem` for a page). A damaged
+    choice named by ``cid`` raises :class:`E0Error` saying what is wrong with it: the caller
+    asked for exactly that choice.
+    """
+    data, problem = read_choice(workspace, cid)
+    if problem is None:
+        return data
+    if cid is not None:
+        path = choice_file(workspace, cid.strip())
+        raise E0Error(f"the saved E0 choice {cid.strip()} cannot be used: {path}"
+                      f"{problem.removeprefix(path.name)}; fit and save the E0s again (E0s "
+                      "page), or give another E0 method", code="damaged_e0_choice")
+    note(choice_problem(workspace))
+    return None
 
 
 def series_energies(model: str | Path, frames: Sequence[Atoms] | str | Path,

@@ -24,8 +24,11 @@ from ase import Atoms
 
 from .data import (
     CANONICAL,
+    NO_ENERGY_MESSAGE,
     LabelKeys,
     check_named_keys,
+    configuration_errors,
+    configuration_text,
     detect_keys,
     get_label,
     iter_frames,
@@ -252,13 +255,23 @@ class References:
 
 def scan(frames: Iterable[Atoms], keys: LabelKeys | None = None, *, label: str = "",
          net=None, check_geometry: bool = True, energy_key: str | None = None,
-         forces_key: str | None = None, stress_key: str | None = None) -> References:
+         forces_key: str | None = None, stress_key: str | None = None,
+         require_labels: bool = True) -> References:
     """One pass over ``frames``: check every configuration and collect its reference labels.
 
-    Refuses (:class:`DataError`, with the configuration's index) what no model can be scored
-    on: NaN or infinite positions, cells or labels, forces of the wrong shape, a degenerate
-    or huge cell, overlapping atoms, and (with ``net``) elements the model does not cover. Keys
-    named by the user must exist; the others are detected from the first 200 configurations.
+    Refuses (:class:`DataError`, with the configuration's index) what validation calls an
+    error, through the same check (:func:`mlipft_core.data.configuration_errors`): a
+    configuration without atoms, NaN or infinite positions, cells or labels, forces or
+    stresses of the wrong shape, a degenerate or huge cell, overlapping atoms, (with ``net``)
+    elements the model does not cover and, with ``require_labels``, a file without energy
+    labels or configurations without one. Keys named by the user must exist; the others are
+    detected from the first 200 configurations.
+
+    Parameters
+    ----------
+    require_labels
+        Whether every configuration must carry an energy label (scoring a model); ``False``
+        when only the predictions are wanted (then a missing energy is NaN).
     """
     import array
 
@@ -273,6 +286,10 @@ def scan(frames: Iterable[Atoms], keys: LabelKeys | None = None, *, label: str =
                      stress=stress_key)
     if keys is None:
         keys = detect_keys(head, energy_key, forces_key, stress_key)
+    if require_labels and keys.energy is None:
+        raise DataError(f"{prefix}{NO_ENERGY_MESSAGE}; without reference energies there is "
+                        "nothing to score the model against", code="missing_energy")
+    ignored = set() if require_labels else {"missing_energy"}
     n_atoms = array.array("q")
     ref_e = array.array("d")
     forces: _Rows | None = _Rows(np.float32, 3) if keys.forces is not None else None
@@ -282,62 +299,27 @@ def scan(frames: Iterable[Atoms], keys: LabelKeys | None = None, *, label: str =
     config_types: list[str] = []
     nan9 = np.full(9, np.nan)
     for i, a in enumerate(chain(head, it)):
-        where = f"{prefix}configuration #{i}"
-        if check_geometry:
-            problem = structure_problem(a, cutoff=cutoff, centered=True, known_numbers=known)
-            if problem:
-                raise DataError(f"{where} {problem[1]}", code=problem[0])
+        for code, what in configuration_errors(a, keys, cutoff=cutoff, centered=True,
+                                               known_numbers=known, geometry=check_geometry):
+            if code not in ignored:
+                raise DataError(f"{prefix}{configuration_text(i, what)}; fix or remove it "
+                                "(validation lists every such configuration)", code=code)
         n = len(a)
         n_atoms.append(n)
         e = get_label(a, keys.energy, "energy")
-        if e is None:
-            ref_e.append(np.nan)
-        else:
-            try:
-                ev = float(e)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: its energy label {keys.energy!r} is not a number "
-                                f"({str(e)[:40]!r})", code="non_finite") from None
-            if not np.isfinite(ev):
-                raise DataError(f"{where}: its energy label {keys.energy!r} is {ev}; a NaN or "
-                                "infinite label cannot be scored: fix or remove it "
-                                "(mlipft validate lists every such configuration)",
-                                code="non_finite")
-            ref_e.append(ev)
+        ref_e.append(np.nan if e is None else float(e))
         if keys.forces is not None:
             f = get_label(a, keys.forces, "forces")
+            if f is None and n == 1:
+                f = np.zeros((1, 3))  # an isolated atom feels no force
             if f is None:
-                if n == 1:
-                    f = np.zeros((1, 3))  # an isolated atom feels no force
-                else:
-                    forces = None  # not every structure has forces: no force metrics
-            if f is not None:
-                try:
-                    farr = np.asarray(f, dtype=float)
-                except (TypeError, ValueError):
-                    farr = np.full(np.shape(f), np.nan)
-                if farr.shape != (n, 3):
-                    raise DataError(f"{where}: its forces {keys.forces!r} have shape "
-                                    f"{farr.shape} for {n} atoms; expected ({n}, 3)",
-                                    code="forces_shape")
-                if not np.all(np.isfinite(farr)):
-                    raise DataError(f"{where}: its forces {keys.forces!r} hold NaN or infinite "
-                                    "values; fix or remove it (mlipft validate lists every "
-                                    "such configuration)", code="non_finite")
-                if forces is not None:
-                    forces.add(farr)
+                forces = None  # not every structure has forces: no force metrics
+            elif forces is not None:
+                forces.add(np.asarray(f, dtype=float))
         if stress is not None:
             v = get_label(a, keys.stress, "stress")
             if v is not None and a.pbc.all():
-                try:
-                    s3 = stress_3x3(v)
-                except (TypeError, ValueError):
-                    raise DataError(f"{where}: its stress {keys.stress!r} has {np.size(v)} "
-                                    "values; expected 6 (Voigt) or 9", code="stress_shape") from None
-                if not np.all(np.isfinite(s3)):
-                    raise DataError(f"{where}: its stress {keys.stress!r} holds NaN or "
-                                    "infinite values; fix or remove it", code="non_finite")
-                stress.add(s3.reshape(9))
+                stress.add(stress_3x3(v).reshape(9))
                 any_stress = True
             else:
                 stress.add(nan9)
@@ -464,8 +446,8 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
                    head: str | None = None, keys: LabelKeys | None = None,
                    batch_size: int | None = None, device: str | None = None, trusted: bool = False,
                    progress: ProgressFn | None = None, energy_key: str | None = None,
-                   forces_key: str | None = None, stress_key: str | None = None
-                   ) -> EvaluationResult:
+                   forces_key: str | None = None, stress_key: str | None = None,
+                   require_labels: bool = True) -> EvaluationResult:
     """Evaluate a model (registry name or path) on a dataset and compute its errors.
 
     Parameters
@@ -482,13 +464,22 @@ def evaluate_model(model: str | Path, data: str | Path | Sequence[Atoms], *,
         override the guess and must exist in the data).
     progress
         Called as ``progress(done, total)`` (structures) after every batch.
+    require_labels
+        Refuse data without energy labels (or with configurations lacking one), as
+        validation does; ``False`` predicts them (NaN reference energies).
+
+    Raises
+    ------
+    DataError
+        Before any model time is spent, for what validation calls an error (see
+        :func:`scan`).
     """
     check_batch_size(batch_size)
     source = _Source(data)
     net = load_model(model, device=device or default_device(), trusted=trusted)
     head = check_head(net, head)
     refs = scan(source, keys, label=source.label, net=net, energy_key=energy_key,
-                forces_key=forces_key, stress_key=stress_key)
+                forces_key=forces_key, stress_key=stress_key, require_labels=require_labels)
     pred_e, pred_f, pred_s = _predict_stream(
         net, source, head=head, batch_size=batch_size, device=device, progress=progress,
         total=refs.n, stress=refs.ref_stress is not None, check=False)
@@ -524,11 +515,17 @@ def prediction_cache_file(model_file: str | Path, data_file: str | Path, head: s
 
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
                     workspace=None, trusted: bool = False, batch_size: int | None = None,
-                    progress: ProgressFn | None = None) -> EvaluationResult:
+                    progress: ProgressFn | None = None, require_labels: bool = False
+                    ) -> EvaluationResult:
     """:func:`evaluate_model` with predictions cached in the workspace.
 
     The cache key is the SHA-256 of the model file, the head and the SHA-256 of the data file,
     so a second look costs nothing and a changed file is never served stale.
+
+    Unlike :func:`evaluate_model`, a configuration without an energy label is predicted
+    (its reference energy is NaN) unless ``require_labels`` is set: callers use the cache for
+    predictions alone too (E0 fits, reaction scans). Everything else validation calls an
+    error is refused.
     """
     import io
     import json
@@ -542,14 +539,15 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     source = _Source(data)
     cache = prediction_cache_file(mpath, source.path, head, ws)
     if cache.is_file():
-        refs = scan(source, label=source.label, check_geometry=False)
+        refs = scan(source, label=source.label, check_geometry=False,
+                    require_labels=require_labels)
         z = np.load(cache, allow_pickle=False)
         pred_e, pred_f, used_head = z["pred_energy"], z["pred_forces"], str(z["head"])
         pred_s = z["pred_stress"] if "pred_stress" in z.files else None
     else:
         net = load_model(mpath, trusted=True)
         used_head = check_head(net, head)
-        refs = scan(source, label=source.label, net=net)
+        refs = scan(source, label=source.label, net=net, require_labels=require_labels)
         pred_e, pred_f, pred_s = _predict_stream(
             net, source, head=used_head, batch_size=batch_size, device=None,
             progress=progress, total=refs.n, stress=refs.ref_stress is not None, check=False)

@@ -11,6 +11,7 @@ total energy drifts past a limit in NVE.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -505,29 +506,134 @@ def calculator(model: str | Path, head: str | None = None, trusted: bool = False
     return _calculator(model, head, trusted)
 
 
+def read_structure(path: str | Path, index: int = 0) -> Atoms:
+    """Structure number ``index`` of a file (extxyz or any format ASE reads).
+
+    Raises
+    ------
+    MDError
+        The file is missing, a folder, unreadable, or has no structure ``index`` (the
+        message says how many it has).
+    """
+    from ase.io import read
+
+    p = Path(str(path)).expanduser()
+    try:
+        if p.is_dir():
+            raise MDError(f"cannot read a structure from {path}: it is a folder; give a "
+                          "structure file")
+        if not p.is_file():
+            raise MDError(f"cannot read a structure from {path}: the file does not exist")
+    except (OSError, ValueError):
+        raise MDError(f"{str(path)!r} is not a usable structure file path") from None
+    try:
+        atoms = read(p, index=index)
+    except (IndexError, StopIteration):  # ASE says either when there is no such structure
+        try:
+            n = len(read(p, index=":"))
+        except Exception:  # the file itself is unreadable: said below
+            n = None
+        if n is not None:
+            have = "no structures" if n == 0 else (
+                f"{n} structure{'s' if n != 1 else ''} (index 0 to {n - 1}, or -1 for the "
+                "last)")
+            raise MDError(f"{path} has no structure number {index}: it holds {have}") from None
+        raise MDError(f"cannot read a structure from {path}: the file is not a structure "
+                      "file ASE can read") from None
+    except Exception as exc:
+        if type(exc).__name__ == "UnknownFileTypeError":
+            why = (f"its format ({exc}) is not one ASE reads; give an extxyz file or another "
+                   "structure format ASE knows")
+        else:
+            why = str(exc).splitlines()[0][:200] if str(exc) else \
+                "it is not a structure file ASE reads"
+        raise MDError(f"cannot read a structure from {path}: {why}") from None
+    if len(atoms) == 0:
+        raise MDError(f"structure {index} of {path} has no atoms")
+    return atoms
+
+
+def check_trajectory_path(trajectory: str | Path | None) -> None:
+    """:class:`MDError` unless ``trajectory`` can be written: its folder must exist (and be
+    a folder), and it must not be a folder itself. Checked before any model time is spent."""
+    if not trajectory:
+        return
+    try:
+        p = Path(str(trajectory)).expanduser()
+        folder = p.parent if str(p.parent) else Path(".")
+        if p.is_dir():
+            raise MDError(f"the trajectory path {trajectory} is a folder: give a file name, "
+                          f"e.g. {p / 'trajectory.xyz'}")
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise MDError(f"the trajectory's folder {folder} {what}: create the folder first, "
+                          "or give another --trajectory path")
+        writable = os.access(folder, os.W_OK)
+    except (OSError, ValueError):
+        raise MDError(f"{str(trajectory)!r} is not a usable trajectory path") from None
+    if not writable:
+        raise MDError(f"the trajectory's folder {folder} cannot be written (no permission or "
+                      "a read-only file system): give another --trajectory path")
+
+
+def model_elements(calc) -> list[int] | None:
+    """The atomic numbers a mace calculator's model covers (``None`` when it cannot say)."""
+    for net in getattr(calc, "models", None) or []:
+        zs = getattr(net, "atomic_numbers", None)
+        if zs is not None:
+            return [int(z) for z in zs]
+    table = getattr(calc, "z_table", None)
+    zs = getattr(table, "zs", None)
+    return [int(z) for z in zs] if zs is not None else None
+
+
+def check_elements(structure: Atoms, covered: Sequence[int] | None, *,
+                   source: str | Path | None = None, model: str | Path | None = None) -> None:
+    """:class:`MDError` naming the elements of ``structure`` the model does not cover, the
+    file that holds them and the model."""
+    if covered is None:
+        return
+    missing = sorted({int(z) for z in structure.numbers} - {int(z) for z in covered})
+    if not missing:
+        return
+    where = f"the structure in {source}" if source else "the structure"
+    who = f"the model {model}" if model else "the model"
+    names = ", ".join(chemical_symbols[z] for z in missing)
+    covers = ", ".join(chemical_symbols[z] for z in sorted(covered))
+    raise MDError(f"{where} holds {names}, which {who} does not cover (it covers {covers}): "
+                  "choose a model that covers every element of the structure")
+
+
 def run_md_for_model(model: str | Path, structure: Atoms, settings: MDSettings, *,
-                     head: str | None = None, trusted: bool = False, **kwargs) -> MDResult:
-    return run_md(calculator(model, head, trusted), structure, settings, **kwargs)
+                     head: str | None = None, trusted: bool = False,
+                     source: str | Path | None = None, **kwargs) -> MDResult:
+    """:func:`run_md` with mace's calculator for ``model``; the settings, the trajectory
+    path and the structure's elements (``source``: the file it came from, for messages)
+    are checked before the dynamics start."""
+    settings.check()
+    check_trajectory_path(kwargs.get("trajectory"))
+    calc = calculator(model, head, trusted)
+    check_elements(structure, model_elements(calc), source=source, model=model)
+    return run_md(calc, structure, settings, **kwargs)
 
 
 # ----------------------------------------------------------------------------- queued runs
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the MD described by ``RUN_FOLDER/md.json``; write ``result.json`` there."""
-    from ase.io import read
-
     from .workspace import atomic_write_json
 
     folder = Path((argv or sys.argv[1:])[0])
     cfg = json.loads((folder / "md.json").read_text())
     settings = MDSettings(**cfg["settings"])
-    structure = read(cfg["structure"], index=cfg.get("index", 0))
+    structure = read_structure(cfg["structure"], cfg.get("index", 0))
     progress_file = folder / "progress.json"
 
     def progress(step: int, total: int) -> None:
         atomic_write_json(progress_file, {"step": step, "steps": total})
 
     res = run_md_for_model(cfg["model"], structure, settings, head=cfg.get("head"),
-                           trusted=True, trajectory=folder / "trajectory.xyz",
+                           trusted=True, source=cfg["structure"],
+                           trajectory=folder / "trajectory.xyz",
                            progress=progress, should_stop=lambda: (folder / "cancel").exists())
     atomic_write_json(folder / "result.json", res.to_dict())
     return 0

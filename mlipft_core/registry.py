@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import (
+    DeviceError,
     HeadError,
     ModelLoadError,
     ModelNotAvailableError,
@@ -148,8 +149,15 @@ def resolve(model: str | Path) -> ModelSpec:
     spec = get_spec(str(model))
     if spec is not None:
         return spec
-    p = Path(str(model)).expanduser()
-    if p.is_file():
+    try:
+        p = Path(str(model)).expanduser()
+        is_file, is_dir = p.is_file(), p.is_dir()
+    except (OSError, ValueError):  # a NUL byte, a path too long
+        raise UnknownModelError(f"{str(model)!r} is not a usable model name or path") from None
+    if is_dir:
+        raise UnknownModelError(f"{p} is a folder, not a model file: give the path of a "
+                                ".model file (or a registry name, see 'mlipft models')")
+    if is_file:
         # a file in mace's cache with an official name is that official model, and the
         # bundled demo files are the demo models
         for known in list_models():
@@ -177,6 +185,9 @@ def fetch(spec: ModelSpec) -> Path:
     if path.is_file():
         return path
     if spec.source != "official":
+        if path.is_dir():
+            raise UnknownModelError(f"{path} is a folder, not a model file: give the path of "
+                                    "a .model file")
         raise UnknownModelError(f"model file not found: {path}")
     try:
         if spec.loader == "mace_mp":
@@ -192,8 +203,8 @@ def fetch(spec: ModelSpec) -> Path:
     except Exception as exc:  # network errors come in many types
         raise ModelNotAvailableError(
             f"{spec.display_name} is not in mace's cache and could not be downloaded "
-            f"({type(exc).__name__}: {exc}). Missing file: {path}. Without internet, download "
-            f"{spec.url} on another machine and copy it to {path}.",
+            f"({download_failure_words(exc)}). Missing file: {path}. Without internet, "
+            f"download {spec.url} on another machine and copy it to {path}.",
             missing_file=str(path), url=spec.url,
         ) from exc
     if not got.is_file():
@@ -238,16 +249,88 @@ def load_model(model: str | Path, *, device: str = "cpu", trusted: bool = False)
     import torch
 
     path = model_path(model, trusted=trusted)
+    check_device(device)
     try:
         with model_turn():  # unpickling traces code with torch.fx, process-wide
             net = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:
-        raise ModelLoadError(f"{path} could not be loaded as a MACE model "
-                             f"({type(exc).__name__}: {exc})") from exc
+        raise ModelLoadError(f"{path} {load_failure_words(exc)}") from exc
     if not isinstance(net, torch.nn.Module) or not hasattr(net, "atomic_numbers"):
-        raise ModelLoadError(f"{path} does not hold a MACE model (found {type(net).__name__})")
+        found = "a dictionary" if isinstance(net, dict) else \
+            "a PyTorch module of another kind" if isinstance(net, torch.nn.Module) else \
+            f"a saved {type(net).__name__} object"
+        raise ModelLoadError(f"{path} does not hold a MACE model (it holds {found}): give a "
+                             "MACE .model file, not a checkpoint or weights file")
     net.eval()
     return net
+
+
+def check_device(device: str | None) -> None:
+    """:class:`~mlipft_core.errors.DeviceError` when ``device`` asks for a CUDA GPU and this
+    machine has none."""
+    if device is None or not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceError(f"--device {device} was asked for, but this machine has no CUDA GPU "
+                          "(torch sees none): use --device cpu, or leave --device out")
+
+
+def load_failure_words(exc: BaseException) -> str:
+    """Why a model file could not be loaded, in words (completing "<file> ...")."""
+    import pickle
+    import zipfile
+
+    text = str(exc)
+    if isinstance(exc, (pickle.UnpicklingError, EOFError, UnicodeDecodeError)) or \
+            "invalid load key" in text:
+        return ("is not a MACE model file (not a saved PyTorch model): give a .model file "
+                "written by mace")
+    if "PytorchStreamReader" in text or "central directory" in text or \
+            isinstance(exc, zipfile.BadZipFile):
+        return ("is damaged or incomplete (not a whole PyTorch file; was the copy cut "
+                "short?): copy or download the file again")
+    if isinstance(exc, (ModuleNotFoundError, ImportError)):
+        name = getattr(exc, "name", None) or text
+        return (f"needs the Python module {name}, which is not installed here: it was saved "
+                "by other software than this workbench's mace-torch")
+    if isinstance(exc, AttributeError):
+        return ("was saved by a version of mace (or torch) whose classes differ from the "
+                "installed one: re-save it with this version, or use another model file")
+    if "CUDA" in text and "is_available() is False" in text:
+        return "was saved on a GPU and this machine has no CUDA GPU: load it with --device cpu"
+    if isinstance(exc, MemoryError):
+        return "is too large to load in the memory of this machine"
+    if isinstance(exc, OSError):
+        from .errors import os_error_words
+
+        words = os_error_words(exc)
+        return f"cannot be read ({words[0] if words else exc.strerror or text})"
+    first = text.splitlines()[0][:200] if text else "no reason given"
+    return f"could not be loaded as a MACE model ({first})"
+
+
+def download_failure_words(exc: BaseException) -> str:
+    """Why a model download failed, in words."""
+    import socket
+    import urllib.error
+
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"the server answered {exc.code} {exc.reason}"
+    if isinstance(exc, (TimeoutError, socket.timeout)) or isinstance(reason, socket.timeout):
+        return "the download timed out"
+    if isinstance(exc, (urllib.error.URLError, ConnectionError, socket.gaierror)) or \
+            isinstance(reason, (OSError, ConnectionError)):
+        return "no network connection"
+    if isinstance(exc, OSError):
+        from .errors import os_error_words
+
+        words = os_error_words(exc)
+        return f"it could not be saved: {words[0] if words else exc.strerror or exc}"
+    first = str(exc).splitlines()[0][:200] if str(exc) else "no reason given"
+    return f"the download failed: {first}"
 
 
 @dataclass

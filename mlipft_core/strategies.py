@@ -223,8 +223,13 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
         positive("lora_alpha")
     if strat.multihead and int(s.get("num_samples_pt") or 0) < 1:
         raise StrategyError("the number of replay samples must be at least 1")
-    if int(s["max_num_epochs"]) < 1 or int(s["batch_size"]) < 1:
+    epochs, batch = _whole(s, "max_num_epochs", "epochs"), _whole(s, "batch_size", "batch size")
+    if epochs < 1 or batch < 1:
         raise StrategyError("epochs and batch size must be at least 1")
+    seed = _whole(s, "seed", "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise StrategyError(f"the seed must be a whole number from 0 to {MAX_SEED} (what numpy, "
+                            f"torch and mace accept), not {s['seed']!r}")
     if (strat.lora) and int(s.get("lora_rank", 0)) < 1:
         raise StrategyError("the LoRA rank must be at least 1")
     if s["default_dtype"] not in ("float32", "float64"):
@@ -246,17 +251,15 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
         "train_file": spec.train_file,
         "E0s": e0s,
         "lr": float(s["lr"]),
-        "max_num_epochs": int(s["max_num_epochs"]),
-        "batch_size": int(s["batch_size"]),
-        "valid_batch_size": int(s["batch_size"]),
+        "max_num_epochs": epochs,
+        "batch_size": batch,
+        "valid_batch_size": batch,
         "energy_weight": float(s["energy_weight"]),
         "forces_weight": float(s["forces_weight"]),
-        "seed": int(s["seed"]),
+        "seed": seed,
         "device": s["device"],
         "default_dtype": s["default_dtype"],
-        "energy_key": "REF_energy",
-        "forces_key": "REF_forces",
-        "stress_key": "REF_stress",
+        **mace_keys(spec),
         "eval_interval": 1,
         "error_table": "PerAtomRMSE",
         "save_cpu": True,
@@ -284,6 +287,73 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
         cfg.update(pt_train_file=spec.replay_file, num_samples_pt=int(s["num_samples_pt"]),
                    subselect_pt=s["subselect_pt"])
     return cfg
+
+
+#: Largest seed a run accepts: numpy's ``np.random.seed`` (which mace calls) takes
+#: 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
+
+
+def _whole(settings: dict[str, Any], key: str, what: str) -> int:
+    """``settings[key]`` as a whole number, or :class:`StrategyError` naming ``what``."""
+    import numbers
+
+    v = settings[key]
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        return int(v)
+    try:
+        f = float(v)
+        if isinstance(v, bool) or not f.is_integer():
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError, OverflowError):
+        raise StrategyError(f"the {what} must be a whole number, not {v!r}") from None
+
+
+def mace_keys(spec: RunSpec) -> dict[str, str]:
+    """The ``energy_key``, ``forces_key`` and ``stress_key`` options that make
+    ``mace_run_train`` read the labels of a run's files, detected as validation detects them
+    (a plain ``energy=``/``forces`` in the file is read by mace as ``energy``/``forces``).
+
+    mace reads the training, validation and test files (and the replay file of a multihead
+    run with real labels) with the same keys, so files that name a label differently are
+    refused.
+
+    Raises
+    ------
+    StrategyError
+        When two files hold the same quantity under different keys.
+    DataError
+        When a file cannot be read.
+    """
+    from .data import CANONICAL, file_label_keys, mace_key_options
+
+    strat = get_strategy(spec.strategy)
+    files = [("training", spec.train_file), ("validation", spec.valid_file),
+             ("test", spec.test_file)]
+    if strat.multihead and not strat.options.get("pseudolabel_replay"):
+        files.append(("replay", spec.replay_file))
+    chosen: dict[str, tuple[str, str, str]] = {}
+    for role, path in files:
+        if not path:
+            continue
+        keys = file_label_keys(path)
+        options = mace_key_options(keys)
+        for q in ("energy", "forces", "stress"):
+            if getattr(keys, q) is None:
+                continue
+            key = options[f"{q}_key"]
+            if q not in chosen:
+                chosen[q] = (key, role, path)
+            elif chosen[q][0] != key:
+                key0, role0, path0 = chosen[q]
+                raise StrategyError(
+                    f"the {role} file {Path(path).name} holds its {q} labels under '{key}', the "
+                    f"{role0} file {Path(path0).name} under '{key0}'; mace reads every file of "
+                    f"a run with the same keys: name the {q} labels the same way in both "
+                    f"(e.g. {CANONICAL[q]})")
+    return {f"{q}_key": chosen[q][0] if q in chosen else CANONICAL[q]
+            for q in ("energy", "forces", "stress")}
 
 
 def config_yaml(cfg: dict[str, Any]) -> str:

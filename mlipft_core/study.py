@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import MlipftError
-from .workspace import Workspace, absolute_paths, atomic_write_json, read_json, strict_json
+from .workspace import (Workspace, absolute_paths, atomic_write_json,
+                        read_json_checked, set_aside_if_damaged, strict_json)
 
 #: The strategies a study tunes and compares (the baseline runs separately, small).
 FINE_TUNING = ("naive", "freeze-a", "freeze-b", "lora", "multihead-replay",
@@ -154,13 +155,21 @@ def _advance_lock(ws: Workspace, study_id: str, *, wait: bool) -> Iterator[bool]
 
 
 def save(ws: Workspace, study: Study) -> None:
-    atomic_write_json(_folder(ws, study.id) / "study.json", study.to_dict())
+    path = _folder(ws, study.id) / "study.json"
+    set_aside_if_damaged(path)  # a damaged record is kept aside, not overwritten
+    atomic_write_json(path, study.to_dict())
 
 
 def load(study_id: str, workspace: Workspace | None = None) -> Study:
+    """The study ``study_id`` as stored; StudyError when there is none or its record is
+    damaged (the message says which file and why; starting the study again sets it aside)."""
     ws = workspace or Workspace()
-    raw = read_json(_folder(ws, study_id) / "study.json")
-    if not isinstance(raw, dict):
+    path = _folder(ws, study_id) / "study.json"
+    raw, problem = read_json_checked(path, dict, "a study")
+    if problem is not None:
+        raise StudyError(f"the study {study_id} cannot be read: {path}"
+                         f"{problem.removeprefix(path.name)}; start it again")
+    if raw is None:
         raise StudyError(f"no study {study_id!r} in this workspace")
 
     def known(cls, d: Any) -> dict[str, Any]:  # fields of another version are left aside
@@ -173,8 +182,8 @@ def load(study_id: str, workspace: Workspace | None = None) -> Study:
         raw["findings"] = [Finding(**known(Finding, f)) for f in raw.get("findings", [])]
         return Study(**raw)
     except (KeyError, TypeError, AttributeError) as exc:
-        raise StudyError(f"the study {study_id} cannot be read ({type(exc).__name__}: {exc}); "
-                         "start it again") from exc
+        raise StudyError(f"the study {study_id} cannot be read ({path} lacks or mistypes "
+                         f"a field: {exc}); start it again") from exc
 
 
 def demo_inputs(**overrides: Any) -> StudyInputs:
@@ -428,26 +437,37 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None,
     check(inputs)
     sid = inputs.study_id()
     try:
-        study = load(sid, ws)
+        found = load(sid, ws)
     except StudyError:
-        _workshop_checks(ws, pilot_size(inputs))  # room for one pilot now
-        study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
-        save(ws, study)  # written before anything is queued: a crash below resumes
-    else:
-        if study.stage == "failed":
-            study.stage = "analysis" if study.finals else (
-                "finals" if study.tuned else "pilots")
-            study.message, study.analysis = "", {}
-            save(ws, study)
-        if inputs.short_range_test and inputs.short_range_test != study.inputs.short_range_test:
-            # another probe set changes the findings, not the runs: analyse again (an empty
-            # one keeps the study's own); waits for an analysis under way
-            with _advance_lock(ws, sid, wait=True):
-                study = load(sid, ws)
+        found = None
+    if found is not None and found.stage != "failed" and not (
+            inputs.short_range_test and
+            inputs.short_range_test != found.inputs.short_range_test):
+        ws.set(study=sid)  # nothing to change: no need to wait for an advance under way
+        return advance(sid, ws, report=report)
+    _folder(ws, sid).mkdir(parents=True, exist_ok=True)
+    # under the study's lock: of two starts at once one creates the study, the other finds
+    # it; and reopening one never overwrites what an advance under way writes
+    with _advance_lock(ws, sid, wait=True):
+        try:
+            study = load(sid, ws)
+        except StudyError:
+            _workshop_checks(ws, pilot_size(inputs))  # room for one pilot now
+            study = Study(sid, inputs, "pilots", time.time(), e0=_fit_e0s(inputs))
+            save(ws, study)  # written before anything is queued: a crash below resumes
+        else:
+            if study.stage == "failed":
+                study.stage = "analysis" if study.finals else (
+                    "finals" if study.tuned else "pilots")
+                study.message, study.analysis = "", {}
+            if inputs.short_range_test and \
+                    inputs.short_range_test != study.inputs.short_range_test:
+                # another probe set changes the findings, not the runs: analyse again (an
+                # empty one keeps the study's own)
                 study.inputs.short_range_test = inputs.short_range_test
                 if study.stage == "done":
                     study.stage, study.analysis = "analysis", {}
-                save(ws, study)
+            save(ws, study)
     ws.set(study=sid)
     return advance(sid, ws, report=report)
 

@@ -26,10 +26,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import MlipftError
-from .workspace import Workspace, atomic_write_json, read_json
+from .workspace import Workspace, atomic_write_json, read_json, read_json_checked, strict_json
 
 FILE = "workshop.json"
 INSTRUCTOR = "instructor"   # the instructor's own space: participants/instructor
@@ -133,9 +133,7 @@ class Workshop:
 
     def stage(self, path: str | Path, kind: str) -> Path:
         """Copy a model or dataset into the shared, read-only staging folder."""
-        src = Path(path).expanduser()
-        if not src.is_file():
-            raise WorkshopError(f"{path}: no such file")
+        src = _stageable(path)
         if kind not in ("models", "data"):
             raise WorkshopError("stage 'models' or 'data'")
         dest = self.staged / kind / src.name
@@ -152,11 +150,15 @@ class Workshop:
 
     def check_path(self, participant: str, path: str | Path) -> Path:
         """``path`` resolved, if it lies where the participant may read; else AccessError."""
-        p = Path(str(path)).expanduser().resolve()
-        for root in self.allowed_roots(participant):
+        try:
+            p = Path(str(path)).expanduser().resolve()
+        except (OSError, ValueError):  # e.g. a NUL byte, a loop of links
+            p = None
+        for root in self.allowed_roots(participant) if p is not None else []:
             if p == root or root in p.parents:
                 return p
-        raise AccessError(f"{path} is outside your workshop space: use files you uploaded, "
+        shown = str(path).replace("\0", "\\0")
+        raise AccessError(f"{shown} is outside your workshop space: use files you uploaded, "
                           "the workshop's pre-staged files or the bundled demo data")
 
     # -- storage -------------------------------------------------------------------------
@@ -171,12 +173,24 @@ class Workshop:
 
 def create(root: str | Path, participants: int | list[str], *, name: str = "workshop",
            base_url: str = "http://localhost:8501", limits: Limits | None = None,
-           executor: str = "local", slurm: dict[str, Any] | None = None) -> Workshop:
-    """Set up a workshop in ``root``: tokens, one workspace per participant."""
+           executor: str = "local", slurm: dict[str, Any] | None = None,
+           stage: dict[str, Sequence[str | Path]] | None = None) -> Workshop:
+    """Set up a workshop in ``root``: tokens, one workspace per participant, and the files
+    to pre-stage (``stage``: ``{"models": [...], "data": [...]}``).
+
+    Everything is checked before anything is written, and ``workshop.json`` is written last:
+    a refused or failed set-up leaves no workshop behind, so trying again works.
+    """
     root = Path(root).expanduser().resolve()
     if (root / FILE).exists():
         raise WorkshopError(f"{root} already holds a workshop; use another folder (or remove "
                             f"{root / FILE} to start over)")
+    stage = {kind: list(paths) for kind, paths in (stage or {}).items()}
+    for kind, paths in stage.items():
+        if kind not in ("models", "data"):
+            raise WorkshopError(f"stage 'models' or 'data', not {kind!r}")
+        for path in paths:
+            _stageable(path)
     names = participants if isinstance(participants, list) else \
         [f"p{i + 1:02d}" for i in range(int(participants))]
     if not names or len(names) > 500:
@@ -203,18 +217,34 @@ def create(root: str | Path, participants: int | list[str], *, name: str = "work
         from .jobs import save_settings
 
         save_settings(pws, executor=executor, slurm=slurm or None)
+    for kind, paths in stage.items():
+        for path in paths:
+            ws.stage(path, kind)
     ws.save()
     return ws
+
+
+def _stageable(path: str | Path) -> Path:
+    """``path`` as a file that can be pre-staged, else WorkshopError saying why."""
+    try:
+        src = Path(path).expanduser()
+        if src.is_dir():
+            raise WorkshopError(f"{path}: is a folder; stage files one by one")
+        if not src.is_file():
+            raise WorkshopError(f"{path}: no such file")
+    except (OSError, ValueError):
+        raise WorkshopError(f"{path!r}: not a usable file path") from None
+    return src
 
 
 def load(root: str | Path | None = None) -> Workshop | None:
     """The workshop in ``root`` (default: the workspace folder), or ``None`` when there is
     none. A broken ``workshop.json`` raises WorkshopError."""
     root = Path(root).expanduser().resolve() if root else Workspace().root
-    data = read_json(root / FILE)
+    data, problem = read_json_checked(root / FILE, dict, "a workshop configuration")
+    if problem is not None:
+        raise WorkshopError(f"{root / FILE}{problem.removeprefix(FILE)}: fix or remove it")
     if data is None:
-        if (root / FILE).exists():
-            raise WorkshopError(f"{root / FILE} cannot be read")
         return None
     try:
         return Workshop(root=root, name=data["name"], instructor_token=data["instructor_token"],
@@ -311,23 +341,89 @@ def _foundation_name(path: str | None) -> str | None:
     return "foundation with chosen E0s" if p.name == "foundation_e0s.model" else p.name
 
 
-def board_runs(shop: Workshop, *, evaluate: bool = True, progress=None) -> list[BoardRun]:
-    """Every participant's runs; finished ones with their target error and forgetting ratio
-    (target head; evaluated once, cached in the workshop folder by model hash)."""
+#: figures of a participant's finished run, measured by the run itself (see record_figures)
+FIGURES = "figures.json"
+
+
+def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, Any] | None:
+    """Measure, in the run's own process, what the instructor's board shows of a finished
+    training run of a participant (``model``, the file it trained): the target error (target head) and the forgetting ratio
+    (pretraining force error of its pt head, else of its target head, over the foundation
+    model's), and keep them in the run folder (``figures.json``).
+
+    The run loads the models it trained from and produced, which its participant chose; the
+    board only reads these numbers and never loads a participant's model. Outside a workshop
+    nothing is measured (``None``). A measurement that fails is recorded with its reason.
+    """
+    from .evaluate import evaluate_cached
+    from .jobs.records import RunStore
+
+    found = of_workspace(ws)
+    if found is None:
+        return None
+    shop = found[0]
+    store = RunStore(ws)
+    rec = store.read(run_id)
+    if rec.kind != "train":
+        return None
+    model = str(model)
     from .compare import model_heads_of
     from .demo import demo_paths
-    from .evaluate import evaluate_cached
-    from .jobs import list_runs
-    from .jobs.records import e0_method, run_facts
 
     demo = demo_paths()
     target = shop.target_test or demo["sn2_test"]
     pretrain = shop.pretrain_test or demo["pretrain_test"]
-    cache_ws = Workspace(shop.root)
+    out: dict[str, Any] = {"target_test": str(target), "pretrain_test": str(pretrain)}
+    try:
+        heads = model_heads_of(model)
+        head = "Default" if "Default" in heads else heads[0]
+        tgt = evaluate_cached(model, target, head=head, workspace=ws, trusted=True)
+        out.update(head=head,
+                   target_forces_rmse_mev_per_a=tgt.metrics.forces_rmse_mev_per_a,
+                   target_energy_rmse_mev_per_atom=tgt.metrics.energy_rmse_mev_per_atom)
+        pre = evaluate_cached(model, pretrain,
+                              head="pt_head" if "pt_head" in heads else head, workspace=ws,
+                              trusted=True)
+        fpath = (rec.spec or {}).get("foundation_model")
+        if fpath and pre.metrics.forces_rmse_mev_per_a is not None:
+            base = evaluate_cached(fpath, pretrain, workspace=ws, trusted=True)
+            b = base.metrics.forces_rmse_mev_per_a
+            if b:
+                out["forgetting_ratio"] = pre.metrics.forces_rmse_mev_per_a / b
+    except MlipftError as exc:
+        out["problem"] = str(exc)
+    atomic_write_json(store.folder(run_id) / FIGURES, strict_json(out))
+    return out
+
+
+def _recorded_figures(folder: Path) -> dict[str, Any]:
+    """A run's ``figures.json``, each figure a finite number or ``None``."""
+    from .jobs.provenance import finite_or_none
+
+    raw = read_json(folder / FIGURES, {})
+    if not isinstance(raw, dict):
+        return {}
+    head = raw.get("head")
+    return {"head": head if isinstance(head, str) else None,
+            **{k: finite_or_none(raw.get(k)) for k in (
+                "target_forces_rmse_mev_per_a", "target_energy_rmse_mev_per_atom",
+                "forgetting_ratio")}}
+
+
+def board_runs(shop: Workshop, *, evaluate: bool = True) -> list[BoardRun]:
+    """Every participant's runs; finished ones with the target error and forgetting ratio
+    their run measured (:func:`record_figures`). No model is loaded here: a participant's
+    model may be their own upload, which only they confirmed.
+
+    ``evaluate=False`` leaves the figures out.
+    """
+    from .jobs import list_runs
+    from .jobs.records import RunStore, e0_method, run_facts
+
     out: list[BoardRun] = []
-    base: dict[str, float | None] = {}
     for p in shop.participants:
-        for r in list_runs(shop.workspace_of(p.name)):
+        ws = shop.workspace_of(p.name)
+        for r in list_runs(ws):
             if r.kind != "train" or not r.readable:
                 continue
             spec = r.spec or {}
@@ -336,28 +432,12 @@ def board_runs(shop: Workshop, *, evaluate: bool = True, progress=None) -> list[
                            _foundation_name(spec.get("foundation_model")),
                            e0_method(spec.get("e0s")), (spec.get("settings") or {}).get("lr"),
                            pilot=facts.pilot, facts=facts)
-            if evaluate and r.status == "done" and r.model_path:
-                try:
-                    heads = model_heads_of(r.model_path)
-                    head = "Default" if "Default" in heads else heads[0]
-                    if progress:
-                        progress(f"{p.name}: {r.name}")
-                    tgt = evaluate_cached(r.model_path, target, head=head, workspace=cache_ws,
-                                          trusted=True)
-                    row.head = head
-                    row.target_forces_rmse_mev_per_a = tgt.metrics.forces_rmse_mev_per_a
-                    row.target_energy_rmse_mev_per_atom = tgt.metrics.energy_rmse_mev_per_atom
-                    pt_head = "pt_head" if "pt_head" in heads else head
-                    pre = evaluate_cached(r.model_path, pretrain, head=pt_head,
-                                          workspace=cache_ws, trusted=True)
-                    fpath = spec.get("foundation_model")
-                    if fpath and fpath not in base:
-                        fb = evaluate_cached(fpath, pretrain, workspace=cache_ws, trusted=True)
-                        base[fpath] = fb.metrics.forces_rmse_mev_per_a
-                    if base.get(fpath) and pre.metrics.forces_rmse_mev_per_a is not None:
-                        row.forgetting_ratio = pre.metrics.forces_rmse_mev_per_a / base[fpath]
-                except MlipftError:
-                    pass
+            if evaluate and r.status == "done":
+                fig = _recorded_figures(RunStore(ws).folder(r.id))
+                row.head = fig.get("head")
+                row.target_forces_rmse_mev_per_a = fig.get("target_forces_rmse_mev_per_a")
+                row.target_energy_rmse_mev_per_atom = fig.get("target_energy_rmse_mev_per_atom")
+                row.forgetting_ratio = fig.get("forgetting_ratio")
             out.append(row)
     return out
 

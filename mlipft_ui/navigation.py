@@ -76,6 +76,8 @@ def build_navigation():
         if problem:
             st.warning(f"Your saved choices could not be read ({problem}); starting with fresh "
                        "choices. The old file is kept beside it when you choose again.")
+        for damaged in selections.file_problems():
+            st.warning(damaged)
         st.caption("Current choices")
         st.markdown(f"**Model:** {selections.get('model_label') or selections.get('model') or '—'}")
         st.markdown(f"**Dataset:** {selections.get('dataset_label') or '—'}")

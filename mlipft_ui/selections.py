@@ -65,10 +65,16 @@ def check_path(path: str | None) -> str | None:
         return path
     from pathlib import Path
 
+    from mlipft_core.workshop import AccessError
+
     role, name = identity()
     if role in ("single", "instructor"):
-        return str(Path(path).expanduser().resolve())
-    from mlipft_core.workshop import AccessError
+        try:
+            return str(Path(path).expanduser().resolve())
+        except (OSError, ValueError):  # e.g. a NUL byte, a loop of links
+            shown = str(path).replace("\0", "\\0")
+            raise AccessError(f"{shown} is not a usable file path: type the path of a file "
+                              "(without control characters)") from None
 
     if role != "participant":
         raise AccessError("no access")
@@ -135,6 +141,28 @@ def keep(key: str, value: Any) -> None:
 def state_problem() -> str | None:
     """Why the saved choices could not be read (they start afresh), or ``None``."""
     return workspace().state_problem()
+
+
+def file_problems() -> list[str]:
+    """One line for each helper file of this session's workspace that is damaged and
+    ignored (run settings, confirmed model files, the selected E0 choice): what the page
+    shows, in the same words as the command line's warnings."""
+    from mlipft_core.e0 import choice_problem
+    from mlipft_core.jobs.local import SETTINGS_IGNORED, settings_file, settings_problem
+    from mlipft_core.workspace import TRUST_IGNORED, damaged_notice
+
+    ws = workspace()
+    out = []
+    problem = settings_problem(ws.root)
+    if problem:
+        out.append(damaged_notice(settings_file(ws.root), problem, SETTINGS_IGNORED))
+    problem = ws.trust_problem()
+    if problem:
+        out.append(damaged_notice(ws.trust_file, problem, TRUST_IGNORED))
+    problem = choice_problem(ws)
+    if problem:
+        out.append(problem)
+    return out
 
 
 def model_is_trusted(name_or_path: str) -> bool:

@@ -46,14 +46,14 @@ def stop_workers(root: Path) -> None:
     try:
         info = json.loads((Path(root) / "queue" / "dispatcher.json").read_text())
         pids.append((info["pid"], info["started"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         pass
     for rec in _run_files(root):
         try:
             d = json.loads(rec.read_text())
             if d.get("status") == "running" and d.get("executor", "local") == "local":
                 pids.append((d["pid"], d["pid_started"]))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass
     slurm_jobs = []
     for rec in _run_files(root):
@@ -62,7 +62,7 @@ def stop_workers(root: Path) -> None:
             if d.get("executor") == "slurm" and d.get("status") in ("queued", "running") \
                     and d.get("slurm_job_id"):
                 slurm_jobs.append(d["slurm_job_id"])
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
     if slurm_jobs:
         import subprocess

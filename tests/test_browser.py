@@ -6,56 +6,31 @@ pages (3D viewer included) work offline.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench._workshop_session import CHROMIUM, Server
 from mlipft_core import jobs
 from mlipft_core.workspace import Workspace
 from mlipft_ui.labels import run_labels
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-         "true", "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + proc.stdout.read().decode()[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    """The app served for real on a free port, over the test's workspace."""
+    served = Server(Workspace().root)
+    yield served.url
+    served.stop()
 
 
 def finished_run(tmp_path):
@@ -371,7 +346,6 @@ def test_workshop_two_participants_at_once(server, tmp_path):
 
         # no address serves another participant's files (only the app's static folder is
         # served, and it holds no workspace)
-        import urllib.error
 
         secret = ws2.runs / r2[0].id / "run.json"
         for crafted in (f"/app/static/../../participants/p02/runs/{r2[0].id}/run.json",

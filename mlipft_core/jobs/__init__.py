@@ -27,7 +27,9 @@ from ..errors import MlipftError
 from ..modelwork import model_turn
 from ..strategies import (RunSpec, StrategyError, build_config, config_yaml,
                           get_strategy, resolved_settings, shell_command)
-from ..workspace import Workspace, atomic_write_json, atomic_write_text, read_json
+from ..workspace import (Workspace, atomic_write_json, atomic_write_text, read_json,
+                         set_aside_if_damaged)
+from . import provenance
 from .local import LocalExecutor, ensure_dispatcher
 from .progress import Progress, read_progress
 from .records import (ACTIVE, EXECUTORS, FINAL, InvalidRunNameError,
@@ -74,8 +76,9 @@ def load_settings(workspace: Workspace | None = None) -> dict[str, Any]:
     import copy
 
     ws = workspace or Workspace()
-    raw = read_json(ws.root / "settings.json")
-    raw = raw if isinstance(raw, dict) else {}
+    from .local import read_settings
+
+    raw = read_settings(ws.root)  # a damaged file is said and left aside
     out = copy.deepcopy(DEFAULT_SETTINGS)
     if raw.get("executor") in EXECUTORS:
         out["executor"] = raw["executor"]
@@ -105,6 +108,7 @@ def save_settings(workspace: Workspace | None = None, *, executor: str | None = 
         cur["local"]["cpu_slots"] = cpu_slots
     if slurm is not None:
         cur["slurm"] = SlurmOptions.from_dict({**cur["slurm"], **slurm}).check().to_dict()
+    set_aside_if_damaged(ws.root / "settings.json")
     atomic_write_json(ws.root / "settings.json", cur)
     return cur
 
@@ -164,8 +168,8 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
 
         try:
             raw = ast.literal_eval(value)
-        except (ValueError, SyntaxError) as exc:
-            raise StrategyError(f"E0s {value!r} are not a valid dict") from exc
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            raise StrategyError(f"E0s {value[:80]!r} are not a valid dict") from exc
         return e0mod.load_explicit(raw)
     return e0mod.load_explicit(value)
 
@@ -204,7 +208,12 @@ def _foundation_with_e0s(model_path: str, e0: dict[str, float], out: Path) -> Pa
                         table[zs.index(z)] = value
                     else:
                         table[0, zs.index(z)] = value
-        torch.save(net, out)
+        try:
+            torch.save(net, out)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError
+            from ..errors import WorkspaceError, model_write_message
+
+            raise WorkspaceError(model_write_message(out.parent)) from exc
     return out
 
 
@@ -309,11 +318,20 @@ class TrainingDataError(StrategyError):
 def preflight(spec: RunSpec) -> int:
     """Refuse inputs that would train garbage; return the number of training structures.
 
-    Checks the training, validation, test and replay files for NaN or infinite positions
-    and labels, and that the training set holds at least two structures.
-    """
-    from ..data import detect_keys, read_frames, validate
+    Checks the training, validation, test and replay files with validation's own checks
+    (:func:`mlipft_core.data.validate`): whatever it calls an error (configurations without
+    atoms or without energies, NaN or infinite values, forces or stresses of the wrong shape,
+    degenerate, huge or overlapping structures) is refused. The training set must hold at
+    least two structures, and at least one batch of the run's batch size.
 
+    Raises
+    ------
+    TrainingDataError
+        With the finding's code and a message naming the file.
+    """
+    from ..data import detect_keys, first_error, read_frames, validate
+
+    strat = get_strategy(spec.strategy)
     n_train = 0
     for role, path in (("training", spec.train_file), ("validation", spec.valid_file),
                        ("test", spec.test_file), ("replay", spec.replay_file)):
@@ -321,18 +339,64 @@ def preflight(spec: RunSpec) -> int:
             continue
         frames = read_frames(path)
         keys = detect_keys(frames)
-        for f in validate(frames, keys):
-            if f.code in ("non_finite", "forces_shape"):
+        # the foundation model labels a pseudolabelled replay file: it needs no energies
+        allow = ("missing_energy",) if role == "replay" and \
+            strat.options.get("pseudolabel_replay") else ()
+        bad = first_error(validate(frames, keys), allow)
+        if bad is not None:
+            name = Path(path).name
+            if bad.code == "missing_energy" and not bad.indices:  # no energy key at all
                 raise TrainingDataError(
-                    f"the {role} file {Path(path).name} cannot be trained on: {f.message}; "
-                    "remove or fix those configurations first", code=f.code)
+                    f"the {role} file {name} cannot be trained on: no configuration has an "
+                    "energy label; store the total energies under REF_energy (or energy, "
+                    "DFT_energy)", code=bad.code)
+            advice = "" if "remove" in bad.message else \
+                "; remove or fix those configurations first (validation lists every one)"
+            raise TrainingDataError(f"the {role} file {name} cannot be trained on: "
+                                    f"{bad.message}{advice}", code=bad.code)
         if role == "training":
             n_train = sum(1 for a in frames if a.info.get("config_type") != "IsolatedAtom")
     if n_train < 2:
         raise TrainingDataError(f"the training file {Path(spec.train_file).name} holds "
                                 f"{n_train} usable configuration(s); training needs at least 2",
                                 code="too_few_configurations")
+    check_batch_fits(spec, n_train)
     return n_train
+
+
+def mace_train_count(n: int, has_valid_file: bool) -> int:
+    """How many of ``n`` training configurations ``mace_run_train`` trains on: all of them
+    with a validation file, else all but its random 10% validation part
+    (``mace.data.random_train_valid_split``)."""
+    return n if has_valid_file else min(n - int(0.1 * n), n - 1)
+
+
+def check_batch_fits(spec: RunSpec, n_train: int, what: str | None = None) -> None:
+    """Refuse a batch size larger than the set mace trains on: mace drops the last partial
+    batch, so it would have no batch at all (and fail).
+
+    Parameters
+    ----------
+    spec
+        The run (its ``batch_size`` setting and whether it has a validation file).
+    n_train
+        Training configurations (isolated atoms left out).
+    what
+        How the training set is named in the message (default: its file).
+    """
+    try:
+        batch = int(resolved_settings(spec)["batch_size"])
+    except (TypeError, ValueError, OverflowError):
+        return  # build_config refuses it with its own message
+    fit = mace_train_count(n_train, bool(spec.valid_file))
+    if batch > fit:
+        where = what or f"the training file {Path(spec.train_file).name}"
+        split = "" if spec.valid_file else \
+            f" (without a validation file, mace keeps {n_train - fit} of them to validate)"
+        raise TrainingDataError(
+            f"the batch size {batch} is larger than the training set: mace trains on {fit} of "
+            f"the {n_train} configurations of {where}{split}; choose a batch size of at most "
+            f"{fit}", code="batch_too_large")
 
 
 def _check_e0s(train_file: str, e0: dict[str, float]) -> None:
@@ -407,6 +471,7 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
                               **extra},
                         sweep=sweep, executor=exec_name, executor_options=exec_opts,
                         **_ownership(ws))
+        provenance.record(folder, "foundation_model", spec.foundation_model)
         return store.create(rec)
     except BaseException:
         import shutil
@@ -448,7 +513,7 @@ def _launch(ws: Workspace, records: list[RunRecord]) -> list[RunRecord]:
             if isinstance(exc, MlipftError):
                 raise
             raise MlipftError(f"{len(recs)} run(s) could not be submitted to the {name} "
-                              f"executor: {type(exc).__name__}: {exc}") from exc
+                              f"executor: {exc}") from exc
     return [store.read(r.id) for r in records]
 
 
@@ -464,6 +529,104 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     return _launch(ws, [rec])[0]
 
 
+def _check_launch(ws: Workspace, specs: list[RunSpec], *, exec_name: str, trusted: bool,
+                  sizes: list[int] | None = None) -> dict[tuple, dict[str, float]]:
+    """Check every run of a launch before any of it is written or queued.
+
+    Names, settings and ``mace_run_train`` configurations of every run first (cheap, so a bad
+    strategy setting is reported before any data is read), then the data files of every run
+    (:func:`preflight`), the training-set sizes of a size sweep, and every E0 choice.
+
+    Parameters
+    ----------
+    ws
+        The workspace.
+    specs
+        The runs (for a size sweep: one per strategy x learning rate x seed, each trained at
+        every size).
+    exec_name
+        The executor (a local run needs its device here).
+    trusted
+        Whether the foundation models are trusted files.
+    sizes
+        Training-set sizes of a size sweep (sorted), or ``None``.
+
+    Returns
+    -------
+    dict
+        The E0 values of each distinct E0 choice (keyed by :func:`_e0_key`).
+
+    Raises
+    ------
+    MlipftError
+        The first problem found; nothing is written.
+    """
+    from ..data import read_frames
+
+    for s in specs:
+        check_name(s.name if s.name not in ("", "run") else s.strategy)
+        if sizes:
+            check_name(f"{s.name}-n{sizes[-1]}")  # the name of its largest run
+        build_config(s, Path("/tmp"), check_device=exec_name == "local")
+    checked: set[tuple[str | None, ...]] = set()
+    n_frames: dict[str, int] = {}
+    e0_cache: dict[tuple, dict[str, float]] = {}
+    for s in specs:  # data checked and every E0 resolved before the first run is written
+        a = _absolute(s)
+        files = (a.train_file, a.valid_file, a.test_file, a.replay_file)
+        if files not in checked:
+            preflight(a)
+            checked.add(files)
+        if sizes is not None:
+            if a.train_file not in n_frames:
+                n_frames[a.train_file] = len(read_frames(a.train_file))
+            n = n_frames[a.train_file]
+            if not sizes or sizes[0] < 2 or sizes[-1] > n:
+                raise StrategyError(f"training-set sizes must lie between 2 and {n} (the "
+                                    f"training set), got {sizes}")
+            check_batch_fits(a, sizes[0], "the smallest training-set size")
+        key = _e0_key(a)
+        if key not in e0_cache:
+            e0_cache[key] = resolve_e0s(a, trusted=trusted, workspace=ws)
+            _check_e0s(a.train_file, e0_cache[key])
+    return e0_cache
+
+
+def _withdraw(ws: Workspace, records: list[RunRecord]) -> None:
+    """Take back runs prepared for a launch that failed before it was handed over: a queued
+    one is removed, one a dispatcher already claimed is cancelled."""
+    import shutil
+
+    store = RunStore(ws)
+    for r in records:
+        if store.transition(r.id, ("queued",), status="cancelled", finished=time.time(),
+                            reason="the launch it belonged to failed") is not None:
+            shutil.rmtree(store.folder(r.id), ignore_errors=True)
+        else:
+            try:
+                cancel(r.id, ws)
+            except MlipftError:
+                pass
+
+
+def _prepare_all(ws: Workspace, jobs_: list[tuple[RunSpec, dict[str, Any]]]
+                 ) -> list[RunRecord]:
+    """:func:`prepare` every ``(spec, options)``; when one fails, the runs already prepared
+    are withdrawn, so a launch queues all of its runs or none."""
+    recs: list[RunRecord] = []
+    try:
+        for spec, options in jobs_:
+            train_size = options.pop("train_size", None)
+            rec = prepare(spec, workspace=ws, **options)
+            if train_size is not None:
+                rec = RunStore(ws).update(rec.id, spec={**rec.spec, "train_size": train_size})
+            recs.append(rec)
+    except BaseException:
+        _withdraw(ws, recs)
+        raise
+    return recs
+
+
 def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
                  trusted: bool = True, executor: str | None = None,
                  slurm: SlurmOptions | dict[str, Any] | None = None,
@@ -475,27 +638,11 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
     sweep = sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
     _workshop_checks(ws, specs)
     exec_name, exec_opts = _executor_choice(ws, executor, slurm)
-    for s in specs:  # refuse the whole sweep before preparing any of it
-        check_name(s.name if s.name not in ("", "run") else s.strategy)
-        build_config(s, Path("/tmp"), check_device=exec_name == "local")
-    checked: set[tuple[str | None, ...]] = set()
-    e0_cache: dict[tuple[str, str, str], dict[str, float]] = {}
-    for s in specs:  # data checked and every E0 resolved before the first run is written
-        a = _absolute(s)
-        files = (a.train_file, a.valid_file, a.test_file, a.replay_file)
-        if files not in checked:
-            preflight(a)
-            checked.add(files)
-        key = _e0_key(a)
-        if key not in e0_cache:
-            e0_cache[key] = resolve_e0s(a, trusted=trusted, workspace=ws)
-            _check_e0s(a.train_file, e0_cache[key])
-    recs = []
-    for s in specs:
-        a = _absolute(s)
-        recs.append(prepare(s, workspace=ws, sweep=sweep, trusted=trusted, checked=True,
-                            e0_values=e0_cache[_e0_key(a)],
-                            executor=exec_name, slurm=exec_opts or None))
+    e0_cache = _check_launch(ws, specs, exec_name=exec_name, trusted=trusted)
+    recs = _prepare_all(ws, [(s, {"sweep": sweep, "trusted": trusted, "checked": True,
+                                  "e0_values": e0_cache[_e0_key(_absolute(s))],
+                                  "executor": exec_name, "slurm": exec_opts or None})
+                             for s in specs])
     return _launch(ws, recs)
 
 
@@ -536,14 +683,22 @@ def parse_list(text: str | Iterable[Any] | None, kind: type, what: str) -> list[
              if str(x).strip()]
     out = []
     for x in items:
+        t = str(x).strip()
+        shown = t if len(t) <= 40 else t[:37] + "..."
         try:
-            v = kind(float(str(x).strip())) if kind is int else kind(str(x).strip())
+            v = int(t) if kind is int else kind(t)
         except ValueError:
-            raise StrategyError(f"{what}: {str(x).strip()!r} is not a number") from None
-        if kind is int and float(str(x).strip()) != v:
-            raise StrategyError(f"{what}: {str(x).strip()!r} is not a whole number")
+            try:
+                f = float(t)
+            except ValueError:
+                raise StrategyError(f"{what}: {shown!r} is not a number") from None
+            if not math.isfinite(f):
+                raise StrategyError(f"{what}: {shown!r} is not a finite number") from None
+            if kind is int and not f.is_integer():
+                raise StrategyError(f"{what}: {shown!r} is not a whole number") from None
+            v = kind(f)
         if kind is float and not math.isfinite(v):
-            raise StrategyError(f"{what}: {str(x).strip()!r} is not a finite number")
+            raise StrategyError(f"{what}: {shown!r} is not a finite number")
         out.append(v)
     return out
 
@@ -596,13 +751,14 @@ def _tuning_for(tuning: dict[str, dict] | None, strategy: str, settings: dict[st
 
 
 def submit_plan(plan: SweepPlan, **kwargs: Any) -> list[RunRecord]:
-    """Submit a :class:`SweepPlan`: a sweep, or one size sweep per run when sizes are set."""
+    """Submit a :class:`SweepPlan`: a sweep, or a size sweep of every run when sizes are set.
+
+    The whole plan is checked (every run's settings, data, sizes and E0s) before any run is
+    written, and its runs are queued together: a bad run refuses the launch, none is queued.
+    """
     if plan.sizes:
-        out = []
-        for sp in plan.specs:
-            out += submit_size_sweep(sp, plan.sizes, seed=int(sp.settings.get("seed", 0)),
-                                     **kwargs)
-        return out
+        return _submit_sizes([(sp, int(sp.settings.get("seed", 0))) for sp in plan.specs],
+                             plan.sizes, **kwargs)
     return submit_sweep(plan.specs, **kwargs)
 
 
@@ -613,39 +769,47 @@ def submit_size_sweep(spec: RunSpec, sizes: list[int], *, seed: int = 0,
     Subsets are written to the workspace (``subsets/``); each run records its
     ``train_size``. The E0s are resolved once, on the full training set.
     """
+    return _submit_sizes([(spec, seed)], sizes, **kwargs)
+
+
+def _submit_sizes(specs: list[tuple[RunSpec, int]], sizes: Iterable[int], *,
+                  workspace: Workspace | None = None, trusted: bool = True,
+                  executor: str | None = None,
+                  slurm: SlurmOptions | dict[str, Any] | None = None,
+                  sweep: str | None = None) -> list[RunRecord]:
+    """Size sweeps of several runs, ``(spec, subset seed)`` each, checked whole and queued
+    together (see :func:`submit_size_sweep`)."""
     import hashlib
 
     import numpy as np
 
     from ..data import read_frames, write_extxyz
 
-    ws = kwargs.pop("workspace", None) or Workspace()
-    spec = _absolute(spec)
-    frames = read_frames(spec.train_file)
+    ws = workspace or Workspace()
     sizes = sorted({int(n) for n in sizes})
-    if not sizes or sizes[0] < 2 or sizes[-1] > len(frames):
-        raise StrategyError(f"training-set sizes must lie between 2 and {len(frames)} "
-                            f"(the training set), got {sizes}")
-    preflight(spec)
-    _workshop_checks(ws, [spec] * len(sizes))
-    order = np.random.default_rng(seed).permutation(len(frames))
-    tag = hashlib.sha256(f"{spec.train_file}:{seed}".encode()).hexdigest()[:10]
-    e0 = resolve_e0s(spec, trusted=kwargs.get("trusted", True), workspace=ws)
-    _check_e0s(spec.train_file, e0)
-    exec_name, exec_opts = _executor_choice(ws, kwargs.pop("executor", None),
-                                            kwargs.pop("slurm", None))
-    sweep = kwargs.pop("sweep", None) or time.strftime("sizes-%Y%m%d-%H%M%S")
-    recs = []
-    for n in sizes:
-        path = ws.root / "subsets" / f"{tag}-{n}.xyz"
-        if not path.is_file():
-            write_extxyz(path, [frames[i] for i in sorted(order[:n])])
-        s = replace(spec, train_file=str(path), name=f"{spec.name}-n{n}")
-        rec = prepare(s, workspace=ws, sweep=sweep, e0_values=e0, checked=True,
-                      executor=exec_name, slurm=exec_opts or None,
-                      trusted=kwargs.get("trusted", True))
-        recs.append(RunStore(ws).update(rec.id, spec={**rec.spec, "train_size": n}))
-    return _launch(ws, recs)
+    absolute = [(_absolute(s), seed) for s, seed in specs]
+    _workshop_checks(ws, [s for s, _ in absolute for _n in sizes])
+    exec_name, exec_opts = _executor_choice(ws, executor, slurm)
+    e0_cache = _check_launch(ws, [s for s, _ in absolute], exec_name=exec_name,
+                             trusted=trusted, sizes=sizes)
+    sweep = sweep or time.strftime("sizes-%Y%m%d-%H%M%S")
+    todo: list[tuple[RunSpec, dict[str, Any]]] = []
+    frames_of: dict[str, list] = {}
+    for spec, seed in absolute:
+        if spec.train_file not in frames_of:
+            frames_of[spec.train_file] = read_frames(spec.train_file)
+        frames = frames_of[spec.train_file]
+        order = np.random.default_rng(seed).permutation(len(frames))
+        tag = hashlib.sha256(f"{spec.train_file}:{seed}".encode()).hexdigest()[:10]
+        for n in sizes:
+            path = ws.root / "subsets" / f"{tag}-{n}.xyz"
+            if not path.is_file():
+                write_extxyz(path, [frames[i] for i in sorted(order[:n])])
+            todo.append((replace(spec, train_file=str(path), name=f"{spec.name}-n{n}"),
+                         {"sweep": sweep, "e0_values": e0_cache[_e0_key(spec)],
+                          "checked": True, "executor": exec_name,
+                          "slurm": exec_opts or None, "trusted": trusted, "train_size": n}))
+    return _launch(ws, _prepare_all(ws, todo))
 
 
 def submit_md(models: dict[str, str], structure: str | Path, settings, *, index: int = 0,

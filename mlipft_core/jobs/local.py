@@ -30,7 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..workspace import Workspace, read_json
+from typing import Any
+
+from ..workspace import Workspace, read_helper_json, read_json_checked, set_aside_if_damaged
 from .records import RunRecord, RunStore, runner_alive, same_process_alive
 
 POLL_S = 0.2
@@ -45,9 +47,31 @@ def queue_dir(root: Path) -> Path:
     return d
 
 
+#: what happens when the workspace's ``settings.json`` cannot be used
+SETTINGS_IGNORED = "the default run settings apply until the settings are saved again"
+
+
+def settings_file(root: str | Path) -> Path:
+    """The workspace's run settings file."""
+    return Path(root) / "settings.json"
+
+
+def read_settings(root: str | Path) -> dict[str, Any]:
+    """The raw content of the workspace's ``settings.json``: ``{}`` when there is none or it
+    cannot be used (not UTF-8, not JSON, not an object, a folder, unreadable), which is then
+    said once as a notice (:func:`~mlipft_core.workspace.note`) and never fatal."""
+    data = read_helper_json(settings_file(root), SETTINGS_IGNORED, what="run settings")
+    return data if isinstance(data, dict) else {}
+
+
+def settings_problem(root: str | Path) -> str | None:
+    """Why the workspace's ``settings.json`` cannot be used, or ``None``."""
+    return read_json_checked(settings_file(root), dict, "run settings")[1]
+
+
 def local_settings(root: Path) -> dict:
-    data = read_json(Path(root) / "settings.json") or {}
-    local = data.get("local") if isinstance(data, dict) else None
+    """The ``local`` part of the workspace's run settings (``{}`` when unset or damaged)."""
+    local = read_settings(root).get("local")
     return local if isinstance(local, dict) else {}
 
 
@@ -113,8 +137,13 @@ def dispatcher_alive(root: str | Path) -> bool:
 
 def dispatcher_pid(root: str | Path) -> int | None:
     """The pid of the running dispatcher (checked against its start time), else ``None``."""
-    info = read_json(queue_dir(Path(root)) / "dispatcher.json") or {}
+    info = read_helper_json(queue_dir(Path(root)) / "dispatcher.json",
+                            "the workspace's dispatcher is started afresh",
+                            what="the dispatcher's process") or {}
     pid, started = info.get("pid"), info.get("started")
+    if isinstance(pid, bool) or not isinstance(pid, int) or \
+            isinstance(started, bool) or not isinstance(started, (int, float)):
+        return None
     return pid if same_process_alive(pid, started) else None
 
 
@@ -325,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     from .records import current_process_identity
 
     pid, started, _host = current_process_identity()
-    atomic_write_json(queue_dir(ws.root) / "dispatcher.json", {"pid": pid, "started": started})
+    info = queue_dir(ws.root) / "dispatcher.json"
+    set_aside_if_damaged(info)
+    atomic_write_json(info, {"pid": pid, "started": started})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     return Dispatcher(ws.root).serve(lock)
 

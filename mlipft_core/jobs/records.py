@@ -15,6 +15,7 @@ the ``runs/`` folder.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import MlipftError
-from ..workspace import Workspace, atomic_write_json
+from ..workspace import (MAX_JSON_BYTES, Workspace, atomic_write_json, json_depth_exceeds,
+                         json_kind)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
@@ -129,10 +131,85 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_NONE = type(None)
+_NUMBER = (int, float)
+_PATH = (str, _NONE)
+#: the parts of ``spec`` the workbench reads, and the types it reads them as (other keys, of
+#: a newer version, are kept as they are)
+_SPEC_TYPES: dict[str, tuple[type, ...]] = {
+    "strategy": (str,), "name": (str,), "foundation_model": _PATH, "train_file": _PATH,
+    "valid_file": _PATH, "test_file": _PATH, "replay_file": _PATH, "isolated_file": _PATH,
+    "mace_train_file": _PATH, "e0s": (str, dict, _NONE), "settings": (dict,),
+    "tuning": (dict, _NONE), "e0_values": (dict,), "warnings": (list,),
+    "train_size": (int, _NONE), "isolated_atoms_left_out": (dict,),
+    # MD runs
+    "model": _PATH, "structure": _PATH, "head": _PATH, "index": (int,),
+}
+_METRIC_TYPES: dict[str, tuple[type, ...]] = {
+    "epochs_done": (int, _NONE), "valid": (dict, _NONE), "survived_steps": (int, _NONE),
+    "steps": (int, _NONE), "failure": (str, _NONE), "steps_per_second": (*_NUMBER, _NONE),
+}
+_EXECUTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {"log": _PATH}
+
+
+def _mistyped(value: Any, types: tuple[type, ...]) -> bool:
+    """Whether ``value`` is not of ``types`` (``True``/``False`` are not numbers here)."""
+    return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+
+
+def _check_part(data: dict[str, Any], field_name: str, types: dict[str, tuple[type, ...]]
+                ) -> None:
+    """:class:`UnreadableRunError` when a known key of the ``field_name`` part of a record
+    has a type the workbench cannot read."""
+    for key, want in types.items():
+        if key in data and _mistyped(data[key], want):
+            raise UnreadableRunError(f"run.json field '{field_name}.{key}' is "
+                                     f"{json_kind(data[key])}")
+
+
+def _check_shape(known: dict[str, Any]) -> None:
+    """The parts of a record below its top level: what the listing, the pages and the
+    runner read from ``spec``, ``metrics`` and ``executor_options`` must have the types
+    they are read as, so that one damaged record cannot break them for every run."""
+    spec = known.get("spec", {})
+    _check_part(spec, "spec", _SPEC_TYPES)
+    if any(not isinstance(w, str) for w in spec.get("warnings", [])):
+        raise UnreadableRunError("run.json field 'spec.warnings' holds something other "
+                                 "than text")
+    for key in ("settings", "e0_values", "tuning", "isolated_atoms_left_out"):
+        if isinstance(spec.get(key), dict) and any(not isinstance(k, str) for k in spec[key]):
+            raise UnreadableRunError(f"run.json field 'spec.{key}' has a key that is not text")
+    bad = [k for k, v in spec.get("e0_values", {}).items() if _mistyped(v, _NUMBER)]
+    if bad:
+        raise UnreadableRunError(f"run.json field 'spec.e0_values' gives no number for "
+                                 f"{', '.join(map(str, bad[:5]))}")
+    if known.get("kind") == "md" and "settings" in spec:
+        from dataclasses import fields as dc_fields
+
+        from ..md import MDSettings
+
+        names = {f.name for f in dc_fields(MDSettings)}
+        odd = sorted(k for k, v in spec["settings"].items()
+                     if k not in names or _mistyped(v, (*_NUMBER, str)))
+        if odd:
+            raise UnreadableRunError(f"run.json field 'spec.settings' has MD settings the "
+                                     f"workbench cannot use: {', '.join(odd[:5])}")
+    _check_part(known.get("metrics", {}), "metrics", _METRIC_TYPES)
+    _check_part(known.get("executor_options", {}), "executor_options",
+                _EXECUTOR_OPTION_TYPES)
+
+
 def record_from_dict(data: Any, folder_name: str) -> RunRecord:
-    """A :class:`RunRecord` from parsed JSON, or :class:`UnreadableRunError` saying why."""
+    """A :class:`RunRecord` from parsed JSON, or :class:`UnreadableRunError` saying why.
+
+    Besides the top-level fields, the parts of ``spec``, ``metrics`` and
+    ``executor_options`` that the workbench reads are checked (:func:`_check_shape`), and
+    nesting deeper than any record of the workbench is refused."""
     if not isinstance(data, dict):
         raise UnreadableRunError(f"run.json holds a {type(data).__name__}, not a run record")
+    if json_depth_exceeds(data):
+        raise UnreadableRunError("run.json nests lists or objects too deeply to be a run "
+                                 "record")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise UnreadableRunError(f"run.json lacks the field(s) {', '.join(missing)}")
@@ -153,11 +230,16 @@ def record_from_dict(data: Any, folder_name: str) -> RunRecord:
         raise UnreadableRunError(f"run.json has the unknown status {known['status']!r}")
     if known.get("executor", "local") not in EXECUTORS:
         raise UnreadableRunError(f"run.json has the unknown executor {known['executor']!r}")
+    _check_shape(known)
     return RunRecord(**known, extra=extra)
 
 
 def _read_file(path: Path) -> Any:
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise UnreadableRunError(f"run.json is too large to be a run record "
+                                     f"({size / 1e6:.0f} MB)")
         text = Path(path).read_bytes().decode("utf-8")
     except IsADirectoryError:
         raise UnreadableRunError("run.json is a folder") from None
@@ -170,6 +252,9 @@ def _read_file(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise UnreadableRunError(f"run.json is not valid JSON ({exc.msg}, line {exc.lineno})"
                                  ) from None
+    except RecursionError:
+        raise UnreadableRunError("run.json nests lists or objects too deeply to be a run "
+                                 "record") from None
 
 
 def unreadable_record(folder: Path, reason: str) -> RunRecord:
@@ -180,6 +265,62 @@ def unreadable_record(folder: Path, reason: str) -> RunRecord:
         created = 0.0
     return RunRecord(id=folder.name, name=folder.name, strategy="?", status=UNREADABLE,
                      created=created, reason=reason, kind="unknown")
+
+
+#: what a program's last words look like when the disk was full (Python, torch's writer)
+_DISK_FULL_WORDS = ("No space left", "Disk quota exceeded", "PytorchStreamWriter failed",
+                    "enforce fail at inline_cont", "file write failed")
+#: a disk with less room than this counts as full when a run has failed on it
+_FULL_BELOW_BYTES = 1 << 20
+
+
+def _disk_is_full(folder: Path, reason: str | None) -> bool:
+    """Whether a run that failed did so (most likely) because the disk of its folder is full:
+    its reason quotes a full disk, or the disk has (almost) no room left."""
+    if reason and any(w in reason for w in _DISK_FULL_WORDS):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+def _disk_full_record(rec: RunRecord, folder: Path) -> RunRecord:
+    """``rec`` as recorded when its disk is full: a failure says so first. A reason that only
+    quotes the full disk (a program's error line) is replaced; any other is kept after it."""
+    if rec.status != "failed" or "disk holding the run folder" in (rec.reason or ""):
+        return rec
+    why = (f"the disk holding the run folder {folder} is full (no space left): free some "
+           "space and start the run again")
+    before = (rec.reason or "").strip()
+    if before and not any(w in before for w in _DISK_FULL_WORDS):
+        why += f"; before that: {before}"
+    return dataclasses.replace(rec, reason=why)
+
+
+def _write_in_place(path: Path, rec: RunRecord, exc: OSError) -> None:
+    """Overwrite ``path`` with the record where no new file fits (a full disk): compact JSON
+    in the space the old file already holds; the log tail, then the metrics, are left out
+    when the record would not fit. Not atomic, so only the last resort."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise exc from None
+    room = max(st.st_size, st.st_blocks * 512)
+    d = rec.to_dict()
+    for drop in ((), ("log_tail",), ("log_tail", "metrics")):
+        small = {k: (None if k == "log_tail" else {}) if k in drop else v for k, v in d.items()}
+        data = json.dumps(small, sort_keys=True, separators=(",", ":"), default=str).encode()
+        if len(data) <= room:
+            break
+    else:
+        raise exc
+    with open(path, "r+b") as fh:
+        fh.seek(0)
+        fh.write(data)
+        fh.truncate(len(data))
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class RunStore:
@@ -236,7 +377,19 @@ class RunStore:
     get = read
 
     def _write(self, rec: RunRecord) -> None:
-        atomic_write_json(self.folder(rec.id) / "run.json", rec.to_dict())
+        """Write the record (atomically). A failure caused by a full disk says so in words
+        (:func:`_disk_full_record`); where no new file fits, the record is written over the
+        old one in place, as much of it as fits in the space the old one holds: the end of a
+        run is recorded even when the disk it filled has no room left."""
+        path = self.folder(rec.id) / "run.json"
+        if rec.status == "failed" and _disk_is_full(path.parent, rec.reason):
+            rec = _disk_full_record(rec, path.parent)
+        try:
+            atomic_write_json(path, rec.to_dict())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            _write_in_place(path, _disk_full_record(rec, path.parent), exc)
 
     def update(self, run_id: str, **changes: Any) -> RunRecord:
         with self.locked(run_id):
@@ -261,21 +414,27 @@ class RunStore:
     def list(self) -> list[RunRecord]:
         """Every run folder's record, oldest first; unreadable ones as placeholders."""
         out = []
-        if not self.root.is_dir():
+        try:
+            folders = list(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError:
             return out
-        for folder in self.root.iterdir():
-            if not folder.is_dir() or folder.name.startswith("."):
-                continue
-            if not _ID_RE.match(folder.name) or ".." in folder.name:
-                continue
-            if not (folder / "run.json").exists() and not (folder / "run.json").is_symlink():
-                continue  # a run being created (its folder comes first), or not a run
+        for folder in folders:
             try:
+                if not folder.is_dir() or folder.name.startswith("."):
+                    continue
+                if not _ID_RE.match(folder.name) or ".." in folder.name:
+                    continue
+                run_json = folder / "run.json"
+                if not run_json.exists() and not run_json.is_symlink():
+                    continue  # a run being created (its folder comes first), or not a run
                 out.append(self.read(folder.name))
             except UnreadableRunError as exc:
                 out.append(unreadable_record(folder, str(exc).split(": ", 1)[-1]))
             except RunNotFoundError:
                 continue
+            except OSError as exc:
+                out.append(unreadable_record(folder, f"the run folder cannot be read "
+                                                     f"({exc.strerror or exc})"))
         return sorted(out, key=lambda r: (r.created, r.id))
 
     def delete(self, run_id: str) -> None:

@@ -10,7 +10,9 @@
    process group, tied to the runner (it is killed if the runner dies);
 3. watch for cancellation (a ``cancel`` marker in the folder, or SIGTERM/SIGINT, which is what
    ``scancel`` sends) and for the SLURM time-limit warning (SIGUSR2);
-4. record the end: ``done`` with the model, ``failed`` with the reason, or ``cancelled``.
+4. watch mace's results for a loss that became NaN or infinite (the run diverged): such a
+   run is stopped at once and recorded as failed, whatever mace's exit code;
+5. record the end: ``done`` with the model, ``failed`` with the reason, or ``cancelled``.
 
 Nothing else writes a run's state once it is claimed.
 """
@@ -25,8 +27,11 @@ import time
 from pathlib import Path
 
 from ..workspace import Workspace, read_json
-from .progress import read_progress
+from .progress import LossWatch, read_progress
 from .records import RunStore, current_process_identity, log_tail
+
+#: Seconds between two looks at a running training's results for a diverged loss.
+WATCH_S = 2.0
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -92,6 +97,8 @@ def execute(folder: str | Path) -> str:
                                         env=env, start_new_session=True,
                                         preexec_fn=_child_setup)
             t_start = time.monotonic()
+            watch = LossWatch(folder) if rec.kind != "md" else None
+            next_look = t_start + WATCH_S
             while True:
                 try:
                     rc = proc.wait(timeout=0.2)
@@ -102,12 +109,17 @@ def execute(folder: str | Path) -> str:
                     if "why" not in stop and rec.time_limit_s and \
                             time.monotonic() - t_start > rec.time_limit_s:
                         stop["why"] = "cap"
+                    if "why" not in stop and watch is not None and \
+                            time.monotonic() >= next_look:
+                        next_look = time.monotonic() + WATCH_S
+                        if watch.poll() is not None:
+                            stop["why"] = "diverged"
                     if "why" in stop:
                         rc = _kill(proc)
                         break
     except BaseException as exc:  # record the end even when something here goes wrong
         finish(store, run_id, rc, cancelled=False,
-               reason=f"the runner stopped: {type(exc).__name__}: {exc}")
+               reason=f"the runner stopped on an unforeseen error: {exc or type(exc).__name__}")
         raise
     why = stop.get("why")
     if why == "cap":
@@ -116,7 +128,18 @@ def execute(folder: str | Path) -> str:
     if why == "timeout":
         return finish(store, run_id, rc, cancelled=False,
                       reason="the SLURM time limit was reached before the run ended")
+    if why == "diverged":
+        return finish(store, run_id, rc, cancelled=False,
+                      reason=diverged_reason(watch.found, rec.spec))
     return finish(store, run_id, rc, cancelled=why == "cancel")
+
+
+def diverged_reason(what: str | None, spec: dict | None) -> str:
+    """Why a run whose loss became NaN or infinite failed, and what to do."""
+    lr = ((spec or {}).get("settings") or {}).get("lr") if isinstance(spec, dict) else None
+    at = f" (it was {lr:g})" if isinstance(lr, (int, float)) else ""
+    return (f"training diverged: {what or 'a loss became NaN or infinite'}, so the model is "
+            f"not usable; lower the learning rate{at} and run it again")
 
 
 def _kill(proc: subprocess.Popen) -> int:
@@ -149,11 +172,15 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
         prog = read_progress(folder, rec.max_epochs)
         metrics = {"epochs_done": None if prog.epoch is None else prog.epoch + 1,
                    "valid": prog.last_valid()}
+        if prog.non_finite is not None and reason is None and not cancelled:
+            reason = diverged_reason(prog.non_finite, rec.spec)  # mace ended "fine"
     now = time.time()
     if cancelled:
         status, extra = "cancelled", {"reason": "cancelled by the user"}
     elif reason is None and rc == 0 and product.is_file():
         status, extra = "done", {"model_path": None if rec.kind == "md" else str(product)}
+        if rec.kind != "md":
+            _record_the_model(store, rec, product)
     else:
         status = "failed"
         if reason is None:
@@ -171,6 +198,20 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
     store.transition(run_id, ("queued", "running"), status=status, finished=now,
                      returncode=rc, log_tail=tail, metrics=metrics, **extra)
     return status
+
+
+def _record_the_model(store: RunStore, rec, product: Path) -> None:
+    """Keep the trained model's content hash with the run (files loaded through the run
+    later are checked against it) and, for a workshop participant, the figures the
+    instructor's board shows (measured here, by the run, so that the board loads no model)."""
+    from ..workshop import record_figures
+    from . import provenance
+
+    provenance.record(store.folder(rec.id), "model", product)
+    try:
+        record_figures(store.workspace, rec.id, product)
+    except Exception as exc:  # noqa: BLE001 - the run is done whatever the board gets
+        print(f"the board's figures could not be measured: {exc}", file=sys.stderr)
 
 
 def run_folder(folder: str) -> str:

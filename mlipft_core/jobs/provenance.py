@@ -1,0 +1,83 @@
+"""The content hashes of the model files a run used, kept in its folder (``models.json``).
+
+A run records the SHA-256 of its foundation model when it is queued and of the model it
+trained when it ends. Whoever later loads one of those files through the run (the Compare
+page, ``mlipft compare RUN_ID``) checks the hash first: a file that was replaced after the run
+used it (for instance by another pickle under the same name) is refused with that reason and
+never loaded, since loading a model file runs the code it carries.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import MlipftError
+from ..workspace import atomic_write_json, cached_sha256, read_json
+
+FILE = "models.json"
+
+
+class ModelChangedError(MlipftError):
+    """A model file a run used has another content than the run recorded."""
+
+    code = "model_changed"
+
+
+def _entries(folder: Path) -> dict[str, dict[str, Any]]:
+    raw = read_json(Path(folder) / FILE, {})
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, dict)
+            and isinstance(v.get("path"), str) and isinstance(v.get("sha256"), str)}
+
+
+def record(folder: str | Path, role: str, path: str | Path | None) -> None:
+    """Record the content hash of the model file ``path`` the run in ``folder`` used as
+    ``role`` ("foundation_model", "model"); a registry name or a missing file is skipped."""
+    if not path:
+        return
+    p = Path(path)
+    if not p.is_file():
+        return
+    entries = _entries(Path(folder))
+    entries[role] = {"path": str(p.resolve()), "sha256": cached_sha256(p)}
+    atomic_write_json(Path(folder) / FILE, entries)
+
+
+def recorded(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """What ``models.json`` holds: ``{role: {"path", "sha256"}}`` (empty for older runs)."""
+    return _entries(Path(folder))
+
+
+def check(folder: str | Path, path: str | Path, what: str) -> None:
+    """Refuse ``path`` when the run in ``folder`` recorded another content for that file.
+
+    Raises
+    ------
+    ModelChangedError
+        The file's SHA-256 differs from the one recorded when the run used it (the message
+        names the file and the run's folder); a file the run did not record passes.
+    """
+    p = Path(path).resolve()
+    for role, entry in _entries(Path(folder)).items():
+        if Path(entry["path"]) != p and not (
+                role == "model" and Path(entry["path"]).name == p.name):
+            continue
+        if not p.is_file():
+            continue
+        if cached_sha256(p) != entry["sha256"]:
+            raise ModelChangedError(
+                f"{what} {p} was changed after the run in {Path(folder).name} used it (its "
+                "content no longer matches the hash the run recorded), so it is not loaded; "
+                "restore the original file or compare the new file by its path")
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A recorded figure as a finite float, else ``None`` (recorded files are checked, not
+    trusted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
