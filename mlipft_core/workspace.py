@@ -304,8 +304,8 @@ def damaged_notice(path: str | Path, problem: str, consequence: str, *,
     path = Path(path)
     rest = problem.removeprefix(path.name + " ") if problem.startswith(path.name + " ") \
         else f"cannot be used: {problem}"
-    kept = (f" (the damaged file is kept as {path.name}.unreadable-<time> when the workbench "
-            "next writes it)") if rewritten else ""
+    kept = (f" (when the workbench next writes it, the damaged file is kept beside it as "
+            f"{path.name}.unreadable- followed by the date and time)") if rewritten else ""
     return f"{path} {rest}; it is ignored and {consequence}{kept}"
 
 

@@ -19,4 +19,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! bash scripts/local
 fi
 stop_slurm() { [ "$started_slurm" = 1 ] && bash scripts/local_slurm.sh stop >/dev/null || true; }
 trap stop_slurm EXIT
-.venv/bin/python -m pytest -q --durations=15 "$@"
+# Two workers: much of a test's time is waiting (servers starting, browsers, the scheduler,
+# CLI processes importing torch), which the other worker fills. Long tests (marked slow) go
+# first and tests are handed out one at a time, so that both workers end together.
+.venv/bin/python -m pytest -q -n 2 --dist load --maxschedchunk 1 -rf --durations=25 "$@"

@@ -15,6 +15,12 @@ sys.path.insert(0, str(ROOT))
 from mlipft_core.demo import demo_paths  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Long tests (marked ``slow``) first, so that with two workers (``scripts/test.sh``) they
+    run side by side from the start and the short ones fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Every test gets its own workspace, an empty mace cache and no route to the internet."""

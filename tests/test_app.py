@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from mlipft_core.workspace import Workspace
@@ -273,6 +274,7 @@ def test_pages_survive_an_unreadable_run(demo):
     assert list(table["status"]) == ["unreadable"] and "holds a list" in table["note"][0]
 
 
+@pytest.mark.slow
 def test_compare_page_with_runs(demo, tmp_path):
     from ase.io import read, write
 
@@ -393,6 +395,7 @@ def test_join_page_names_the_workshop_in_a_sentence_that_reads_well():
         shutil.rmtree(root)
 
 
+@pytest.mark.slow
 def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(tiny, weak_model):
     """Learning-rate pilots are offered in a group of their own (by name, never chosen by
     default); the picks survive a reload and the results shown are of those picks; the

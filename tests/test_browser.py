@@ -63,6 +63,7 @@ def wait_rendered(page, timeout: float = 90_000) -> None:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+@pytest.mark.slow
 def test_app_in_headless_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -156,6 +157,7 @@ def test_app_in_headless_chromium(server, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+@pytest.mark.slow
 def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_split):
     """A sweep launched on this machine and on SLURM from the page: one table with where each
     run goes and live progress; Enter in a field launches nothing; one run is cancelled."""
@@ -244,6 +246,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+@pytest.mark.slow
 def test_workshop_two_participants_at_once(server, tmp_path):
     """Two participants in two browser contexts at the same time: each chooses a model and a
     dataset and launches a run, sees only their own; the board shows both; no token, no app."""
@@ -322,12 +325,10 @@ def test_workshop_two_participants_at_once(server, tmp_path):
         ws1, ws2 = shop.workspace_of("p01"), shop.workspace_of("p02")
         r1, r2 = jobs.list_runs(ws1), jobs.list_runs(ws2)
         assert len(r1) == 1 and len(r2) == 1
-        for ws, r in ((ws1, r1[0]), (ws2, r2[0])):
-            assert jobs.wait(r.id, ws, timeout=600).status == "done"
-        # each sees only their own run
-        p1.wait_for_function(GRID_TEXT + ".includes('done')", timeout=30_000)
+        assert r1[0].participant == "p01" and r2[0].participant == "p02"
+        # each sees only their own run (queued, running or done: its row is there)
         for page in (p1, p2):
-            page.wait_for_function(GRID_TEXT + ".includes('done')", timeout=30_000)
+            page.wait_for_function(GRID_TEXT + ".includes('this machine')", timeout=60_000)
             cells = page.evaluate(GRID_TEXT)
             assert cells.count("this machine") == 1, cells  # one run row: their own
         p1.screenshot(path=str(tmp_path / "workshop_p01.png"), full_page=True)
@@ -343,6 +344,8 @@ def test_workshop_two_participants_at_once(server, tmp_path):
                                 "return t.includes('p01') && t.includes('p02'); }",
                                 timeout=120_000)
         board.screenshot(path=str(tmp_path / "workshop_board.png"), full_page=True)
+        for ws, r in ((ws1, r1[0]), (ws2, r2[0])):
+            jobs.cancel(r.id, workspace=ws)  # training them to the end shows nothing more here
 
         # no address serves another participant's files (only the app's static folder is
         # served, and it holds no workspace)

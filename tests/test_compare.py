@@ -60,6 +60,7 @@ def test_cache_hit_and_invalidation(small, weak_model, tmp_path):
     assert shifted.pred_energy[1] == pytest.approx(changed.pred_energy[1] + 6.0, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_forgetting_per_head_and_cli(small, weak_model, demo):
     def s(strategy):
         return RunSpec(strategy, weak_model, str(small / "train.xyz"), e0s="estimated",
@@ -222,6 +223,7 @@ def test_pilot_runs_are_offered_apart_and_never_preselected(weak_model):
                               for x in ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2")]
 
 
+@pytest.mark.slow
 def test_compare_names_runs_and_heads_in_words(small, weak_model, demo):
     """Two runs both called "naive" (different learning rates) and a multihead run: told
     apart by what differs, heads in words, dashes for empty cells, on Compare and Runs."""

@@ -317,6 +317,7 @@ def test_a_full_disk_is_said_in_one_line_and_a_run_still_records_its_end(tmp_pat
         assert str(root / "runs" / "dead") in rec.reason
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_training_ends_the_run_with_the_reason(tmp_path,
                                                                         monkeypatch, demo):
     model = Path(demo["models"]["demo-gfn1-strong"])

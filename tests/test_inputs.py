@@ -246,6 +246,7 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+@pytest.mark.slow
 def test_json_output_is_strict_on_a_file_with_nan_labels(tmp_path, demo, weak_model):
     from ase.io import read, write
 

@@ -70,6 +70,7 @@ def test_short_stable_run_and_a_broken_one(demo, tmp_path):
         MDSettings(timestep_fs=-1).check()
 
 
+@pytest.mark.slow
 def test_md_on_the_queue_and_cli(demo, weak_model, strong_model):
     s = MDSettings(steps=10, interval=5)
     recs = jobs.submit_md({"weak": weak_model, "strong": strong_model}, demo["water_test"], s)

@@ -45,6 +45,7 @@ def params_changed(a: torch.nn.Module, b: torch.nn.Module) -> dict[str, bool]:
     return out
 
 
+@pytest.mark.slow
 def test_every_strategy_trains_and_yields_a_loadable_model(tiny, weak_model):
     specs = [spec(tiny, weak_model, n, **({"num_samples_pt": 20} if "replay" in n else {}))
              for n in STRATEGIES]
@@ -164,6 +165,7 @@ def test_killed_at_the_claim_point_never_trains_twice(tiny, weak_model):
     assert log.count("VERIFYING SETTINGS") <= 1 and "Done" not in log
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_run_train_once(tiny, weak_model):
     rec = jobs.prepare(spec(tiny, weak_model, "freeze-b"))
     folder = Workspace().runs / rec.id

@@ -92,6 +92,7 @@ def test_cancel_a_pending_job(tiny, weak_model):
         subprocess.run(["scancel", hold], capture_output=True)
 
 
+@pytest.mark.slow
 def test_cli_train_on_slurm_and_one_table(tiny, weak_model):
     out = subprocess.run(mlipft_cmd() + ["train", "--strategy", "freeze-b", "--model",
                                          "demo-gfn1-weak", "--train", str(tiny / "train.xyz"),

@@ -89,6 +89,7 @@ def _study_cmd(subsets, demo, weak_model, strong_model, *extra):
         "--epochs", "1", "--small-size", "10", "--json", *extra]
 
 
+@pytest.mark.slow
 def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_model,
                                                         strong_model):
     # started without waiting, then resumed by a second command: nothing runs twice

@@ -168,6 +168,7 @@ def test_fair_dispatch_across_participants(monkeypatch):
     assert started[-1] == "p03-r0"  # p03 has nothing going: it comes before p01's next
 
 
+@pytest.mark.slow
 def test_board_gathers_every_participants_runs(tiny, weak_model):
     create(2)
     shop = workshop.load(Workspace().root)

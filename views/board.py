@@ -14,9 +14,9 @@ if role != "instructor":
     st.stop()
 shop = selections.workshop()
 st.title("Instructor board")
-st.caption(f"Workshop **{shop.name}** · {len(shop.participants)} participants · finished runs "
-           "are evaluated on the target test set and the held-out pretraining set as they "
-           "come in (refreshes every 15 s).")
+st.caption(f"Workshop **{shop.name}** · {len(shop.participants)} participants · every finished "
+           "run measures itself on the target test set and the held-out pretraining set when "
+           "it ends, and this board shows those figures (refreshes every 15 s).")
 
 
 title = labels.strategy_title
