@@ -396,16 +396,23 @@ def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, A
     return out
 
 
+def _finite_or_none(value: Any) -> float | None:
+    """A recorded figure as a finite float, else ``None`` (recorded files are checked, not
+    trusted: a string, a bool or a non-finite number is no figure)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
 def _recorded_figures(folder: Path) -> dict[str, Any]:
     """A run's ``figures.json``, each figure a finite number or ``None``."""
-    from .jobs.provenance import finite_or_none
-
     raw = read_json(folder / FIGURES, {})
     if not isinstance(raw, dict):
         return {}
     head = raw.get("head")
     return {"head": head if isinstance(head, str) else None,
-            **{k: finite_or_none(raw.get(k)) for k in (
+            **{k: _finite_or_none(raw.get(k)) for k in (
                 "target_forces_rmse_mev_per_a", "target_energy_rmse_mev_per_atom",
                 "forgetting_ratio")}}
 

@@ -9,7 +9,6 @@ never loaded, since loading a model file runs the code it carries.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +71,3 @@ def check(folder: str | Path, path: str | Path, what: str) -> None:
                 f"{what} {p} was changed after the run in {Path(folder).name} used it (its "
                 "content no longer matches the hash the run recorded), so it is not loaded; "
                 "restore the original file or compare the new file by its path")
-
-
-def finite_or_none(value: Any) -> float | None:
-    """A recorded figure as a finite float, else ``None`` (recorded files are checked, not
-    trusted)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
