@@ -132,3 +132,10 @@ def mlipft_cmd() -> list[str]:
     """The installed console script, or the module when run from a plain checkout."""
     exe = shutil.which("mlipft", path=os.path.dirname(sys.executable))
     return [exe] if exe else [sys.executable, "-m", "mlipft_core"]
+
+
+def assert_done(rec):
+    """``rec`` (a finished run) ended ``done``; if not, the failure says why, with its log."""
+    assert rec.status == "done", (f"run {rec.id} ended {rec.status}: {rec.reason}\n"
+                                  f"{rec.log_tail}")
+    return rec

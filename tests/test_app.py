@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import assert_done
 from mlipft_core.workspace import Workspace
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -221,7 +222,7 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
     recs = jobs.list_runs(ws)
     assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
     at.run()
     table = at.dataframe[-1].value
     assert set(table["status"]) == {"done"}
@@ -254,7 +255,7 @@ def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
     assert len({r.slurm_job_id.split("_")[0] for r in recs}) == 1  # one job array
     assert any("as SLURM job(s)" in s.value for s in at.success)
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
     at.run()
     table = at.dataframe[-1].value
     assert set(table["status"]) == {"done"}
@@ -289,7 +290,7 @@ def test_compare_page_with_runs(demo, tmp_path):
                                       settings={"max_num_epochs": 1, "num_samples_pt": 10})
                               for n in ("naive", "multihead-replay")])
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
     at = app("views/compare.py")
     at.text_input[0].set_value(str(tmp_path / "target.xyz")).run()
     at.text_input[1].set_value(str(tmp_path / "pretrain.xyz")).run()
@@ -365,7 +366,7 @@ def test_md_page_runs_models_side_by_side(demo):
     button(at, "Run MD for the chosen models").click().run()
     assert not at.exception, at.exception
     for r in jobs.list_runs():
-        assert jobs.wait(r.id, timeout=300).status == "done"
+        assert_done(jobs.wait(r.id, timeout=300))
     at.run()
     assert not at.exception, at.exception
     assert len(at.get("iframe")) == 1 and "3Dmol" in at.get("iframe")[0].proto.srcdoc
@@ -414,7 +415,7 @@ def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(ti
     sweep = tune.submit_pilot(spec, lrs=[1e-4, 1e-3], epochs=1)
     final = jobs.submit_sweep([spec])[0]
     for r in jobs.list_runs():
-        assert jobs.wait(r.id, timeout=900).status == "done", r.reason
+        assert_done(jobs.wait(r.id, timeout=900))
     pilot_ids = {float(r.spec["settings"]["lr"]): r.id for r in jobs.list_runs()
                  if r.sweep == sweep}
 
@@ -452,7 +453,7 @@ def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(ti
     md_runs = [r for r in jobs.list_runs() if r.kind == "md"]
     assert len(md_runs) == 2
     for r in md_runs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
 
     at = app("views/md.py")  # a reload: the picks and the results of those picks
     assert at.multiselect(key="md_pick_models").value == picks[:1]

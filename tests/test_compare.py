@@ -18,7 +18,7 @@ from mlipft_core.probes import ProbeError, collapse_probe, dimer_curve, parse_pa
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
-from conftest import mlipft_cmd
+from conftest import assert_done, mlipft_cmd
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_forgetting_per_head_and_cli(small, weak_model, demo):
 
     recs = jobs.submit_sweep([s("naive"), s("multihead-replay")])
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
     refs = resolve_models([r.id for r in recs])
     rows, results = compare(refs, small / "target.xyz", small / "pretrain.xyz")
     by = {(r.name, r.head): r for r in rows}
@@ -237,7 +237,7 @@ def test_compare_names_runs_and_heads_in_words(small, weak_model, demo):
             jobs.submit(s("multihead-replay", 3e-3))]
     assert [r.name for r in recs] == ["naive", "naive", "multihead-replay"]
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
     at = _page("compare.py")
     at.text_input[0].set_value(str(small / "target.xyz")).run()
     at.text_input[1].set_value(str(small / "pretrain.xyz")).run()

@@ -26,7 +26,7 @@ from mlipft_core.jobs.records import (InvalidRunNameError, RunStore, UnreadableR
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
 
-from conftest import mlipft_cmd
+from conftest import assert_done, mlipft_cmd
 
 
 def spec(tiny, weak_model, strategy, **settings) -> RunSpec:
@@ -133,7 +133,7 @@ def test_runs_survive_the_dispatcher_and_it_exits_when_idle(tiny, weak_model):
     time.sleep(0.5)
     assert jobs.get_run(rec.id).status in ("queued", "running")
     # waiting starts a dispatcher again when the run still waits; a running one goes on alone
-    assert jobs.wait(rec.id, timeout=300).status == "done"
+    assert_done(jobs.wait(rec.id, timeout=300))
     deadline = time.time() + 10
     while dispatcher_alive(root) and time.time() < deadline:
         time.sleep(0.2)
@@ -222,7 +222,7 @@ def test_a_broken_run_json_breaks_nothing_else(tiny, weak_model, content, why):
         jobs.cancel("X")
     if why == "holds a list":  # and runs still go, through the same dispatcher
         rec = jobs.submit(spec(tiny, weak_model, "freeze-b"))
-        assert jobs.wait(rec.id, timeout=300).status == "done"
+        assert_done(jobs.wait(rec.id, timeout=300))
         assert [r.status for r in jobs.list_runs()] == ["unreadable", "done"] or \
             sorted(r.status for r in jobs.list_runs()) == ["done", "unreadable"]
     jobs.delete("X")

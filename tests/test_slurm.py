@@ -16,7 +16,7 @@ from mlipft_core.jobs import slurm
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
-from conftest import mlipft_cmd
+from conftest import assert_done, mlipft_cmd
 
 OK, WHY = slurm.available()
 if not OK and os.environ.get("MLIPFT_REQUIRE_SLURM"):
@@ -52,7 +52,7 @@ def test_sweep_is_one_job_array(tiny, weak_model):
     assert [i.split("_")[1] for i in ids] == ["0", "1"]
     assert len({i.split("_")[0] for i in ids}) == 1  # one array
     for r in recs:
-        assert jobs.wait(r.id, timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, timeout=600))
 
 
 def test_progress_while_running_and_cancel(tiny, weak_model):
@@ -104,7 +104,7 @@ def test_cli_train_on_slurm_and_one_table(tiny, weak_model):
     d = json.loads(out.stdout)
     assert d["status"] == "done" and d["executor"] == "slurm" and d["slurm_job_id"]
     local = jobs.submit(spec(tiny, weak_model, "freeze-b"), executor="local")
-    assert jobs.wait(local.id, timeout=600).status == "done"
+    assert_done(jobs.wait(local.id, timeout=600))
     rows = json.loads(subprocess.run(mlipft_cmd() + ["runs", "--json"], capture_output=True,
                                      text=True, timeout=120, check=True).stdout)
     assert {r["executor"] for r in rows} == {"local", "slurm"}

@@ -15,7 +15,7 @@ from mlipft_core.jobs.records import InvalidRunNameError, RunRecord, RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
-from conftest import mlipft_cmd
+from conftest import assert_done, mlipft_cmd
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 VIEWS = Path(APP).parent / "views"
@@ -128,7 +128,7 @@ def test_run_limit_and_epoch_cap(tiny, weak_model):
         jobs.submit(spec(), workspace=p1)
     with pytest.raises(workshop.WorkshopError, match="allows 1"):
         jobs.submit_sweep([spec(), spec()], workspace=shop.workspace_of("p02"))
-    assert jobs.wait(first.id, workspace=p1, timeout=300).status == "done"
+    assert_done(jobs.wait(first.id, workspace=p1, timeout=300))
     jobs.submit(spec(), workspace=p1)  # a slot is free again
 
 
@@ -179,7 +179,7 @@ def test_board_gathers_every_participants_runs(tiny, weak_model):
                                         settings={"max_num_epochs": 1}),
                                 workspace=shop.workspace_of(who))
     for who, r in recs.items():
-        assert jobs.wait(r.id, workspace=shop.workspace_of(who), timeout=600).status == "done"
+        assert_done(jobs.wait(r.id, workspace=shop.workspace_of(who), timeout=600))
     out = subprocess.run(mlipft_cmd() + ["workshop", "board", "--json"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
