@@ -1,6 +1,6 @@
 """A room of participants pressing the model-heavy buttons at the same moment.
 
-Four workshop participants (headless Chromium contexts on the served app: every browser
+Eight workshop participants (headless Chromium contexts on the served app: every browser
 session is a thread of the one server process) press Evaluate (zero-shot), Compute E0s,
 Launch and Compare together; each must get its own, correct result, and a second round
 afterwards works on the same server.
@@ -20,7 +20,7 @@ from mlipft_core import jobs
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
-N = 4
+N = 8
 
 
 def _same_for_everyone(presses, action) -> str:
