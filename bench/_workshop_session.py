@@ -218,11 +218,14 @@ async def _settled(page, ms: float) -> None:
 
 def rounds(room: Room, server: Server, actions=ACTIONS, *,
            after_each: Callable[[str, list[Press]], None] | None = None,
+           after_press: Callable[[Press], None] | None = None,
            timeout_s: float = 1800, screenshots: Path | None = None) -> list[Press]:
     """Every participant presses each action at the same moment, one action after another.
 
-    ``after_each(action, presses)`` is called after every action; with ``screenshots`` each
-    participant's settled page is saved there as ``<action>-<participant>.png``.
+    ``after_press(press)`` is called as soon as one participant's page settled (while the
+    others still wait), ``after_each(action, presses)`` after every action; with
+    ``screenshots`` each participant's settled page is saved there as
+    ``<action>-<participant>.png``.
     """
     import asyncio
 
@@ -238,10 +241,15 @@ def rounds(room: Room, server: Server, actions=ACTIONS, *,
             for name in room.tokens:
                 ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
                 pages[name] = await ctx.new_page()
+            async def press(name: str, action: str) -> Press:
+                done = await _press(pages[name], server.url, room.tokens[name], name, action,
+                                    timeout_s)
+                if after_press:
+                    after_press(done)
+                return done
+
             for action in actions:
-                got = await asyncio.gather(*[
-                    _press(pages[n], server.url, room.tokens[n], n, action, timeout_s)
-                    for n in room.tokens])
+                got = await asyncio.gather(*[press(n, action) for n in room.tokens])
                 if screenshots is not None:
                     screenshots.mkdir(parents=True, exist_ok=True)
                     for n, page in pages.items():

@@ -3,8 +3,8 @@
 The app is served for real and every participant is a headless Chromium context of their
 own: they open the Data, E0, Fine-tuning runs and Compare pages and press Evaluate
 (zero-shot), Compute E0s, Launch and Compare, all participants at the same moment, one
-button after another. The runs Launch queues are cancelled at once, so that training does
-not take the server's cores from the pages.
+button after another. The run a Launch queues is cancelled as soon as that participant's
+page settled, so that training does not take the server's cores from the other pages.
 
 Prints, per action and overall, the time from pressing to a settled page, against the same
 presses of one participant alone in the same run (the baseline), and the server's peak memory.
@@ -73,12 +73,17 @@ def _main(argv, out_stream) -> int:
         return 1
 
     def cancel_launched(room):
-        def after(action, presses):
-            if action == "launch":
-                for name, ws in room.workspaces.items():
-                    for r in jobs.list_runs(ws):
-                        if r.id != room.staged_run[name] and r.status in ("queued", "running"):
-                            jobs.cancel(r.id, workspace=ws)
+        """As soon as a participant's Launch settled, their queued run is cancelled: the
+        others' pages keep the cores (the bench measures pages, not training)."""
+        def after(press):
+            print(f"{press.participant} {press.action}: {press.seconds:.1f} s"
+                  + (f", error: {press.error}" if press.error else ""), file=sys.stderr)
+            if press.action == "launch":
+                ws = room.workspaces[press.participant]
+                for r in jobs.list_runs(ws):
+                    if r.id != room.staged_run[press.participant] \
+                            and r.status in ("queued", "running"):
+                        jobs.cancel(r.id, workspace=ws)
         return after
 
     def measured(n: int, sub: str):
@@ -89,7 +94,7 @@ def _main(argv, out_stream) -> int:
             room = make_room(root, n, files, model=args.model)
             stage_finished_run(trainer.runs / run.id, room)
             t0 = time.perf_counter()
-            presses = rounds(room, server, ACTIONS, after_each=cancel_launched(room))
+            presses = rounds(room, server, ACTIONS, after_press=cancel_launched(room))
             return presses, time.perf_counter() - t0, server.peak_rss_mb()
         finally:
             server.stop()

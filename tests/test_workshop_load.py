@@ -57,7 +57,30 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
     room = make_room(Workspace().root, N, files)
     stage_finished_run(trainer.runs / finished.id, room)
 
-    first = rounds(room, served, ("evaluate", "e0", "launch"))
+    launched = {}
+
+    def cancel_at_once(press):
+        """A participant's Launch settled: what it queued is noted and cancelled, so that the
+        cores go back to the pages still waiting."""
+        if press.action == "launch" and not press.error:
+            ws = room.workspaces[press.participant]
+            mine = [r for r in jobs.list_runs(ws) if r.id != room.staged_run[press.participant]]
+            launched[press.participant] = mine
+            for r in mine:
+                jobs.cancel(r.id, workspace=ws)
+
+    def before_compare(action, presses):
+        """Whether cancelled or already done, each launched run is removed, so that Compare
+        shows the one staged run, alike for everyone."""
+        if action == "launch":
+            for ws in room.workspaces.values():
+                for run in jobs.list_runs(ws):
+                    if run.id not in room.staged_run.values():
+                        jobs.wait(run.id, workspace=ws, timeout=120)
+                        jobs.delete(run.id, workspace=ws)
+
+    first = rounds(room, served, ("evaluate", "e0", "launch", "compare"),
+                   after_press=cancel_at_once, after_each=before_compare)
     assert not _errors(first), _errors(first)
     zero_shot = _same_for_everyone(first, "evaluate")
     force_rmse = re.search(r"Force RMSE \(meV/Å\) ([\d,.]+)", zero_shot)
@@ -65,20 +88,12 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
     e0_table = _same_for_everyone(first, "e0")
     assert re.search(r"-\d+\.\d{4}", e0_table), e0_table  # E0s in eV, on every page alike
     # every Launch queued exactly one run of its own participant, with the room's epoch cap
-    for name, ws in room.workspaces.items():
-        mine = [r for r in jobs.list_runs(ws) if r.id != room.staged_run[name]]
+    assert set(launched) == set(room.workspaces)
+    for name, mine in launched.items():
         assert len(mine) == 1, (name, [r.id for r in mine])
         assert mine[0].participant == name and mine[0].max_epochs == 1
         assert mine[0].status in ("queued", "running", "done"), mine[0].reason
-        jobs.cancel(mine[0].id, workspace=ws)  # the cores go back to the pages
-    for ws in room.workspaces.values():  # whether cancelled or already done, Compare shows
-        for run in jobs.list_runs(ws):  # the one staged run, alike for everyone
-            if run.id not in room.staged_run.values():
-                jobs.wait(run.id, workspace=ws, timeout=120)
-                jobs.delete(run.id, workspace=ws)
-    compare = rounds(room, served, ("compare",))
-    assert not _errors(compare), _errors(compare)
-    compared = _same_for_everyone(compare, "compare")
+    compared = _same_for_everyone(first, "compare")
     assert "Naive fine-tuning" in compared and re.search(r"\d+\.\d", compared), compared
 
     # a second round on the same server still works, with the same results
