@@ -117,7 +117,8 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.get_by_role("button", name="Evaluate").click()
         page.wait_for_selector("text=Force components", timeout=120_000)
         wait_rendered(page)
-        assert page.locator(".js-plotly-plot").count() >= 4
+        # plotly draws its charts a moment after the script ended: wait for the fourth
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
 
         page.get_by_role("link", name="Compare").first.click()
@@ -129,7 +130,8 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.get_by_role("button", name="Compare", exact=True).click()
         page.wait_for_selector("text=Least forgetting", timeout=180_000)
         wait_rendered(page)
-        assert page.locator(".js-plotly-plot").count() >= 4
+        # plotly draws its charts a moment after the script ended: wait for the fourth
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         # the selection and the results survive a reload, without pressing Compare again
         page.reload()
