@@ -219,11 +219,14 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
     button(at, "Launch").click().run()
     assert not at.exception, at.exception
     assert any("Queued 2 runs" in s.value for s in at.success)
+    # refreshed every 3 s while runs are active, every 30 s once none is
+    assert any("2 active, 2 in all · refreshes every 3 s" in c.value for c in at.caption)
     recs = jobs.list_runs(ws)
     assert sorted(r.strategy for r in recs) == ["freeze-b", "lora"]
     for r in recs:
         assert_done(jobs.wait(r.id, timeout=600))
     at.run()
+    assert any("0 active, 2 in all · refreshes every 30 s" in c.value for c in at.caption)
     table = at.dataframe[-1].value
     assert set(table["status"]) == {"done"}
     assert "validation energy RMSE (meV/atom), target head" in table
@@ -285,8 +288,10 @@ def test_compare_page_with_runs(demo, tmp_path):
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
     write(tmp_path / "target.xyz", read(demo["sn2_test"], ":8"))
     write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":12"))
+    write(tmp_path / "replay.xyz", read(demo["replay_pool"], ":20"))
     recs = jobs.submit_sweep([RunSpec(n, demo["models"]["demo-gfn1-weak"],
-                                      str(tmp_path / "train.xyz"), replay_file=demo["replay_pool"],
+                                      str(tmp_path / "train.xyz"),
+                                      replay_file=str(tmp_path / "replay.xyz"),
                                       settings={"max_num_epochs": 1, "num_samples_pt": 10})
                               for n in ("naive", "multihead-replay")])
     for r in recs:

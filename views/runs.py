@@ -7,7 +7,7 @@ import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core.jobs.local import dispatcher_alive, ensure_dispatcher
-from mlipft_core.jobs.records import UnreadableRunError
+from mlipft_core.jobs.records import ACTIVE, UnreadableRunError
 from mlipft_core.jobs.slurm import available as _slurm_available
 from mlipft_core.jobs.slurm import partitions as _slurm_partitions
 from mlipft_core.data import load_split
@@ -260,21 +260,37 @@ def where(r) -> str:
     return "this machine" + (f", GPU {r.gpu}" if r.gpu and r.device == "cuda" else "")
 
 
-@st.fragment(run_every=3)
-def runs_table() -> None:
-    records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
+#: seconds between refreshes of the runs table while a run is queued or running, and while
+#: none is (a room of participants idle on this page must not keep the server busy)
+LIVE_S, IDLE_S = 3, 30
+
+
+def _training_runs() -> list:
+    return [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
+
+
+def _any_active(records) -> bool:
+    return any(r.status in ACTIVE for r in records)
+
+
+def runs_table(live: bool) -> None:
+    """The table and the learning curves; when whether a run is active changed since the
+    page drew the table, the whole page once (so that the refresh rate follows)."""
+    records = _training_runs()
+    if _any_active(records) != live:
+        st.rerun()
     if not records:
         st.info("No runs yet.")
         return
     shown = labels.run_labels(r for r in records if r.readable)
-    rows = []
+    rows, progress_of = [], {}
     for r in reversed(records):
         if not r.readable:
             rows.append({"run": f"unreadable run folder {r.id}", "status": "unreadable",
                          "where": labels.DASH, "progress": 0.0, "epochs done": labels.DASH,
                          "note": r.reason})
             continue
-        p = jobs.progress(r, ws)
+        p = progress_of[r.id] = jobs.progress(r, ws)
         last = p.last_valid()
         done_epochs = (p.epoch or 0) + 1 if p.epoch is not None else 0
         row = {"run": shown[r.id], "status": r.status, "where": where(r),
@@ -293,8 +309,9 @@ def runs_table() -> None:
     config["progress"] = st.column_config.ProgressColumn("progress", min_value=0.0,
                                                          max_value=1.0)
     st.dataframe(table, hide_index=True, column_config=config)
-    active = [r for r in records if r.status in ("queued", "running")]
-    st.caption(f"{len(active)} active, {len(records)} in all · refreshes every 3 s")
+    active = [r for r in records if r.status in ACTIVE]
+    st.caption(f"{len(active)} active, {len(records)} in all · refreshes every "
+               f"{LIVE_S if live else IDLE_S} s")
     waiting = [r for r in active if r.executor == "local" and r.status == "queued"]
     if waiting and not dispatcher_alive(ws.dispatch_root):
         st.warning(f"{len(waiting)} local run(s) wait, but the local dispatcher is not "
@@ -303,7 +320,7 @@ def runs_table() -> None:
             ensure_dispatcher(ws.dispatch_root)
     curves = {}
     for r in [r for r in records if r.readable][-8:]:
-        series = jobs.progress(r, ws).series()
+        series = progress_of[r.id].series()
         for head, pts in series.items():
             curves[shown[r.id] + (f" [{labels.head_label(head)}]" if len(series) > 1
                                   else "")] = pts
@@ -314,7 +331,8 @@ def runs_table() -> None:
 
 
 st.subheader("Runs")
-runs_table()
+_live = _any_active(_training_runs())
+st.fragment(runs_table, run_every=LIVE_S if _live else IDLE_S)(_live)
 
 # ----------------------------------------------------------------- actions
 records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
