@@ -10,7 +10,7 @@ from mlipft_core import jobs
 from mlipft_core.data import read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
-from mlipft_core.jobs.records import is_pilot
+from mlipft_core.jobs.records import ACTIVE, is_pilot
 from mlipft_core.md import (MDSettings, compare_rdfs, equilibration_time_fs,
                             relative_energy_mev_per_atom, settle_rule_text,
                             summarise_temperature, temperature_notes)
@@ -145,10 +145,10 @@ if recs and ran != wanted:
 
 
 # ----------------------------------------------------------------- progress
-@st.fragment(run_every=3)
 def md_status() -> None:
+    """The group's MD runs; refreshed every 3 s while one is active, every 30 s otherwise."""
     recs = [r for r in jobs.list_runs(ws) if r.sweep == group]
-    active = any(r.status in ("queued", "running") for r in recs)
+    active = any(r.status in ACTIVE for r in recs)
     flag = f"md_active::{group}"
     was_active = st.session_state.get(flag, False)
     st.session_state[flag] = active
@@ -164,9 +164,9 @@ def md_status() -> None:
 
 
 st.subheader("Runs")
-md_status()
 recs = [r for r in jobs.list_runs(ws) if r.sweep == group and r.readable]
-if any(r.status in ("queued", "running") for r in recs):
+st.fragment(md_status, run_every=3 if any(r.status in ACTIVE for r in recs) else 30)()
+if any(r.status in ACTIVE for r in recs):
     st.stop()
 by_id = {r.id: r for r in recs}
 results = {r.id: read_json(ws.runs / r.id / "result.json") for r in recs}
