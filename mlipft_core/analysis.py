@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,16 +29,21 @@ class ModelHead:
         return f"{self.name} [{self.head}]" if self.multihead and self.head else self.name
 
 
-def model_heads(models: dict[str, str]) -> list[ModelHead]:
-    """Every head of every model (name -> file); single-head models once, unlabelled."""
-    from .compare import model_heads_of
+def heads_of_models(models: Mapping[str, str]) -> list[ModelHead]:
+    """Every head of every model (name -> file) as plots show them; single-head models once,
+    unlabelled. The heads of one file: :func:`mlipft_core.compare.file_heads`."""
+    from .compare import file_heads
 
     out = []
     for name, path in models.items():
-        heads = model_heads_of(path)
+        heads = file_heads(path)
         for h in heads:
             out.append(ModelHead(name, path, h, multihead=len(heads) > 1))
     return out
+
+
+#: Former name of :func:`heads_of_models`.
+model_heads = heads_of_models
 
 
 def element_pairs(symbols: Iterable[str]) -> list[str]:

@@ -9,15 +9,18 @@ need is kept: per structure its atom count, reference and predicted energy (floa
 stress, and per atom reference and predicted forces (float32). A file is read twice: a first
 pass checks every configuration and collects the reference labels (so bad input is refused
 before any model time is spent), a second pass predicts.
+
+Metrics live in :mod:`mlipft_core.metrics`, the workspace's prediction cache in
+:mod:`mlipft_core.prediction_cache`; both are also reachable from here.
 """
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -26,6 +29,7 @@ from .data import (
     CANONICAL,
     NO_ENERGY_MESSAGE,
     LabelKeys,
+    check_file,
     check_named_keys,
     configuration_errors,
     configuration_text,
@@ -36,8 +40,16 @@ from .data import (
     structure_problem,
 )
 from .errors import DataError, MlipftError
+from .metrics import EvaluationResult, Metrics, compute_metrics
 from .modelwork import model_turn
-from .registry import check_head, load_model
+from .prediction_cache import (
+    CachedPredictions,
+    prediction_cache_file,
+    read_predictions,
+    write_predictions,
+)
+from .registry import check_head, load_model, model_path
+from .workspace import Workspace
 
 ProgressFn = Callable[[int, int], None]
 #: Automatic batches hold about this many atoms (and at most :data:`MAX_AUTO_BATCH` structures).
@@ -63,128 +75,9 @@ def check_batch_size(batch_size: int | None) -> None:
 
 def default_device() -> str:
     """``cuda`` when a GPU is visible to torch, else ``cpu``."""
-    import torch
+    import torch  # heavy: only when a model is used
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass
-class Metrics:
-    """Energy-per-atom and force errors (meV/atom, meV/Å)."""
-
-    n_structures: int
-    n_atoms: int
-    energy_rmse_mev_per_atom: float | None
-    energy_mae_mev_per_atom: float | None
-    forces_rmse_mev_per_a: float | None
-    forces_mae_mev_per_a: float | None
-    stress_rmse_mev_per_a3: float | None = None   # periodic structures with a stress label
-    stress_mae_mev_per_a3: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def compute_metrics(ref_e: np.ndarray, pred_e: np.ndarray, n_atoms: np.ndarray,
-                    ref_f: np.ndarray | None, pred_f: np.ndarray | None,
-                    ref_s: np.ndarray | None = None, pred_s: np.ndarray | None = None
-                    ) -> Metrics:
-    """Errors from reference and predicted totals (eV), force components (eV/Å) and, where
-    given, stress components (eV/Å³; NaN rows of ``ref_s`` are unlabelled and skipped)."""
-    ok = np.isfinite(ref_e)
-    de = (pred_e[ok] - ref_e[ok]) / n_atoms[ok]
-    e_rmse = float(np.sqrt(np.mean(de**2)) * 1000) if de.size else None
-    e_mae = float(np.mean(np.abs(de)) * 1000) if de.size else None
-    f_rmse = f_mae = None
-    if ref_f is not None and pred_f is not None and ref_f.size:
-        df = (np.asarray(pred_f, dtype=np.float64) - ref_f).ravel()  # float32 arrays kept
-        f_rmse = float(np.sqrt(np.mean(df**2)) * 1000)
-        f_mae = float(np.mean(np.abs(df)) * 1000)
-    s_rmse = s_mae = None
-    if ref_s is not None and pred_s is not None:
-        ok = np.all(np.isfinite(ref_s.reshape(len(ref_s), -1)), axis=1)
-        if ok.any():
-            ds = (pred_s[ok] - ref_s[ok]).ravel()
-            s_rmse = float(np.sqrt(np.mean(ds**2)) * 1000)
-            s_mae = float(np.mean(np.abs(ds)) * 1000)
-    return Metrics(int(len(ref_e)), int(n_atoms.sum()), e_rmse, e_mae, f_rmse, f_mae,
-                   s_rmse, s_mae)
-
-
-@dataclass
-class EvaluationResult:
-    """Reference labels and predictions of one model (and head) on one dataset."""
-
-    model: str
-    head: str
-    n_atoms: np.ndarray        # (n_configs,)
-    ref_energy: np.ndarray     # eV, NaN where unlabelled
-    pred_energy: np.ndarray    # eV
-    ref_forces: np.ndarray | None   # (n_atoms_total, 3) eV/Å
-    pred_forces: np.ndarray         # (n_atoms_total, 3)
-    config_types: list[str]
-    metrics: Metrics
-    ref_stress: np.ndarray | None = None    # (n, 3, 3) eV/Å³, NaN where unlabelled
-    pred_stress: np.ndarray | None = None
-    #: energies relative to E0s (:class:`~mlipft_core.referencing.ReferencedEnergies`),
-    #: set by a comparison
-    referenced: Any = None
-
-    @property
-    def ref_energy_per_atom(self) -> np.ndarray:
-        return self.ref_energy / self.n_atoms
-
-    @property
-    def pred_energy_per_atom(self) -> np.ndarray:
-        return self.pred_energy / self.n_atoms
-
-    def per_config_type(self) -> dict[str, Metrics]:
-        """Metrics for each ``config_type``."""
-        out = {}
-        ct = np.array(self.config_types)
-        atom_owner = np.repeat(np.arange(len(self.n_atoms)), self.n_atoms)
-        for t in sorted(set(self.config_types)):
-            sel = ct == t
-            amask = sel[atom_owner]
-            out[t] = compute_metrics(
-                self.ref_energy[sel], self.pred_energy[sel], self.n_atoms[sel],
-                None if self.ref_forces is None else self.ref_forces[amask],
-                self.pred_forces[amask],
-                None if self.ref_stress is None else self.ref_stress[sel],
-                None if self.pred_stress is None else self.pred_stress[sel])
-        return out
-
-
-def reference_stress(frames: Sequence[Atoms], keys: LabelKeys) -> np.ndarray | None:
-    """(n, 3, 3) stress labels of periodic structures (NaN elsewhere); None if there are none."""
-    if keys.stress is None:
-        return None
-    out = np.full((len(frames), 3, 3), np.nan)
-    for i, a in enumerate(frames):
-        v = get_label(a, keys.stress, "stress")
-        if v is None or not a.pbc.all():
-            continue
-        out[i] = stress_3x3(v)
-    return out if np.isfinite(out).any() else None
-
-
-def reference_labels(frames: Sequence[Atoms], keys: LabelKeys
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reference energies (NaN where missing) and stacked forces (None unless all present)."""
-    ref_e = np.array([np.nan if (v := get_label(a, keys.energy, "energy")) is None else float(v)
-                      for a in frames])
-    ref_f = None
-    if keys.forces is not None:
-        parts = [get_label(a, keys.forces, "forces") for a in frames]
-        if all(p is not None and np.shape(p) == (len(a), 3) for p, a in zip(parts, frames)):
-            ref_f = np.concatenate([np.asarray(p, dtype=float) for p in parts])
-    return ref_e, ref_f
-
-
-def auto_batch_size(frames: Sequence[Atoms], atoms_per_batch: int = ATOMS_PER_BATCH) -> int:
-    """Structures per batch for about ``atoms_per_batch`` atoms (batching helps small ones)."""
-    mean = float(np.mean([len(a) for a in frames])) if len(frames) else 1.0
-    return int(max(1, min(MAX_AUTO_BATCH, atoms_per_batch // max(1.0, mean))))
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -221,8 +114,6 @@ class _Source:
 
     def __init__(self, data: str | Path | Iterable[Atoms]) -> None:
         if isinstance(data, (str, Path)):
-            from .data import check_file
-
             self.path: Path | None = Path(data).expanduser()
             self.label = check_file(self.path)
             self.frames: Sequence[Atoms] | None = None
@@ -273,8 +164,6 @@ def scan(frames: Iterable[Atoms], keys: LabelKeys | None = None, *, label: str =
         Whether every configuration must carry an energy label (scoring a model); ``False``
         when only the predictions are wanted (then a missing energy is NaN).
     """
-    import array
-
     prefix = f"{label}: " if label else ""
     cutoff = float(net.r_max) if net is not None else None
     known = [int(z) for z in net.atomic_numbers] if net is not None else None
@@ -367,6 +256,7 @@ def _predict_batches(net, frames: Iterable[Atoms], *, head: str | None, batch_si
     bins by the largest coordinate, so a molecule far from the origin would otherwise cost
     gigabytes. With ``check``, each structure is checked as in :func:`scan` first.
     """
+    # torch and mace: heavy, only when a model is used
     import torch
     from mace import data as mace_data
     from mace.tools import torch_geometric, utils
@@ -502,19 +392,9 @@ def _result(model, head: str, refs: References, pred_e: np.ndarray, pred_f: np.n
         ref_stress=refs.ref_stress, pred_stress=pred_s)
 
 
-def prediction_cache_file(model_file: str | Path, data_file: str | Path, head: str | None,
-                          workspace) -> Path:
-    """Where :func:`evaluate_cached` keeps the predictions of a model file (and head) on a
-    data file: named by the SHA-256 of both files, so whoever asks (the E0 fit, a launch,
-    the Compare page) finds what another step already predicted."""
-    from .workspace import cached_sha256
-
-    key = f"{cached_sha256(model_file)[:20]}-{head or 'first'}-{cached_sha256(data_file)[:20]}"
-    return Path(workspace.cache) / "predictions" / f"{key}.npz"
-
-
 def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = None,
-                    workspace=None, trusted: bool = False, batch_size: int | None = None,
+                    workspace: Workspace | None = None, trusted: bool = False,
+                    batch_size: int | None = None,
                     progress: ProgressFn | None = None, require_labels: bool = False
                     ) -> EvaluationResult:
     """:func:`evaluate_model` with predictions cached in the workspace.
@@ -527,12 +407,6 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     predictions alone too (E0 fits, reaction scans). Everything else validation calls an
     error is refused.
     """
-    import io
-    import json
-
-    from .registry import model_path
-    from .workspace import Workspace, atomic_write_bytes
-
     check_batch_size(batch_size)
     ws = workspace or Workspace()
     mpath = model_path(model, trusted=trusted)
@@ -541,9 +415,8 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
     if cache.is_file():
         refs = scan(source, label=source.label, check_geometry=False,
                     require_labels=require_labels)
-        z = np.load(cache, allow_pickle=False)
-        pred_e, pred_f, used_head = z["pred_energy"], z["pred_forces"], str(z["head"])
-        pred_s = z["pred_stress"] if "pred_stress" in z.files else None
+        kept = read_predictions(cache)
+        pred_e, pred_f, used_head, pred_s = kept.energy, kept.forces, kept.head, kept.stress
     else:
         net = load_model(mpath, trusted=True)
         used_head = check_head(net, head)
@@ -552,15 +425,12 @@ def evaluate_cached(model: str | Path, data: str | Path, *, head: str | None = N
             net, source, head=used_head, batch_size=batch_size, device=None,
             progress=progress, total=refs.n, stress=refs.ref_stress is not None, check=False)
         if len(pred_e) == refs.n:
-            extra = {} if pred_s is None else {"pred_stress": pred_s}
-            buf = io.BytesIO()
-            np.savez(buf, pred_energy=pred_e, pred_forces=pred_f, head=np.array(used_head),
-                     meta=np.array(json.dumps({"model": str(mpath), "data": str(data)})),
-                     **extra)
-            atomic_write_bytes(cache, buf.getvalue())
+            write_predictions(cache, CachedPredictions(pred_e, pred_f, used_head, pred_s),
+                              model=mpath, data=data)
     return _result(model, used_head, refs, pred_e, pred_f, pred_s, source.label)
 
 
 __all__ = ["CANONICAL", "BatchSizeError", "EvaluationResult", "Metrics", "References",
            "check_batch_size", "compute_metrics", "default_device", "evaluate_cached",
            "evaluate_model", "predict", "prediction_cache_file", "scan"]
+

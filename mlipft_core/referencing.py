@@ -26,6 +26,7 @@ from typing import Mapping
 import numpy as np
 from ase.data import chemical_symbols
 
+from .e0_fit import composition_matrix, compute
 from .errors import MlipftError
 
 
@@ -55,8 +56,6 @@ def composition(data) -> tuple[list[str], np.ndarray]:
 
 
 def _counts(frames) -> tuple[list[str], np.ndarray]:
-    from .e0 import composition_matrix
-
     frames = list(frames)
     elements = [chemical_symbols[z] for z in sorted({int(z) for a in frames for z in a.numbers})]
     return elements, composition_matrix(frames, elements)
@@ -128,7 +127,7 @@ def fitted_target_e0s(foundation: str | Path, data, *, head: str | None = None,
                       isolated_file: str | Path | None = None, keys=None) -> dict[str, float]:
     """E0s of a target dataset re-estimated with the foundation model (``estimated``,
     anchored to isolated-atom energies where they are given): the fair zero-shot baseline."""
-    from .e0 import compute, prepare
+    from .e0_inputs import prepare  # the model machinery: only when E0s are fitted
 
     inputs = prepare(data, foundation, head=head, trusted=True, isolated_file=isolated_file,
                      keys=keys)

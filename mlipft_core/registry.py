@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     DeviceError,
@@ -28,6 +28,9 @@ from .errors import (
 )
 from .modelwork import model_turn
 from .official_models import OFFICIAL_MODELS
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
 DEMO_MANIFEST = SAMPLE_DATA / "manifest.json"
@@ -358,8 +361,10 @@ class ModelInfo:
         return asdict(self)
 
 
-def model_heads(net) -> list[str]:
-    """Head names of a loaded model (``["Default"]`` for single-head models)."""
+def net_heads(net: torch.nn.Module) -> list[str]:
+    """Head names of a loaded MACE model (``["Default"]`` for single-head models). For a
+    model file, :func:`mlipft_core.compare.file_heads`; for every head of several models,
+    :func:`mlipft_core.analysis.heads_of_models`."""
     heads = getattr(net, "heads", None)
     return list(heads) if heads else ["Default"]
 
@@ -372,12 +377,12 @@ def model_e0s(net) -> dict[str, dict[str, float]]:
     table = np.atleast_2d(net.atomic_energies_fn.atomic_energies.detach().cpu().numpy())
     elements = [chemical_symbols[int(z)] for z in net.atomic_numbers]
     return {h: {el: float(table[min(i, len(table) - 1)][j]) for j, el in enumerate(elements)}
-            for i, h in enumerate(model_heads(net))}
+            for i, h in enumerate(net_heads(net))}
 
 
 def check_head(net, head: str | None) -> str:
     """Return a valid head name (the first head when ``None``)."""
-    heads = model_heads(net)
+    heads = net_heads(net)
     if head is None:
         return heads[0]
     if head not in heads:
@@ -402,7 +407,7 @@ def _model_info(path: Path, net) -> ModelInfo:
 
     zs = [int(z) for z in net.atomic_numbers]
     elements = [chemical_symbols[z] for z in zs]
-    heads = model_heads(net)
+    heads = net_heads(net)
     e0s = model_e0s(net)
     hidden = o3.Irreps(str(net.products[0].linear.irreps_out))
     arch: dict[str, Any] = {}

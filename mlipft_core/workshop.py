@@ -17,18 +17,23 @@ run ids never leave their ``runs/`` folder.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 import re
 import secrets
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import MlipftError
+from .jobs import list_runs, save_settings
+from .jobs.policy import OpenPolicy, SubmissionPolicy, register
+from .jobs.records import ACTIVE, RunStore, e0_method, run_facts
 from .workspace import Workspace, atomic_write_json, read_json, read_json_checked, strict_json
 
 FILE = "workshop.json"
@@ -214,8 +219,6 @@ def create(root: str | Path, participants: int | list[str], *, name: str = "work
         (root / sub).mkdir(parents=True, exist_ok=True)
     for p in ws.participants:
         pws = Workspace(root / "participants" / p.name)
-        from .jobs import save_settings
-
         save_settings(pws, executor=executor, slurm=slurm or None)
     for kind, paths in stage.items():
         for path in paths:
@@ -261,47 +264,102 @@ def load(root: str | Path | None = None) -> Workshop | None:
 
 def of_workspace(ws: Workspace) -> tuple[Workshop, str] | None:
     """The workshop and participant name of a participant's workspace, else ``None``."""
-    parent = ws.root.parent
-    if parent.name != "participants" or not (parent.parent / FILE).is_file():
+    root = _workshop_root_of(ws)
+    if root is None:
         return None
-    shop = load(parent.parent)
+    shop = load(root)
     return (shop, ws.root.name) if shop else None
 
 
-# ----------------------------------------------------------------------------- limits
-def check_submission(ws: Workspace, n_new: int, settings: list[dict[str, Any]]) -> None:
-    """Refuse runs a participant may not queue: over the per-participant limit, or over the
-    epoch cap. Outside a workshop, nothing is refused."""
-    found = of_workspace(ws)
-    if found is None:
-        return
-    shop, name = found
-    from .jobs.records import ACTIVE, RunStore
-
-    active = sum(1 for r in RunStore(ws).list() if r.status in ACTIVE)
-    lim = shop.limits
-    if active + n_new > lim.max_active_runs:
-        raise WorkshopError(f"the workshop allows {lim.max_active_runs} queued or running runs "
-                            f"per participant; you have {active}, and this would add {n_new}. "
-                            "Wait for some to finish or cancel one.", code="run_limit")
-    if lim.max_epochs is not None:
-        over = [s.get("max_num_epochs") for s in settings
-                if int(s.get("max_num_epochs") or 0) > lim.max_epochs]
-        if over:
-            raise WorkshopError(f"the workshop caps runs at {lim.max_epochs} epochs "
-                                f"(asked: {max(over)})", code="epoch_cap")
-
-
-def run_time_limit_s(ws: Workspace) -> float | None:
-    found = of_workspace(ws)
-    if found is None or found[0].limits.max_run_minutes is None:
+def _workshop_root_of(ws: Workspace) -> Path | None:
+    """The workshop folder of a participant's workspace (by the layout alone), else ``None``."""
+    parent = ws.root.parent
+    if parent.name != "participants" or not (parent.parent / FILE).is_file():
         return None
-    return float(found[0].limits.max_run_minutes) * 60.0
+    return parent.parent
 
 
-def participant_of(ws: Workspace) -> str | None:
-    found = of_workspace(ws)
-    return found[1] if found else None
+# ----------------------------------------------------------------------------- run rules
+class ParticipantRules(OpenPolicy):
+    """The submission policy of a participant's workspace (and of the instructor's own
+    space): at most ``max_active_runs`` runs queued or running, the epoch cap, the run-time
+    cap; the runs belong to the participant, one dispatcher in the workshop folder serves
+    every participant's runs, and a finished run measures the board's figures.
+
+    The workshop's configuration is read when a limit is first asked for, so that finding
+    the dispatcher never depends on it.
+    """
+
+    def __init__(self, workspace: Workspace, root: Path) -> None:
+        super().__init__(workspace)
+        self.root = root
+        self.name = workspace.root.name
+
+    @functools.cached_property
+    def shop(self) -> Workshop | None:
+        return load(self.root)
+
+    def check_submission(self, n_new: int, settings: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse runs over the participant's limit of active runs or over the epoch cap."""
+        if self.shop is None:
+            return
+        active = sum(1 for r in RunStore(self.workspace).list() if r.status in ACTIVE)
+        lim = self.shop.limits
+        if active + n_new > lim.max_active_runs:
+            raise WorkshopError(f"the workshop allows {lim.max_active_runs} queued or running "
+                                f"runs per participant; you have {active}, and this would add "
+                                f"{n_new}. Wait for some to finish or cancel one.",
+                                code="run_limit")
+        if lim.max_epochs is not None:
+            over = [s.get("max_num_epochs") for s in settings
+                    if int(s.get("max_num_epochs") or 0) > lim.max_epochs]
+            if over:
+                raise WorkshopError(f"the workshop caps runs at {lim.max_epochs} epochs "
+                                    f"(asked: {max(over)})", code="epoch_cap")
+
+    def owner(self) -> str | None:
+        return self.name if self.shop is not None else None
+
+    def time_limit_s(self) -> float | None:
+        if self.shop is None or self.shop.limits.max_run_minutes is None:
+            return None
+        return float(self.shop.limits.max_run_minutes) * 60.0
+
+    def dispatch_root(self) -> Path:
+        return self.root
+
+    def after_run(self, folder: Path, model: Path) -> None:
+        """Measure the figures the instructor's board shows (:func:`record_figures`)."""
+        try:
+            record_figures(self.workspace, Path(folder).name, model)
+        except Exception as exc:  # noqa: BLE001 - the run is done whatever the board gets
+            print(f"the board's figures could not be measured: {exc}", file=sys.stderr)
+
+
+class WorkshopRules(OpenPolicy):
+    """The submission policy of the workshop folder itself: its dispatcher serves every
+    participant's runs (fairly, see :class:`~mlipft_core.jobs.local.Dispatcher`)."""
+
+    def served_roots(self) -> list[Path]:
+        parts = self.workspace.root / "participants"
+        try:
+            return [d for d in sorted(parts.iterdir()) if d.is_dir()]
+        except OSError:
+            return []
+
+
+@register
+def policy_for(ws: Workspace) -> SubmissionPolicy | None:
+    """The workshop's submission policy for ``ws`` (registered with the run path when this
+    module is imported): :class:`ParticipantRules` in a participant's space,
+    :class:`WorkshopRules` in the workshop folder, ``None`` elsewhere (the run path's open
+    policy applies)."""
+    root = _workshop_root_of(ws)
+    if root is not None:
+        return ParticipantRules(ws, root)
+    if (ws.root / FILE).is_file() and (ws.root / "participants").is_dir():
+        return WorkshopRules(ws)
+    return None
 
 
 # ----------------------------------------------------------------------------- board
@@ -347,16 +405,16 @@ FIGURES = "figures.json"
 
 def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, Any] | None:
     """Measure, in the run's own process, what the instructor's board shows of a finished
-    training run of a participant (``model``, the file it trained): the target error (target head) and the forgetting ratio
-    (pretraining force error of its pt head, else of its target head, over the foundation
-    model's), and keep them in the run folder (``figures.json``).
+    training run of a participant (``model``, the file it trained): its target error and
+    forgetting ratio (:func:`mlipft_core.compare.model_figures`), kept in the run folder
+    (``figures.json``).
 
     The run loads the models it trained from and produced, which its participant chose; the
     board only reads these numbers and never loads a participant's model. Outside a workshop
     nothing is measured (``None``). A measurement that fails is recorded with its reason.
     """
-    from .evaluate import evaluate_cached
-    from .jobs.records import RunStore
+    from .compare import model_figures  # the model machinery: only in the run's process
+    from .demo import demo_paths
 
     found = of_workspace(ws)
     if found is None:
@@ -366,30 +424,13 @@ def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, A
     rec = store.read(run_id)
     if rec.kind != "train":
         return None
-    model = str(model)
-    from .compare import model_heads_of
-    from .demo import demo_paths
-
     demo = demo_paths()
     target = shop.target_test or demo["sn2_test"]
     pretrain = shop.pretrain_test or demo["pretrain_test"]
     out: dict[str, Any] = {"target_test": str(target), "pretrain_test": str(pretrain)}
     try:
-        heads = model_heads_of(model)
-        head = "Default" if "Default" in heads else heads[0]
-        tgt = evaluate_cached(model, target, head=head, workspace=ws, trusted=True)
-        out.update(head=head,
-                   target_forces_rmse_mev_per_a=tgt.metrics.forces_rmse_mev_per_a,
-                   target_energy_rmse_mev_per_atom=tgt.metrics.energy_rmse_mev_per_atom)
-        pre = evaluate_cached(model, pretrain,
-                              head="pt_head" if "pt_head" in heads else head, workspace=ws,
-                              trusted=True)
-        fpath = (rec.spec or {}).get("foundation_model")
-        if fpath and pre.metrics.forces_rmse_mev_per_a is not None:
-            base = evaluate_cached(fpath, pretrain, workspace=ws, trusted=True)
-            b = base.metrics.forces_rmse_mev_per_a
-            if b:
-                out["forgetting_ratio"] = pre.metrics.forces_rmse_mev_per_a / b
+        model_figures(model, (rec.spec or {}).get("foundation_model"), target, pretrain,
+                      workspace=ws, out=out)
     except MlipftError as exc:
         out["problem"] = str(exc)
     atomic_write_json(store.folder(run_id) / FIGURES, strict_json(out))
@@ -424,9 +465,6 @@ def board_runs(shop: Workshop, *, evaluate: bool = True) -> list[BoardRun]:
 
     ``evaluate=False`` leaves the figures out.
     """
-    from .jobs import list_runs
-    from .jobs.records import RunStore, e0_method, run_facts
-
     out: list[BoardRun] = []
     for p in shop.participants:
         ws = shop.workspace_of(p.name)

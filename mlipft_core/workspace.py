@@ -472,12 +472,11 @@ class Workspace:
 
     @property
     def dispatch_root(self) -> Path:
-        """Where the local dispatcher of this workspace's runs lives: the workshop folder for a
-        workshop participant's workspace (one dispatcher serves every participant), else the
-        workspace itself."""
-        parent = self.root.parent
-        if parent.name == "participants" and (parent.parent / "workshop.json").is_file():
-            return parent.parent
+        """The folder to name when asking for the local dispatcher of this workspace's runs:
+        the workspace itself. Whether a shared folder's dispatcher serves them is for the
+        workspace's submission policy to say, which
+        :func:`~mlipft_core.jobs.local.ensure_dispatcher` and
+        :func:`~mlipft_core.jobs.local.dispatcher_alive` ask."""
         return self.root
 
     @property

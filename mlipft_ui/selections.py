@@ -8,13 +8,14 @@ from typing import Any
 
 import streamlit as st
 
+# imported here, the workshop's submission policy holds for every run this app queues (a
+# participant's run limit and epoch cap, the run's owner and time limit, the one dispatcher)
+from mlipft_core import workshop as shop_mod
 from mlipft_core.workspace import Workspace
 
 
 def workshop():
     """The workshop served from the workspace folder, or ``None`` (single-user mode)."""
-    from mlipft_core import workshop as shop_mod
-
     root = Workspace().root
     if not (root / shop_mod.FILE).is_file():
         return None

@@ -103,22 +103,6 @@ def _cell_js(atoms: Atoms) -> str:
     return f"for (const l of {json.dumps(lines)}) viewer.addCylinder(l);"
 
 
-def structure_html(atoms: Atoms, height: int = 420) -> str:
-    """HTML of an interactive 3D view of one structure (unit cell drawn when periodic)."""
-    a = oriented(atoms)
-    return f"""<html><head><script src="{_js_url()}"></script><style>{_STYLE}</style></head>
-<body><div class="wrap"><div id="v" class="view" style="height:{height}px"></div>
-{_legend(a.get_chemical_symbols())}</div>
-<script>
-const viewer = $3Dmol.createViewer(document.getElementById("v"), {{backgroundColor: "white"}});
-viewer.addModel({json.dumps(_xyz([a]))}, "xyz");
-viewer.setStyle({{}}, {{stick: {{radius: 0.12, colorscheme: "Jmol"}},
-                      sphere: {{scale: 0.28, colorscheme: "Jmol"}}}});
-{_cell_js(a)}
-viewer.zoomTo(); viewer.render();
-</script></body></html>"""
-
-
 def trajectory_html(frames: list[Atoms], times_fs: Sequence[float] | None = None,
                     height: int = 340, interval_ms: int = 120) -> str:
     """An animated 3D view of a trajectory with play, pause, a slider and the time in fs."""

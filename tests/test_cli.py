@@ -78,3 +78,58 @@ def test_bad_input_exits_non_zero_with_one_line(args, needle):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and needle in last
     assert proc.stdout.strip() == ""
+
+
+def test_help_lists_every_command_and_the_package_runs_as_a_module():
+    import sys
+
+    listed = run("--help").stdout
+    for command in ("models", "inspect", "validate", "evaluate", "e0", "train", "tune", "study",
+                    "runs", "cancel", "settings", "compare", "dimer", "md", "workshop", "demo",
+                    "app"):
+        assert command in listed, command
+    proc = subprocess.run([sys.executable, "-m", "mlipft_core.cli", "demo", "paths", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads(run("demo", "paths", "--json").stdout)
+
+
+def test_demo_models_replay_the_bundled_pool_and_other_models_nothing(demo, tmp_path):
+    from mlipft_core.defaults import replay_file_for, replay_or_default
+
+    assert replay_file_for("demo-gfn1-strong") == demo["replay_pool"]
+    assert replay_file_for("DEMO-GFN1-WEAK") == demo["replay_pool"]  # names are case-blind
+    assert replay_file_for("mace-mp-0-small") is None
+    assert replay_file_for(demo["models"]["demo-gfn1-weak"]) is None  # a path: the user's file
+    assert replay_file_for(None) is None
+    assert replay_or_default(str(tmp_path / "own.xyz"), "demo-gfn1-strong") == str(
+        tmp_path / "own.xyz")
+
+
+def test_demo_data_is_anchored_by_its_bundled_isolated_atoms(demo, tmp_path):
+    from mlipft_core.defaults import isolated_file_or_default
+
+    assert isolated_file_or_default(None, demo["sn2_train"]) == demo["sn2_isolated_atoms"]
+    assert isolated_file_or_default("", demo["sn2_train"]) == demo["sn2_isolated_atoms"]
+    assert isolated_file_or_default("mine.xyz", demo["sn2_train"]) == "mine.xyz"
+    assert isolated_file_or_default(None, str(tmp_path / "train.xyz")) is None
+
+
+def test_study_inputs_default_to_the_demo_world_and_fill_a_custom_study(demo):
+    from mlipft_core.defaults import study_inputs
+    from mlipft_core.study import StudyError
+
+    inputs = study_inputs(epochs=3, strategies=["naive"])
+    assert inputs.model == demo["models"]["demo-gfn1-strong"]
+    assert inputs.weak_model == demo["models"]["demo-gfn1-weak"]
+    assert (inputs.train, inputs.replay) == (demo["sn2_train"], demo["replay_pool"])
+    assert (inputs.epochs, inputs.strategies) == (3, ["naive"])
+    custom = study_inputs(model="demo-gfn1-weak", train=demo["sn2_train"],
+                          test=demo["sn2_test"], pretrain_test=demo["pretrain_test"],
+                          pilot_lrs="1e-3, 3e-3")
+    assert custom.model == demo["models"]["demo-gfn1-weak"] and custom.replay is None
+    assert custom.isolated_file == demo["sn2_isolated_atoms"]
+    assert custom.short_range_test == demo["short_range_test"]
+    assert custom.pilot_lrs == [1e-3, 3e-3] and custom.epochs == 20
+    with pytest.raises(StudyError, match="give --train and --test"):
+        study_inputs(model="demo-gfn1-weak", train=demo["sn2_train"])

@@ -247,6 +247,34 @@ def test_cli_e0_uses_the_isolated_anchor(demo):
     assert abs(d["e0"]["H"] - (-13.64)) < 5
 
 
+def test_one_definition_of_an_isolated_atom(tmp_path):
+    """mace's: one atom tagged IsolatedAtom. The E0 fit, the run's preflight and the training
+    file handed to mace all set aside exactly those."""
+    from mlipft_core.jobs.prepare import train_file_for_mace
+
+    def atoms(symbols, tag=None, energy=-1.0):
+        a = Atoms(symbols)
+        a.positions = [[0.0, 0.0, 1.5 * i] for i in range(len(a))]
+        a.info["REF_energy"] = energy
+        if tag:
+            a.info["config_type"] = tag
+        return a
+
+    iso_h, iso_c = atoms("H", "IsolatedAtom", -13.6), atoms("C", "IsolatedAtom", -1029.0)
+    tagged_pair = atoms("H2", "IsolatedAtom", -31.0)  # not one atom: mace trains on it
+    lone_h = atoms("H", None, -13.0)  # one atom, untagged: a configuration too
+    frames = [iso_h, iso_c, tagged_pair, lone_h, atoms("CH4", None, -1090.0)]
+    assert [e0mod.is_isolated_atom(a) for a in frames] == [True, True, False, False, False]
+    assert e0mod.isolated_energies(frames) == {"H": -13.6, "C": -1029.0}
+    inputs = e0mod.prepare(frames)
+    assert len(inputs.frames) == 3 and inputs.isolated == {"H": -13.6, "C": -1029.0}
+    path = tmp_path / "train.xyz"
+    write(path, frames)
+    handed, left_out = train_file_for_mace(str(path), Workspace())
+    assert left_out == pytest.approx({"H": -13.6, "C": -1029.0})
+    assert [len(a) for a in read(handed, ":")] == [2, 1, 5]
+
+
 # ----------------------------------------------------------------------------- caching
 def _count_model_work(monkeypatch) -> list[str]:
     """Every model unpickling and every batched prediction from now on (the real ones run;

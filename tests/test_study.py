@@ -111,11 +111,15 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     assert set(d["tuned"]) == {"naive", "multihead-replay"}
     assert all(lr in (1e-3, 1e-2) for lr in d["tuned"].values())
     assert [f["number"] for f in d["findings"]] == [1, 2, 3, 4, 5, 6]
+    assert [f["key"] for f in d["findings"]] == ["e0", "scratch", "retention", "close",
+                                                 "foundation", "repulsion"]
     for f in d["findings"]:
         assert f["reproduced"] in (True, False), f  # every finding measured
         assert any(ch.isdigit() for ch in f["summary"]) and f["teaching"] and f["runs"]
-    # finding 6 probes the held-out compressed structures with every model
-    f6 = d["findings"][5]
+    # each verdict is the one its own numbers give, and its summary quotes them
+    check_verdicts(d)
+    # the short-range finding probes the held-out compressed structures with every model
+    f6 = finding_of(d, "repulsion")
     probed = {r["model"]: r for r in f6["table"]}
     assert set(probed) == {"Foundation model", "Naive fine-tuning",
                            "Multihead replay, target head", "Multihead replay, pretraining head"}
@@ -163,10 +167,86 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     assert again.id == d["id"] and again.stage == "done" and len(jobs.list_runs()) == n_now
     shared2 = [a for a in read(subsets / "short2.xyz", ":")
                if "N" not in a.get_chemical_symbols()]
-    assert f"On {len(shared2)} compressed structures" in again.findings[5].summary
+    assert f"On {len(shared2)} compressed structures" in next(
+        f for f in again.findings if f.key == "repulsion").summary
     # an empty probe keeps the study's own
     assert studymod.start(studymod.StudyInputs(**{**inputs.__dict__, "short_range_test": None})
                           ).inputs.short_range_test == str(subsets / "short2.xyz")
+
+
+def finding_of(d: dict, key: str) -> dict:
+    """The finding ``key`` of a study's JSON."""
+    return next(f for f in d["findings"] if f["key"] == key)
+
+
+def quoted(v: float, unit: str = "meV/Å") -> str:
+    """A number as a summary quotes it."""
+    return f"{v:,.1f} {unit}"
+
+
+def check_verdicts(d: dict) -> None:
+    """Every finding's verdict follows from its own table (and the study's ``extra``) by the
+    rule its module documents, and its summary quotes the numbers it is computed from."""
+    from mlipft_core.strategies import STRATEGIES
+
+    # E0s: 'average' E0s' pretraining error at least E0_FACTOR x the anchored run's
+    f, e = finding_of(d, "e0"), d["extra"]["e0_runs"]
+    ratio = e["average"]["pretrain_e"] / e["anchored"]["pretrain_e"]
+    assert f["reproduced"] == (ratio >= studymod.E0_FACTOR), (ratio, f)
+    assert f"({ratio:.1f}× the anchored run's)" in f["summary"], f["summary"]
+    assert quoted(e["anchored"]["pretrain_e"], "meV/atom") in f["summary"]
+    assert quoted(e["average"]["pretrain_e"], "meV/atom") in f["summary"]
+    assert math.isclose(f["numbers"]["pretrain_ratio"], ratio)
+    assert {r["element"] for r in f["table"]} == set(d["e0"]["anchored"])
+    # small data: the fine-tune's target force error below the model from scratch's
+    f = finding_of(d, "scratch")
+    rmse = {r["model"]: r["target force RMSE (meV/Å)"] for r in f["table"]}
+    assert f["reproduced"] == (rmse["naive fine-tune"] < rmse["from scratch"]), f
+    assert all(quoted(v) in f["summary"] for v in rmse.values()), f["summary"]
+    assert all(r["training structures"] == 10 for r in f["table"])
+    # forgetting: the lowest forgetting ratio is a replay strategy's; the table has every
+    # strategy whose pretraining head (or only head) has one, lowest first
+    f = finding_of(d, "retention")
+    ratios = [r["forgetting ratio"] for r in f["table"]]
+
+    def pt_ratio(name: str) -> float | None:
+        heads = {r["head"]: r for r in d["extra"]["rows"] if r["name"] == name}
+        row = heads.get("pt_head") or next(iter(heads.values()), None)
+        return None if row is None else row["forgetting_ratio"]
+
+    measured = [x for s in d["inputs"]["strategies"] if (x := pt_ratio(s)) is not None]
+    assert ratios and ratios == sorted(measured) and all(x > 0 for x in ratios), f
+    replay = {STRATEGIES[s].title for s in studymod.REPLAY}
+    assert f["reproduced"] == (f["table"][0]["strategy"] in replay), f
+    assert f"Lowest forgetting ratio: {f['table'][0]['strategy']} ({ratios[0]:.2f})" in \
+        f["summary"], f["summary"]
+    # replay close to naive: within CLOSE_FACTOR of naive's target force error
+    f = finding_of(d, "close")
+    rmse = {r["strategy"]: r["target force RMSE (meV/Å)"] for r in f["table"]}
+    ratio = rmse["Multihead replay"] / rmse["Naive fine-tuning"]
+    assert f["reproduced"] == (ratio <= studymod.CLOSE_FACTOR), (ratio, f)
+    assert f"{ratio:.2f}× naive's" in f["summary"], f["summary"]
+    assert all(quoted(v) in f["summary"] for v in rmse.values()), f["summary"]
+    # foundation-model quality: the strong model's fine-tune below the weak one's
+    f = finding_of(d, "foundation")
+    rmse = {r["foundation model"]: r["after naive fine-tuning (meV/Å)"] for r in f["table"]}
+    assert f["reproduced"] == (rmse["strong"] < rmse["weak"]), f
+    assert all(quoted(v) in f["summary"] for v in rmse.values()), f["summary"]
+    # short range: naive adds SOFT_SPOT_MARGIN_PERCENT points of soft spots, replay fewer,
+    # or naive loses a dimer wall that replay (and the foundation model) keeps
+    f = finding_of(d, "repulsion")
+    share = {r["model"]: r["soft spots (% of structures)"] for r in f["table"]}
+    naive_up = share["Naive fine-tuning"] - share["Foundation model"]
+    replay_up = share["Multihead replay, target head"] - share["Foundation model"]
+    margin = studymod.SOFT_SPOT_MARGIN_PERCENT
+    lost_kept = [w["pair"] for w in d["extra"]["dimer_walls"]
+                 if w.get("naive") == "lost" and w.get("foundation") == "kept"
+                 and w.get("multihead replay, target head") == "kept"]
+    assert f["reproduced"] == ((naive_up >= margin and replay_up < margin) or bool(lost_kept))
+    for r in f["table"]:
+        if r["model"] != "Multihead replay, pretraining head":
+            assert f"with {r['soft spots (structures)']} soft spots " \
+                   f"({r['soft spots (% of structures)']:.0f}%)" in f["summary"], f["summary"]
 
 
 def test_study_page_starts_a_study_and_shows_progress(subsets, demo, weak_model):
@@ -177,7 +257,7 @@ def test_study_page_starts_a_study_and_shows_progress(subsets, demo, weak_model)
     assert not at.exception, at.exception
     assert any("Run the study" in b.label for b in at.button)
     # a bad path is refused with a message, not a traceback
-    at.text_input[0].set_value(str(subsets / "missing.model")).run()
+    at.text_input(key="study_weak_model").set_value(str(subsets / "missing.model")).run()
     assert not at.exception
     assert any("not found" in e.value for e in at.error)
     with pytest.raises(studymod.StudyError, match="file not found"):
@@ -222,6 +302,121 @@ def test_short_range_finding_verdicts(demo):
     assert studymod.display_name("multihead-replay [pt_head]", plot=True) == \
         "Multihead replay [pretraining head]"
     assert studymod.display_name("reference [GFN1-xTB]") == "reference [GFN1-xTB]"
+
+
+def _row(name: str, head: str = "Default", *, target_f: float | None = None,
+         target_e: float | None = None, pretrain_e: float | None = None,
+         forgetting: float | None = None):
+    from mlipft_core.compare import ComparisonRow
+
+    return ComparisonRow(name, head, None, target_e, target_f, pretrain_e, None, forgetting)
+
+
+def test_findings_follow_their_rules(demo):
+    """Findings 1-5 from hand-made comparison rows: each verdict flips where its rule says,
+    and the page finds each by its key, with its plots."""
+    from mlipft_core import findings
+
+    study = studymod.Study("study-x", studymod.demo_inputs(strategies=[
+        "naive", "multihead-replay"]), "analysis", 0.0,
+        e0={"anchored": {"C": -1.0}, "average": {"C": -2.0}},
+        tuned={"naive": 1e-3, "multihead-replay": 3e-3},
+        finals={r: f"r-{r}" for r in studymod.final_roles(studymod.demo_inputs())})
+
+    def stated(naive_pt=10.0, average_pt=25.0, small=(50.0, 80.0), replay_f=12.0,
+               replay_forgets=1.1, weak_f=20.0) -> dict[str, studymod.Finding]:
+        rows = [_row("foundation", target_f=30.0),
+                _row("weak foundation", target_f=60.0),
+                _row("naive", target_f=10.0, target_e=1.0, pretrain_e=naive_pt,
+                     forgetting=2.0),
+                _row("naive-average-e0", target_f=10.5, target_e=1.1, pretrain_e=average_pt),
+                _row("naive-small", target_f=small[0]), _row("scratch-small", target_f=small[1]),
+                _row("multihead-replay", target_f=replay_f),
+                _row("multihead-replay", "pt_head", forgetting=replay_forgets),
+                _row("naive-weak", target_f=weak_f)]
+        out = findings.state_all(findings.Evidence(study, rows))
+        return {f.key: f for f in out}
+
+    f = stated()
+    assert [x.number for x in f.values()] == [1, 2, 3, 4, 5, 6]
+    assert all(f[k].reproduced is True for k in ("e0", "scratch", "retention", "close",
+                                                 "foundation")), f
+    assert f["e0"].numbers["pretrain_ratio"] == 2.5 and "(2.5× the anchored" in f["e0"].summary
+    assert stated(average_pt=19.0)["e0"].reproduced is False  # below E0_FACTOR
+    assert stated(small=(80.0, 50.0))["scratch"].reproduced is False
+    assert stated(replay_forgets=2.5)["retention"].reproduced is False  # naive forgot less
+    assert stated(replay_f=13.0)["close"].reproduced is True  # 1.3x: within the factor
+    assert stated(replay_f=13.5)["close"].reproduced is False
+    assert stated(weak_f=9.0)["foundation"].reproduced is False
+    assert f["repulsion"].reproduced is None  # nothing probed
+    # what the page draws, by name
+    charts = {k: [c.name for c in x.charts] for k, x in f.items()}
+    assert charts == {"e0": ["e0"], "scratch": ["scratch"], "retention": ["forgetting"],
+                      "close": [], "foundation": ["foundation"], "repulsion": []}, charts
+    assert f["scratch"].charts[0].series == {"naive fine-tune": 50.0, "from scratch": 80.0}
+    assert f["retention"].digits == {"forgetting ratio": 2}
+
+
+def _study_before_keys(ws: Workspace) -> str:
+    """A finished study whose ``study.json`` has findings with numbers but no keys, nor
+    plots, as studies were stored before findings had them."""
+    study = studymod.Study("study-old", studymod.demo_inputs(), "done", 0.0,
+                           extra={"e0_runs": {w: {"target_e": 1.0, "target_f": 2.0,
+                                                  "pretrain_e": 3.0}
+                                              for w in ("anchored", "average")},
+                                  "dimers": {"C-H": {"foundation": [[0.5, 1.0], [9.0, 0.0]]}},
+                                  "dimer_walls": [{"pair": "C-H", "foundation": "kept"}]})
+    studymod.save(ws, study)
+    path = ws.root / "studies" / "study-old" / "study.json"
+    raw = json.loads(path.read_text())
+    old = [{"number": 1, "title": "E0 choice matters", "claim": "c", "reproduced": True,
+            "summary": "s", "teaching": "t", "table": [{"element": "C"}], "runs": [],
+            "columns": ["element"]},
+           {"number": 3, "title": "Multihead replay keeps pretraining accuracy best",
+            "claim": "c", "reproduced": False, "summary": "s", "teaching": "t",
+            "table": [{"strategy": "Naive fine-tuning", "head": "the only head",
+                       "forgetting ratio": 1.5}], "runs": ["r1"]},
+           {"number": 6, "title": "Naive loses short-range repulsion that replay keeps",
+            "claim": "c", "reproduced": True, "summary": "s", "teaching": "t",
+            "table": [{"model": "Foundation model", "soft spots (% of structures)": 4.0}],
+            "runs": [], "columns": ["model", "soft spots (% of structures)"]}]
+    path.write_text(json.dumps({**raw, "findings": old}))
+    return study.id
+
+
+def test_studies_analysed_before_findings_had_keys_still_read(demo):
+    """Such a study reads with keys and plots, laid out again from its tables."""
+    ws = Workspace()
+    _study_before_keys(ws)
+    back = studymod.load("study-old", ws)
+    assert [(f.number, f.key) for f in back.findings] == [(1, "e0"), (3, "retention"),
+                                                          (6, "repulsion")]
+    assert [c.name for c in back.findings[0].charts] == ["e0"]
+    assert back.findings[1].charts[0].series == {"Naive fine-tuning": 1.5}
+    assert back.findings[1].columns == ["strategy", "head", "forgetting ratio"]
+    six = back.findings[2]
+    assert [c.name for c in six.charts] == ["soft_spots", "dimer"]
+    assert six.charts[1].series == {"C-H": {"Foundation model": [[0.5, 1.0], [9.0, 0.0]]}}
+    assert [t.name for t in six.tables] == ["walls"]
+    # written again as it reads
+    studymod.save(ws, back)
+    assert studymod.load("study-old", ws).to_dict() == back.to_dict()
+
+
+def test_the_page_draws_a_study_analysed_before_findings_had_keys(demo):
+    ws = Workspace()
+    ws.set(study=_study_before_keys(ws))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.switch_page(str(Path(APP).parent / "views" / "study.py"))
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(m.value for m in at.markdown)
+    assert "3. Multihead replay keeps pretraining accuracy best" in shown
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(charts) == 4  # E0s, forgetting, soft spots, the dimer
+    assert at.selectbox(key="study_repulsion_dimer").value == "C-H"
+    assert any("Walls: energy at 0.5 Å" in c.value for c in at.caption)
 
 
 # ----------------------------------------------------------------- dimer walls in words
@@ -352,11 +547,9 @@ def test_study_page_estimate_follows_the_plan(demo):
 
     default = caption()
     assert default.startswith(studymod.plan(studymod.demo_inputs()).describe())
-    num = {n.label: n for n in at.number_input}
-    num["Epochs per final run"].set_value(1).run()
-    num = {n.label: n for n in at.number_input}
-    num["Epochs per pilot run"].set_value(1).run()
-    at.multiselect[0].set_value(["naive", "multihead-replay"]).run()
+    at.number_input(key="study_epochs").set_value(1).run()
+    at.number_input(key="study_pilot_epochs").set_value(1).run()
+    at.multiselect(key="study_strategies").set_value(["naive", "multihead-replay"]).run()
     small = caption()
     expected = studymod.plan(studymod.demo_inputs(
         epochs=1, pilot_epochs=1, strategies=["naive", "multihead-replay"]))

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mlipft_core import jobs, workshop
+from mlipft_core.jobs.local import dispatcher_alive
 from mlipft_core.jobs.records import InvalidRunNameError, RunRecord, RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
@@ -92,6 +93,7 @@ def test_participants_cannot_reach_each_others_files(tiny, weak_model):
     p1, p2 = shop.workspace_of("p01"), shop.workspace_of("p02")
     rec = jobs.prepare(RunSpec("freeze-b", weak_model, str(tiny / "train.xyz"),
                                settings={"max_num_epochs": 1}), workspace=p2)
+    assert rec.participant == "p02" and rec.time_limit_s == 30 * 60  # the workshop's rules
     other = p2.runs / rec.id
     # typed paths: only the own space, the staged files and the demo world
     with pytest.raises(workshop.AccessError):
@@ -128,8 +130,57 @@ def test_run_limit_and_epoch_cap(tiny, weak_model):
         jobs.submit(spec(), workspace=p1)
     with pytest.raises(workshop.WorkshopError, match="allows 1"):
         jobs.submit_sweep([spec(), spec()], workspace=shop.workspace_of("p02"))
+    # the one dispatcher of the workshop serves the participant's run, not one of their own
+    assert dispatcher_alive(shop.root) and not (p1.root / "queue" / "dispatcher.json").exists()
     assert_done(jobs.wait(first.id, workspace=p1, timeout=300))
+    # the run measured the board's figures in its own process (the runner follows the
+    # workshop's rules too)
+    figures = json.loads((RunStore(p1).folder(first.id) / workshop.FIGURES).read_text())
+    assert figures["head"] == "Default" and figures["target_forces_rmse_mev_per_a"] > 0
     jobs.submit(spec(), workspace=p1)  # a slot is free again
+
+
+def test_the_workshop_sets_the_rules_of_its_runs(tmp_path, monkeypatch):
+    """Through the submission policy the run path asks, without knowing the workshop."""
+    from mlipft_core.jobs import policy
+    from mlipft_core.jobs.local import Dispatcher, dispatch_root
+    from mlipft_core.jobs.runner import _record_the_model
+
+    shop = workshop.create(Workspace().root, ["ann", "bob"],
+                           limits=workshop.Limits(max_active_runs=2, max_epochs=5,
+                                                  max_run_minutes=10))
+    ann = shop.workspace_of("ann")
+    rules = policy.policy_for(ann)
+    assert isinstance(rules, workshop.ParticipantRules)
+    assert (rules.owner(), rules.time_limit_s(), rules.dispatch_root()) == ("ann", 600.0,
+                                                                            shop.root)
+    assert dispatch_root(ann.root) == shop.root == dispatch_root(shop.root)
+    with pytest.raises(workshop.WorkshopError, match="caps runs at 5 epochs"):
+        rules.check_submission(1, [{"max_num_epochs": 6}])
+    rules.check_submission(2, [{"max_num_epochs": 5}] * 2)
+    with pytest.raises(workshop.WorkshopError, match="allows 2 queued or running") as err:
+        jobs.check_submission(ann, 3)
+    assert err.value.code == "run_limit"
+    # the workshop folder's dispatcher serves every participant; a plain workspace only its own
+    served = [s.root for s in Dispatcher(shop.root).stores()]
+    assert served == [shop.root / "participants" / n / "runs" for n in ("ann", "bob")]
+    plain = Workspace(tmp_path / "plain")
+    assert isinstance(policy.policy_for(plain), policy.OpenPolicy)
+    assert [s.root for s in Dispatcher(plain.root).stores()] == [plain.runs]
+    assert dispatch_root(plain.root) == plain.root
+    # the processes the run path starts are told to follow the same rules
+    assert "mlipft_core.workshop" in policy.child_env({})[policy.ENV_VAR].split(",")
+    # a finished training run does what the policy does after a run: the board's figures
+    measured = []
+    monkeypatch.setattr(workshop, "record_figures",
+                        lambda ws, run_id, model: measured.append((ws.root, run_id, model)))
+    store = RunStore(ann)
+    store.create(RunRecord(id="r1", name="r1", strategy="naive", status="running"))
+    model = store.folder("r1") / "r1.model"
+    model.write_bytes(b"model")
+    _record_the_model(store, store.read("r1"), model)
+    assert measured == [(ann.root, "r1", model)]
+    assert (store.folder("r1") / "models.json").is_file()  # and its hash, as for every run
 
 
 def test_fair_dispatch_across_participants(monkeypatch):
@@ -172,26 +223,36 @@ def test_fair_dispatch_across_participants(monkeypatch):
 def test_board_gathers_every_participants_runs(tiny, weak_model):
     create(2)
     shop = workshop.load(Workspace().root)
-    recs = {}
-    for who, strat in (("p01", "naive"), ("p02", "freeze-b")):
-        recs[who] = jobs.submit(RunSpec(strat, weak_model, str(tiny / "train.xyz"),
-                                        str(tiny / "valid.xyz"),
-                                        settings={"max_num_epochs": 1}),
-                                workspace=shop.workspace_of(who))
-    for who, r in recs.items():
+    recs = []
+    # p01 compares two strategies, p02 runs one: only p01's runs tell strategies apart
+    for who, strat in (("p01", "naive"), ("p01", "freeze-b"), ("p02", "freeze-b")):
+        recs.append((who, jobs.submit(RunSpec(strat, weak_model, str(tiny / "train.xyz"),
+                                              str(tiny / "valid.xyz"),
+                                              settings={"max_num_epochs": 1}),
+                                      workspace=shop.workspace_of(who))))
+    for who, r in recs:
         assert_done(jobs.wait(r.id, workspace=shop.workspace_of(who), timeout=600))
     out = subprocess.run(mlipft_cmd() + ["workshop", "board", "--json"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["participants"] == ["p01", "p02"]
-    rows = {r["participant"]: r for r in d["runs"]}
-    assert rows["p01"]["strategy"] == "naive" and rows["p02"]["strategy"] == "freeze-b"
+    rows = {(r["participant"], r["strategy"]): r for r in d["runs"]}
+    assert sorted(rows) == [("p01", "freeze-b"), ("p01", "naive"), ("p02", "freeze-b")]
     for r in rows.values():
         assert r["status"] == "done" and r["target_forces_rmse_mev_per_a"] > 0
         assert r["forgetting_ratio"] > 0
-    assert {e["strategy"] for e in d["table"]} == {"naive", "freeze-b"}
-    assert any("of 0" not in f for f in d["findings"]) or d["findings"] == []
+    assert {e["strategy"]: (e["n_runs"], e["n_participants"]) for e in d["table"]} == {
+        "naive": (1, 1), "freeze-b": (2, 2)}
+    # the findings are read off p01's two runs: each names the strategy that did better
+    from mlipft_core.strategies import STRATEGIES
+
+    assert len(d["findings"]) == 2, d["findings"]
+    for key, finding in zip(("forgetting_ratio", "target_forces_rmse_mev_per_a"),
+                            d["findings"]):
+        best = min(("naive", "freeze-b"), key=lambda s: rows[("p01", s)][key])
+        assert finding.startswith(STRATEGIES[best].title + " "), finding
+        assert finding.endswith("for 1 of 1 participants who compared strategies."), finding
     # the instructor's board page shows the same runs, under the right names
     at = app(token_of(shop.url(shop.instructor_token)), "board.py")
     table = at.dataframe[0].value
@@ -305,3 +366,24 @@ def test_board_tells_runs_apart_and_leaves_pilots_out(weak_model):
     assert "Naive fine-tuning · lr 3e-3" in names
     cells = [str(v) for df in tables.values() for c in df.columns for v in df[c]]
     assert not any(v in ("None", "nan") or "tune-" in v or "1464c5511a" in v for v in cells)
+
+
+def test_findings_name_the_strategy_that_won_for_each_participant():
+    """The findings are computed from the runs: per participant who compared strategies,
+    which one did best, pilots and unfinished runs left out."""
+    def run(who, strategy, forgetting, target, status="done", pilot=False):
+        return workshop.BoardRun(who, f"{who}-{strategy}", strategy, strategy, status, "local",
+                                 None, None, None, target_forces_rmse_mev_per_a=target,
+                                 forgetting_ratio=forgetting, pilot=pilot)
+
+    runs = [run("p01", "naive", 3.0, 10.0), run("p01", "freeze-b", 1.5, 20.0),
+            run("p02", "naive", 2.0, 5.0), run("p02", "lora", 1.0, 9.0),
+            run("p03", "naive", 1.0, 1.0),  # one strategy only: compares nothing
+            run("p04", "naive", 0.1, 0.1, status="running"), run("p04", "lora", 9.0, 9.0),
+            run("p05", "naive", 0.1, 0.1, pilot=True), run("p05", "lora", 9.0, 9.0)]
+    assert workshop.findings(runs) == [
+        "Freeze, variant B kept pretraining accuracy best (lowest forgetting ratio) for 1 of 2 "
+        "participants who compared strategies.",
+        "Naive fine-tuning reached the lowest target force error for 2 of 2 participants who "
+        "compared strategies."]
+    assert workshop.findings(runs[4:]) == []

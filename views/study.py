@@ -9,6 +9,7 @@ from mlipft_core import jobs
 from mlipft_core import study as studymod
 from mlipft_core.demo import demo_paths, isolated_file_for, short_range_test_for
 from mlipft_core.errors import MlipftError
+from mlipft_core.findings import Chart, Finding
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of
@@ -37,30 +38,36 @@ if split is not None and split.counts.get("test"):
     files = {p: str(split.file(p)) if split.counts.get(p) else None
              for p in ("train", "valid", "test")}
 is_demo_model = selections.get("model") in DEMO_MODEL_NAMES or selections.get("model") is None
-st.markdown(f"Foundation model **{model_name}** · target data "
-            f"**{split.id if split is not None and split.counts.get('test') else 'demo SN2 (B3LYP)'}**")
+target_name = split.id if split is not None and split.counts.get("test") else "demo SN2 (B3LYP)"
+st.markdown(f"Foundation model **{model_name}** · target data **{target_name}**")
 with st.expander("Inputs and settings", expanded=False):
     c = st.columns(2)
     weak = c[0].text_input("Weaker foundation model (for the FM-quality finding; empty: skip)",
-                           demo["models"]["demo-gfn1-weak"] if is_demo_model else "")
+                           demo["models"]["demo-gfn1-weak"] if is_demo_model else "",
+                           key="study_weak_model")
     pretrain = c[1].text_input("Held-out pretraining test set (forgetting)",
-                               demo["pretrain_test"] if is_demo_model else "")
+                               demo["pretrain_test"] if is_demo_model else "",
+                               key="study_pretrain_test")
     c = st.columns(2)
     replay = c[0].text_input("Replay file (pretraining structures)",
-                             demo["replay_pool"] if is_demo_model else "")
+                             demo["replay_pool"] if is_demo_model else "", key="study_replay")
     iso = c[1].text_input("Isolated-atom energies of the target's method (E0 anchor)",
-                          isolated_file_for(files["train"]) or "")
+                          isolated_file_for(files["train"]) or "", key="study_isolated_file")
     short = st.text_input("Held-out compressed structures at the foundation model's level of "
                           "theory (short-range repulsion probe; empty: dimer curves only)",
-                          short_range_test_for(pretrain) or "")
+                          short_range_test_for(pretrain) or "", key="study_short_range_test")
     c = st.columns(4)
-    epochs = c[0].number_input("Epochs per final run", 1, 1000, 20)
-    pilot_epochs = c[1].number_input("Epochs per pilot run", 1, 200, 5)
-    small = c[2].number_input("Small training set (structures)", 2, 10_000, 25)
-    lrs_txt = c[3].text_input("Pilot learning rates (empty: five around each default)", "")
+    epochs = c[0].number_input("Epochs per final run", 1, 1000, 20, key="study_epochs")
+    pilot_epochs = c[1].number_input("Epochs per pilot run", 1, 200, 5,
+                                     key="study_pilot_epochs")
+    small = c[2].number_input("Small training set (structures)", 2, 10_000, 25,
+                              key="study_small_size")
+    lrs_txt = c[3].text_input("Pilot learning rates (empty: five around each default)", "",
+                              key="study_pilot_lrs")
     strategies = st.multiselect("Strategies", list(studymod.FINE_TUNING),
                                 default=list(studymod.FINE_TUNING),
-                                format_func=lambda s: STRATEGIES[s].title)
+                                format_func=lambda s: STRATEGIES[s].title,
+                                key="study_strategies")
 
 role, _who = selections.identity()
 executor, slurm = (None, None)
@@ -178,17 +185,37 @@ def runs_line(ids: list[str]) -> str:
     return "Runs: " + ", ".join(f"`{names.get(i, i)}`" for i in ids) if ids else ""
 
 
-def pilot_plot() -> None:
-    series = {}
-    for s, res in extra.get("pilots", {}).items():
-        pts = [(p["lr"], p["valid_forces_rmse_mev_per_a"]) for p in res["results"]
-               if p["valid_forces_rmse_mev_per_a"] is not None]
-        if pts:
-            series[STRATEGIES[s].title] = ([x for x, _ in pts], [y for _, y in pts])
-    if series:
-        show.chart(st, plots.lr_curve([], [], series=series,
-                                      title="Learning-rate pilots: validation force error "
-                                            "after the pilot epochs"), "study_pilots")
+def draw_chart(f: Finding, chart: Chart) -> None:
+    """One plot of a finding, by its kind."""
+    label = {"ylabel": chart.ylabel} if chart.ylabel else {}
+    if chart.kind == "bar":
+        fig = plots.bar(list(chart.series), list(chart.series.values()), title=chart.title,
+                        **label)
+    elif chart.kind == "grouped_bar":
+        fig = plots.grouped_bar(chart.series, title=chart.title, **label)
+        if chart.log:
+            plots.tidy_log_axis(fig, "y", force_log=True)
+    elif chart.kind == "learning_rates":
+        fig = plots.lr_curve([], [], series={k: tuple(v) for k, v in chart.series.items()},
+                             title=chart.title, **label)
+    elif chart.kind == "dimers":
+        panels = list(chart.series)
+        panel = st.selectbox(chart.pick, panels, key=f"study_{f.key}_{chart.name}",
+                             index=panels.index(chart.first) if chart.first in panels else 0)
+        fig = plots.dimer_curves({k: tuple(v) for k, v in chart.series[panel].items()},
+                                 title=chart.panel_title(panel), **label)
+    else:
+        return
+    show.chart(st, fig, f"study_{chart.name}")
+
+
+def draw_table(rows: list[dict], columns: list[str], digits: dict[str, int]) -> None:
+    """A finding's table, its number columns with their decimals (one unless told)."""
+    table = pd.DataFrame(rows, columns=columns or None)
+    if not table.empty:
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(c, format=f"%.{digits.get(c, 1)}f")
+            for c in table.columns if table[c].dtype.kind == "f"})
 
 
 for f in study.findings:
@@ -198,58 +225,16 @@ for f in study.findings:
         st.badge(word, icon=icon, color=color)
         st.markdown(f"*The study:* {f.claim}")
         st.markdown(f"**This data:** {f.summary}")
-        table = pd.DataFrame(f.table, columns=f.columns or None)
-        if f.number == 1 and extra.get("e0_runs"):
-            e = extra["e0_runs"]
-            fig = plots.grouped_bar(
-                {"anchored E0s": {"target": e["anchored"]["target_e"],
-                                  "pretraining (outside the family)": e["anchored"]["pretrain_e"]},
-                 "'average' E0s": {"target": e["average"]["target_e"],
-                                   "pretraining (outside the family)": e["average"]["pretrain_e"]}},
-                title="Energy RMSE of naive fine-tuning by E0 choice (log scale)",
-                ylabel="energy RMSE (meV/atom)")
-            plots.tidy_log_axis(fig, "y", force_log=True)
-            show.chart(st, fig, "study_e0")
-        elif f.number in (2, 5) and not table.empty:
-            col = "target force RMSE (meV/Å)" if f.number == 2 else "after naive fine-tuning (meV/Å)"
-            key = "model" if f.number == 2 else "foundation model"
-            show.chart(st, plots.bar(table[key].astype(str), table[col],
-                                     title="Target force RMSE", ylabel="force RMSE (meV/Å)"),
-                       f"study_f{f.number}")
-        elif f.number == 3 and not table.empty:
-            show.chart(st, plots.bar(table["strategy"], table["forgetting ratio"],
-                                     title="Forgetting ratio (1 = nothing forgotten)",
-                                     ylabel="pretraining F RMSE / foundation's"), "study_f3")
-        elif f.number == 4:
-            pilot_plot()
-        elif f.number == 6 and "soft spots (% of structures)" in table.columns:
-            show.chart(st, plots.bar(table["model"], table["soft spots (% of structures)"],
-                                     title="Soft spots on held-out compressed structures",
-                                     ylabel="structures where the model keeps less than half "
-                                            "the reference's repulsive force (%)"), "study_f6")
-        if not table.empty:
-            st.dataframe(table, hide_index=True, column_config={
-                c: st.column_config.NumberColumn(c, format="%.2f" if "ratio" in c else "%.1f")
-                for c in table.columns if table[c].dtype.kind == "f"})
-        if f.number == 6 and extra.get("dimers"):
-            pairs = list(extra["dimers"])
-            walls = extra.get("dimer_walls") or f.table
-            # first the pair naive fine-tuning changed most
-            worn = sorted((r for r in walls if r.get("naive change vs foundation (%)")
-                           is not None), key=lambda r: r["naive change vs foundation (%)"])
-            first = worn[0]["pair"] if worn and worn[0]["pair"] in pairs else pairs[0]
-            pair = st.selectbox("Element pair", pairs, index=pairs.index(first))
-            series = {studymod.display_name(k, plot=True): tuple(v)
-                      for k, v in extra["dimers"][pair].items()}
-            show.chart(st, plots.dimer_curves(series, title=f"{pair} dimer"), "study_dimer")
-            if extra.get("dimer_walls") and "soft spots (% of structures)" in table.columns:
-                wt = pd.DataFrame(walls)
-                wt = wt[[c for c in studymod.WALL_COLUMNS if c in wt.columns]]
-                st.caption("Walls: energy at 0.5 Å above the curve's minimum, for every pair "
-                           "of the target's elements.")
-                st.dataframe(wt, hide_index=True, column_config={
-                    c: st.column_config.NumberColumn(c, format="%.1f")
-                    for c in wt.columns if wt[c].dtype.kind == "f"})
+        for chart in f.charts:
+            if not chart.below_table:
+                draw_chart(f, chart)
+        draw_table(f.table, f.columns, f.digits)
+        for chart in f.charts:
+            if chart.below_table:
+                draw_chart(f, chart)
+        for more in f.tables:
+            st.caption(more.caption)
+            draw_table(more.rows, more.columns, more.digits)
         st.caption(f.teaching)
         line = runs_line(f.runs)
         if line:

@@ -1,7 +1,12 @@
 """The bundled offline demo world (``sample_data/``) and the script that generates it."""
 
-from .paths import (DEMO_DATASETS, demo_paths, isolated_file_for, sample_data_dir,
-                    short_range_test_for)
+from .paths import (
+    DEMO_DATASETS,
+    demo_paths,
+    isolated_file_for,
+    sample_data_dir,
+    short_range_test_for,
+)
 
 __all__ = ["DEMO_DATASETS", "demo_paths", "isolated_file_for", "sample_data_dir",
            "short_range_test_for"]

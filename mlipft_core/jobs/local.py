@@ -1,10 +1,12 @@
 """The local executor: runs on this machine, dispatched from the run folders themselves.
 
 There is no queue besides the ``runs/`` folder: a run whose ``run.json`` says ``queued`` and
-``executor: local`` waits for a slot. One dispatcher per workspace
-(a detached process holding a file lock; ``python -m mlipft_core.jobs.local --root WORKSPACE``
-by hand)
-starts a runner (:mod:`.runner`) for each queued run as slots free up, oldest first:
+``executor: local`` waits for a slot. One dispatcher per workspace (a detached process holding
+a file lock; ``python -m mlipft_core.jobs.local --root WORKSPACE`` by hand, with
+``$MLIPFT_RUN_POLICIES`` naming the modules of the submission policies it follows) starts a
+runner (:mod:`.runner`) for each queued run as slots free up, oldest first. The workspace's
+submission policy (:mod:`.policy`) may have a shared folder's dispatcher serve its runs
+instead, with the runs of other workspaces, fairly:
 
 - CPU runs: ``cpu_slots`` at a time (``MLIPFT_CPU_SLOTS``, or ``local.cpu_slots`` in the
   workspace settings; default 2 on 2+ cores), each with ``cores / slots`` threads
@@ -21,19 +23,22 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-from collections import Counter
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
-
 from typing import Any
 
-from ..workspace import Workspace, read_helper_json, read_json_checked, set_aside_if_damaged
-from .records import RunRecord, RunStore, runner_alive, same_process_alive
+from ..workspace import (Workspace, atomic_write_json, read_helper_json, read_json_checked,
+                         set_aside_if_damaged)
+from . import policy
+from .liveness import settle
+from .records import (RunRecord, RunStore, current_process_identity, log_tail, runner_alive,
+                      same_process_alive)
 
 POLL_S = 0.2
 DISPATCHER_START_S = 30.0  # longest wait for a new dispatcher to come up
@@ -124,9 +129,16 @@ def _gate_path(root: Path) -> Path:
     return queue_dir(root) / "dispatch-gate.lock"
 
 
+def dispatch_root(root: str | Path) -> Path:
+    """The folder whose dispatcher serves the local runs of the workspace at ``root``: the
+    workspace itself, or the shared folder its submission policy names."""
+    return Path(policy.policy_for(Workspace(root)).dispatch_root()).resolve()
+
+
 def dispatcher_alive(root: str | Path) -> bool:
-    """Whether a dispatcher holds the workspace's lock."""
-    with open(_lock_path(Path(root)), "a") as fh:
+    """Whether a dispatcher serves the runs of the workspace at ``root`` (holds the lock of
+    its :func:`dispatch_root`)."""
+    with open(_lock_path(dispatch_root(root)), "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,8 +148,9 @@ def dispatcher_alive(root: str | Path) -> bool:
 
 
 def dispatcher_pid(root: str | Path) -> int | None:
-    """The pid of the running dispatcher (checked against its start time), else ``None``."""
-    info = read_helper_json(queue_dir(Path(root)) / "dispatcher.json",
+    """The pid of the dispatcher serving the workspace at ``root`` (checked against its start
+    time), else ``None``."""
+    info = read_helper_json(queue_dir(dispatch_root(root)) / "dispatcher.json",
                             "the workspace's dispatcher is started afresh",
                             what="the dispatcher's process") or {}
     pid, started = info.get("pid"), info.get("started")
@@ -148,19 +161,22 @@ def dispatcher_pid(root: str | Path) -> int | None:
 
 
 def ensure_dispatcher(root: str | Path) -> bool:
-    """Start the workspace's dispatcher unless one runs; ``True`` when one was started.
+    """Start the dispatcher serving the workspace at ``root`` (in its :func:`dispatch_root`)
+    unless one runs; ``True`` when one was started. It follows the submission policies of
+    this process (:func:`~mlipft_core.jobs.policy.child_env`).
 
     The decision is made under a gate lock that the dispatcher also takes before it exits,
     so a run queued while the dispatcher is leaving is never stranded.
     """
-    root = Path(root).resolve()
+    root = dispatch_root(root)
     with open(_gate_path(root), "a") as gate:
         fcntl.flock(gate, fcntl.LOCK_EX)
         if dispatcher_alive(root):
             return False
         log = open(queue_dir(root) / "dispatcher.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-c", _MAIN, "--root", str(root)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
+        proc = subprocess.Popen([sys.executable, "-c", _MAIN, "--root", str(root)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=policy.child_env(),
                                 cwd=str(Path(__file__).resolve().parents[2]))
         log.close()
         # until it holds its lock and has said who it is (an idle one that is leaving may
@@ -180,7 +196,7 @@ class LocalExecutor:
     name = "local"
 
     def submit(self, store: RunStore, records: list[RunRecord]) -> None:
-        ensure_dispatcher(store.workspace.dispatch_root)
+        ensure_dispatcher(store.workspace.root)
 
     def cancel(self, store: RunStore, rec: RunRecord) -> None:
         """Ask the run's runner to stop (it records the end itself)."""
@@ -195,9 +211,11 @@ class LocalExecutor:
 class Dispatcher:
     """Starts runners for queued local runs as slots free up.
 
-    In a workshop folder it serves every participant's runs and shares the slots fairly: a
-    free slot goes to the participant with the fewest runs going, oldest run first, so one
-    participant's sweep cannot starve the others.
+    It serves the runs of the workspaces its folder's submission policy names
+    (:meth:`~mlipft_core.jobs.policy.SubmissionPolicy.served_roots`: the workspace itself, or
+    every workspace of a shared space) and shares the slots fairly between the owners of the
+    runs: a free slot goes to the owner with the fewest runs going, oldest run first, so one
+    owner's sweep cannot starve the others.
     """
 
     def __init__(self, root: Path) -> None:
@@ -205,19 +223,19 @@ class Dispatcher:
         self.store = RunStore(Workspace(self.root))
         self.launched: dict[str, tuple[subprocess.Popen, str, str | None]] = {}
         self._gpus: list[str] | None = None
-        self._stores: dict[str, RunStore] = {}
+        self._stores: dict[Path, RunStore] = {self.root: self.store}
         self._owner: dict[str, RunStore] = {}
-        self.served: Counter = Counter()  # runs started per participant (round-robin)
+        self.served: Counter = Counter()  # runs started per owner (round-robin)
 
     def stores(self) -> list[RunStore]:
-        """The run stores served: each participant's in a workshop, else the workspace's."""
-        parts = self.root / "participants"
-        if (self.root / "workshop.json").is_file() and parts.is_dir():
-            for d in sorted(parts.iterdir()):
-                if d.is_dir() and d.name not in self._stores:
-                    self._stores[d.name] = RunStore(Workspace(d))
-            return list(self._stores.values())
-        return [self.store]
+        """The run stores served, as the folder's submission policy names them now."""
+        out = []
+        for root in policy.policy_for(self.store.workspace).served_roots():
+            root = Path(root).resolve()
+            if root not in self._stores:
+                self._stores[root] = RunStore(Workspace(root))
+            out.append(self._stores[root])
+        return out
 
     def _store_of(self, rec: RunRecord) -> RunStore:
         return self._owner.get(rec.id, self.store)
@@ -249,7 +267,7 @@ class Dispatcher:
         log = open(folder / "runner.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True,
+                                env=policy.child_env(env), start_new_session=True,
                                 cwd=str(Path(__file__).resolve().parents[2]))
         log.close()
         self.launched[rec.id] = (proc, rec.device, gpu)
@@ -265,8 +283,6 @@ class Dispatcher:
             except Exception:
                 continue
             if rec.status == "queued":  # the runner ended without claiming: record why
-                from .records import log_tail
-
                 tail = log_tail(store.folder(rid) / "runner.log", 5)
                 store.transition(rid, ("queued",), status="failed", finished=time.time(),
                                  reason="the runner could not start: "
@@ -275,8 +291,6 @@ class Dispatcher:
 
     def step(self) -> tuple[int, int]:
         """One dispatch round; returns (queued, running) local runs."""
-        from . import settle
-
         self._reap()
         recs = self._local()
         running = []
@@ -299,7 +313,7 @@ class Dispatcher:
         slots = cpu_slots(self.root)
         waiting = [r for r in recs if r.status == "queued" and r.id not in self.launched]
         while waiting:
-            # fair share: the participant with the fewest runs going (then the one served least
+            # fair share: the owner with the fewest runs going (then the one served least
             # so far: round-robin), their oldest run first
             rec = min(waiting, key=lambda r: (going[r.participant], self.served[r.participant],
                                               r.created, r.id))
@@ -350,9 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the dispatcher's life
     except BlockingIOError:
         return 0  # another dispatcher serves this workspace
-    from ..workspace import atomic_write_json
-    from .records import current_process_identity
-
+    policy.load_named()  # the submission policies of the process that started it
     pid, started, _host = current_process_identity()
     info = queue_dir(ws.root) / "dispatcher.json"
     set_aside_if_damaged(info)

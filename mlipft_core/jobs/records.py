@@ -7,9 +7,9 @@ half-written record, and a state changes only from the states it may change from
 *claimed* (``queued`` → ``running``) by exactly one runner, before its training starts.
 
 Reading is free of side effects. A folder whose ``run.json`` cannot be read (not JSON, not an
-object, a missing or mistyped field) is listed with status ``unreadable`` and the reason; every
-other run still works. Run ids and names are checked, so nothing is read or written outside
-the ``runs/`` folder.
+object, a missing or mistyped field: :mod:`.run_record`) is listed with status ``unreadable``
+and the reason; every other run still works. Run ids and names are checked, so nothing is read
+or written outside the ``runs/`` folder.
 """
 
 from __future__ import annotations
@@ -25,19 +25,21 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import MlipftError
-from ..workspace import (MAX_JSON_BYTES, Workspace, atomic_write_json, json_depth_exceeds,
-                         json_kind)
+from ..workspace import Workspace, atomic_write_json
+from .run_record import (ACTIVE, EXECUTORS, FINAL, STATES, UNREADABLE, RunRecord,
+                         UnreadableRunError, read_run_json, record_from_dict, unreadable_record)
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINAL = ("done", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-UNREADABLE = "unreadable"
-EXECUTORS = ("local", "slurm")
+__all__ = ["ACTIVE", "E0_METHODS", "EXECUTORS", "FINAL", "PILOT_SWEEP_PREFIX", "STATES",
+           "UNREADABLE", "InvalidRunNameError", "RunFacts", "RunNotFoundError", "RunRecord",
+           "RunStore", "UnreadableRunError", "check_name", "current_process_identity",
+           "e0_choice_id", "e0_method", "is_pilot", "log_tail", "process_start_time",
+           "record_from_dict", "run_facts", "runner_alive", "same_process_alive",
+           "this_host", "unreadable_record"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
 
@@ -52,12 +54,6 @@ class InvalidRunNameError(MlipftError):
     code = "bad_run_name"
 
 
-class UnreadableRunError(MlipftError):
-    """A run folder whose ``run.json`` cannot be read as a run record."""
-
-    code = "unreadable_run"
-
-
 def check_name(value: str, what: str = "run name") -> str:
     """``value`` if it is a safe file-name component, else :class:`InvalidRunNameError`.
 
@@ -69,202 +65,6 @@ def check_name(value: str, what: str = "run name") -> str:
             f"{what} {value!r} is not allowed: use letters, digits, '.', '_', '+' and '-' "
             "(starting with a letter or digit, no '..', at most 120 characters)")
     return value
-
-
-@dataclass
-class RunRecord:
-    """What the registry keeps about one run."""
-
-    id: str
-    name: str
-    strategy: str
-    status: str = "queued"
-    device: str = "cpu"
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    pid: int | None = None            # the runner process (claims, watches, records the end)
-    pid_started: float | None = None  # its start time (psutil), so a reused pid never counts
-    host: str | None = None           # where the runner runs
-    returncode: int | None = None
-    reason: str | None = None
-    log_tail: str | None = None
-    model_path: str | None = None
-    max_epochs: int | None = None
-    threads: int | None = None
-    gpu: str | None = None            # CUDA_VISIBLE_DEVICES given to the run
-    spec: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    sweep: str | None = None
-    kind: str = "train"               # "train" (mace_run_train) or "md"
-    executor: str = "local"           # "local" or "slurm"
-    executor_options: dict[str, Any] = field(default_factory=dict)
-    slurm_job_id: str | None = None
-    time_limit_s: float | None = None  # the run is stopped (failed) after this wall time
-    participant: str | None = None     # workshop participant who owns the run
-    extra: dict[str, Any] = field(default_factory=dict)  # fields of a newer version, kept
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        extra = d.pop("extra")
-        return {**extra, **d}
-
-    @property
-    def readable(self) -> bool:
-        return self.status != UNREADABLE
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(RunRecord)}
-_REQUIRED = [n for n, f in _FIELDS.items()
-             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "name": (str,), "strategy": (str,), "status": (str,), "device": (str,),
-    "created": (int, float), "started": (int, float, type(None)),
-    "finished": (int, float, type(None)), "pid": (int, type(None)),
-    "pid_started": (int, float, type(None)), "host": (str, type(None)),
-    "returncode": (int, type(None)), "reason": (str, type(None)),
-    "log_tail": (str, type(None)), "model_path": (str, type(None)),
-    "max_epochs": (int, type(None)), "threads": (int, type(None)), "gpu": (str, type(None)),
-    "spec": (dict,), "metrics": (dict,), "sweep": (str, type(None)), "kind": (str,),
-    "executor": (str,), "executor_options": (dict,), "slurm_job_id": (str, type(None)),
-    "time_limit_s": (int, float, type(None)), "participant": (str, type(None)),
-}
-
-
-_NONE = type(None)
-_NUMBER = (int, float)
-_PATH = (str, _NONE)
-#: the parts of ``spec`` the workbench reads, and the types it reads them as (other keys, of
-#: a newer version, are kept as they are)
-_SPEC_TYPES: dict[str, tuple[type, ...]] = {
-    "strategy": (str,), "name": (str,), "foundation_model": _PATH, "train_file": _PATH,
-    "valid_file": _PATH, "test_file": _PATH, "replay_file": _PATH, "isolated_file": _PATH,
-    "mace_train_file": _PATH, "e0s": (str, dict, _NONE), "settings": (dict,),
-    "tuning": (dict, _NONE), "e0_values": (dict,), "warnings": (list,),
-    "train_size": (int, _NONE), "isolated_atoms_left_out": (dict,),
-    # MD runs
-    "model": _PATH, "structure": _PATH, "head": _PATH, "index": (int,),
-}
-_METRIC_TYPES: dict[str, tuple[type, ...]] = {
-    "epochs_done": (int, _NONE), "valid": (dict, _NONE), "survived_steps": (int, _NONE),
-    "steps": (int, _NONE), "failure": (str, _NONE), "steps_per_second": (*_NUMBER, _NONE),
-}
-_EXECUTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {"log": _PATH}
-
-
-def _mistyped(value: Any, types: tuple[type, ...]) -> bool:
-    """Whether ``value`` is not of ``types`` (``True``/``False`` are not numbers here)."""
-    return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
-
-
-def _check_part(data: dict[str, Any], field_name: str, types: dict[str, tuple[type, ...]]
-                ) -> None:
-    """:class:`UnreadableRunError` when a known key of the ``field_name`` part of a record
-    has a type the workbench cannot read."""
-    for key, want in types.items():
-        if key in data and _mistyped(data[key], want):
-            raise UnreadableRunError(f"run.json field '{field_name}.{key}' is "
-                                     f"{json_kind(data[key])}")
-
-
-def _check_shape(known: dict[str, Any]) -> None:
-    """The parts of a record below its top level: what the listing, the pages and the
-    runner read from ``spec``, ``metrics`` and ``executor_options`` must have the types
-    they are read as, so that one damaged record cannot break them for every run."""
-    spec = known.get("spec", {})
-    _check_part(spec, "spec", _SPEC_TYPES)
-    if any(not isinstance(w, str) for w in spec.get("warnings", [])):
-        raise UnreadableRunError("run.json field 'spec.warnings' holds something other "
-                                 "than text")
-    for key in ("settings", "e0_values", "tuning", "isolated_atoms_left_out"):
-        if isinstance(spec.get(key), dict) and any(not isinstance(k, str) for k in spec[key]):
-            raise UnreadableRunError(f"run.json field 'spec.{key}' has a key that is not text")
-    bad = [k for k, v in spec.get("e0_values", {}).items() if _mistyped(v, _NUMBER)]
-    if bad:
-        raise UnreadableRunError(f"run.json field 'spec.e0_values' gives no number for "
-                                 f"{', '.join(map(str, bad[:5]))}")
-    if known.get("kind") == "md" and "settings" in spec:
-        from dataclasses import fields as dc_fields
-
-        from ..md import MDSettings
-
-        names = {f.name for f in dc_fields(MDSettings)}
-        odd = sorted(k for k, v in spec["settings"].items()
-                     if k not in names or _mistyped(v, (*_NUMBER, str)))
-        if odd:
-            raise UnreadableRunError(f"run.json field 'spec.settings' has MD settings the "
-                                     f"workbench cannot use: {', '.join(odd[:5])}")
-    _check_part(known.get("metrics", {}), "metrics", _METRIC_TYPES)
-    _check_part(known.get("executor_options", {}), "executor_options",
-                _EXECUTOR_OPTION_TYPES)
-
-
-def record_from_dict(data: Any, folder_name: str) -> RunRecord:
-    """A :class:`RunRecord` from parsed JSON, or :class:`UnreadableRunError` saying why.
-
-    Besides the top-level fields, the parts of ``spec``, ``metrics`` and
-    ``executor_options`` that the workbench reads are checked (:func:`_check_shape`), and
-    nesting deeper than any record of the workbench is refused."""
-    if not isinstance(data, dict):
-        raise UnreadableRunError(f"run.json holds a {type(data).__name__}, not a run record")
-    if json_depth_exceeds(data):
-        raise UnreadableRunError("run.json nests lists or objects too deeply to be a run "
-                                 "record")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise UnreadableRunError(f"run.json lacks the field(s) {', '.join(missing)}")
-    known = {}
-    extra = {}
-    for k, v in data.items():
-        if k in _FIELDS and k != "extra":
-            types = _TYPES.get(k)
-            if types and (not isinstance(v, types) or isinstance(v, bool) and bool not in types):
-                raise UnreadableRunError(f"run.json field {k!r} is a {type(v).__name__}")
-            known[k] = v
-        else:
-            extra[str(k)] = v
-    if known["id"] != folder_name:
-        raise UnreadableRunError(f"run.json names the run {known['id']!r}, but its folder is "
-                                 f"{folder_name!r}")
-    if known.get("status", "queued") not in STATES:
-        raise UnreadableRunError(f"run.json has the unknown status {known['status']!r}")
-    if known.get("executor", "local") not in EXECUTORS:
-        raise UnreadableRunError(f"run.json has the unknown executor {known['executor']!r}")
-    _check_shape(known)
-    return RunRecord(**known, extra=extra)
-
-
-def _read_file(path: Path) -> Any:
-    try:
-        size = Path(path).stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise UnreadableRunError(f"run.json is too large to be a run record "
-                                     f"({size / 1e6:.0f} MB)")
-        text = Path(path).read_bytes().decode("utf-8")
-    except IsADirectoryError:
-        raise UnreadableRunError("run.json is a folder") from None
-    except UnicodeDecodeError:
-        raise UnreadableRunError("run.json is not UTF-8 text") from None
-    except OSError as exc:
-        raise UnreadableRunError(f"run.json cannot be read ({exc.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UnreadableRunError(f"run.json is not valid JSON ({exc.msg}, line {exc.lineno})"
-                                 ) from None
-    except RecursionError:
-        raise UnreadableRunError("run.json nests lists or objects too deeply to be a run "
-                                 "record") from None
-
-
-def unreadable_record(folder: Path, reason: str) -> RunRecord:
-    """The placeholder listed for a run folder that cannot be read."""
-    try:
-        created = folder.stat().st_mtime
-    except OSError:
-        created = 0.0
-    return RunRecord(id=folder.name, name=folder.name, strategy="?", status=UNREADABLE,
-                     created=created, reason=reason, kind="unknown")
 
 
 #: what a program's last words look like when the disk was full (Python, torch's writer)
@@ -370,7 +170,7 @@ class RunStore:
         if not folder.is_dir() or not (path.exists() or path.is_symlink()):
             raise RunNotFoundError(f"no run {run_id!r} in {self.root}")
         try:
-            return record_from_dict(_read_file(path), folder.name)
+            return record_from_dict(read_run_json(path), folder.name)
         except UnreadableRunError as exc:
             raise UnreadableRunError(f"run {run_id}: {exc}") from None
 

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 from ..workspace import Workspace, read_json
+from . import policy, provenance
 from .progress import LossWatch, read_progress
-from .records import RunStore, current_process_identity, log_tail
+from .records import RunRecord, RunStore, current_process_identity, log_tail
 
 #: Seconds between two looks at a running training's results for a diverged loss.
 WATCH_S = 2.0
@@ -60,6 +61,7 @@ def command_for(kind: str, folder: Path) -> list[str]:
 def execute(folder: str | Path) -> str:
     """Claim and execute the run in ``folder``; return its final status (or ``skipped``)."""
     folder = Path(folder).resolve()
+    policy.load_named()  # the submission policies of the process that started this one
     store = RunStore(Workspace(folder.parent.parent))
     run_id = folder.name
     pid, started, host = current_process_identity()
@@ -200,18 +202,17 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
     return status
 
 
-def _record_the_model(store: RunStore, rec, product: Path) -> None:
+def _record_the_model(store: RunStore, rec: RunRecord, product: Path) -> None:
     """Keep the trained model's content hash with the run (files loaded through the run
-    later are checked against it) and, for a workshop participant, the figures the
-    instructor's board shows (measured here, by the run, so that the board loads no model)."""
-    from ..workshop import record_figures
-    from . import provenance
-
-    provenance.record(store.folder(rec.id), "model", product)
+    later are checked against it), then do what the workspace's submission policy does after
+    a training run (:meth:`~mlipft_core.jobs.policy.SubmissionPolicy.after_run`, e.g.
+    measure figures in this process, so that whoever shows them loads no model)."""
+    folder = store.folder(rec.id)
+    provenance.record(folder, "model", product)
     try:
-        record_figures(store.workspace, rec.id, product)
-    except Exception as exc:  # noqa: BLE001 - the run is done whatever the board gets
-        print(f"the board's figures could not be measured: {exc}", file=sys.stderr)
+        policy.policy_for(store.workspace).after_run(folder, product)
+    except Exception as exc:  # noqa: BLE001 - the run is done whatever comes after it
+        print(f"what follows the run could not be done: {exc}", file=sys.stderr)
 
 
 def run_folder(folder: str) -> str:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MlipftError
-from .records import RunRecord, RunStore
+from . import policy
+from .records import RunRecord, RunStore, log_tail
 
 
 class SlurmError(MlipftError):
@@ -175,7 +176,8 @@ def active_jobs() -> dict[str, str] | None:
 
 
 def job_name(records: list[RunRecord]) -> str:
-    """``mlipft-<participant>-<run or sweep>``: the workshop participant shows in squeue."""
+    """``mlipft-<owner>-<run or sweep>``: the owner of the runs (their ``participant``)
+    shows in squeue."""
     who = records[0].participant
     what = records[0].sweep if len(records) > 1 and records[0].sweep else records[0].name
     return "mlipft-" + (f"{who}-" if who else "") + what
@@ -197,12 +199,15 @@ class SlurmExecutor:
         if not ok:
             raise SlurmError(f"cannot submit to SLURM: {why}")
         opts = SlurmOptions.from_dict(records[0].executor_options).check()
-        if records[0].time_limit_s:  # a workshop's run-time cap is the job's limit too
+        if records[0].time_limit_s:  # the run's own time limit is the job's limit too
             opts.time_min = max(1, min(opts.time_min, int(records[0].time_limit_s // 60) + 1))
         logs = store.workspace.root / "slurm" / "%j"
         ex = submitit.SlurmExecutor(folder=str(logs), max_num_timeout=0)
         setup = [f"export OMP_NUM_THREADS={opts.cpus}", f"export MKL_NUM_THREADS={opts.cpus}",
                  "export PYTHONUNBUFFERED=1"]
+        named = policy.child_env().get(policy.ENV_VAR)
+        if named:  # the job follows the submission policies of this process
+            setup.append(f"export {policy.ENV_VAR}={shlex.quote(named)}")
         params: dict[str, Any] = {
             "time": int(opts.time_min), "cpus_per_task": int(opts.cpus), "nodes": 1,
             "ntasks_per_node": 1, "job_name": opts.job_name or job_name(records),
@@ -240,7 +245,5 @@ class SlurmExecutor:
 
 def job_log_tail(rec: RunRecord, lines: int = 5) -> str:
     """The end of the SLURM job's own log (submitit's), where the run left none."""
-    from .records import log_tail
-
     path = (rec.executor_options or {}).get("log")
     return log_tail(Path(path), lines) if path and os.path.isfile(path) else ""

@@ -1,0 +1,189 @@
+"""What the workbench uses where the user names nothing: the bundled demo world's companions
+of its own models and data, and the study's inputs with their defaults.
+
+A demo registry model replays the bundled pretraining pool, demo training data is anchored
+by the bundled isolated atoms of its reference method, a demo pretraining test set comes with
+its held-out short-range structures, and a study without a model runs on the demo world.
+Files of any other origin get no companion: the user names them.
+
+Every function that resolves a model takes ``trust``, called with each model the user named
+just before it is resolved: ``True`` where the user vouches for a local model file (a pickle
+that can run code when loaded). The command line trusts the paths typed on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .demo import demo_paths, isolated_file_for, short_range_test_for
+from .jobs import parse_list
+from .registry import DEMO_MODEL_NAMES, get_spec, model_path
+
+if TYPE_CHECKING:
+    from .study import StudyInputs
+
+#: Called with a model (registry name or path) before it is resolved: whether the user
+#: vouches for it, should it be a local model file.
+TrustFn = Callable[[str], bool]
+
+
+def never_trusted(model: str) -> bool:
+    """The default trust: no local model file is trusted unless the user says so.
+
+    Parameters
+    ----------
+    model
+        Registry name or path of a model.
+
+    Returns
+    -------
+    bool
+        Always ``False``.
+    """
+    return False
+
+
+def replay_file_for(model: str | None) -> str | None:
+    """The replay file a model's multihead runs use when the user names none.
+
+    Parameters
+    ----------
+    model
+        Registry name or path of the foundation model.
+
+    Returns
+    -------
+    str or None
+        The bundled replay pool (``sample_data/pretrain/replay_pool.xyz``) for a demo
+        registry model, whose pretraining corpus it comes from; ``None`` for any other model.
+    """
+    spec = get_spec(model) if model else None
+    if spec is not None and spec.name in DEMO_MODEL_NAMES:
+        return str(demo_paths()["replay_pool"])
+    return None
+
+
+def replay_or_default(replay: str | None, model: str | None) -> str | None:
+    """``replay`` when given, else :func:`replay_file_for` the model.
+
+    Parameters
+    ----------
+    replay
+        The replay file the user named, or ``None``.
+    model
+        Registry name or path of the foundation model.
+
+    Returns
+    -------
+    str or None
+        The replay file of the runs.
+    """
+    return replay if replay is not None else replay_file_for(model)
+
+
+def isolated_file_or_default(isolated_file: str | None, train_file: str | None) -> str | None:
+    """The isolated-atom energies that anchor fitted E0s of a training file.
+
+    Parameters
+    ----------
+    isolated_file
+        The extxyz file of ``IsolatedAtom`` configurations the user named; empty or
+        ``None`` for none.
+    train_file
+        The training data.
+
+    Returns
+    -------
+    str or None
+        ``isolated_file`` when given, else the bundled isolated atoms of a demo training
+        file's reference method, else ``None``.
+    """
+    return isolated_file or isolated_file_for(train_file)
+
+
+def _resolved(model: str | None, trust: TrustFn) -> str | None:
+    """The loadable file of a model the user named (``None`` for none)."""
+    return None if model is None else str(model_path(model, trusted=trust(model)))
+
+
+def study_inputs(*, model: str | None = None, weak_model: str | None = None,
+                 train: str | None = None, valid: str | None = None, test: str | None = None,
+                 pretrain_test: str | None = None, replay: str | None = None,
+                 isolated_file: str | None = None, short_range_test: str | None = None,
+                 epochs: int | None = None, pilot_epochs: int | None = None,
+                 small_size: int | None = None,
+                 pilot_lrs: str | Sequence[float] | None = None,
+                 strategies: Sequence[str] | None = None, executor: str | None = None,
+                 slurm: dict[str, Any] | None = None,
+                 trust: TrustFn = never_trusted) -> StudyInputs:
+    """The inputs of a study, with the defaults filled in.
+
+    Without ``model`` the study runs on the bundled demo world (strong and weak demo
+    models, the SN2 target, the demo pretraining test and replay pool), with any given value
+    in place of the demo's. With ``model``, ``train`` and ``test`` are needed; the isolated
+    atoms and the short-range structures default to the bundled ones of demo files, and the
+    rest to :class:`~mlipft_core.study.StudyInputs`' own defaults (20 epochs, 5-epoch
+    pilots, 25 structures for the scratch-vs-fine-tune pair, every strategy; no validation,
+    pretraining test or replay file).
+
+    Parameters
+    ----------
+    model, weak_model
+        Registry names or paths of the foundation model and of a weaker one (the
+        FM-quality finding).
+    train, valid, test
+        Target training, validation and test extxyz files.
+    pretrain_test
+        Held-out pretraining test set (forgetting).
+    replay, isolated_file
+        Replay file of the multihead strategies; isolated-atom energies of the target's
+        reference method (the E0 anchor).
+    short_range_test
+        Labelled compressed structures held out from pretraining (the short-range probe).
+    epochs, pilot_epochs, small_size
+        Epochs of the final runs and of each pilot run; training structures of the
+        scratch-vs-fine-tune pair.
+    pilot_lrs
+        Pilot learning rates: a list, or text separated by commas (``"1e-3,3e-3"``);
+        empty or ``None`` for five around each strategy's default.
+    strategies
+        The strategies to compare (``None``: all).
+    executor, slurm
+        Where the study's runs execute, and SLURM options.
+    trust
+        Whether the user vouches for the models (see the module's description).
+
+    Returns
+    -------
+    StudyInputs
+        What the study runs on.
+
+    Raises
+    ------
+    StudyError
+        A model without the target's training or test file.
+    StrategyError
+        ``pilot_lrs`` that are not numbers.
+    """
+    # study: its analysis modules load only when a study is asked for
+    from . import study
+
+    given: dict[str, Any] = {
+        "model": _resolved(model, trust), "weak_model": _resolved(weak_model, trust),
+        "train": train, "valid": valid, "test": test, "pretrain_test": pretrain_test,
+        "replay": replay, "isolated_file": isolated_file, "short_range_test": short_range_test,
+        "epochs": epochs, "pilot_epochs": pilot_epochs, "small_size": small_size,
+        "pilot_lrs": parse_list(pilot_lrs, float, "--lrs") or None,
+        "strategies": None if strategies is None else list(strategies),
+        "executor": executor, "slurm": slurm}
+    if model is None:  # the bundled demo world
+        return study.demo_inputs(**given)
+    if not (train and test):
+        raise study.StudyError("with --model, give --train and --test too (and --pretrain, "
+                               "--replay for forgetting and replay)")
+    given["isolated_file"] = isolated_file_or_default(isolated_file, train)
+    given["short_range_test"] = short_range_test or short_range_test_for(pretrain_test)
+    files_left_out = {"valid": None, "pretrain_test": None, "replay": None}
+    return study.StudyInputs(**{**files_left_out,
+                                **{k: v for k, v in given.items() if v is not None}})
