@@ -165,8 +165,9 @@ def md_status() -> None:
 
 st.subheader("Runs")
 recs = [r for r in jobs.list_runs(ws) if r.sweep == group and r.readable]
-st.fragment(md_status, run_every=3 if any(r.status in ACTIVE for r in recs) else 30)()
-if any(r.status in ACTIVE for r in recs):
+group_active = any(r.status in ACTIVE for r in recs)
+st.fragment(md_status, run_every=3 if group_active else 30)()
+if group_active:
     st.stop()
 by_id = {r.id: r for r in recs}
 results = {r.id: read_json(ws.runs / r.id / "result.json") for r in recs}

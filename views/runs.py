@@ -331,11 +331,11 @@ def runs_table(live: bool) -> None:
 
 
 st.subheader("Runs")
-_live = _any_active(_training_runs())
+records = _training_runs()
+_live = _any_active(records)
 st.fragment(runs_table, run_every=LIVE_S if _live else IDLE_S)(_live)
 
 # ----------------------------------------------------------------- actions
-records = [r for r in jobs.list_runs(ws) if r.kind in ("train", "unknown")]
 if records:
     st.subheader("Actions")
     shown = labels.run_labels(r for r in records if r.readable)
