@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _demo_setup import demo_workspace  # noqa: E402  (bench/, the script's own folder)
+
 IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _demo_setup import demo_workspace  # noqa: E402  (bench/, the script's own folder)
+
 APP = str(ROOT / "app.py")
 
 

@@ -55,8 +55,14 @@ def _main(argv, out_stream) -> int:
     os.environ["MLIPFT_WORKSPACE"] = str(tmp / "server")
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "xdg"))
 
-    from bench._workshop_session import (ACTIONS, Server, demo_files, make_room, rounds,
-                                         stage_finished_run)
+    from bench._workshop_session import (
+        ACTIONS,
+        Server,
+        demo_files,
+        make_room,
+        rounds,
+        stage_finished_run,
+    )
     from mlipft_core import jobs
     from mlipft_core.registry import model_path
     from mlipft_core.strategies import RunSpec

@@ -16,10 +16,10 @@ errors (mostly the E0 offset between levels) stay available as ``*_raw``.
 from __future__ import annotations
 
 import functools
-
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import DataError, MlipftError
 from .evaluate import EvaluationResult, evaluate_cached

@@ -52,15 +52,47 @@ which leaves the residual of the fit exactly as it is. The prior, in order of pr
 3. for ``average``, zero (the minimum-norm solution, ``anchor = "none"``), with the same warning.
 """
 
-from .e0_choices import (Verdict, assess, choice_file, choice_problem, load_choice, read_choice,
-                         save_choice, verdict)
-from .e0_fit import (ANCHOR_FOUNDATION, ANCHOR_ISOLATED, ANCHOR_NONE, FIT_METHODS,
-                     LEVEL_MISMATCH_EV_PER_ATOM, METHODS, MIN_FIT_CONFIGS, E0Error, E0Inputs,
-                     E0Result, FitDiagnostics, anchored_lstsq, composition_matrix,
-                     composition_relations, compute, compute_all, diagnose,
-                     format_energy_per_atom, is_choice_id, load_explicit, mace_e0s_argument)
-from .e0_inputs import (cached_inputs, is_isolated_atom, isolated_energies, isolated_mask,
-                        prepare, series_energies)
+from .e0_choices import (
+                         Verdict,
+                         assess,
+                         choice_file,
+                         choice_problem,
+                         load_choice,
+                         read_choice,
+                         save_choice,
+                         verdict,
+)
+from .e0_fit import (
+                         ANCHOR_FOUNDATION,
+                         ANCHOR_ISOLATED,
+                         ANCHOR_NONE,
+                         FIT_METHODS,
+                         LEVEL_MISMATCH_EV_PER_ATOM,
+                         METHODS,
+                         MIN_FIT_CONFIGS,
+                         E0Error,
+                         E0Inputs,
+                         E0Result,
+                         FitDiagnostics,
+                         anchored_lstsq,
+                         composition_matrix,
+                         composition_relations,
+                         compute,
+                         compute_all,
+                         diagnose,
+                         format_energy_per_atom,
+                         is_choice_id,
+                         load_explicit,
+                         mace_e0s_argument,
+)
+from .e0_inputs import (
+                         cached_inputs,
+                         is_isolated_atom,
+                         isolated_energies,
+                         isolated_mask,
+                         prepare,
+                         series_energies,
+)
 
 __all__ = ["ANCHOR_FOUNDATION", "ANCHOR_ISOLATED", "ANCHOR_NONE", "FIT_METHODS",
            "LEVEL_MISMATCH_EV_PER_ATOM", "METHODS", "MIN_FIT_CONFIGS", "E0Error", "E0Inputs",

@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from ase.data import atomic_numbers
 
-from .e0_fit import (ANCHOR_ISOLATED, ANCHOR_NONE, LEVEL_MISMATCH_EV_PER_ATOM, E0Error,
-                     E0Result, _unanchored_warning, format_energy_per_atom, is_choice_id)
-from .workspace import (Workspace, atomic_write_json, damaged_notice, note, read_json_checked,
-                        set_aside_if_damaged)
+from .e0_fit import (
+    ANCHOR_ISOLATED,
+    ANCHOR_NONE,
+    LEVEL_MISMATCH_EV_PER_ATOM,
+    E0Error,
+    E0Result,
+    _unanchored_warning,
+    format_energy_per_atom,
+    is_choice_id,
+)
+from .workspace import (
+    Workspace,
+    atomic_write_json,
+    damaged_notice,
+    note,
+    read_json_checked,
+    set_aside_if_damaged,
+)
 
 
 @dataclass

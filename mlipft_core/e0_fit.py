@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -208,7 +209,7 @@ def anchored_lstsq(A: np.ndarray, b: np.ndarray, prior: np.ndarray) -> np.ndarra
     return prior + _lstsq(A, b - A @ prior)
 
 
-def _isolated_prior(inputs: "E0Inputs") -> tuple[np.ndarray | None, list[str]]:
+def _isolated_prior(inputs: E0Inputs) -> tuple[np.ndarray | None, list[str]]:
     missing = [e for e in inputs.elements if e not in inputs.isolated]
     if missing:
         return None, missing

@@ -10,9 +10,9 @@ energies along a scan.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping, Sequence
 
 import numpy as np
 from ase import Atoms

@@ -35,7 +35,7 @@ def _open_text(path: Path) -> IO[str]:
         return bz2.open(path, "rt", encoding="utf-8")
     if suffix in (".xz", ".lzma"):
         return lzma.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 def _parse_frame(lines: list[str]) -> Atoms:

@@ -8,8 +8,8 @@ model to use it is :func:`mlipft_core.registry.load_model`. Unpickling traces co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ase.data import atomic_numbers
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import functools
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 __all__ = ["WaitFn", "model_turn", "model_work", "waiting", "watching"]
 

@@ -19,9 +19,9 @@ energy, the physically meaningful part.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from ase.data import chemical_symbols

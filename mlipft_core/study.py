@@ -25,33 +25,50 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import study_analysis
 from .errors import MlipftError
-from .findings import Finding, read as read_finding
-from .findings.base import known
-from .study_analysis import AnalysisSteps as _AnalysisSteps
-from .study_plan import (FINE_TUNING, REPLAY, SMALL_ROLES, final_roles, fit_e0s, n_structures,
-                         pilot_size)
-from .study_plan import final_specs as _final_specs
-from .study_plan import run_spec as _spec
-from .workspace import (Workspace, absolute_paths, atomic_write_json,
-                        read_json_checked, set_aside_if_damaged, strict_json)
 
 # the names of the study's plan and findings, where pages, scripts and tests use them
-from .findings import WALL_COLUMNS, display_name, role_title, walls_in_words  # noqa: F401
+from .findings import WALL_COLUMNS, Finding, display_name, role_title, walls_in_words  # noqa: F401
+from .findings import read as read_finding
+from .findings.base import known
 from .findings.close import CLOSE_FACTOR  # noqa: F401
 from .findings.e0 import E0_FACTOR  # noqa: F401
 from .findings.repulsion import SOFT_SPOT_MARGIN_PERCENT  # noqa: F401
 from .findings.repulsion import from_measurements as _finding_repulsion  # noqa: F401
 from .findings.walls import wall_table as _wall_table  # noqa: F401
-from .study_plan import CPU_SECONDS_PER_DIMER_CURVE, CPU_SECONDS_PER_EVALUATION  # noqa: F401
-from .study_plan import CPU_SECONDS_PER_RUN, CPU_SECONDS_PER_STRUCTURE_EPOCH  # noqa: F401
-from .study_plan import StudyPlan, plan  # noqa: F401
+from .study_analysis import AnalysisSteps as _AnalysisSteps
+from .study_plan import (  # noqa: F401  # noqa: F401  # noqa: F401
+    CPU_SECONDS_PER_DIMER_CURVE,
+    CPU_SECONDS_PER_EVALUATION,
+    CPU_SECONDS_PER_RUN,
+    CPU_SECONDS_PER_STRUCTURE_EPOCH,
+    FINE_TUNING,
+    REPLAY,
+    SMALL_ROLES,
+    StudyPlan,
+    final_roles,
+    fit_e0s,
+    n_structures,
+    pilot_size,
+    plan,
+)
+from .study_plan import final_specs as _final_specs
 from .study_plan import fit_e0s as _fit_e0s  # noqa: F401
+from .study_plan import run_spec as _spec
+from .workspace import (
+    Workspace,
+    absolute_paths,
+    atomic_write_json,
+    read_json_checked,
+    set_aside_if_damaged,
+    strict_json,
+)
 
 
 class StudyError(MlipftError):

@@ -9,8 +9,9 @@ estimates them), so that every page and command shows where the analysis stands.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import findings
 from .analysis import ModelHead, element_pairs, model_heads, repulsion, short_range_probe

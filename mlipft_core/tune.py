@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import MlipftError
 from .strategies import RunSpec, get_strategy

@@ -26,9 +26,10 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import MlipftError
 from .jobs import list_runs, save_settings
@@ -60,7 +61,7 @@ class Limits:
     max_run_minutes: float | None = 30.0  # wall time per run (None: no cap)
     upload_limit_mb: float = 50.0
 
-    def check(self) -> "Limits":
+    def check(self) -> Limits:
         if not isinstance(self.max_active_runs, int) or self.max_active_runs < 1:
             raise WorkshopError("the run limit per participant must be at least 1")
         if self.max_epochs is not None and (not isinstance(self.max_epochs, int)

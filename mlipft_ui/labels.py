@@ -3,9 +3,10 @@ methods, runs (:func:`run_label`), saved E0 choices and splits; and dashes for e
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mlipft_core.jobs.records import RunFacts, RunRecord, run_facts
 

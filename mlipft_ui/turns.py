@@ -8,8 +8,8 @@ many are ahead, and the work goes on as soon as it is this session's turn.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import streamlit as st
 

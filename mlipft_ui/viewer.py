@@ -15,8 +15,8 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from ase import Atoms

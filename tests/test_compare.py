@@ -11,14 +11,13 @@ import pytest
 from ase import Atoms
 from ase.io import read, write
 
+from conftest import assert_done, mlipft_cmd
 from mlipft_core import jobs
 from mlipft_core.compare import compare, resolve_models
 from mlipft_core.evaluate import evaluate_cached, evaluate_model
 from mlipft_core.probes import ProbeError, collapse_probe, dimer_curve, parse_pair
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
-
-from conftest import assert_done, mlipft_cmd
 
 
 @pytest.fixture

@@ -8,8 +8,15 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
-from mlipft_core.data import (detect_keys, load_dataset, make_split, read_frames,
-                              split_indices, summarize, validate)
+from mlipft_core.data import (
+    detect_keys,
+    load_dataset,
+    make_split,
+    read_frames,
+    split_indices,
+    summarize,
+    validate,
+)
 from mlipft_core.errors import DataError
 from mlipft_core.workspace import Workspace
 

@@ -63,8 +63,13 @@ def test_geometry_builders():
 
 def test_strong_demo_model_keeps_a_repulsive_wall(demo, strong_model):
     """The short-range GFN1-xTB set gives the strong demo model the wall its reference has."""
-    from mlipft_core.probes import (WALL_THRESHOLD_EV, dimer_curve, reference_curve,
-                                    reference_dimer_curves, repulsive_wall)
+    from mlipft_core.probes import (
+        WALL_THRESHOLD_EV,
+        dimer_curve,
+        reference_curve,
+        reference_dimer_curves,
+        repulsive_wall,
+    )
 
     ref = reference_dimer_curves(strong_model)
     for pair in ("C-C", "C-H", "O-H", "C-Cl"):

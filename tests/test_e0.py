@@ -13,12 +13,11 @@ import pytest
 from ase import Atoms
 from ase.io import read, write
 
+from conftest import mlipft_cmd
 from mlipft_core import e0 as e0mod
 from mlipft_core.data import detect_keys
 from mlipft_core.e0 import E0Error, E0Inputs, compute, diagnose, verdict
 from mlipft_core.workspace import Workspace
-
-from conftest import mlipft_cmd
 
 TRUE = {"H": -13.6, "C": -1029.0, "O": -2041.0}
 FOUND = {"H": -11.0, "C": -47.0, "O": -118.0}

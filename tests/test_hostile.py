@@ -7,9 +7,8 @@ import subprocess
 
 import pytest
 
-from mlipft_core.jobs.slurm import SlurmError, extra_parameters
-
 from conftest import mlipft_cmd
+from mlipft_core.jobs.slurm import SlurmError, extra_parameters
 
 
 def _train(tiny, *extra: str) -> subprocess.CompletedProcess:

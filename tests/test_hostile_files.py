@@ -9,16 +9,15 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from conftest import mlipft_cmd, stop_workers
 from mlipft_core.jobs.records import RunRecord, RunStore
 from mlipft_core.workspace import Workspace
-
-from conftest import mlipft_cmd, stop_workers
 
 #: lines the libraries print on their own (mace's import, its downloader) and the CLI's note
 #: on loading a local model file

@@ -11,12 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import mlipft_cmd
 from mlipft_core import jobs, workshop
 from mlipft_core.jobs.records import RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
-
-from conftest import mlipft_cmd
 
 
 class _Marker:

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import mlipft_cmd
 
 H2 = "H 0 0 0 0 0 0.1\nH 0 0 0.74 0 0 -0.1\n"

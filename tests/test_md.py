@@ -10,13 +10,20 @@ import pytest
 from ase import Atoms
 from ase.io import read
 
-from mlipft_core import jobs
-from mlipft_core.md import (MDError, MDSettings, emd, rdf, relative_energy_mev_per_atom,
-                            run_md_for_model, settle_rule_text, summarise_temperature,
-                            temperature_notes)
-from mlipft_core.workspace import Workspace
-
 from conftest import mlipft_cmd
+from mlipft_core import jobs
+from mlipft_core.md import (
+    MDError,
+    MDSettings,
+    emd,
+    rdf,
+    relative_energy_mev_per_atom,
+    run_md_for_model,
+    settle_rule_text,
+    summarise_temperature,
+    temperature_notes,
+)
+from mlipft_core.workspace import Workspace
 
 
 def test_rdf_of_an_ideal_gas_is_one_and_integrates_to_the_neighbour_count():
@@ -31,7 +38,7 @@ def test_rdf_of_an_ideal_gas_is_one_and_integrates_to_the_neighbour_count():
     dr = r[1] - r[0]
     integral = np.sum(rho * g[r < 5] * 4 * np.pi * r[r < 5] ** 2 * dr)
     d = frames[0].get_all_distances(mic=True)
-    counted = np.mean([(np.sum((f.get_all_distances(mic=True) < 5)) - 400) / 400
+    counted = np.mean([(np.sum(f.get_all_distances(mic=True) < 5) - 400) / 400
                        for f in frames])
     assert integral == pytest.approx(counted, rel=0.03)
     with pytest.raises(MDError, match="half the cell"):

@@ -122,10 +122,9 @@ def test_turns_are_first_come_first_served_and_say_how_many_are_ahead():
     def waiter(name: str, delay: float):
         time.sleep(delay)
         reports: list[int] = []
-        with watching(reports.append):
-            with model_turn():
-                with model_turn():  # nested model work of the same caller does not wait
-                    order.append(name)
+        with watching(reports.append), model_turn():
+            with model_turn():  # nested model work of the same caller does not wait
+                order.append(name)
         seen[name] = reports
 
     first = threading.Thread(target=holder)

@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 from mlipft_core import registry
-from mlipft_core.errors import (ModelLoadError, ModelNotAvailableError, UnknownModelError,
-                                UntrustedModelError)
+from mlipft_core.errors import (
+    ModelLoadError,
+    ModelNotAvailableError,
+    UnknownModelError,
+    UntrustedModelError,
+)
 
 
 def test_official_metadata_matches_mace_loaders():

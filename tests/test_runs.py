@@ -7,26 +7,28 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from ase.io import read, write
 
-import sys
-from dataclasses import replace
-
-import psutil
-
+from conftest import assert_done, mlipft_cmd
 from mlipft_core import jobs
 from mlipft_core.jobs.local import dispatcher_alive, dispatcher_pid, ensure_dispatcher
-from mlipft_core.jobs.records import (InvalidRunNameError, RunStore, UnreadableRunError,
-                                      same_process_alive, this_host)
+from mlipft_core.jobs.records import (
+    InvalidRunNameError,
+    RunStore,
+    UnreadableRunError,
+    same_process_alive,
+    this_host,
+)
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
-
-from conftest import assert_done, mlipft_cmd
 
 
 def spec(tiny, weak_model, strategy, **settings) -> RunSpec:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_done, mlipft_cmd
 from mlipft_core import jobs
 from mlipft_core.jobs import slurm
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
-
-from conftest import assert_done, mlipft_cmd
 
 OK, WHY = slurm.available()
 if not OK and os.environ.get("MLIPFT_REQUIRE_SLURM"):

@@ -12,13 +12,12 @@ import pytest
 from ase.io import read, write
 from streamlit.testing.v1 import AppTest
 
+from conftest import mlipft_cmd
 from mlipft_core import jobs
 from mlipft_core import study as studymod
-from mlipft_core.tune import TuneError, pilot_specs
 from mlipft_core.strategies import RunSpec
+from mlipft_core.tune import TuneError, pilot_specs
 from mlipft_core.workspace import Workspace
-
-from conftest import mlipft_cmd
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

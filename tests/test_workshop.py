@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import assert_done, mlipft_cmd
 from mlipft_core import jobs, workshop
 from mlipft_core.jobs.local import dispatcher_alive
 from mlipft_core.jobs.records import InvalidRunNameError, RunRecord, RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
-
-from conftest import assert_done, mlipft_cmd
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 VIEWS = Path(APP).parent / "views"

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench._workshop_session import (CHROMIUM, Server, demo_files, make_room, rounds,
-                                     stage_finished_run)
+from bench._workshop_session import (
+    CHROMIUM,
+    Server,
+    demo_files,
+    make_room,
+    rounds,
+    stage_finished_run,
+)
 from conftest import assert_done
 from mlipft_core import jobs
 from mlipft_core.strategies import RunSpec

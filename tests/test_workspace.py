@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlipft_core.workspace import Workspace, atomic_write_bytes, atomic_write_json, default_root, read_json
+from mlipft_core.workspace import (
+    Workspace,
+    atomic_write_bytes,
+    atomic_write_json,
+    default_root,
+    read_json,
+)
 
 
 def test_default_root_follows_environment(tmp_path, monkeypatch):

@@ -11,8 +11,12 @@ from mlipft_core.compare import ModelRef, compare, resolve_models
 from mlipft_core.demo import demo_paths, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.jobs.records import is_pilot
-from mlipft_core.probes import (WALL_THRESHOLD_EV, collapse_probe_cached, reference_curve,
-                                reference_dimer_curves)
+from mlipft_core.probes import (
+    WALL_THRESHOLD_EV,
+    collapse_probe_cached,
+    reference_curve,
+    reference_dimer_curves,
+)
 from mlipft_ui import cache, labels, plots, selections, show, turns
 
 st.title("Compare runs")

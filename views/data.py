@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mlipft_core.data import (Dataset, detect_keys, make_split,
-                              register_files_as_split, summarize, validate)
+from mlipft_core.data import (
+    Dataset,
+    detect_keys,
+    make_split,
+    register_files_as_split,
+    summarize,
+    validate,
+)
 from mlipft_core.demo import DEMO_DATASETS, isolated_file_for, sample_data_dir
 from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM, format_energy_per_atom
 from mlipft_core.errors import MlipftError

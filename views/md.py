@@ -11,9 +11,15 @@ from mlipft_core.data import read_frames
 from mlipft_core.demo import demo_paths
 from mlipft_core.errors import MlipftError
 from mlipft_core.jobs.records import ACTIVE, is_pilot
-from mlipft_core.md import (MDSettings, compare_rdfs, equilibration_time_fs,
-                            relative_energy_mev_per_atom, settle_rule_text,
-                            summarise_temperature, temperature_notes)
+from mlipft_core.md import (
+    MDSettings,
+    compare_rdfs,
+    equilibration_time_fs,
+    relative_energy_mev_per_atom,
+    settle_rule_text,
+    summarise_temperature,
+    temperature_notes,
+)
 from mlipft_core.workspace import read_json
 from mlipft_ui import cache, labels, plots, selections, show
 from mlipft_ui.viewer import trajectory_html

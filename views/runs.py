@@ -6,14 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from mlipft_core import jobs
-from mlipft_core.jobs.local import dispatcher_alive, ensure_dispatcher
-from mlipft_core.jobs.records import ACTIVE, UnreadableRunError
-from mlipft_core.jobs.slurm import available as _slurm_available
-from mlipft_core.jobs.slurm import partitions as _slurm_partitions
 from mlipft_core.data import load_split
 from mlipft_core.demo import demo_paths, isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
+from mlipft_core.jobs.local import dispatcher_alive, ensure_dispatcher
+from mlipft_core.jobs.records import ACTIVE, UnreadableRunError
+from mlipft_core.jobs.slurm import available as _slurm_available
+from mlipft_core.jobs.slurm import partitions as _slurm_partitions
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of

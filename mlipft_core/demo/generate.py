@@ -128,9 +128,9 @@ def _split(frames: list[Atoms], fractions: dict[str, float], seed: int) -> dict[
 # ----------------------------------------------------------------------------- geometries
 def corpus_geometries(rng: np.random.Generator) -> list[Atoms]:
     """All unlabelled pretraining geometries, each tagged with ``config_type``."""
+    from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase import units
 
     from .labels import xtb_calculator
 
@@ -603,8 +603,12 @@ def step_manifest(out: Path, work: Path) -> None:
                     p = probe_result(name, res.ref_forces, res.pred_forces, res.n_atoms)
                     probe = {"median_force_kept": p.median_force_kept,
                              "soft_spots": p.soft_spots, "n_structures": p.n_structures}
-        from mlipft_core.probes import (dimer_curve, reference_curve, reference_dimer_curves,
-                                        repulsive_wall)
+        from mlipft_core.probes import (
+            dimer_curve,
+            reference_curve,
+            reference_dimer_curves,
+            repulsive_wall,
+        )
         from mlipft_core.registry import inspect_model
 
         info = inspect_model(path)

@@ -8,8 +8,7 @@ together with ``total_charge``.
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
-from ase import units
+from ase import Atoms, units
 
 #: Spin multiplicities of the isolated atoms used for reference energies.
 ATOM_MULTIPLICITY = {"H": 2, "C": 3, "N": 4, "O": 3, "F": 2, "Cl": 2}

@@ -7,8 +7,7 @@ reproducible from one seed.
 from __future__ import annotations
 
 import numpy as np
-from ase import Atoms
-from ase import units
+from ase import Atoms, units
 
 #: Neutral small molecules with H, C, N, O, F, Cl (SMILES) for the pretraining corpus.
 ORGANIC_SMILES: tuple[str, ...] = (

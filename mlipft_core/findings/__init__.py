@@ -22,8 +22,16 @@ from types import ModuleType
 from typing import Any
 
 from . import close, e0, foundation, repulsion, retention, scratch
-from .base import (Chart, Evidence, Finding, Table, display_name, head_name, role_title,
-                   strategy_title)
+from .base import (
+    Chart,
+    Evidence,
+    Finding,
+    Table,
+    display_name,
+    head_name,
+    role_title,
+    strategy_title,
+)
 from .walls import WALL_COLUMNS, wall_table, walls_in_words
 
 #: The findings in the study's order; a finding's ``number`` is its place here.
@@ -37,7 +45,7 @@ __all__ = ["FINDINGS", "Chart", "Evidence", "Finding", "Table", "WALL_COLUMNS", 
 def by_key(key: str) -> ModuleType:
     """The module of the finding ``key``; KeyError for an unknown one."""
     for kind in FINDINGS:
-        if kind.KEY == key:
+        if key == kind.KEY:
             return kind
     raise KeyError(key)
 

@@ -38,18 +38,50 @@ from . import provenance
 from .liveness import settle, view
 from .local import LocalExecutor, ensure_dispatcher
 from .policy import OpenPolicy, SubmissionPolicy, check_submission, policy_for
-from .prepare import (TrainingDataError, check_batch_fits, isolated_atoms_warning,
-                      mace_train_count, preflight, prepare, train_file_for_mace)
+from .prepare import (
+    TrainingDataError,
+    check_batch_fits,
+    isolated_atoms_warning,
+    mace_train_count,
+    preflight,
+    prepare,
+    train_file_for_mace,
+)
 from .progress import Progress, read_progress
-from .queue import (cancel, delete, get_run, keep_sweeps_going, list_runs, md_progress,
-                    progress, submit, submit_md, wait)
-from .records import (ACTIVE, EXECUTORS, FINAL, InvalidRunNameError, RunNotFoundError,
-                      RunRecord, RunStore, UnreadableRunError, check_name, runner_alive)
-from .settings import (DEFAULT_SETTINGS, Executor, get_executor, load_settings,
-                       save_settings)
+from .queue import (
+    cancel,
+    delete,
+    get_run,
+    keep_sweeps_going,
+    list_runs,
+    md_progress,
+    progress,
+    submit,
+    submit_md,
+    wait,
+)
+from .records import (
+    ACTIVE,
+    EXECUTORS,
+    FINAL,
+    InvalidRunNameError,
+    RunNotFoundError,
+    RunRecord,
+    RunStore,
+    UnreadableRunError,
+    check_name,
+    runner_alive,
+)
+from .settings import DEFAULT_SETTINGS, Executor, get_executor, load_settings, save_settings
 from .slurm import SlurmError, SlurmExecutor, SlurmOptions
-from .sweeps import (SweepPlan, expand_sweep, parse_list, submit_plan, submit_size_sweep,
-                     submit_sweep)
+from .sweeps import (
+    SweepPlan,
+    expand_sweep,
+    parse_list,
+    submit_plan,
+    submit_size_sweep,
+    submit_sweep,
+)
 
 #: The submission check by its former name (a study checks room for its pilots with it).
 _workshop_checks = check_submission

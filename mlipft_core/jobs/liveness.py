@@ -8,8 +8,8 @@ and cancelling settle what they meet.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from ..errors import MlipftError
 from .records import ACTIVE, FINAL, RunRecord, RunStore, log_tail, runner_alive

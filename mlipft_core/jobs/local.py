@@ -33,12 +33,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..workspace import (Workspace, atomic_write_json, read_helper_json, read_json_checked,
-                         set_aside_if_damaged)
+from ..workspace import (
+    Workspace,
+    atomic_write_json,
+    read_helper_json,
+    read_json_checked,
+    set_aside_if_damaged,
+)
 from . import policy
 from .liveness import settle
-from .records import (RunRecord, RunStore, current_process_identity, log_tail, runner_alive,
-                      same_process_alive)
+from .records import (
+    RunRecord,
+    RunStore,
+    current_process_identity,
+    log_tail,
+    runner_alive,
+    same_process_alive,
+)
 
 POLL_S = 0.2
 DISPATCHER_START_S = 30.0  # longest wait for a new dispatcher to come up

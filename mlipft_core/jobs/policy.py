@@ -27,8 +27,9 @@ from __future__ import annotations
 import importlib
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..strategies import RunSpec, resolved_settings
 from ..workspace import Workspace

@@ -19,8 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..strategies import (RunSpec, Strategy, StrategyError, build_config, config_yaml,
-                          get_strategy, resolved_settings, shell_command)
+from ..strategies import (
+    RunSpec,
+    Strategy,
+    StrategyError,
+    build_config,
+    config_yaml,
+    get_strategy,
+    resolved_settings,
+    shell_command,
+)
 from ..workspace import Workspace, absolute_paths, atomic_write_text, cached_sha256
 from . import provenance
 from .policy import SubmissionPolicy, policy_for

@@ -24,15 +24,26 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import MlipftError
 from ..workspace import Workspace, atomic_write_json
-from .run_record import (ACTIVE, EXECUTORS, FINAL, STATES, UNREADABLE, RunRecord,
-                         UnreadableRunError, read_run_json, record_from_dict, unreadable_record)
+from .run_record import (
+    ACTIVE,
+    EXECUTORS,
+    FINAL,
+    STATES,
+    UNREADABLE,
+    RunRecord,
+    UnreadableRunError,
+    read_run_json,
+    record_from_dict,
+    unreadable_record,
+)
 
 __all__ = ["ACTIVE", "E0_METHODS", "EXECUTORS", "FINAL", "PILOT_SWEEP_PREFIX", "STATES",
            "UNREADABLE", "InvalidRunNameError", "RunFacts", "RunNotFoundError", "RunRecord",

@@ -62,7 +62,7 @@ class SlurmOptions:
     extra: str = ""
     job_name: str | None = field(default=None, repr=False)
 
-    def check(self) -> "SlurmOptions":
+    def check(self) -> SlurmOptions:
         if not isinstance(self.time_min, int) or self.time_min < 1:
             raise SlurmError(f"the SLURM time limit must be at least 1 minute, not "
                              f"{self.time_min!r}")
@@ -84,7 +84,7 @@ class SlurmOptions:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "SlurmOptions":
+    def from_dict(cls, data: dict[str, Any] | None) -> SlurmOptions:
         data = dict(data or {})
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)

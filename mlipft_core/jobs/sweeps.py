@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..strategies import RunSpec, StrategyError, build_config, get_strategy
 from ..workspace import Workspace
