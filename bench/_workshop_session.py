@@ -108,6 +108,22 @@ def stage_finished_run(src_folder: Path, room: Room) -> None:
         room.staged_run[name] = rec["id"]
 
 
+def cancel_own_runs(room: Room, participant: str) -> list:
+    """Cancel what ``participant``'s presses queued: each run of theirs, other than the one
+    :func:`stage_finished_run` gave them, that is still queued or running.
+
+    Returns their runs other than the staged one, as listed before cancelling (a run that
+    had already ended is among them, and left as it is)."""
+    from mlipft_core import jobs
+
+    ws = room.workspaces[participant]
+    mine = [r for r in jobs.list_runs(ws) if r.id != room.staged_run.get(participant)]
+    for r in mine:
+        if r.status in jobs.ACTIVE:
+            jobs.cancel(r.id, workspace=ws)
+    return mine
+
+
 @dataclass(frozen=True)
 class Action:
     """A button on a page, the element that shows its result, and how to read that result."""
@@ -147,7 +163,8 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         env = dict(os.environ, MLIPFT_WORKSPACE=str(workspace))
-        self.log = open(Path(workspace) / "server.log", "wb")
+        # The log stays open for the server subprocess's lifetime; close() closes it.
+        self.log = open(Path(workspace) / "server.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
              "--server.headless", "true", "--server.port", str(port),
@@ -171,6 +188,23 @@ class Server:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds so far of the server process itself, and of it with every process it
+        started (the local dispatcher, runners and their training, alive or ended)."""
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        t = proc.cpu_times()
+        own = t.user + t.system
+        tree = own + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                tree += c.user + c.system
+            except psutil.Error:
+                pass
+        return own, tree
 
     def stop(self) -> None:
         import subprocess

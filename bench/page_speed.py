@@ -74,15 +74,16 @@ def main() -> int:
     pages = ["home.py", "foundation_model.py", "data.py", "e0.py", "runs.py", "md.py"]
     rows = []
     for page in pages:
-        cold = timed(lambda: open_page(None if page == "home.py" else page))
+        target = None if page == "home.py" else page
+        cold = timed(lambda target=target: open_page(target))
         tabs, widgets = [], []
         for _ in range(args.repeat):
             holder = {}
-            tabs.append(timed(lambda: holder.setdefault(
-                "at", open_page(None if page == "home.py" else page))))
+            tabs.append(timed(lambda holder=holder, target=target: holder.setdefault(
+                "at", open_page(target))))
             at = holder["at"]
             prepare(at, page)
-            widgets.append(timed(lambda: change(at, page)))
+            widgets.append(timed(lambda at=at, page=page: change(at, page)))
         rows.append((page, cold, statistics.median(tabs), statistics.median(widgets)))
     print(f"{'page':22s} {'cold (s)':>9s} {'new tab (s)':>12s} {'widget (s)':>11s}  goal")
     for page, cold, tab, widget in rows:

@@ -93,10 +93,13 @@ def main() -> int:
             abs(a[1] - d_err[1]) <= 0.01 * max(1.0, d_err[1])
 
     print(f"configurations {args.configs}, epochs {args.epochs}, threads {threads}")
-    print(f"local   {t_queue:7.1f} s   final valid RMSE E {q_err[0]:.2f} meV/atom, F {q_err[1]:.2f} meV/Å")
+    print(f"local   {t_queue:7.1f} s   final valid RMSE "
+          f"E {q_err[0]:.2f} meV/atom, F {q_err[1]:.2f} meV/Å")
     if use_slurm:
-        print(f"slurm   {t_slurm:7.1f} s   final valid RMSE E {s_err[0]:.2f} meV/atom, F {s_err[1]:.2f} meV/Å")
-    print(f"direct  {t_direct:7.1f} s   final valid RMSE E {d_err[0]:.2f} meV/atom, F {d_err[1]:.2f} meV/Å")
+        print(f"slurm   {t_slurm:7.1f} s   final valid RMSE "
+              f"E {s_err[0]:.2f} meV/atom, F {s_err[1]:.2f} meV/Å")
+    print(f"direct  {t_direct:7.1f} s   final valid RMSE "
+          f"E {d_err[0]:.2f} meV/atom, F {d_err[1]:.2f} meV/Å")
     print(f"wall-time ratio local/direct: {t_queue / t_direct:.3f} (goal <= 1.05); "
           f"final errors agree: {agree(q_err)}")
     if use_slurm:

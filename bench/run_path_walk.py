@@ -2,7 +2,8 @@
 
 A naive run on the demo world (``demo-gfn1-weak``, the SN2 training set, 1 epoch, estimated
 E0s) is planned and submitted the way ``mlipft train --executor local`` does it
-(``jobs.parse_list``, ``jobs.expand_sweep``, ``jobs.submit``), and the walk is traced
+(``jobs.expand_sweep``, ``jobs.submit``; a tree whose planner takes lists only is driven
+the way its command line did it, with ``jobs.parse_list`` first), and the walk is traced
 (:func:`sys.setprofile`) from the first call into the package to the moment the local
 executor's ``submit`` is reached; there the trace stops and nothing is started (no
 dispatcher, no training).
@@ -34,6 +35,7 @@ finds it), then the traced one; ``--tree DIR`` measures one tree (a folder holdi
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -147,9 +149,14 @@ def walk(tree: Path, trace: bool) -> dict | None:
     tracer = Walk()
     if trace:
         sys.setprofile(tracer)
-    lrs = jobs.parse_list(None, float, "--lrs")
-    seeds = jobs.parse_list(None, int, "--seeds")
-    sizes = jobs.parse_list(None, int, "--sizes")
+    # as the tree's command line does it: a planner that reads the options' text itself is
+    # given the text; an older one is given the lists the command line parsed first
+    if "str" in str(inspect.signature(jobs.expand_sweep).parameters["lrs"].annotation):
+        lrs = seeds = sizes = None
+    else:
+        lrs = jobs.parse_list(None, float, "--lrs")
+        seeds = jobs.parse_list(None, int, "--seeds")
+        sizes = jobs.parse_list(None, int, "--sizes")
     plan = jobs.expand_sweep({"naive": {}}, foundation_model=foundation,
                              train_file=demo["sn2_train"], e0s="estimated",
                              replay_file=demo["replay_pool"],
@@ -179,10 +186,11 @@ def measure(tree: Path) -> dict:
         return out
 
 
-def committed_tree(into: Path) -> Path:
-    """The package as committed (``HEAD``), with the demo world beside it."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "mlipft_core"],
+def committed_tree(into: Path, rev: str = "HEAD") -> Path:
+    """The package as committed in ``rev`` (default ``HEAD``), with the demo world beside it."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "mlipft_core"],
                              capture_output=True, check=True).stdout
+    into.mkdir(parents=True, exist_ok=True)
     tar = into / "head.tar"
     tar.write_bytes(archive)
     with tarfile.open(tar) as t:
@@ -203,6 +211,10 @@ def main() -> int:
     parser.add_argument("--tree", help="measure only this tree (a folder with mlipft_core/)")
     parser.add_argument("--walk", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--before", default="HEAD",
+                        help="the commit measured as 'before' (default: HEAD)")
+    parser.add_argument("--after", help="a commit measured as 'after' (default: the working "
+                        "tree)")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args()
     if args.walk:
@@ -214,8 +226,10 @@ def main() -> int:
         results = {"tree": measure(Path(args.tree).resolve())}
     else:
         with tempfile.TemporaryDirectory(prefix="mlipft-head-") as tmp:
-            results = {"before (HEAD)": measure(committed_tree(Path(tmp))),
-                       "after (working tree)": measure(ROOT)}
+            before = committed_tree(Path(tmp) / "before", args.before)
+            after = committed_tree(Path(tmp) / "after", args.after) if args.after else ROOT
+            results = {f"before ({args.before})": measure(before),
+                       f"after ({args.after or 'working tree'})": measure(after)}
     if args.json:
         print(json.dumps(results, indent=2))
     else:

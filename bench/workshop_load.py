@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
@@ -58,6 +60,7 @@ def _main(argv, out_stream) -> int:
     from bench._workshop_session import (
         ACTIONS,
         Server,
+        cancel_own_runs,
         demo_files,
         make_room,
         rounds,
@@ -85,11 +88,7 @@ def _main(argv, out_stream) -> int:
             print(f"{press.participant} {press.action}: {press.seconds:.1f} s"
                   + (f", error: {press.error}" if press.error else ""), file=sys.stderr)
             if press.action == "launch":
-                ws = room.workspaces[press.participant]
-                for r in jobs.list_runs(ws):
-                    if r.id != room.staged_run[press.participant] \
-                            and r.status in ("queued", "running"):
-                        jobs.cancel(r.id, workspace=ws)
+                cancel_own_runs(room, press.participant)
         return after
 
     def measured(n: int, sub: str):
@@ -100,13 +99,19 @@ def _main(argv, out_stream) -> int:
             room = make_room(root, n, files, model=args.model)
             stage_finished_run(trainer.runs / run.id, room)
             t0 = time.perf_counter()
+            c0 = psutil.cpu_times()
             presses = rounds(room, server, ACTIONS, after_press=cancel_launched(room))
-            return presses, time.perf_counter() - t0, server.peak_rss_mb()
+            c1 = psutil.cpu_times()
+            own, tree = server.cpu_s()
+            machine = (c1.user + c1.system + c1.nice) - (c0.user + c0.system + c0.nice)
+            cpu = {"server_cpu_s": round(own, 1), "server_tree_cpu_s": round(tree, 1),
+                   "machine_cpu_s": round(machine, 1)}
+            return presses, time.perf_counter() - t0, server.peak_rss_mb(), cpu
         finally:
             server.stop()
 
-    alone, _, alone_rss = measured(1, "alone")
-    presses, wall, peak_rss = measured(args.participants, "room")
+    alone, _, alone_rss, alone_cpu = measured(1, "alone")
+    presses, wall, peak_rss, cpu = measured(args.participants, "room")
     times = [p.seconds for p in presses]
     alone_s = {p.action: p.seconds for p in alone}
     per_action = {}
@@ -132,6 +137,10 @@ def _main(argv, out_stream) -> int:
         # 1.0: N participants cost exactly N times one participant's model time (no overhead)
         "wall_over_n_times_alone": round(wall / (args.participants * alone_total), 2),
         "per_action": per_action,
+        # CPU seconds over the presses: the server process, it with the runs it started, and
+        # the whole machine (the rest is mostly the participants' own headless browsers)
+        "cpu": cpu,
+        "alone_cpu": alone_cpu,
         "model": args.model,
         "train_structures": args.train,
         "test_structures": args.test,

@@ -4,7 +4,8 @@ The core is importable without Streamlit; the pages and the ``mlipft`` command c
 
 Modules
 -------
-workspace   the workspace folder, atomic writes, saved selections
+workspace   the workspace folder and saved selections (with file_io: atomic writes,
+            checked JSON; helper_files: damaged helper files kept aside and said)
 registry    foundation models: official (mace's loaders), demo, local files; inspection
 data        reading extxyz, label-key detection, validation findings, summaries, splits
 evaluate    batched predictions through mace's data loader and error metrics

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare import file_heads
+from .data import read_frames, write_extxyz
+from .errors import DataError
+from .evaluate import evaluate_cached
 from .probes import WALL_THRESHOLD_EV, dimer_curve_cached, repulsive_wall
+from .referencing import model_e0s_of
+from .workspace import Workspace, cached_sha256
 
 ProgressFn = Callable[[str], None]
 
@@ -32,8 +38,6 @@ class ModelHead:
 def heads_of_models(models: Mapping[str, str]) -> list[ModelHead]:
     """Every head of every model (name -> file) as plots show them; single-head models once,
     unlabelled. The heads of one file: :func:`mlipft_core.compare.file_heads`."""
-    from .compare import file_heads
-
     out = []
     for name, path in models.items():
         heads = file_heads(path)
@@ -56,8 +60,6 @@ def learning_curve(records, target: str | Path, *, workspace=None,
                    progress: ProgressFn | None = None) -> dict[str, list[tuple[int, float]]]:
     """Target force RMSE (meV/Å) against training-set size, per strategy, for finished runs
     that recorded a ``train_size`` (size sweeps). Points sorted by size."""
-    from .evaluate import evaluate_cached
-
     out: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         size = (r.spec or {}).get("train_size")
@@ -165,8 +167,6 @@ def probe_result(model: str, ref_forces: np.ndarray, pred_forces: np.ndarray,
     of structures (``n_atoms`` per structure): structures with a reference force below
     :data:`MIN_PROBE_FORCE_EV_PER_A` are left out. Raises
     :class:`~mlipft_core.errors.DataError` when none is left."""
-    from .errors import DataError
-
     n_atoms = np.asarray(n_atoms)
     owner = np.repeat(np.arange(len(n_atoms)), n_atoms)
     f_max = np.zeros(len(n_atoms))
@@ -197,9 +197,6 @@ def short_range_probe(models: Sequence[ModelHead], data: str | Path, *, workspac
     Raises :class:`~mlipft_core.errors.DataError` when the set has no reference forces or no
     structure every model covers.
     """
-    from .errors import DataError
-    from .evaluate import evaluate_cached
-
     data, n_left_out = _covered_subset(models, data, workspace)
     out = []
     for m in models:
@@ -218,11 +215,6 @@ def _covered_subset(models: Sequence[ModelHead], data: str | Path,
                     workspace=None) -> tuple[str, int]:
     """``data`` itself, or a cached file of its structures whose elements every model covers,
     and the number of structures left out."""
-    from .data import read_frames, write_extxyz
-    from .errors import DataError
-    from .referencing import model_e0s_of
-    from .workspace import Workspace, cached_sha256
-
     covered = set.intersection(*(set(model_e0s_of(m.path, m.head)) for m in models)) \
         if models else set()
     frames = read_frames(data)
@@ -245,9 +237,6 @@ def reaction_profile(models: Sequence[ModelHead], scan_file: str | Path, *, work
                      ) -> dict[str, tuple[list[int], list[float]]]:
     """Energy along an ordered scan relative to its first point (eV), for the reference
     labels (``reference``) and every model head."""
-    from .data import read_frames
-    from .evaluate import evaluate_cached
-
     scan = read_frames(scan_file)
     x = list(range(len(scan)))
     out: dict[str, tuple[list[int], list[float]]] = {}

@@ -16,13 +16,21 @@ errors (mostly the E0 offset between levels) stay available as ``*_raw``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, MlipftError
+from . import jobs
+from .demo import isolated_file_for
+from .errors import DataError, MlipftError, UnknownModelError
 from .evaluate import EvaluationResult, evaluate_cached
+from .jobs import provenance
+from .jobs.records import InvalidRunNameError, RunNotFoundError, RunStore, check_name
+from .referencing import composition, fitted_target_e0s, model_e0s_of, rereference
+from .registry import get_spec, list_models, load_model, model_path, net_heads, resolve
+from .workspace import file_version
 
 
 @dataclass
@@ -45,14 +53,6 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
     not exist, an unknown name, an unreadable run and an unfinished run each get their own
     message.
     """
-    import os
-
-    from . import jobs
-    from .errors import UnknownModelError
-    from .jobs import provenance
-    from .jobs.records import InvalidRunNameError, RunNotFoundError, RunStore, check_name
-    from .registry import get_spec, list_models, model_path, resolve
-
     out = []
     for item in items:
         item = str(item)
@@ -104,9 +104,10 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
             raise MlipftError(f"run {item}: its model file {mpath} is missing", code="no_model")
         foundation = rec.spec.get("foundation_model") if isinstance(rec.spec, dict) else None
         # the files the run used, as it used them: a replaced file is refused, not loaded
-        provenance.check(folder, mpath, f"run {item}: its model")
+        provenance.check(folder, "model", mpath, f"run {item}: its model")
         if isinstance(foundation, str) and foundation:
-            provenance.check(folder, foundation, f"run {item}: its foundation model")
+            provenance.check(folder, "foundation_model", foundation,
+                             f"run {item}: its foundation model")
         out.append(ModelRef(rec.name, str(mpath), foundation if isinstance(foundation, str)
                             else None, rec.strategy, rec.id))
     return out
@@ -120,8 +121,6 @@ PRETRAINING_HEAD = "pt_head"
 
 def file_heads(path: str | Path) -> list[str]:
     """The heads of a (trusted) model file; the file is loaded once per content version."""
-    from .workspace import file_version
-
     return list(_heads(*file_version(path)))
 
 
@@ -131,8 +130,6 @@ model_heads_of = file_heads
 
 @functools.lru_cache(maxsize=256)
 def _heads(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
-    from .registry import load_model, net_heads
-
     return tuple(net_heads(load_model(path, trusted=True)))
 
 
@@ -214,11 +211,17 @@ class ComparisonRow:
         return asdict(self)
 
 
+def least_forgetting(rows: Iterable[ComparisonRow]) -> ComparisonRow | None:
+    """The row (model head) that forgot least of its pretraining: the smallest forgetting
+    ratio (:func:`forgetting_ratio`) among the rows that are not the foundation model and
+    have one; the first of them on a tie, ``None`` when no row has one."""
+    return min((r for r in rows if r.forgetting_ratio is not None and not r.is_foundation),
+               key=lambda r: r.forgetting_ratio, default=None)
+
+
 def unique_names(models: Sequence[ModelRef]) -> list[ModelRef]:
     """``models`` with every name told apart (results are keyed by name and head): a name
     that comes again gets `` (2)``, `` (3)``, ... in the order given."""
-    from dataclasses import replace
-
     seen: dict[str, int] = {}
     out = []
     for m in models:
@@ -236,8 +239,6 @@ def _fine_tunes_e0s(models: Sequence[ModelRef], target: str | Path, foundation: 
     """The E0s most of the fine-tunes among ``models`` share (ties: the first model name, so
     that the result does not depend on the order the models were picked in), and where they
     come from in words; ``(None, None)`` without a fine-tune."""
-    from .referencing import composition, model_e0s_of
-
     tables: dict[str, tuple[int, str, dict[str, float]]] = {}
     target_elements = composition(target)[0]
     for m in models:
@@ -262,9 +263,6 @@ def _target_e0s(models: Sequence[ModelRef], target: str | Path, foundation: str 
                 ) -> tuple[Mapping[str, float] | None, str | None]:
     """The E0s of the target's level of theory and where they come from (see
     :func:`compare`)."""
-    from .demo import isolated_file_for
-    from .referencing import fitted_target_e0s
-
     if target_e0 is not None:
         return target_e0, "the given target E0s"
     e0, source = _fine_tunes_e0s(models, target, foundation)
@@ -301,8 +299,6 @@ def _compare_head(m: ModelRef, head: str, *, target: str | Path, pretrain: str |
     """One model head on the target and pretraining sets: its row (without the forgetting
     ratio, which needs every row), its target result (re-referenced) and its pretraining
     result (``None`` without one)."""
-    from .referencing import model_e0s_of, rereference
-
     tgt = evaluate_cached(m.path, target, head=head, workspace=workspace, trusted=True,
                           progress=step("target set"))
     pre, note = None, ""
@@ -349,8 +345,6 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     default the demo's own isolated atoms for demo data). Each target result carries its
     re-referenced energies as ``result.referenced``.
     """
-    from .referencing import model_e0s_of
-
     models = unique_names(models)
     foundation = foundation or next((m.foundation for m in models if m.foundation), None)
     if foundation and not any(_same_file(m.path, foundation) for m in models):

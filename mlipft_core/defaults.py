@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .demo import demo_paths, isolated_file_for, short_range_test_for
 from .jobs import parse_list
 from .registry import DEMO_MODEL_NAMES, get_spec, model_path
+from .strategies import COMMON_DEFAULTS
 
 if TYPE_CHECKING:
     from .study import StudyInputs
@@ -42,6 +43,19 @@ def never_trusted(model: str) -> bool:
         Always ``False``.
     """
     return False
+
+
+def common_settings() -> dict[str, Any]:
+    """The settings every strategy starts from, whatever its own: epochs, batch size, loss
+    weights, EMA and seed (:data:`~mlipft_core.strategies.COMMON_DEFAULTS`, which every entry of
+    the strategy table starts from).
+
+    Returns
+    -------
+    dict
+        Setting name -> the default value all strategies share (a new dict).
+    """
+    return dict(COMMON_DEFAULTS)
 
 
 def replay_file_for(model: str | None) -> str | None:

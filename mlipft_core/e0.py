@@ -82,8 +82,11 @@ from .e0_fit import (
                          diagnose,
                          format_energy_per_atom,
                          is_choice_id,
+                         level_offset_ev_per_atom,
+                         levels_differ,
                          load_explicit,
                          mace_e0s_argument,
+                         relative_per_atom,
 )
 from .e0_inputs import (
                          cached_inputs,
@@ -95,7 +98,8 @@ from .e0_inputs import (
 )
 
 __all__ = ["ANCHOR_FOUNDATION", "ANCHOR_ISOLATED", "ANCHOR_NONE", "FIT_METHODS",
-           "LEVEL_MISMATCH_EV_PER_ATOM", "METHODS", "MIN_FIT_CONFIGS", "E0Error", "E0Inputs",
+           "LEVEL_MISMATCH_EV_PER_ATOM", "level_offset_ev_per_atom", "levels_differ",
+           "relative_per_atom", "METHODS", "MIN_FIT_CONFIGS", "E0Error", "E0Inputs",
            "E0Result", "FitDiagnostics", "Verdict", "anchored_lstsq", "assess",
            "cached_inputs", "choice_file", "choice_problem", "composition_matrix",
            "composition_relations", "compute", "compute_all", "diagnose",

@@ -20,12 +20,13 @@ from ase.data import atomic_numbers
 from .e0_fit import (
     ANCHOR_ISOLATED,
     ANCHOR_NONE,
-    LEVEL_MISMATCH_EV_PER_ATOM,
     E0Error,
     E0Result,
     _unanchored_warning,
     format_energy_per_atom,
     is_choice_id,
+    level_offset_ev_per_atom,
+    levels_differ,
 )
 from .workspace import (
     Workspace,
@@ -74,15 +75,16 @@ def verdict(results: Mapping[str, E0Result]) -> tuple[str | None, list[str]]:
     best = min(scored, key=scored.get)
     f = results.get("foundation")
     if f is not None and f.offset_before is not None:
-        mean = float(np.mean(f.offset_before))
-        if abs(mean) > LEVEL_MISMATCH_EV_PER_ATOM:
+        mean = level_offset_ev_per_atom(f.offset_before)
+        if levels_differ(mean):
             notes.append(f"The reference data and the foundation model disagree by "
                          f"{format_energy_per_atom(mean)} on average: different levels of theory "
                          "(or a different energy zero). The foundation E0s are wrong for "
                          "this data.")
         else:
             notes.append("The data and the foundation model agree on absolute energies to "
-                         f"{abs(mean) * 1000:.0f} meV/atom: the foundation E0s are usable.")
+                         f"{abs(mean or 0.0) * 1000:.0f} meV/atom: the foundation E0s are "
+                         "usable.")
     est = results.get("estimated")
     if best != "estimated" and est is not None and \
             scored.get("estimated", np.inf) <= scored[best] * 1.05 + 1.0:

@@ -284,6 +284,31 @@ def load_explicit(values: Mapping[str | int, float] | str | Path) -> dict[str, f
     return out
 
 
+def level_offset_ev_per_atom(offsets: Sequence[float] | np.ndarray | None) -> float | None:
+    """The mean offset (eV/atom) between reference and model energies per atom,
+    ``(E_ref - E_model) / N``, over the configurations where it is finite; ``None`` without
+    any."""
+    if offsets is None:
+        return None
+    values = np.asarray(offsets, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def levels_differ(offset_ev_per_atom: float | None) -> bool:
+    """Whether a mean offset (:func:`level_offset_ev_per_atom`) says the data and the model
+    use different levels of theory (more than :data:`LEVEL_MISMATCH_EV_PER_ATOM`)."""
+    return offset_ev_per_atom is not None and abs(offset_ev_per_atom) > LEVEL_MISMATCH_EV_PER_ATOM
+
+
+def relative_per_atom(energy: np.ndarray, inputs: E0Inputs, e0: Mapping[str, float]
+                      ) -> np.ndarray:
+    """Energies per atom relative to E0s, ``(E - Σ n_el E0_el) / N``: the reference's against
+    the chosen E0s, the model's against its own (its interaction energy)."""
+    vec = np.array([e0[e] for e in inputs.elements])
+    return (np.asarray(energy, dtype=float) - inputs.A @ vec) / inputs.n_atoms
+
+
 @dataclass
 class E0Inputs:
     """A training set evaluated once with the foundation model (shared by all methods)."""
@@ -307,7 +332,7 @@ class E0Inputs:
 
 
 #: a saved E0 choice's id: ``<method>-<hex>`` (:func:`mlipft_core.e0_choices.save_choice`)
-_CHOICE_ID = re.compile(r"^(%s)-[0-9a-f]{6,64}$" % "|".join(METHODS))
+_CHOICE_ID = re.compile(r"^(" + "|".join(METHODS) + r")-[0-9a-f]{6,64}$")
 
 
 def is_choice_id(value: Any) -> bool:
@@ -382,8 +407,9 @@ def compute(inputs: E0Inputs, method: str,
         before = (inputs.ref_energy - inputs.model_energy) / n
         delta = np.array([e0[e] - found[e] for e in elements])
         after = (inputs.ref_energy - (inputs.model_energy + A @ delta)) / n
-        if abs(np.mean(before)) > LEVEL_MISMATCH_EV_PER_ATOM and method == "foundation":
-            warnings.append(f"The data and the model differ by {np.mean(before):+.3f} eV/atom "
+        if levels_differ(level_offset_ev_per_atom(before)) and method == "foundation":
+            warnings.append(f"The data and the model differ by "
+                            f"{level_offset_ev_per_atom(before):+.3f} eV/atom "
                             "on average: different levels of theory. Keeping the foundation "
                             "E0s would make the network learn this offset.")
     return E0Result(method, e0, None if found is None else {e: found[e] for e in elements},

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from .e0_choices import load_choice
-from .e0_fit import compute, load_explicit
+from .e0_fit import METHODS, compute, load_explicit
 from .e0_inputs import prepare
 from .referencing import composition
 from .strategies import RunSpec, StrategyError
@@ -35,13 +35,15 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
     """
     value = str(spec.e0s).strip()
     ws = workspace or Workspace()
-    saved = load_choice(ws, value) if value and not value.startswith("{") else None
-    if saved is not None:
-        data = saved.get("data")
-        if data and Path(data).resolve() != Path(spec.train_file).resolve():
-            raise StrategyError(f"the saved E0 choice {value} was fitted on {data}, not on "
-                                f"{spec.train_file}: fit E0s for this training set first")
-        return {k: float(v) for k, v in saved["e0"].items()}
+    if value not in METHODS and value and not value.startswith("{"):
+        saved = load_choice(ws, value)
+        if saved is not None:
+            data = saved.get("data")
+            if data and Path(data).resolve() != Path(spec.train_file).resolve():
+                raise StrategyError(f"the saved E0 choice {value} was fitted on {data}, not "
+                                    f"on {spec.train_file}: fit E0s for this training set "
+                                    "first")
+            return {k: float(v) for k, v in saved["e0"].items()}
     if value == "isolated":
         inputs = prepare(spec.train_file, None, isolated_file=spec.isolated_file)
         if not inputs.isolated:

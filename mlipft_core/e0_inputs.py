@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
-from .data import LabelKeys, detect_keys, get_label, read_frames
+from .data import LabelKeys, detect_keys, get_label, is_isolated_atom, read_frames
 from .e0_fit import E0Inputs, E0Result, composition_matrix
 from .errors import DataError
 from .evaluate import evaluate_cached, predict, prediction_cache_file
@@ -27,16 +27,10 @@ from .workspace import Workspace
 
 
 def isolated_mask(frames: Sequence[Atoms]) -> list[bool]:
-    """Which configurations of ``frames`` are what ``mace_run_train`` takes for an isolated
-    atom (mace 0.3.16, ``mace.data.load_from_xyz``): one atom with
-    ``config_type=IsolatedAtom``. Its energy is that element's E0, not a configuration to
-    train or fit on."""
-    return [len(a) == 1 and a.info.get("config_type") == "IsolatedAtom" for a in frames]
-
-
-def is_isolated_atom(atoms: Atoms) -> bool:
-    """Whether one configuration is an isolated atom (:func:`isolated_mask`)."""
-    return isolated_mask([atoms])[0]
+    """Which configurations of ``frames`` are isolated atoms
+    (:func:`mlipft_core.data.is_isolated_atom`): their energy is that element's E0, not a
+    configuration to train or fit on."""
+    return [is_isolated_atom(a) for a in frames]
 
 
 def isolated_energies(frames: Sequence[Atoms], keys: LabelKeys | None = None) -> dict[str, float]:

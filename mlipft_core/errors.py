@@ -7,6 +7,8 @@ exiting non-zero.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 
@@ -117,9 +119,7 @@ def os_error_words(exc: OSError) -> tuple[str, str] | None:
     tuple of str or None
         ``(what is wrong, what to do)``.
     """
-    import errno as errno_mod
-
-    name = errno_mod.errorcode.get(exc.errno or -1)
+    name = errno.errorcode.get(exc.errno or -1)
     return _OS_ERRORS.get(name) if name else None
 
 
@@ -140,23 +140,19 @@ def os_error_message(exc: OSError, doing: str | None = None) -> str:
         E.g. ``"cannot write /ws/settings.json: the file system is read-only; use a writable
         folder (set MLIPFT_WORKSPACE to one for the workspace)"``.
     """
-    import errno as errno_mod
-
     path = exc.filename
     words = os_error_words(exc)
     what, todo = words if words else (str(exc.strerror or exc).strip() or "it failed", "")
     tail = f": {what}" + (f"; {todo}" if todo else "")
     if doing is not None:
         return f"cannot {doing}" + (f" ({path})" if path is not None else "") + tail
-    if exc.errno in (errno_mod.EROFS, errno_mod.ENOSPC, errno_mod.EDQUOT):
+    if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
         return f"cannot write {path if path is not None else 'a file'}" + tail
     return (f"{path}" if path is not None else "a file operation failed") + tail
 
 
 def model_write_message(root: Path) -> str:
     """What to say when torch could not write a model file in the workspace ``root``."""
-    import shutil
-
     try:
         free = shutil.disk_usage(root).free
     except OSError:

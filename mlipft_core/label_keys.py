@@ -256,8 +256,6 @@ def canonical_frames(frames: Sequence[Atoms], keys: LabelKeys) -> list[Atoms]:
     return out
 
 
-
-
 def is_isolated_atom(atoms: Atoms) -> bool:
     """Whether ``atoms`` is an isolated atom: exactly one atom, with
     ``config_type=IsolatedAtom`` in its info.

@@ -213,10 +213,7 @@ def submit_training(options: TrainingOptions, strategy: str, *,
         Unknown strategies, values that are not numbers, settings the strategy refuses.
     """
     strategies = strategy_names(strategy)
-    plan = plan_runs(options, strategies, trust=trust,
-                     lrs=jobs.parse_list(lrs, float, "--lrs"),
-                     seeds=jobs.parse_list(seeds, int, "--seeds"),
-                     sizes=jobs.parse_list(sizes, int, "--sizes"))
+    plan = plan_runs(options, strategies, trust=trust, lrs=lrs, seeds=seeds, sizes=sizes)
     if name:
         if plan.n_runs == 1:
             plan.specs[0].name = name

@@ -7,6 +7,8 @@ compact structures collapse.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -16,8 +18,12 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
+from .demo import DEMO_MODEL_NAMES, sample_data_dir
 from .errors import MlipftError
+from .evaluate import default_device, predict
 from .modelwork import model_turn
+from .registry import check_head, load_model, model_path
+from .workspace import Workspace, atomic_write_json, cached_sha256
 
 
 class ProbeError(MlipftError):
@@ -34,10 +40,7 @@ def parse_pair(pair: str) -> tuple[str, str]:
 
 def _calculator(model: str | Path, head: str | None, trusted: bool):
     """An ASE calculator for a registry model or file (mace's own MACECalculator)."""
-    from mace.calculators import MACECalculator
-
-    from .evaluate import default_device
-    from .registry import check_head, load_model, model_path
+    from mace.calculators import MACECalculator  # heavy: only when a calculator is made
 
     class TurnTakingCalculator(MACECalculator):
         """mace's calculator, each calculation in this process's model turn."""
@@ -67,9 +70,6 @@ def dimer_curve(model: str | Path, pair: str, *, head: str | None = None,
 
     Energies are relative to the last (largest) distance.
     """
-    from .evaluate import predict
-    from .registry import load_model
-
     a, b = parse_pair(pair)
     d = np.asarray(distances if distances is not None else dimer_distances(), float)
     frames = [Atoms([a, b], positions=[[0, 0, 0], [0, 0, float(x)]]) for x in d]
@@ -82,11 +82,6 @@ def reference_dimer_curves(model: str | Path | None) -> dict | None:
     """Reference dimer curves of a model's pretraining level of theory, where the workbench
     has them: the GFN1-xTB curves shipped with the demo world, for the demo foundation models.
     ``None`` for any other model."""
-    import json
-
-    from .demo import sample_data_dir
-    from .registry import DEMO_MODEL_NAMES
-
     if model is None:
         return None
     root = sample_data_dir()
@@ -166,7 +161,7 @@ def _torch_threads(n: int):
     sessions) every meeting waits for a descheduled thread, and a step that takes 50 ms on
     one thread took 1.5–2 s on two (``bench/collapse_speed.py``).
     """
-    import torch
+    import torch  # heavy: only while a model relaxes structures
 
     before = torch.get_num_threads()
     if before == n:
@@ -187,8 +182,6 @@ def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
     calculator call per structure and step: the same trajectories as ASE's ``FIRE`` with
     ``maxstep=0.2``, at a fraction of the per-call overhead.
     """
-    from .evaluate import predict
-
     dt0, dtmax, nmin, finc, fdec, astart, fa, maxstep = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99, 0.2
     n = len(structures)
     atoms = [a.copy() for a in structures]
@@ -241,8 +234,6 @@ def collapse_probe(model: str | Path, elements: Sequence[str], *, head: str | No
     A structure counts as collapsed when two atoms end closer than ``threshold_factor`` times
     the sum of their covalent radii (0.5 × (0.31 + 0.31) = 0.31 Å for H-H).
     """
-    from .registry import load_model
-
     net = load_model(model, trusted=trusted)
     rng = np.random.default_rng(seed)
     start = [random_compact(list(elements), n_atoms, rng) for _ in range(n_structures)]
@@ -264,12 +255,6 @@ def collapse_probe_cached(model: str | Path, elements: Sequence[str], *,
                           head: str | None = None, workspace=None, trusted: bool = False,
                           progress=None, **kwargs) -> CollapseResult:
     """:func:`collapse_probe`, cached in the workspace by model hash, head and settings."""
-    import hashlib
-    import json
-
-    from .registry import model_path
-    from .workspace import Workspace, atomic_write_json, cached_sha256
-
     ws = workspace or Workspace()
     path = model_path(model, trusted=trusted)
     key = hashlib.sha256(json.dumps([sorted(elements), head, kwargs], sort_keys=True,
@@ -288,11 +273,6 @@ def collapse_probe_cached(model: str | Path, elements: Sequence[str], *,
 def dimer_curve_cached(model: str | Path, pair: str, *, head: str | None = None,
                        workspace=None, trusted: bool = False) -> dict[str, list[float]]:
     """:func:`dimer_curve` on the default distances, cached in the workspace by model hash."""
-    import json
-
-    from .registry import model_path
-    from .workspace import Workspace, atomic_write_json, cached_sha256
-
     ws = workspace or Workspace()
     path = model_path(model, trusted=trusted)
     a, b = parse_pair(pair)

@@ -26,8 +26,13 @@ from pathlib import Path
 import numpy as np
 from ase.data import chemical_symbols
 
+from .data import iter_frames
 from .e0_fit import composition_matrix, compute
-from .errors import MlipftError
+from .e0_inputs import prepare
+from .errors import MlipftError, UnknownModelError
+from .evaluate import evaluate_model
+from .registry import load_model, model_e0s
+from .workspace import file_version as _workspace_file_version
 
 
 class ReferencingError(MlipftError):
@@ -38,11 +43,8 @@ class ReferencingError(MlipftError):
 
 def file_version(path: str | Path) -> tuple[str, int, int]:
     """:func:`~mlipft_core.workspace.file_version`, with a typed error for a missing file."""
-    from .errors import UnknownModelError
-    from .workspace import file_version as version
-
     try:
-        return version(path)
+        return _workspace_file_version(path)
     except OSError as exc:
         raise UnknownModelError(f"{Path(path).resolve()}: {exc.strerror or exc}") from exc
 
@@ -63,8 +65,6 @@ def _counts(frames) -> tuple[list[str], np.ndarray]:
 
 @functools.lru_cache(maxsize=64)
 def _composition(path: str, size: int, mtime_ns: int) -> tuple[list[str], np.ndarray]:
-    from .data import iter_frames
-
     return _counts(iter_frames(path))
 
 
@@ -77,8 +77,6 @@ def model_e0s_of(model: str | Path, head: str | None = None) -> dict[str, float]
 
 @functools.lru_cache(maxsize=128)
 def _model_e0s(path: str, size: int, mtime_ns: int) -> dict[str, dict[str, float]]:
-    from .registry import load_model, model_e0s
-
     return model_e0s(load_model(path, trusted=True))
 
 
@@ -127,8 +125,6 @@ def fitted_target_e0s(foundation: str | Path, data, *, head: str | None = None,
                       isolated_file: str | Path | None = None, keys=None) -> dict[str, float]:
     """E0s of a target dataset re-estimated with the foundation model (``estimated``,
     anchored to isolated-atom energies where they are given): the fair zero-shot baseline."""
-    from .e0_inputs import prepare  # the model machinery: only when E0s are fitted
-
     inputs = prepare(data, foundation, head=head, trusted=True, isolated_file=isolated_file,
                      keys=keys)
     return compute(inputs, "estimated").e0
@@ -150,8 +146,6 @@ def zero_shot(model: str | Path, data, *, fit_on=None, head: str | None = None,
     """Evaluate ``model`` on ``data`` and measure its energies with E0s re-estimated on
     ``fit_on`` (default: ``data`` itself), the fair zero-shot baseline across levels of
     theory."""
-    from .evaluate import evaluate_model
-
     res = evaluate_model(model, data, head=head, keys=keys, trusted=True, progress=progress)
     fit = data if fit_on is None else fit_on
     where = "this data" if fit_on is None else str(fit_on)

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import socket
+import urllib.error
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .demo import DEMO_MODEL_NAMES, sample_data_dir
 from .errors import (
     DeviceError,
     HeadError,
@@ -25,17 +30,17 @@ from .errors import (
     ModelNotAvailableError,
     UnknownModelError,
     UntrustedModelError,
+    os_error_words,
 )
 from .modelwork import model_turn
 from .official_models import OFFICIAL_MODELS
+from .workspace import Workspace, atomic_write_json, cached_sha256, read_json
 
 if TYPE_CHECKING:
     import torch
 
-SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DATA = sample_data_dir()
 DEMO_MANIFEST = SAMPLE_DATA / "manifest.json"
-#: Demo foundation models, weaker first.
-DEMO_MODEL_NAMES = ("demo-gfn1-weak", "demo-gfn1-strong")
 
 Source = Literal["official", "demo", "local"]
 
@@ -193,7 +198,7 @@ def fetch(spec: ModelSpec) -> Path:
                                     "a .model file")
         raise UnknownModelError(f"model file not found: {path}")
     try:
-        if spec.loader == "mace_mp":
+        if spec.loader == "mace_mp":  # mace: heavy, only for a download
             from mace.calculators.foundations_models import download_mace_mp_checkpoint
 
             got = Path(download_mace_mp_checkpoint(spec.loader_key))
@@ -249,7 +254,7 @@ def load_model(model: str | Path, *, device: str = "cpu", trusted: bool = False)
     ------
     UntrustedModelError, ModelNotAvailableError, UnknownModelError, ModelLoadError
     """
-    import torch
+    import torch  # heavy: only when a model is loaded
 
     path = model_path(model, trusted=trusted)
     check_device(device)
@@ -273,7 +278,7 @@ def check_device(device: str | None) -> None:
     machine has none."""
     if device is None or not str(device).startswith("cuda"):
         return
-    import torch
+    import torch  # heavy: only when a GPU is asked for
 
     if not torch.cuda.is_available():
         raise DeviceError(f"--device {device} was asked for, but this machine has no CUDA GPU "
@@ -282,9 +287,6 @@ def check_device(device: str | None) -> None:
 
 def load_failure_words(exc: BaseException) -> str:
     """Why a model file could not be loaded, in words (completing "<file> ...")."""
-    import pickle
-    import zipfile
-
     text = str(exc)
     if isinstance(exc, (pickle.UnpicklingError, EOFError, UnicodeDecodeError)) or \
             "invalid load key" in text:
@@ -306,8 +308,6 @@ def load_failure_words(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "is too large to load in the memory of this machine"
     if isinstance(exc, OSError):
-        from .errors import os_error_words
-
         words = os_error_words(exc)
         return f"cannot be read ({words[0] if words else exc.strerror or text})"
     first = text.splitlines()[0][:200] if text else "no reason given"
@@ -316,9 +316,6 @@ def load_failure_words(exc: BaseException) -> str:
 
 def download_failure_words(exc: BaseException) -> str:
     """Why a model download failed, in words."""
-    import socket
-    import urllib.error
-
     reason = getattr(exc, "reason", None)
     if isinstance(exc, urllib.error.HTTPError):
         return f"the server answered {exc.code} {exc.reason}"
@@ -328,8 +325,6 @@ def download_failure_words(exc: BaseException) -> str:
             isinstance(reason, (OSError, ConnectionError)):
         return "no network connection"
     if isinstance(exc, OSError):
-        from .errors import os_error_words
-
         words = os_error_words(exc)
         return f"it could not be saved: {words[0] if words else exc.strerror or exc}"
     first = str(exc).splitlines()[0][:200] if str(exc) else "no reason given"
@@ -371,6 +366,7 @@ def net_heads(net: torch.nn.Module) -> list[str]:
 
 def model_e0s(net) -> dict[str, dict[str, float]]:
     """E0s of a loaded model: head -> element -> eV (heads sharing one table repeat it)."""
+    # numpy and ase only with a loaded model: the command line starts without them
     import numpy as np
     from ase.data import chemical_symbols
 
@@ -402,6 +398,7 @@ def inspect_model(model: str | Path, *, trusted: bool = False) -> ModelInfo:
 
 def _model_info(path: Path, net) -> ModelInfo:
     """:class:`ModelInfo` of a loaded model (heavy imports wait until a model is inspected)."""
+    # ase and e3nn only with a loaded model: the command line starts without them
     from ase.data import chemical_symbols
     from e3nn import o3
 
@@ -412,7 +409,7 @@ def _model_info(path: Path, net) -> ModelInfo:
     hidden = o3.Irreps(str(net.products[0].linear.irreps_out))
     arch: dict[str, Any] = {}
     try:
-        from mace.tools.scripts_utils import extract_config_mace_model
+        from mace.tools.scripts_utils import extract_config_mace_model  # heavy: mace
 
         cfg = extract_config_mace_model(net)
         arch = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
@@ -445,8 +442,6 @@ def inspect_cached(model: str | Path, *, workspace=None, trusted: bool = False) 
     A second look (another page, a restarted server) reads a small JSON file instead of
     importing torch and unpickling the model; a changed file is inspected afresh.
     """
-    from .workspace import Workspace, atomic_write_json, cached_sha256, read_json
-
     path = model_path(model, trusted=trusted)
     ws = workspace or Workspace()
     cache = ws.cache / "inspect" / f"{cached_sha256(path)[:20]}.json"

@@ -7,6 +7,8 @@ mace would silently change.
 
 from __future__ import annotations
 
+import math
+import numbers
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
@@ -38,34 +40,35 @@ class Strategy:
     from_scratch: bool = False
 
 
+#: The settings every strategy starts from (its own entries below override them).
+COMMON_DEFAULTS = {"max_num_epochs": 20, "batch_size": 5, "energy_weight": 10.0,
+                   "forces_weight": 100.0, "ema": True, "ema_decay": 0.99, "seed": 0}
+
 #: Default learning rates: measured with the learning-rate pilot (1e-4 ... 1e-1, 5 epochs) on the
 #: demo world (strong demo model, SN2 target), each within 1.3x of the pilot's best validation
 #: force error; the measured table is in the README (``python bench/lr_defaults.py``).
-_COMMON = {"max_num_epochs": 20, "batch_size": 5, "energy_weight": 10.0, "forces_weight": 100.0,
-           "ema": True, "ema_decay": 0.99, "seed": 0}
-
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("naive", "Naive fine-tuning",
              "All weights of the foundation model train on the target data.",
              "The study found it converges best for a single system; it forgets the "
              "pretraining distribution.",
-             {**_COMMON, "lr": 3e-3},
+             {**COMMON_DEFAULTS, "lr": 3e-3},
              {"multiheads_finetuning": False}),
     Strategy("freeze-a", "Freeze, variant A",
              "Embedding and all interaction blocks are frozen; products and readouts train.",
              "Fewer trainable weights; a compromise between adaptation and retention.",
-             {**_COMMON, "lr": 3e-2},
+             {**COMMON_DEFAULTS, "lr": 3e-2},
              {"multiheads_finetuning": False, "freeze": 5}),
     Strategy("freeze-b", "Freeze, variant B",
              "Everything but the readouts is frozen.",
              "The smallest change to the model; limited adaptation.",
-             {**_COMMON, "lr": 3e-2},
+             {**COMMON_DEFAULTS, "lr": 3e-2},
              {"multiheads_finetuning": False, "freeze": 6}),
     Strategy("lora", "LoRA",
              "Low-rank equivariant adapters on linear and radial layers train; the base is "
              "frozen. The adapters are merged into a plain model when saved.",
              "Tolerates a high learning rate; the study recommends tuning it per strategy.",
-             {**_COMMON, "lr": 3e-2, "lora_rank": 4, "lora_alpha": 1.0},
+             {**COMMON_DEFAULTS, "lr": 3e-2, "lora_rank": 4, "lora_alpha": 1.0},
              {"multiheads_finetuning": False}, lora=True),
     Strategy("multihead-replay", "Multihead replay",
              "A new head learns the target while the pt_head replays pretraining data through "
@@ -73,26 +76,26 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
              "The study found replay (real or pseudolabelled) the only strategy that keeps "
              "pretraining accuracy and short-range repulsion. The study's long runs used a "
              "low learning rate (1e-4); for tens of epochs a higher one converges: tune it.",
-             {**_COMMON, "lr": 3e-3, "num_samples_pt": 200, "subselect_pt": "random"},
+             {**COMMON_DEFAULTS, "lr": 3e-3, "num_samples_pt": 200, "subselect_pt": "random"},
              {"multiheads_finetuning": True, "force_mh_ft_lr": True}, multihead=True),
     Strategy("pseudolabel-replay", "Pseudolabelled replay",
              "As multihead replay, but the replay structures are labelled by the foundation "
              "model itself, so no original pretraining labels are needed.",
              "Keeps robustness like replay when the pretraining labels are not at hand.",
-             {**_COMMON, "lr": 3e-3, "num_samples_pt": 200, "subselect_pt": "random"},
+             {**COMMON_DEFAULTS, "lr": 3e-3, "num_samples_pt": 200, "subselect_pt": "random"},
              {"multiheads_finetuning": True, "force_mh_ft_lr": True,
               "pseudolabel_replay": True}, multihead=True),
     Strategy("replay-lora", "Replay + LoRA",
              "Multihead replay with LoRA adapters instead of full weights.",
              "Combines the retention of replay with the small footprint of LoRA.",
-             {**_COMMON, "lr": 3e-2, "num_samples_pt": 200, "subselect_pt": "random",
+             {**COMMON_DEFAULTS, "lr": 3e-2, "num_samples_pt": 200, "subselect_pt": "random",
               "lora_rank": 4, "lora_alpha": 1.0},
              {"multiheads_finetuning": True, "force_mh_ft_lr": True}, multihead=True, lora=True),
     Strategy("scratch", "From scratch (baseline)",
              "A new model with the foundation model's architecture, trained on the target "
              "data only.",
              "The baseline every fine-tuning strategy should beat.",
-             {**_COMMON, "lr": 1e-2}, from_scratch=True),
+             {**COMMON_DEFAULTS, "lr": 1e-2}, from_scratch=True),
 ]}
 
 #: Settings a user may edit (besides the strategy-specific ones in the defaults).
@@ -145,7 +148,7 @@ def resolved_settings(spec: RunSpec) -> dict[str, Any]:
 
 def _default_device() -> str:
     try:
-        import torch
+        import torch  # heavy: only when a run's device is chosen
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:  # pragma: no cover
@@ -153,7 +156,7 @@ def _default_device() -> str:
 
 
 def _scratch_architecture(model_path: str) -> dict[str, Any]:
-    import mace  # noqa: F401
+    import mace  # noqa: F401  # heavy: only for a from-scratch run's architecture
     import torch
     from mace.tools.scripts_utils import extract_config_mace_model
 
@@ -189,9 +192,18 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
     """
     strat = get_strategy(spec.strategy)
     s = resolved_settings(spec)
+    _check_files(strat, spec)
+    epochs, batch, seed = _checked_settings(strat, s, check_device=check_device)
+    cfg = _common_options(spec, s, work_dir, epochs=epochs, batch=batch, seed=seed)
+    cfg.update(_strategy_options(strat, spec, s))
+    return cfg
+
+
+def _check_files(strat: Strategy, spec: RunSpec) -> None:
+    """Refuse a missing training file, and a multihead run without a replay file or with
+    ``average`` E0s."""
     if not Path(spec.train_file).is_file():
         raise StrategyError(f"training file not found: {spec.train_file}")
-    e0s = str(spec.e0s)
     if strat.multihead:
         if not spec.replay_file:
             raise StrategyError(f"{strat.title} needs a replay file (pretraining "
@@ -199,28 +211,34 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
                                 "silently fall back to single-head training")
         if not Path(spec.replay_file).is_file():
             raise StrategyError(f"replay file not found: {spec.replay_file}")
-        if e0s.lower() == "average":
+        if str(spec.e0s).lower() == "average":
             raise StrategyError("'average' E0s cannot be used with multihead fine-tuning "
                                 "(mace refuses them); use 'estimated' or explicit values")
+
+
+def _positive(s: dict[str, Any], key: str, allow_zero: bool = False) -> None:
+    """Refuse ``s[key]`` unless it is a finite number > 0 (``>= 0`` with ``allow_zero``)."""
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        v = float(s[key])
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise StrategyError(f"{key} must be a finite number {bound}, not {s[key]!r}")
+
+
+def _checked_settings(strat: Strategy, s: dict[str, Any], *, check_device: bool
+                      ) -> tuple[int, int, int]:
+    """Refuse settings that would train nothing or that mace would silently change; the
+    epochs, batch size and seed as whole numbers."""
     freeze = strat.options.get("freeze")
     if freeze is not None and freeze >= 7:
         raise StrategyError("freezing every block trains nothing")
-    import math
-
-    def positive(key: str, allow_zero: bool = False) -> None:
-        bound = ">= 0" if allow_zero else "> 0"
-        try:
-            v = float(s[key])
-        except (TypeError, ValueError):
-            v = float("nan")
-        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-            raise StrategyError(f"{key} must be a finite number {bound}, not {s[key]!r}")
-
-    positive("lr")
-    positive("energy_weight", allow_zero=True)
-    positive("forces_weight", allow_zero=True)
+    _positive(s, "lr")
+    _positive(s, "energy_weight", allow_zero=True)
+    _positive(s, "forces_weight", allow_zero=True)
     if strat.lora:
-        positive("lora_alpha")
+        _positive(s, "lora_alpha")
     if strat.multihead and int(s.get("num_samples_pt") or 0) < 1:
         raise StrategyError("the number of replay samples must be at least 1")
     epochs, batch = _whole(s, "max_num_epochs", "epochs"), _whole(s, "batch_size", "batch size")
@@ -245,11 +263,17 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
         raise StrategyError(f"device must be 'cpu' or 'cuda', not {s['device']!r}")
     if check_device and s["device"] == "cuda" and _default_device() != "cuda":
         raise StrategyError("device 'cuda' was asked for, but torch sees no GPU here")
+    return epochs, batch, seed
+
+
+def _common_options(spec: RunSpec, s: dict[str, Any], work_dir: str | Path, *, epochs: int,
+                    batch: int, seed: int) -> dict[str, Any]:
+    """The options every run has: its files, E0s, label keys and training settings."""
     cfg: dict[str, Any] = {
         "name": spec.name,
         "work_dir": str(work_dir),
         "train_file": spec.train_file,
-        "E0s": e0s,
+        "E0s": str(spec.e0s),
         "lr": float(s["lr"]),
         "max_num_epochs": epochs,
         "batch_size": batch,
@@ -274,6 +298,13 @@ def build_config(spec: RunSpec, work_dir: str | Path, *, check_device: bool = Tr
         cfg["valid_fraction"] = 0.1
     if spec.test_file:
         cfg["test_file"] = spec.test_file
+    return cfg
+
+
+def _strategy_options(strat: Strategy, spec: RunSpec, s: dict[str, Any]) -> dict[str, Any]:
+    """The options of the strategy: the foundation model (or, from scratch, its
+    architecture), the strategy's own options, LoRA and replay."""
+    cfg: dict[str, Any] = {}
     if strat.from_scratch:
         cfg.update(_scratch_architecture(spec.foundation_model))
     else:
@@ -296,8 +327,6 @@ MAX_SEED = 2**32 - 1
 
 def _whole(settings: dict[str, Any], key: str, what: str) -> int:
     """``settings[key]`` as a whole number, or :class:`StrategyError` naming ``what``."""
-    import numbers
-
     v = settings[key]
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         return int(v)
@@ -326,6 +355,7 @@ def mace_keys(spec: RunSpec) -> dict[str, str]:
     DataError
         When a file cannot be read.
     """
+    # late: the data module brings numpy and ase, which the command line's start does without
     from .data import CANONICAL, file_label_keys, mace_key_options
 
     strat = get_strategy(spec.strategy)
@@ -358,7 +388,7 @@ def mace_keys(spec: RunSpec) -> dict[str, str]:
 
 def config_yaml(cfg: dict[str, Any]) -> str:
     """The configuration as the YAML file ``mace_run_train --config`` reads."""
-    import yaml
+    import yaml  # tens of ms to import: only when a configuration is written, not at start-up
 
     return yaml.safe_dump(cfg, sort_keys=False)
 

@@ -21,6 +21,7 @@ survives a restart of the app or the command line and is never submitted twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -30,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import study_analysis
+from . import jobs, study_analysis
+from .demo import demo_paths
 from .errors import MlipftError
 
 # the names of the study's plan and findings, where pages, scripts and tests use them
@@ -42,8 +44,11 @@ from .findings.e0 import E0_FACTOR  # noqa: F401
 from .findings.repulsion import SOFT_SPOT_MARGIN_PERCENT  # noqa: F401
 from .findings.repulsion import from_measurements as _finding_repulsion  # noqa: F401
 from .findings.walls import wall_table as _wall_table  # noqa: F401
+from .jobs.records import FINAL, RunNotFoundError, RunStore, check_name
+from .referencing import file_version
+from .strategies import get_strategy
 from .study_analysis import AnalysisSteps as _AnalysisSteps
-from .study_plan import (  # noqa: F401  # noqa: F401  # noqa: F401
+from .study_plan import (  # noqa: F401
     CPU_SECONDS_PER_DIMER_CURVE,
     CPU_SECONDS_PER_EVALUATION,
     CPU_SECONDS_PER_RUN,
@@ -61,10 +66,12 @@ from .study_plan import (  # noqa: F401  # noqa: F401  # noqa: F401
 from .study_plan import final_specs as _final_specs
 from .study_plan import fit_e0s as _fit_e0s  # noqa: F401
 from .study_plan import run_spec as _spec
+from .tune import count_of, read_pilot, submit_pilot
 from .workspace import (
     Workspace,
     absolute_paths,
     atomic_write_json,
+    note,
     read_json_checked,
     set_aside_if_damaged,
     strict_json,
@@ -139,9 +146,11 @@ class Study:
         return strict_json(asdict(self))
 
 
-def _folder(ws: Workspace, study_id: str) -> Path:
-    from .jobs.records import check_name
+#: The stages a study ends in: it moves on no further.
+ENDED_STAGES = ("done", "failed")
 
+
+def _folder(ws: Workspace, study_id: str) -> Path:
     check_name(study_id, "study id")
     return ws.root / "studies" / study_id
 
@@ -150,8 +159,6 @@ def _folder(ws: Workspace, study_id: str) -> Path:
 def _advance_lock(ws: Workspace, study_id: str, *, wait: bool) -> Iterator[bool]:
     """The study's file lock, under which it is moved on: ``True`` when held (``wait``:
     blocks until it is; otherwise ``False`` while another caller holds it)."""
-    import fcntl
-
     with open(_folder(ws, study_id) / "advance.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -163,7 +170,10 @@ def _advance_lock(ws: Workspace, study_id: str, *, wait: bool) -> Iterator[bool]
 
 def save(ws: Workspace, study: Study) -> None:
     path = _folder(ws, study.id) / "study.json"
-    set_aside_if_damaged(path)  # a damaged record is kept aside, not overwritten
+    aside = set_aside_if_damaged(path)  # a damaged record is kept aside, not overwritten
+    if aside is not None:
+        note(f"{path} could not be read; it is kept as {aside.name} and the study starts "
+             "again from its inputs")
     atomic_write_json(path, study.to_dict())
 
 
@@ -192,8 +202,6 @@ def load(study_id: str, workspace: Workspace | None = None) -> Study:
 
 def demo_inputs(**overrides: Any) -> StudyInputs:
     """The study on the bundled demo world: strong and weak demo models, SN2 target."""
-    from .demo import demo_paths
-
     d = demo_paths()
     base = dict(model=d["models"]["demo-gfn1-strong"], weak_model=d["models"]["demo-gfn1-weak"],
                 train=d["sn2_train"], valid=d["sn2_valid"], test=d["sn2_test"],
@@ -209,8 +217,6 @@ def _absolute(inputs: StudyInputs) -> StudyInputs:
 
 def check(inputs: StudyInputs) -> None:
     """Refuse inputs a study cannot run on, with the reason (:class:`StudyError`)."""
-    from .strategies import get_strategy
-
     for k in ("model", "train", "test"):
         if not getattr(inputs, k):
             raise StudyError(f"a study needs {k!r}")
@@ -232,8 +238,6 @@ def check(inputs: StudyInputs) -> None:
     if inputs.pilot_lrs and (len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs)):
         raise StudyError("the learning-rate pilot needs at least two different, positive "
                          "learning rates")
-    from .referencing import file_version
-
     n_train = n_structures(*file_version(inputs.train))  # the page checks on every rerun
     if inputs.small_size >= n_train:
         raise StudyError(f"the small training set ({inputs.small_size} structures) must be "
@@ -244,9 +248,7 @@ def check(inputs: StudyInputs) -> None:
 def _check_room(ws: Workspace, n_runs: int) -> None:
     """Refuse, with the reason, ``n_runs`` more runs that the workspace has no room for now
     (in a workshop: the participant's run limit)."""
-    from .jobs import _workshop_checks
-
-    _workshop_checks(ws, n_runs)
+    jobs.check_submission(ws, n_runs)
 
 
 def start(inputs: StudyInputs, workspace: Workspace | None = None,
@@ -297,8 +299,6 @@ def start(inputs: StudyInputs, workspace: Workspace | None = None,
 def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
     """Queue the pilots not queued yet; a refusal (e.g. a workshop's run limit while earlier
     pilots still run) waits for the next call, with the reason in ``message``."""
-    from .tune import submit_pilot
-
     study.message = ""
     for strategy in study.inputs.strategies:
         if strategy in study.pilots:
@@ -318,8 +318,6 @@ def _submit_missing_pilots(ws: Workspace, study: Study) -> None:
 def _submit_missing_finals(ws: Workspace, study: Study) -> None:
     """Queue the final runs not queued yet (one sweep, ``<id>-finals``); a refusal waits for
     the next call, with the reason in ``message``."""
-    from . import jobs
-
     sweep = f"{study.id}-finals"
     study.message = ""
     for role, spec in _final_specs(study).items():
@@ -366,10 +364,6 @@ class StudyProgress:
 def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
     """Where ``study`` stands, from its runs and what its ``study.json`` records (the
     analysis's step, written as it goes by whichever page or command runs it)."""
-    from . import jobs
-    from .jobs.records import FINAL
-    from .tune import count_of
-
     ws = workspace or Workspace()
     runs = {r.id: r for r in jobs.list_runs(ws) if r.readable}
     pilots = set(study.pilots.values())
@@ -408,8 +402,6 @@ def progress(study: Study, workspace: Workspace | None = None) -> StudyProgress:
 
 
 def _took(seconds: float) -> str:
-    from .tune import count_of
-
     return (count_of(round(seconds), "second") if seconds < 90 else
             count_of(round(seconds / 60), "minute"))
 
@@ -430,10 +422,6 @@ def advance(study_id: str, workspace: Workspace | None = None,
 
 
 def _advance_locked(study: Study, ws: Workspace, report) -> Study:
-    from . import jobs
-    from .jobs.records import FINAL, RunNotFoundError, RunStore
-    from .tune import read_pilot
-
     store = RunStore(ws)
     jobs.keep_sweeps_going([*study.pilots.values(), f"{study.id}-finals"], ws)
     try:
@@ -482,11 +470,11 @@ def run(inputs: StudyInputs, workspace: Workspace | None = None, poll: float = 5
     stands after every look at its runs and at every step of its analysis."""
     ws = workspace or Workspace()
     study = start(inputs, ws, report=report)
-    while study.stage not in ("done", "failed"):
+    while study.stage not in ENDED_STAGES:
         study = advance(study.id, ws, report=report)
         if report:
             report(progress(study, ws))
-        if study.stage not in ("done", "failed"):
+        if study.stage not in ENDED_STAGES:
             time.sleep(poll)
     return study
 

@@ -13,10 +13,16 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import e0 as e0mod
+from .analysis import element_pairs
+from .data import is_isolated_atom, iter_frames
+from .jobs.local import cpu_slots
+from .referencing import composition, file_version
+from .strategies import RunSpec
+from .tune import count_of, default_grid
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # types only: the study, defined with its inputs, queues these runs
-    from .strategies import RunSpec
     from .study import Study, StudyInputs
 
 #: The strategies a study tunes and compares (the baseline runs separately, small).
@@ -46,8 +52,6 @@ CPU_SECONDS_PER_DIMER_CURVE = 2.0
 
 def pilot_size(inputs: StudyInputs) -> int:
     """Runs per pilot."""
-    from .tune import default_grid
-
     return len(set(inputs.pilot_lrs)) if inputs.pilot_lrs else len(default_grid(1e-3))
 
 
@@ -64,8 +68,6 @@ def fit_e0s(inputs: StudyInputs) -> dict[str, dict[str, float]]:
     """The E0s the study's runs take: ``anchored`` (to the isolated atoms, through the
     foundation model) for every strategy, ``average`` for the E0 finding's second naive run,
     ``anchored_weak`` for the weaker foundation model's, and the ``isolated`` atoms' own."""
-    from . import e0 as e0mod
-
     out = {}
     fm = e0mod.prepare(inputs.train, inputs.model, trusted=True,
                        isolated_file=inputs.isolated_file)
@@ -86,8 +88,6 @@ def run_spec(inputs: StudyInputs, strategy: str, *, e0: dict[str, float],
              name: str | None = None) -> RunSpec:
     """The spec of one of the study's runs: ``strategy`` on the study's data, with ``e0``,
     at ``lr`` (else the strategy's default) for ``epochs`` (else the study's)."""
-    from .strategies import RunSpec
-
     settings: dict[str, Any] = {"max_num_epochs": epochs or inputs.epochs}
     if lr is not None:
         settings["lr"] = float(lr)
@@ -162,8 +162,6 @@ class StudyPlan:
 
     def describe(self) -> str:
         """The plan and its estimate in one paragraph, every count with its unit."""
-        from .tune import count_of
-
         text = (f"{count_of(self.n_runs, 'run')}: "
                 f"{count_of(len(self.strategies), 'strategy', 'strategies')} × "
                 f"{count_of(self.learning_rates, 'learning rate')} × "
@@ -183,8 +181,6 @@ class StudyPlan:
 
 def _duration(seconds: float) -> str:
     """``"about 4 minutes"``, ``"about 1 hour 20 minutes"``."""
-    from .tune import count_of
-
     minutes = max(1, round(seconds / 60))
     if minutes < 60:
         return f"about {count_of(minutes, 'minute')}"
@@ -205,9 +201,6 @@ def plan(inputs: StudyInputs, workspace: Workspace | None = None) -> StudyPlan:
     epochs; pilots, then finals, each phase ``slots`` runs at a time. The analysis:
     :data:`CPU_SECONDS_PER_EVALUATION` per model head and structure it evaluates,
     :data:`CPU_SECONDS_PER_DIMER_CURVE` per model head and element pair."""
-    from .jobs.local import cpu_slots
-    from .referencing import file_version
-
     ws = workspace or Workspace()
     n_train = n_structures(*file_version(inputs.train))
     n_replay = n_structures(*file_version(inputs.replay)) if inputs.replay else 0
@@ -247,9 +240,6 @@ def _analysis_size(inputs: StudyInputs, roles: list[str]) -> tuple[int, int]:
     structures (every final model's heads on the test sets, the weaker foundation model and
     its fine-tune too, the probe's heads on the compressed structures) and model heads times
     element pairs (the dimer curves of foundation, naive and multihead replay)."""
-    from .analysis import element_pairs
-    from .referencing import composition
-
     def n_in(path: str | None) -> int:
         return len(composition(path)[1]) if path else 0
 
@@ -270,6 +260,4 @@ def n_structures(path: str, size: int, mtime_ns: int) -> int:
     """Structures of a training file, isolated atoms aside
     (:func:`~mlipft_core.data.is_isolated_atom`: mace takes those as E0s, not as training
     structures); read once per file version."""
-    from .data import is_isolated_atom, iter_frames
-
     return sum(1 for a in iter_frames(path) if not is_isolated_atom(a))

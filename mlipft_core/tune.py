@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from . import jobs
 from .errors import MlipftError
+from .jobs.records import FINAL
 from .strategies import RunSpec, get_strategy
 from .workspace import Workspace
 
@@ -154,8 +156,6 @@ def submit_pilot(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int 
                  *, workspace: Workspace | None = None, executor: str | None = None,
                  slurm: dict[str, Any] | None = None) -> str:
     """Queue a pilot as one sweep (one job array on SLURM); returns the sweep name."""
-    from . import jobs
-
     specs = pilot_specs(spec, lrs, epochs)
     sweep = time.strftime(f"tune-{spec.strategy}-%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     jobs.submit_sweep(specs, workspace=workspace, executor=executor, slurm=slurm, sweep=sweep)
@@ -181,9 +181,6 @@ def read_pilot(sweep: str, workspace: Workspace | None = None,
 
     ``records``: the workspace's runs as :func:`~mlipft_core.jobs.list_runs` returns them,
     when the caller has listed them already (one listing for several pilots)."""
-    from . import jobs
-    from .jobs.records import FINAL
-
     if records is None:
         records = jobs.list_runs(workspace)
     runs = [r for r in records if r.sweep == sweep and r.readable]
@@ -217,8 +214,6 @@ def tune(spec: RunSpec, lrs: Sequence[float] | None = None, epochs: int | None =
          progress: Callable[[TuneResult], None] | None = None, poll: float = 2.0
          ) -> TuneResult:
     """Run a pilot to the end and return its result (``best_lr`` is the best value run)."""
-    from . import jobs
-
     ws = workspace or Workspace()
     sweep = submit_pilot(spec, lrs, epochs, workspace=ws, executor=executor, slurm=slurm)
     deadline = None if timeout is None else time.time() + timeout

@@ -21,21 +21,59 @@ fatal: reading ignores it and says so in one line (:func:`read_json_checked` giv
 first renames the damaged one aside to ``<name>.unreadable-<time>`` (:func:`set_aside`), so
 it is kept and never read again. A workspace that cannot be used (a file where a folder
 belongs, a read-only or full file system) raises :class:`~mlipft_core.errors.WorkspaceError`.
+
+The workspace is three modules: :mod:`~mlipft_core.file_io` (atomic writes, strict and
+checked JSON, content hashes), :mod:`~mlipft_core.helper_files` (damaged helper files and the
+notices) and this one, the folder itself. Every name of the other two is re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
+import errno
+import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import WorkspaceError
+from .errors import WorkspaceError, os_error_words
+from .file_io import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    bytes_sha256,
+    cached_sha256,
+    discard_temp,
+    file_sha256,
+    file_version,
+    json_depth_exceeds,
+    json_kind,
+    read_json,
+    read_json_checked,
+    strict_json,
+)
+from .helper_files import (
+    MAX_NOTICES,
+    damaged_notice,
+    note,
+    read_helper_json,
+    set_aside,
+    set_aside_if_damaged,
+    take_notices,
+)
+
+__all__ = ["ENV_VAR", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_NOTICES", "SUBDIRS",
+           "TRUST_IGNORED", "Workspace", "absolute_paths", "atomic_write_bytes",
+           "atomic_write_json", "atomic_write_text", "bytes_sha256", "cached_sha256",
+           "damaged_notice", "default_root", "file_sha256", "file_version",
+           "json_depth_exceeds", "json_kind", "note", "read_helper_json", "read_json",
+           "read_json_checked", "set_aside", "set_aside_if_damaged", "strict_json",
+           "take_notices"]
 
 _D = TypeVar("_D")
 
@@ -48,8 +86,6 @@ SUBDIRS = ("uploads", "splits", "runs", "cache", "models")
 def _reason(exc: BaseException) -> str:
     """An error's reason in words, without its class name."""
     if isinstance(exc, OSError):
-        from .errors import os_error_words
-
         words = os_error_words(exc)
         return words[0] if words else str(exc.strerror or exc)
     if isinstance(exc, ValueError) and "null" in str(exc):
@@ -62,63 +98,6 @@ def default_root() -> Path:
     env = os.environ.get(ENV_VAR)
     return (Path(env).expanduser() if env else Path.home() / "mlipft-workspace").resolve()
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: the process umask, read once at import (reading it means setting it, briefly)
-_UMASK = _current_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename).
-
-    Raises
-    ------
-    OSError
-        When the file cannot be written (read-only or full file system, no permission, a
-        file where a folder belongs); its ``filename`` is ``path`` itself, not the temporary
-        file, so a message can name what could not be written.
-    """
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; keep the mode of the file replaced, else what the umask gives
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _discard(tmp)
-        if exc.errno is None:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    except BaseException:
-        _discard(tmp)
-        raise
-    return path
-
-
-def _discard(tmp: str | None) -> None:
-    """Remove a temporary file left by a failed write (quietly: the disk may be gone)."""
-    if tmp is not None:
-        try:
-            Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def absolute_paths(obj: _D, names: Iterable[str]) -> _D:
     """A copy of the dataclass ``obj`` whose named path fields are absolute (``~`` expanded);
     empty ones become ``None``. Runs and studies work in their own folders, not where the
@@ -128,245 +107,6 @@ def absolute_paths(obj: _D, names: Iterable[str]) -> _D:
 
     return dataclasses.replace(obj, **{n: fix(getattr(obj, n)) for n in names})
 
-
-def strict_json(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON null)."""
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            return strict_json(value.item())
-        if isinstance(value, np.ndarray):
-            return strict_json(value.tolist())
-    except ImportError:  # pragma: no cover
-        pass
-    return value
-
-
-def atomic_write_json(path: Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    """Read JSON; ``default`` when the file is missing or cannot be read as JSON (not UTF-8,
-    not valid JSON, nested too deeply, a folder, an operating-system error). For files whose
-    damage the user should hear of, use :func:`read_json_checked`."""
-    data, problem = read_json_checked(path, expected=object)
-    return default if data is None or problem is not None else data
-
-
-#: a workspace helper file larger than this is not read (they hold a few kilobytes)
-MAX_JSON_BYTES = 64 * 1024 * 1024
-#: deeper nesting than this is not a record of the workbench
-MAX_JSON_DEPTH = 100
-
-_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a number",
-               float: "a number", bool: "true or false", type(None): "null"}
-
-
-def json_kind(value: Any) -> str:
-    """What a parsed JSON value is, in words (``"a list"``, ``"a string"``, ...)."""
-    return _JSON_KINDS.get(type(value), f"a {type(value).__name__}")
-
-
-def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether parsed JSON nests lists and objects more than ``limit`` levels deep (checked
-    without recursion, so any depth is safe)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
-
-
-def read_json_checked(path: str | Path, expected: type | tuple[type, ...] = dict,
-                      what: str | None = None) -> tuple[Any, str | None]:
-    """Read a JSON file and check the type of what it holds.
-
-    Parameters
-    ----------
-    path
-        The file.
-    expected
-        The type(s) the top level must have (``object`` for any).
-    what
-        What the file should hold, in words, for the message (default: "an object" for a
-        dict, else the type's name).
-
-    Returns
-    -------
-    tuple
-        ``(data, None)`` when the file holds JSON of the expected type; ``(None, None)`` when
-        there is no file; ``(None, problem)`` when it cannot be used, ``problem`` saying why in
-        a few words that name the file (``"settings.json is not UTF-8 text"``). Never raises
-        for the file's content or the file system.
-    """
-    path = Path(path)
-    name = path.name
-    try:
-        if not path.exists() and not path.is_symlink():
-            return None, None
-        if path.is_dir():
-            return None, f"{name} is a folder"
-        if not path.exists():
-            return None, f"{name} is a broken symbolic link"
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            return None, f"{name} is too large ({size / 1e6:.0f} MB)"
-        raw = path.read_bytes()
-    except OSError as exc:
-        return None, f"{name} cannot be read ({exc.strerror or exc})"
-    except ValueError:  # a NUL byte in the path
-        return None, f"{name} is not a usable path"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, f"{name} is not UTF-8 text"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"{name} is not valid JSON ({exc.msg}, line {exc.lineno})"
-    except RecursionError:
-        return None, f"{name} nests lists or objects too deeply"
-    if json_depth_exceeds(data):
-        return None, f"{name} nests lists or objects too deeply"
-    if expected is not object and (not isinstance(data, expected) or (
-            isinstance(data, bool) and bool not in (
-                expected if isinstance(expected, tuple) else (expected,)))):
-        want = what or ("an object" if expected is dict else
-                        getattr(expected, "__name__", str(expected)))
-        return None, f"{name} holds {json_kind(data)}, not {want}"
-    return data, None
-
-
-def set_aside(path: str | Path) -> Path | None:
-    """Rename a damaged file (or folder) aside to ``<name>.unreadable-<time>``, so that it is
-    kept, never read again, and a fresh one can be written; ``None`` when there is nothing to
-    move or it cannot be moved (e.g. a read-only workspace)."""
-    import time as _time
-
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return None
-    stamp = _time.strftime("%Y%m%d-%H%M%S")
-    for i in range(100):
-        aside = path.with_name(f"{path.name}.unreadable-{stamp}" + (f"-{i + 1}" if i else ""))
-        if not aside.exists() and not aside.is_symlink():
-            break
-    try:
-        os.replace(path, aside)
-    except OSError:
-        return None
-    return aside
-
-
-# ----------------------------------------------------------------------------- notices
-_NOTICES: dict[str, None] = {}
-#: notices kept at most (a long-running server that never takes them keeps the newest)
-MAX_NOTICES = 100
-
-
-def note(message: str) -> None:
-    """Remember a one-line notice for the user (a damaged helper file that was ignored, ...):
-    the command line prints the notices on stderr, once each."""
-    _NOTICES.setdefault(" ".join(str(message).split()), None)
-    while len(_NOTICES) > MAX_NOTICES:
-        del _NOTICES[next(iter(_NOTICES))]
-
-
-def take_notices() -> list[str]:
-    """The notices noted so far (each once), and forget them."""
-    out = list(_NOTICES)
-    _NOTICES.clear()
-    return out
-
-
-def damaged_notice(path: str | Path, problem: str, consequence: str, *,
-                   rewritten: bool = True) -> str:
-    """The one-line notice for a damaged helper file: which file, what is wrong with it, what
-    the workbench does instead, and (``rewritten``: a file the workbench writes again) that
-    it is kept aside when next written.
-
-    ``problem`` is what :func:`read_json_checked` says (``"settings.json is not UTF-8
-    text"``); ``consequence`` completes "it is ignored and ..." (``"the default run settings
-    apply"``)."""
-    path = Path(path)
-    rest = problem.removeprefix(path.name + " ") if problem.startswith(path.name + " ") \
-        else f"cannot be used: {problem}"
-    kept = (f" (when the workbench next writes it, the damaged file is kept beside it as "
-            f"{path.name}.unreadable- followed by the date and time)") if rewritten else ""
-    return f"{path} {rest}; it is ignored and {consequence}{kept}"
-
-
-def read_helper_json(path: str | Path, consequence: str, *, expected: type = dict,
-                     what: str | None = None) -> Any:
-    """A workspace helper file's content, or ``None`` when it is missing or damaged; a
-    damaged one is ignored and said (:func:`note`) with ``consequence`` (what the workbench
-    does instead, e.g. "the default run settings apply").
-
-    Parameters
-    ----------
-    path
-        The file (``settings.json``, ``trusted_models.json``, ...).
-    consequence
-        What happens instead, in words, completing "it is ignored and ...".
-    expected, what
-        See :func:`read_json_checked`.
-    """
-    data, problem = read_json_checked(path, expected, what)
-    if problem is not None:
-        note(damaged_notice(path, problem, consequence))
-    return data
-
-
-def set_aside_if_damaged(path: str | Path, expected: type = dict) -> Path | None:
-    """Before a helper file is written anew: move a damaged one aside (:func:`set_aside`) so
-    it is kept, not overwritten; returns where it went, ``None`` when it was sound or
-    missing."""
-    _data, problem = read_json_checked(path, expected)
-    return set_aside(path) if problem is not None else None
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_version(path: str | Path) -> tuple[str, int, int]:
-    """(resolved path, size, modification time): the key of caches kept per file version.
-    Raises ``OSError`` for a missing file."""
-    st_ = os.stat(path)
-    return str(Path(path).resolve()), st_.st_size, st_.st_mtime_ns
-
-
-def cached_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, modification time) in this process."""
-    return _sha256_of_version(*file_version(path))
-
-
-@functools.lru_cache(maxsize=1024)
-def _sha256_of_version(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
-
-
-def bytes_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Workspace:
@@ -409,19 +149,15 @@ class Workspace:
 
     def _write_problem(self, exc: OSError, path: Path | None = None) -> str:
         """The one-line message when the workspace cannot be written."""
-        import errno as errno_mod
-
-        from .errors import os_error_words
-
         where = Path(exc.filename) if exc.filename else (path or self.root)
-        if exc.errno == errno_mod.ENOTDIR or exc.errno == errno_mod.EEXIST:
+        if exc.errno == errno.ENOTDIR or exc.errno == errno.EEXIST:
             blocker = next((p for p in [where, *where.parents]
                             if p.exists() and not p.is_dir()), where)
             return (f"the workspace cannot be made at {self.root}: {blocker} is a file, not a "
                     f"folder; move it away or set {ENV_VAR} to another folder")
         words = os_error_words(exc)
         what, todo = words if words else (_reason(exc), f"set {ENV_VAR} to a writable folder")
-        if exc.errno in (errno_mod.EROFS, errno_mod.EACCES, errno_mod.EPERM):
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             todo = f"set {ENV_VAR} to a folder you may write to"
         if where == self.root:
             return f"cannot write in the workspace {self.root}: {what}; {todo}"
@@ -446,7 +182,7 @@ class Workspace:
         except OSError as exc:
             raise WorkspaceError(problem(exc)) from None
         finally:
-            _discard(tmp)
+            discard_temp(tmp)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
@@ -507,8 +243,6 @@ class Workspace:
 
         A value of ``None`` removes the key.
         """
-        import fcntl
-
         with open(self.root / ".state.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state, problem = self._read_state()
@@ -545,15 +279,12 @@ class Workspace:
     def trust(self, path: str | Path) -> str:
         """Record that the user trusts the model file at ``path`` (by its content hash); a
         damaged record of confirmations is kept aside and started afresh."""
-        import fcntl
-        import time as _time
-
         digest = cached_sha256(path)
         with open(self.root / ".trust.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.trusted_hashes()
             set_aside_if_damaged(self.trust_file)
-            data[digest] = {"name": Path(path).name, "at": _time.time()}
+            data[digest] = {"name": Path(path).name, "at": time.time()}
             atomic_write_json(self.trust_file, data)
         return digest
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from mlipft_core.data import read_frames
+from mlipft_core.evaluate import evaluate_cached
+from mlipft_core.probes import dimer_curve_cached
+from mlipft_core.registry import inspect_model
 from mlipft_ui import selections
 
 
@@ -22,8 +26,6 @@ def _mtime(path: str | Path) -> float:
 
 @st.cache_data(show_spinner="Reading the model…", max_entries=16)
 def _inspect(path: str, mtime: float) -> dict:
-    from mlipft_core.registry import inspect_model
-
     return inspect_model(path, trusted=True).to_dict()
 
 
@@ -34,8 +36,6 @@ def inspect_selected(model_path: str) -> dict:
 
 @st.cache_data(show_spinner="Reading the dataset…", max_entries=8)
 def _frames(path: str, mtime: float):
-    from mlipft_core.data import read_frames
-
     return read_frames(path)
 
 
@@ -46,14 +46,10 @@ def frames(path: str):
 
 def dimer(path: str, pair: str) -> dict:
     """Dimer curve of a model file (cached in the workspace by the file's hash)."""
-    from mlipft_core.probes import dimer_curve_cached
-
     return dimer_curve_cached(path, pair, workspace=selections.workspace(), trusted=True)
 
 
 def energies(path: str, data: str) -> list[float]:
     """Predicted total energies of a model on a file (cached in the workspace)."""
-    from mlipft_core.evaluate import evaluate_cached
-
     return evaluate_cached(path, data, workspace=selections.workspace(),
                            trusted=True).pred_energy.tolist()

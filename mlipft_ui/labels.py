@@ -8,7 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
 from mlipft_core.jobs.records import RunFacts, RunRecord, run_facts
+from mlipft_core.registry import get_spec, list_models
+from mlipft_core.strategies import STRATEGIES
 
 FINDING_TITLES = {
     "unreadable": "Cannot be read",
@@ -48,8 +51,6 @@ E0_WORDS = {"foundation": "the foundation model's E0s", "average": "average E0s"
 
 def strategy_title(name: str | None) -> str:
     """``"freeze-b"`` -> ``"Freeze, variant B"`` (unknown names as they are, none: a dash)."""
-    from mlipft_core.strategies import STRATEGIES
-
     if not name:
         return DASH
     return STRATEGIES[name].title if name in STRATEGIES else name
@@ -72,8 +73,6 @@ def e0_words(method: str | None) -> str:
 def model_name(model: str | None) -> str:
     """A foundation model in words: the registry's display name of a registry name or of a
     registry model's file (``Demo strong (GFN1-xTB)``), else the file's name."""
-    from mlipft_core.registry import get_spec, list_models
-
     if not model:
         return DASH
     spec = get_spec(str(model))
@@ -230,8 +229,6 @@ def split_label(split: Any) -> str:
     """A saved split (``mlipft_core.data.Split``) in words: the dataset and its counts, e.g.
     ``"SN2 X- + CH3Y target (B3LYP/def2-SVPD): 40 training, 5 validation, 5 test
     structures"``."""
-    from mlipft_core.demo import DEMO_DATASETS, sample_data_dir
-
     if split is None:
         return DASH
     name = str(split.source)
@@ -257,7 +254,7 @@ def dash_missing(table, decimals: Mapping[str, int] | None = None, default: int 
     becomes text (``decimals[column]`` or ``default`` decimals) with a dash where the value
     is missing, and a missing text cell becomes a dash. Complete number columns stay
     numbers (sortable; format them with :func:`number_formats`)."""
-    import pandas as pd
+    import pandas as pd  # heavy: the run names above serve without it (tests, scripts)
 
     def missing(v: Any) -> bool:
         return v is None or (isinstance(v, float) and pd.isna(v))
@@ -279,7 +276,7 @@ def dash_missing(table, decimals: Mapping[str, int] | None = None, default: int 
 def number_formats(table, decimals: Mapping[str, int] | None = None, default: int = 1
                    ) -> dict[str, Any]:
     """Streamlit column configs giving the number columns of ``table`` their decimals."""
-    import streamlit as st
+    import streamlit as st  # heavy: the run names above serve without it (tests, scripts)
 
     return {c: st.column_config.NumberColumn(c, format=f"%.{(decimals or {}).get(c, default)}f")
             for c in table.columns if table[c].dtype.kind == "f"}

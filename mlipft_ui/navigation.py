@@ -8,7 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from mlipft_core.e0 import load_choice
+from mlipft_core.errors import MlipftError
 from mlipft_ui import selections
+from mlipft_ui.labels import DASH, e0_choice_label, split_label
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,17 +32,12 @@ JOIN = ("views/join.py", "Join the workshop", ":material/login:")
 
 def split_text() -> str:
     """The selected split in words (dataset and counts), a dash when none."""
-    from mlipft_ui.labels import DASH, split_label
-
     split = selections.selected_split()
     return split_label(split) if split is not None else DASH
 
 
 def e0_text() -> str:
     """The selected E0 choice in words (method, data, when saved), a dash when none."""
-    from mlipft_core.e0 import load_choice
-    from mlipft_ui.labels import DASH, e0_choice_label
-
     if not selections.get("e0_choice"):
         return DASH
     choice = load_choice(selections.workspace())
@@ -49,8 +47,6 @@ def e0_text() -> str:
 def build_navigation():
     """Register the pages with ``st.navigation`` and draw the sidebar; returns the page to run."""
     st.set_page_config(page_title="mlipft workbench", page_icon="⚛️", layout="wide")
-    from mlipft_core.errors import MlipftError
-
     try:
         role, name = selections.identity()
     except MlipftError as exc:  # a broken workshop.json

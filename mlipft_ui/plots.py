@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 #: Colours of models (plotly's default qualitative set); a model's name picks its slot.
 PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
@@ -26,8 +29,6 @@ def head_of(label: str) -> str | None:
 def preferred_color_index(model: str) -> int:
     """The palette slot a model's name points to: a SHA-256 of the name, so the same run keeps
     its colour in every session, on every page and whatever else is shown next to it."""
-    import hashlib
-
     return int(hashlib.sha256(model.encode()).hexdigest()[:8], 16) % len(PALETTE)
 
 
@@ -218,8 +219,6 @@ MEV_TO_EV_FROM = 1e4
 def readable_unit(values: np.ndarray, label: str) -> tuple[np.ndarray, str]:
     """Values labelled in meV (``"meV/atom"``, ``"offset (meV)"``) and reaching
     :data:`MEV_TO_EV_FROM` in size come back in eV, with the label saying so."""
-    import re
-
     finite = values[np.isfinite(values)]
     if finite.size and np.abs(finite).max() >= MEV_TO_EV_FROM and re.search(r"\bmeV\b", label):
         return values / 1000.0, re.sub(r"\bmeV\b", "eV", label)
@@ -332,9 +331,8 @@ def parity_grid(panels: dict[str, tuple[np.ndarray, np.ndarray, float | None]], 
 
     ``panels``: name -> (reference, prediction, RMSE in meV units for the title).
     """
-    from plotly.subplots import make_subplots
-
-    allv = np.concatenate([np.concatenate([r, p]) for r, p, _ in panels.values()]) if panels else np.zeros(1)
+    allv = (np.concatenate([np.concatenate([r, p]) for r, p, _ in panels.values()])
+            if panels else np.zeros(1))
     allv = allv[np.isfinite(allv)]
     lo, hi = (float(allv.min()), float(allv.max())) if allv.size else (0.0, 1.0)
     pad = 0.03 * (hi - lo or 1.0)

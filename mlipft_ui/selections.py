@@ -4,6 +4,7 @@ loading model files: a local file is loaded only when its exact content was conf
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -11,7 +12,13 @@ import streamlit as st
 # imported here, the workshop's submission policy holds for every run this app queues (a
 # participant's run limit and epoch cap, the run's owner and time limit, the one dispatcher)
 from mlipft_core import workshop as shop_mod
-from mlipft_core.workspace import Workspace
+from mlipft_core.data import load_split
+from mlipft_core.e0 import choice_problem
+from mlipft_core.errors import MlipftError
+from mlipft_core.jobs.local import SETTINGS_IGNORED, settings_file, settings_problem
+from mlipft_core.registry import model_path, resolve
+from mlipft_core.workshop import INSTRUCTOR, AccessError
+from mlipft_core.workspace import TRUST_IGNORED, Workspace, damaged_notice
 
 
 def workshop():
@@ -49,8 +56,6 @@ def workspace() -> Workspace:
     role, name = identity()
     if role == "single":
         return Workspace()
-    from mlipft_core.workshop import INSTRUCTOR, AccessError
-
     shop = workshop()
     if role == "participant":
         return shop.workspace_of(name)
@@ -64,10 +69,6 @@ def check_path(path: str | None) -> str | None:
     pre-staged files or the bundled demo world (:class:`AccessError` otherwise)."""
     if not path:
         return path
-    from pathlib import Path
-
-    from mlipft_core.workshop import AccessError
-
     role, name = identity()
     if role in ("single", "instructor"):
         try:
@@ -148,10 +149,6 @@ def file_problems() -> list[str]:
     """One line for each helper file of this session's workspace that is damaged and
     ignored (run settings, confirmed model files, the selected E0 choice): what the page
     shows, in the same words as the command line's warnings."""
-    from mlipft_core.e0 import choice_problem
-    from mlipft_core.jobs.local import SETTINGS_IGNORED, settings_file, settings_problem
-    from mlipft_core.workspace import TRUST_IGNORED, damaged_notice
-
     ws = workspace()
     out = []
     problem = settings_problem(ws.root)
@@ -168,9 +165,6 @@ def file_problems() -> list[str]:
 
 def model_is_trusted(name_or_path: str) -> bool:
     """Registry models are trusted; a local file only when its content was confirmed."""
-    from mlipft_core.errors import MlipftError
-    from mlipft_core.registry import resolve
-
     try:
         spec = resolve(name_or_path)
     except MlipftError:
@@ -179,8 +173,6 @@ def model_is_trusted(name_or_path: str) -> bool:
         return True
     shop = workshop()
     if shop is not None:  # the instructor's pre-staged models are trusted for everyone
-        from pathlib import Path
-
         p = Path(name_or_path).resolve()
         if shop.staged.resolve() in p.parents:
             return True
@@ -190,9 +182,6 @@ def model_is_trusted(name_or_path: str) -> bool:
 def selected_split():
     """The selected split (:class:`~mlipft_core.data.Split`), or ``None`` when there is none
     or it can no longer be read."""
-    from mlipft_core.data import load_split
-    from mlipft_core.errors import MlipftError
-
     split_id = get("split_id")
     if not split_id:
         return None
@@ -205,9 +194,6 @@ def selected_split():
 def selected_model_path() -> str | None:
     """Resolved file of the selected model if it can be loaded without a prompt: a registry
     model, or a local file whose exact content the user confirmed."""
-    from mlipft_core.errors import MlipftError
-    from mlipft_core.registry import model_path
-
     name = get("model")
     if not name:
         return None

@@ -13,6 +13,7 @@ import streamlit as st
 
 from mlipft_core import tune
 from mlipft_core.errors import MlipftError
+from mlipft_core.jobs.records import FINAL
 from mlipft_core.strategies import STRATEGIES, RunSpec
 from mlipft_ui import plots, selections, show
 
@@ -89,7 +90,7 @@ def _pilot_live(sweep: str, key: str, title: str, strategy: str) -> None:
 
 
 def _pilot_view(res: tune.TuneResult, key: str, title: str, strategy: str) -> None:
-    ended = sum(p.status in ("done", "failed", "cancelled") for p in res.results)
+    ended = sum(p.status in FINAL for p in res.results)
     table = pd.DataFrame([{
         "learning rate": p.lr, "status": p.status,
         "validation force RMSE (meV/Å)": p.valid_forces_rmse_mev_per_a,

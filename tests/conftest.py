@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,9 +46,6 @@ def _run_files(root: Path) -> list[Path]:
 
 def stop_workers(root: Path) -> None:
     """Stop the dispatcher and the runners a test started in its workspace (detached)."""
-    import json
-    import signal
-
     from mlipft_core.jobs.records import same_process_alive
 
     pids = []
@@ -71,8 +71,6 @@ def stop_workers(root: Path) -> None:
         except (OSError, ValueError, AttributeError, RecursionError):
             pass
     if slurm_jobs:
-        import subprocess
-
         subprocess.run(["scancel", *slurm_jobs], capture_output=True, timeout=60)
     for pid, started in pids:
         if same_process_alive(pid, started):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ase import Atoms
+from ase.io import read, write
 from streamlit.testing.v1 import AppTest
 
 from conftest import assert_done
+from mlipft_core import evaluate, jobs, probes, tune, workshop
+from mlipft_core.data import register_files_as_split
+from mlipft_core.jobs.slurm import available as slurm_available
+from mlipft_core.md import summarise_temperature
+from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -16,6 +26,30 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
+
+
+def labelled(widgets, label: str, *, prefix: bool = False):
+    """The widget among ``widgets`` (``at.text_input``, ``at.checkbox``, ...) with this label
+    (``prefix``: whose label starts with it)."""
+    return next(w for w in widgets
+                if w.label == label or (prefix and w.label.startswith(label)))
+
+
+def runs_table(at: AppTest):
+    """The runs page's table of runs."""
+    return next(d.value for d in at.dataframe if {"run", "status", "where"} <= set(d.value))
+
+
+def metrics_table(at: AppTest):
+    """The compare page's metrics table."""
+    return next(d.value for d in at.dataframe if {"model", "strategy"} <= set(d.value))
+
+
+MODEL_PATH = "Path of a .model file"
+TRUST = "I trust this file"
+DATA_PATH = "Path of an extxyz file"
+TARGET = "Target test set"
+PRETRAIN = "Held-out pretraining test set (forgetting)"
 
 
 def app(page: str | None = None) -> AppTest:
@@ -56,17 +90,15 @@ def test_foundation_model_page_offline_official_model_message():
 
 
 def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_model):
-    import shutil
-
     local = tmp_path / "downloaded.model"
     shutil.copy(strong_model, local)
     at = app("views/foundation_model.py")
     at.radio(key="model_source").set_value("Local file (path)").run()
-    at.text_input[0].input(str(local)).run()
+    labelled(at.text_input, MODEL_PATH).input(str(local)).run()
     button(at, "Use this model").click().run()
     assert not at.exception
     assert any("trust" in e.value for e in at.error)
-    at.checkbox[0].check().run()
+    labelled(at.checkbox, TRUST, prefix=True).check().run()
     button(at, "Use this model").click().run()
     assert Workspace().get("model") == str(local)
     assert "model_trusted" not in Workspace().selections()  # trust is per file, not a flag
@@ -75,8 +107,6 @@ def test_foundation_model_page_untrusted_upload_path_refused(tmp_path, strong_mo
 
 def _evil_pickle(path, marker) -> None:
     """A file that writes ``marker`` when unpickled (as torch.load would)."""
-    import pickle
-
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
@@ -85,21 +115,19 @@ def _evil_pickle(path, marker) -> None:
 
 
 def test_trust_belongs_to_one_file(tmp_path, strong_model):
-    import shutil
-
     good = tmp_path / "good.model"
     shutil.copy(strong_model, good)
     evil, marker = tmp_path / "evil.model", tmp_path / "MARKER"
     _evil_pickle(evil, marker)
     at = app("views/foundation_model.py")
     at.radio(key="model_source").set_value("Local file (path)").run()
-    at.text_input[0].input(str(good)).run()
-    at.checkbox[0].check().run()  # 1. trust one local model
+    labelled(at.text_input, MODEL_PATH).input(str(good)).run()
+    labelled(at.checkbox, TRUST, prefix=True).check().run()  # 1. trust one local model
     button(at, "Use this model").click().run()
     assert Workspace().get("model") == str(good)
     at.radio(key="model_source").set_value("Local file (path)").run()
-    at.text_input[0].input(str(evil)).run()  # 2. type the path of another pickle
-    assert not at.checkbox[0].value  # 3. the tick does not carry over
+    labelled(at.text_input, MODEL_PATH).input(str(evil)).run()  # 2. another pickle's path
+    assert not labelled(at.checkbox, TRUST, prefix=True).value  # 3. the tick does not carry over
     button(at, "Use this model").click().run()
     assert any("trust" in e.value for e in at.error)
     assert not marker.exists() and Workspace().get("model") == str(good)
@@ -164,7 +192,7 @@ def test_data_page_reports_bad_upload_path(tmp_path):
     bad.write_text("not an xyz file\n")
     at = app("views/data.py")
     at.radio(key="data_source").set_value("File path").run()
-    at.text_input[0].input(str(bad)).run()
+    labelled(at.text_input, DATA_PATH).input(str(bad)).run()
     assert not at.exception
     assert any("Cannot be read" in e.value and "bad.xyz" in e.value for e in at.error), \
         [e.value for e in at.error]
@@ -177,8 +205,6 @@ def test_choices_persist_across_a_new_session():
 
 
 def test_e0_page_compares_methods_and_saves_a_choice(demo):
-    from mlipft_core.data import register_files_as_split
-
     ws = Workspace()
     split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],
                                          "test": demo["sn2_test"]}, "demo-sn2")
@@ -198,7 +224,8 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
     button(at, "Save as the E0 choice for runs").click().run()
     assert ws.get("e0_choice", "").startswith("estimated-")
     # without the isolated atoms the same fit is only a warning, naming what to supply
-    at.text_input[0].set_value("").run()
+    labelled(at.text_input, "extxyz with IsolatedAtom configurations of the reference "
+             "method").set_value("").run()
     button(at, "Compute E0s").click().run()
     assert not at.exception
     assert not at.success
@@ -207,13 +234,11 @@ def test_e0_page_compares_methods_and_saves_a_choice(demo):
 
 
 def test_runs_page_launches_and_lists_runs(tiny_split):
-    from mlipft_core import jobs
-
     ws = Workspace()
     at = app("views/runs.py")
     assert not at.exception
-    at.multiselect[0].set_value(["freeze-b", "lora"]).run()
-    at.number_input[0].set_value(1).run()
+    labelled(at.multiselect, "Strategies").set_value(["freeze-b", "lora"]).run()
+    labelled(at.number_input, "Epochs").set_value(1).run()
     assert any("2 run(s)** will be queued on this machine" in m.value for m in at.markdown)
     assert not button(at, "Launch").disabled
     button(at, "Launch").click().run()
@@ -227,26 +252,21 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
         assert_done(jobs.wait(r.id, timeout=600))
     at.run()
     assert any("0 active, 2 in all · refreshes every 30 s" in c.value for c in at.caption)
-    table = at.dataframe[-1].value
+    table = runs_table(at)
     assert set(table["status"]) == {"done"}
     assert "validation energy RMSE (meV/atom), target head" in table
     assert set(table["where"]) == {"this machine"}
 
 
 def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
-    import pytest
-
-    from mlipft_core import jobs
-    from mlipft_core.jobs.slurm import available
-
-    ok, why = available()
+    ok, why = slurm_available()
     if not ok:
         pytest.skip(f"no SLURM cluster reachable: {why}")
     ws = Workspace()
     at = app("views/runs.py")
-    at.multiselect[0].set_value(["naive", "freeze-b"]).run()
-    at.number_input[0].set_value(1).run()
-    at.radio[0].set_value("slurm").run()
+    labelled(at.multiselect, "Strategies").set_value(["naive", "freeze-b"]).run()
+    labelled(at.number_input, "Epochs").set_value(1).run()
+    labelled(at.radio, "Run on").set_value("slurm").run()
     assert not at.exception, at.exception
     num = {n.label: n for n in at.number_input}
     num["CPUs per run"].set_value(1).run()
@@ -260,7 +280,7 @@ def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
     for r in recs:
         assert_done(jobs.wait(r.id, timeout=600))
     at.run()
-    table = at.dataframe[-1].value
+    table = runs_table(at)
     assert set(table["status"]) == {"done"}
     assert sorted(table["where"]) == sorted(f"SLURM job {r.slurm_job_id}" for r in recs)
 
@@ -274,17 +294,12 @@ def test_pages_survive_an_unreadable_run(demo):
         at = app(page)
         assert not at.exception, (page, at.exception)
     at = app("views/runs.py")
-    table = at.dataframe[-1].value
+    table = runs_table(at)
     assert list(table["status"]) == ["unreadable"] and "holds a list" in table["note"][0]
 
 
 @pytest.mark.slow
 def test_compare_page_with_runs(demo, tmp_path):
-    from ase.io import read, write
-
-    from mlipft_core import jobs
-    from mlipft_core.strategies import RunSpec
-
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
     write(tmp_path / "target.xyz", read(demo["sn2_test"], ":8"))
     write(tmp_path / "pretrain.xyz", read(demo["pretrain_test"], ":12"))
@@ -297,11 +312,11 @@ def test_compare_page_with_runs(demo, tmp_path):
     for r in recs:
         assert_done(jobs.wait(r.id, timeout=600))
     at = app("views/compare.py")
-    at.text_input[0].set_value(str(tmp_path / "target.xyz")).run()
-    at.text_input[1].set_value(str(tmp_path / "pretrain.xyz")).run()
+    labelled(at.text_input, TARGET).set_value(str(tmp_path / "target.xyz")).run()
+    labelled(at.text_input, PRETRAIN).set_value(str(tmp_path / "pretrain.xyz")).run()
     button(at, "Compare").click().run()
     assert not at.exception, at.exception
-    table = at.dataframe[0].value
+    table = metrics_table(at)
     assert set(table["model"]) == {"Demo weak (GFN1-xTB), the foundation model (zero-shot)",
                                    "Naive fine-tuning", "Multihead replay"}
     assert set(table[table["model"] == "Multihead replay"]["head"]) == {
@@ -315,13 +330,13 @@ def test_compare_page_with_runs(demo, tmp_path):
     # the selection and the results come back in a new session (a reload), without a click
     at = app("views/compare.py")
     assert not at.exception, at.exception
-    assert at.dataframe and set(at.dataframe[0].value["model"]) == set(table["model"])
+    assert set(metrics_table(at)["model"]) == set(table["model"])
     # multihead models name their head in the dimer plot and the tables
     specs = " ".join(c.proto.spec for c in at.get("plotly_chart"))
     assert "Multihead replay [pretraining head (replay)]" in specs
     assert "Multihead replay [target head]" in specs
     # with the demo's pretraining test set, the held-out compressed structures are probed too
-    at.text_input[1].set_value(demo["pretrain_test"]).run()
+    labelled(at.text_input, PRETRAIN).set_value(demo["pretrain_test"]).run()
     button(at, "Compare").click().run()
     assert not at.exception, at.exception
     probe = next(d.value for d in at.dataframe if "soft spots" in d.value.columns)
@@ -336,9 +351,6 @@ def test_compare_page_with_runs(demo, tmp_path):
 
 def test_data_page_with_findings_still_plots(tmp_path):
     """A dataset with warnings (duplicates, IsolatedAtom) renders findings and plots."""
-    from ase import Atoms
-    from ase.io import write
-
     frames = []
     for i in range(6):
         a = Atoms("OH2", positions=[[0, 0, 0], [0.96 + 0.01 * i, 0, 0], [-0.24, 0.93, 0]])
@@ -351,7 +363,7 @@ def test_data_page_with_findings_still_plots(tmp_path):
     write(p, frames, format="extxyz")
     at = app("views/data.py")
     at.radio(key="data_source").set_value("File path").run()
-    at.text_input[0].input(str(p)).run()
+    labelled(at.text_input, DATA_PATH).input(str(p)).run()
     assert not at.exception, at.exception
     shown = " ".join(w.value for w in at.warning)
     # human titles, never the internal codes
@@ -364,12 +376,10 @@ def test_data_page_with_findings_still_plots(tmp_path):
 
 
 def test_md_page_runs_models_side_by_side(demo):
-    from mlipft_core import jobs
-
     Workspace().set(model="demo-gfn1-weak", model_label="Demo weak")
     at = app("views/md.py")
-    at.number_input[3].set_value(20)  # steps
-    at.number_input[4].set_value(5)   # record interval
+    labelled(at.number_input, "Steps").set_value(20)
+    labelled(at.number_input, "Record every (steps)").set_value(5)
     button(at, "Run MD for the chosen models").click().run()
     assert not at.exception, at.exception
     for r in jobs.list_runs():
@@ -384,10 +394,6 @@ def test_md_page_runs_models_side_by_side(demo):
 def test_join_page_names_the_workshop_in_a_sentence_that_reads_well():
     """The default name ("workshop") is not doubled ("the workshop workshop"); a custom name
     is named, with "workshop" added only when the name does not say it."""
-    import shutil
-
-    from mlipft_core import workshop
-
     root = Workspace().root
     for name, expected in (("workshop", "This is a workshop on the MLIP fine-tuning"),
                            ("MACE fine-tuning", "This is the **MACE fine-tuning** workshop on"),
@@ -408,12 +414,6 @@ def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(ti
     """Learning-rate pilots are offered in a group of their own (by name, never chosen by
     default); the picks survive a reload and the results shown are of those picks; the
     temperature is described from the numbers, the energies drawn per model."""
-    import json
-
-    from mlipft_core import jobs, tune
-    from mlipft_core.md import summarise_temperature
-    from mlipft_core.strategies import RunSpec
-
     ws = Workspace()
     ws.set(model="demo-gfn1-weak", model_label="Demo weak (GFN1-xTB)")
     spec = RunSpec("naive", weak_model, str(tiny / "train.xyz"),
@@ -453,8 +453,8 @@ def test_md_page_keeps_its_picks_offers_pilots_apart_and_describes_its_traces(ti
     labels = at.multiselect(key="md_pick_models").values \
         + at.multiselect(key="md_pick_pilots").values
 
-    next(n for n in at.number_input if n.label == "Steps").set_value(10)
-    next(n for n in at.number_input if n.label == "Record every (steps)").set_value(5)
+    labelled(at.number_input, "Steps").set_value(10)
+    labelled(at.number_input, "Record every (steps)").set_value(5)
     button(at, "Run MD for the chosen models").click().run()
     assert not at.exception, at.exception
     md_runs = [r for r in jobs.list_runs() if r.kind == "md"]
@@ -502,9 +502,7 @@ def test_compare_page_collapse_probe_steps_run_on_one_torch_thread(weak_model, m
     """The Compare page's collapse probe makes one model call on a few dozen atoms per
     relaxation step; with several torch threads on busy cores each call took seconds
     (bench/collapse_speed.py). Its calls run on one thread, and the setting is put back."""
-    import torch
-
-    from mlipft_core import evaluate, probes
+    import torch  # heavy: only this test calls the model machinery itself
 
     seen: list[int] = []
     real = evaluate._predict_stream

@@ -6,6 +6,7 @@ pages (3D viewer included) work offline.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,9 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ase.io import read, write
 
 from bench._workshop_session import CHROMIUM, Server
-from mlipft_core import jobs
+from mlipft_core import jobs, workshop
+from mlipft_core.demo import demo_paths
+from mlipft_core.jobs.slurm import available as slurm_available
+from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 from mlipft_ui.labels import run_labels
 
@@ -35,12 +40,6 @@ def server():
 
 def finished_run(tmp_path):
     """One short real fine-tuning run (naive, 1 epoch) for the Compare page."""
-    from ase.io import read, write
-
-    from mlipft_core import jobs
-    from mlipft_core.demo import demo_paths
-    from mlipft_core.strategies import RunSpec
-
     demo = demo_paths()
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":12"))
     rec = jobs.submit(RunSpec("naive", demo["models"]["demo-gfn1-strong"],
@@ -65,7 +64,7 @@ def wait_rendered(page, timeout: float = 90_000) -> None:
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 @pytest.mark.slow
 def test_app_in_headless_chromium(server, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # optional: only where a browser test runs
 
     Workspace().set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)")
     run = finished_run(tmp_path)
@@ -163,12 +162,9 @@ def test_app_in_headless_chromium(server, tmp_path):
 def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_split):
     """A sweep launched on this machine and on SLURM from the page: one table with where each
     run goes and live progress; Enter in a field launches nothing; one run is cancelled."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # optional: only where a browser test runs
 
-    from mlipft_core import jobs
-    from mlipft_core.jobs.slurm import available
-
-    slurm_ok, why = available()
+    slurm_ok, why = slurm_available()
     ws = Workspace()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -252,11 +248,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
 def test_workshop_two_participants_at_once(server, tmp_path):
     """Two participants in two browser contexts at the same time: each chooses a model and a
     dataset and launches a run, sees only their own; the board shows both; no token, no app."""
-    import json
-
-    from playwright.sync_api import sync_playwright
-
-    from mlipft_core import jobs, workshop
+    from playwright.sync_api import sync_playwright  # optional: only where a browser test runs
 
     out = subprocess.run([sys.executable, "-m", "mlipft_core", "workshop", "create",
                           "--participants", "2", "--max-epochs", "5", "--json"],
@@ -377,9 +369,7 @@ def test_deep_link_with_a_wrong_token_shows_only_the_join_page(server, tmp_path)
     """A link to a page with a token that is not valid (or none) shows the join page with
     its message, and no "page not found" dialog over it; the right code then opens the page
     the link named."""
-    from playwright.sync_api import sync_playwright
-
-    from mlipft_core import workshop
+    from playwright.sync_api import sync_playwright  # optional: only where a browser test runs
 
     shop = workshop.create(Workspace().root, 1)
     with sync_playwright() as pw:

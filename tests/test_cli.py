@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,6 @@ def test_bad_input_exits_non_zero_with_one_line(args, needle):
 
 
 def test_help_lists_every_command_and_the_package_runs_as_a_module():
-    import sys
-
     listed = run("--help").stdout
     for command in ("models", "inspect", "validate", "evaluate", "e0", "train", "tune", "study",
                     "runs", "cancel", "settings", "compare", "dimer", "md", "workshop", "demo",

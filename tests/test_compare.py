@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +14,22 @@ from ase import Atoms
 from ase.io import read, write
 
 from conftest import assert_done, mlipft_cmd
-from mlipft_core import jobs
-from mlipft_core.compare import compare, resolve_models
+from mlipft_core import analysis, jobs
+from mlipft_core import compare as cmp
+from mlipft_core.analysis import ModelHead, repulsion
+from mlipft_core.compare import ComparisonRow, compare, resolve_models
 from mlipft_core.evaluate import evaluate_cached, evaluate_model
-from mlipft_core.probes import ProbeError, collapse_probe, dimer_curve, parse_pair
+from mlipft_core.jobs.records import RunRecord, RunStore
+from mlipft_core.probes import (
+    WALL_THRESHOLD_EV,
+    ProbeError,
+    collapse_probe,
+    dimer_curve,
+    parse_pair,
+    reference_curve,
+    reference_dimer_curves,
+    repulsive_wall,
+)
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
@@ -57,6 +71,61 @@ def test_cache_hit_and_invalidation(small, weak_model, tmp_path):
     torch.save(net, model)
     shifted = evaluate_cached(model, small / "target.xyz", trusted=True)
     assert shifted.pred_energy[1] == pytest.approx(changed.pred_energy[1] + 6.0, abs=1e-3)
+
+
+def test_forgetting_ratio_and_the_heads_it_is_read_from(monkeypatch):
+    """The forgetting ratio is the pretraining force error over the foundation's (unknown
+    when either is); a model answers the target with its Default head (else its first head
+    that is not pt_head) and the pretraining data with its pt_head (else the target head)."""
+    assert cmp.forgetting_ratio(30.0, 20.0) == pytest.approx(1.5)
+    assert cmp.forgetting_ratio(20.0, 20.0) == 1.0
+    assert cmp.forgetting_ratio(None, 20.0) is None
+    assert cmp.forgetting_ratio(30.0, None) is None
+    assert cmp.forgetting_ratio(30.0, 0.0) is None  # no division by a zero error
+    assert cmp.target_head(["pt_head", "Default"]) == "Default"
+    assert cmp.target_head(["pt_head", "water"]) == "water"
+    assert cmp.target_head(["pt_head"]) == "pt_head"
+    assert cmp.pretraining_head(["Default", "pt_head"]) == "pt_head"
+    assert cmp.pretraining_head(["Default"]) == "Default"
+    assert cmp.pretraining_head(["pt_head", "water"]) == "pt_head"
+
+    def row(name, ratio, foundation=False):
+        return ComparisonRow(name, "Default", None, None, None, None, None, ratio,
+                             is_foundation=foundation)
+
+    rows = [row("fm", 1.0, foundation=True), row("a", 2.0), row("b", None), row("c", 1.2),
+            row("d", 1.2)]
+    assert cmp.least_forgetting(rows).name == "c"  # not the foundation; first on a tie
+    assert cmp.least_forgetting([row("fm", 1.0, foundation=True), row("b", None)]) is None
+
+    # model_figures evaluates the target head on the target and the pretraining head on the
+    # pretraining set, against the foundation's error there
+    errors = {("multi.model", "target.xyz", "Default"): 10.0,
+              ("multi.model", "pre.xyz", "pt_head"): 45.0,
+              ("fm.model", "pre.xyz", None): 30.0,
+              ("single.model", "target.xyz", "Default"): 8.0,
+              ("single.model", "pre.xyz", "Default"): 60.0}
+    calls = []
+
+    def fake_eval(model, data, head=None, **kw):
+        calls.append((str(model), str(data), head))
+        f = errors[(str(model), str(data), head)]
+        return SimpleNamespace(metrics=SimpleNamespace(forces_rmse_mev_per_a=f,
+                                                       energy_rmse_mev_per_atom=f / 10))
+
+    heads = {"multi.model": ["Default", "pt_head"], "single.model": ["Default"]}
+    monkeypatch.setattr(cmp, "file_heads", lambda path: heads[str(path)])
+    monkeypatch.setattr(cmp, "evaluate_cached", fake_eval)
+    assert cmp.model_figures("multi.model", "fm.model", "target.xyz", "pre.xyz") == {
+        "head": "Default", "target_forces_rmse_mev_per_a": 10.0,
+        "target_energy_rmse_mev_per_atom": 1.0, "forgetting_ratio": pytest.approx(1.5)}
+    assert calls == [("multi.model", "target.xyz", "Default"),
+                     ("multi.model", "pre.xyz", "pt_head"), ("fm.model", "pre.xyz", None)]
+    assert cmp.model_figures("single.model", "fm.model", "target.xyz", "pre.xyz")[
+        "forgetting_ratio"] == pytest.approx(2.0)
+    # without a foundation model there is no ratio
+    assert "forgetting_ratio" not in cmp.model_figures("single.model", None, "target.xyz",
+                                                       "pre.xyz")
 
 
 @pytest.mark.slow
@@ -139,13 +208,13 @@ def test_collapse_probe_reports_closest_approach(weak_model):
     res = collapse_probe("demo-gfn1-weak", ["C", "H"], n_structures=2, n_atoms=6, steps=30)
     assert res.n_structures == 2 and len(res.min_distance_per_structure) == 2
     assert res.min_distance == min(res.min_distance_per_structure) > 0
-    assert 0 <= res.collapsed <= 2
+    # the weak demo model still keeps C and H apart: no structure ends closer than half the
+    # sum of covalent radii (0.31 Å for H-H, the smallest pair)
+    assert res.threshold == pytest.approx(0.31)
+    assert res.collapsed == 0 and res.min_distance > 1.0
 
 
 def test_reference_dimer_curves_of_the_demo_models(demo, strong_model, tmp_path):
-    from mlipft_core.analysis import ModelHead, repulsion
-    from mlipft_core.probes import reference_curve, reference_dimer_curves
-
     curves = reference_dimer_curves(strong_model)
     assert curves["method"] == "GFN1-xTB"
     ch = reference_curve(curves, "H-C")
@@ -158,15 +227,37 @@ def test_reference_dimer_curves_of_the_demo_models(demo, strong_model, tmp_path)
                                  reference_curve=ch)
     assert "reference [GFN1-xTB]" in series
     assert verdicts[0].reference_wall_ev > 10
-    # a reference without a wall blames nobody
+    assert verdicts[0].verdict == "kept"  # the strong demo model keeps its C-H wall
+    # a model that keeps its wall is "kept" whatever the reference
     flat = {"distances": ch["distances"], "energies": [0.0] * len(ch["distances"])}
     _, v = repulsion([ModelHead("fm", strong_model)], "C-H", reference_curve=flat)
-    assert v[0].verdict in ("kept", "no wall in reference")
+    assert (v[0].verdict, v[0].reference_wall_ev) == ("kept", 0.0)
+
+
+def test_repulsion_verdicts_lost_kept_and_no_wall_in_reference(monkeypatch):
+    """A model without a wall has "lost" it where the reference has one (or where there is
+    no reference); a reference without a wall blames nobody."""
+    d = np.linspace(0.5, 5, 46)
+    walled = {"distances": d.tolist(), "energies": (4 * ((1 / d) ** 12 - (1 / d) ** 6)).tolist()}
+    flat = {"distances": d.tolist(), "energies": (-2.0 * np.exp(-d)).tolist()}
+    curves = {"walled.model": walled, "flat.model": flat}
+    monkeypatch.setattr(analysis, "dimer_curve_cached",
+                        lambda path, pair, **kw: curves[path])
+    models = [ModelHead("walled", "walled.model"), ModelHead("flat", "flat.model")]
+
+    def verdicts(reference):
+        _, v = repulsion(models, "C-H", reference_curve=reference)
+        return [(x.model, x.verdict, x.reference_wall_ev) for x in v]
+
+    wall = round(analysis.repulsive_wall(walled), 3)
+    assert wall > analysis.WALL_THRESHOLD_EV
+    assert verdicts(walled) == [("walled", "kept", wall), ("flat", "lost", wall)]
+    assert verdicts(None) == [("walled", "kept", None), ("flat", "lost", None)]
+    assert verdicts(flat) == [("walled", "kept", 0.0),
+                              ("flat", "no wall in reference", 0.0)]
 
 
 def test_repulsive_wall_flags_a_model_without_repulsion():
-    from mlipft_core.probes import WALL_THRESHOLD_EV, repulsive_wall
-
     d = np.linspace(0.5, 5, 46)
     physical = {"distances": d.tolist(), "energies": (4 * ((1 / d) ** 12 - (1 / d) ** 6)).tolist()}
     lost = {"distances": d.tolist(), "energies": (-2.0 * np.exp(-d)).tolist()}  # no wall at all
@@ -178,8 +269,6 @@ def test_repulsive_wall_flags_a_model_without_repulsion():
 
 # ----------------------------------------------------------------------------- the page
 def _page(name: str):
-    from pathlib import Path
-
     from streamlit.testing.v1 import AppTest
 
     app = Path(__file__).resolve().parent.parent / "app.py"
@@ -196,8 +285,6 @@ def _widget(widgets, label: str):
 
 
 def test_pilot_runs_are_offered_apart_and_never_preselected(weak_model):
-    from mlipft_core.jobs.records import RunRecord, RunStore
-
     store = RunStore()
     t = 1_700_000_000.0
     for i, lr in enumerate((1e-4, 3e-4, 1e-3, 3e-3, 1e-2)):  # as tune.submit_pilot records them

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
+from mlipft_core import registry
 from mlipft_core.data import (
     detect_keys,
     load_dataset,
@@ -188,13 +194,6 @@ def test_override_to_unknown_key_is_refused(tmp_path):
 def test_data_page_opens_without_torch_once_the_model_was_inspected(demo):
     """A fresh server process (a restart, another worker) draws the Data page from the
     workspace's inspection of the model: no torch import, no unpickling."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from mlipft_core import registry
-
     ws = Workspace()
     ws.set(model="demo-gfn1-strong", model_label="Demo strong (GFN1-xTB)")
     info = registry.inspect_cached("demo-gfn1-strong", workspace=ws)
@@ -223,8 +222,6 @@ def test_data_page_opens_without_torch_once_the_model_was_inspected(demo):
 
 
 def test_mace_cache_folder_is_mace_own(tmp_path, monkeypatch):
-    from pathlib import Path
-
     from mace.tools.utils import get_cache_dir
 
     from mlipft_core.registry import mace_cache_dir

@@ -41,7 +41,8 @@ def test_demo_datasets_have_what_the_workflow_needs(demo):
     water = read(demo["water_test"], ":3")
     assert all(a.pbc.all() and len(a) == 96 and "REF_stress" in a.info for a in water)
     pre = read(demo["pretrain_test"], ":")
-    assert {"organic", "water_cluster", "water_box", "sn2_complex"} <= {a.info["config_type"] for a in pre}
+    kinds = {a.info["config_type"] for a in pre}
+    assert {"organic", "water_cluster", "water_box", "sn2_complex"} <= kinds
     assert not any(a.info.get("config_type") == "IsolatedAtom" for a in pre)
 
 

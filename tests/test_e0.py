@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from ase.io import read, write
 
 from conftest import mlipft_cmd
 from mlipft_core import e0 as e0mod
-from mlipft_core.data import detect_keys
+from mlipft_core import evaluate
+from mlipft_core.data import detect_keys, register_files_as_split
 from mlipft_core.e0 import E0Error, E0Inputs, compute, diagnose, verdict
+from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
 TRUE = {"H": -13.6, "C": -1029.0, "O": -2041.0}
@@ -24,7 +27,10 @@ FOUND = {"H": -11.0, "C": -47.0, "O": -118.0}
 
 
 def synthetic(compositions, interaction=None) -> E0Inputs:
-    """Configurations with exact energies: E_ref = sum n E0_true + E_int, E_model = sum n E0_found + E_int."""
+    """Configurations with exact energies.
+
+    E_ref = sum n E0_true + E_int, E_model = sum n E0_found + E_int.
+    """
     rng = np.random.default_rng(0)
     frames = []
     for comp in compositions:
@@ -169,7 +175,7 @@ def test_choice_saved_and_cli(tmp_path, demo):
                               data=demo["sn2_train"])
     assert ws.get("e0_choice") == saved["id"]
     assert e0mod.load_choice(ws)["mace_argument"] == res.mace_argument()
-    mace_json = json.loads(open(saved["mace_json"]).read())
+    mace_json = json.loads(Path(saved["mace_json"]).read_text())
     assert {int(k) for k in mace_json} == {1, 6, 9, 17}
     out = subprocess.run(mlipft_cmd() + ["e0", demo["sn2_train"], "--model", "demo-gfn1-weak",
                                          "--method", "estimated", "--json"],
@@ -194,7 +200,8 @@ def test_choice_saved_and_cli(tmp_path, demo):
     ('{"H": "a lot"}', "not a number"), ('{"H": NaN}', "not finite"),
     ("{" + ", ".join(f'"{e}": -1.0' for e in ["H", "He", "Li", "Be", "B", "C", "N", "O", "F",
                                                "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl",
-                                               "Ar", "K", "Ca", "Sc", "Ti", "V"]) + ", oops", "neither"),
+                                               "Ar", "K", "Ca", "Sc", "Ti", "V"]) + ", oops",
+     "neither"),
 ])
 def test_explicit_values_are_checked(bad, message):
     with pytest.raises(E0Error, match=message):
@@ -280,8 +287,6 @@ def _count_model_work(monkeypatch) -> list[str]:
     they are only counted)."""
     import torch
 
-    from mlipft_core import evaluate
-
     work: list[str] = []
     real_load, real_predict = torch.load, evaluate._predict_stream
 
@@ -300,7 +305,6 @@ def _count_model_work(monkeypatch) -> list[str]:
 
 def test_e0_preparation_is_kept_in_the_workspace(tmp_path, demo, strong_model, monkeypatch):
     from mlipft_core import jobs
-    from mlipft_core.strategies import RunSpec
 
     train = tmp_path / "train.xyz"
     write(train, read(demo["sn2_train"], ":12"))
@@ -330,11 +334,7 @@ def test_e0_preparation_is_kept_in_the_workspace(tmp_path, demo, strong_model, m
 
 
 def test_e0_page_shows_the_result_again_after_a_reload(demo, monkeypatch):
-    from pathlib import Path
-
     from streamlit.testing.v1 import AppTest
-
-    from mlipft_core.data import register_files_as_split
 
     ws = Workspace()
     split = register_files_as_split(ws, {"train": demo["sn2_train"], "valid": demo["sn2_valid"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.io import read
+from ase import Atoms
+from ase.io import read, write
 
 from mlipft_core.errors import DataError, HeadError
 from mlipft_core.evaluate import compute_metrics, evaluate_model
@@ -51,9 +52,6 @@ def test_batched_predictions_match_the_ase_calculator(demo, strong_model):
 
 
 def test_uncovered_elements_and_unknown_head(tmp_path):
-    from ase import Atoms
-    from ase.io import write
-
     a = Atoms("NaCl", positions=[[0, 0, 0], [2.4, 0, 0]], info={"REF_energy": -1.0})
     p = tmp_path / "nacl.xyz"
     write(p, [a], format="extxyz")

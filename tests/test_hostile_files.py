@@ -4,6 +4,7 @@ and says what to do, in words (no exception class names)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,8 +17,17 @@ from pathlib import Path
 import pytest
 
 from conftest import mlipft_cmd, stop_workers
+from mlipft_core import e0
+from mlipft_core.errors import os_error_message
+from mlipft_core.jobs.local import Dispatcher
 from mlipft_core.jobs.records import RunRecord, RunStore
-from mlipft_core.workspace import Workspace
+from mlipft_core.workspace import (
+    Workspace,
+    atomic_write_json,
+    read_json,
+    read_json_checked,
+    take_notices,
+)
 
 #: lines the libraries print on their own (mace's import, its downloader) and the CLI's note
 #: on loading a local model file
@@ -116,8 +126,6 @@ def _damaged_run_breaks_nothing(ws: Workspace, why: str) -> None:
     assert rows["X"]["status"] == "unreadable" and why in rows["X"]["reason"], rows["X"]
     assert _cli("runs").returncode == 0
     # the local dispatcher sees the good run and passes the damaged one by
-    from mlipft_core.jobs.local import Dispatcher
-
     assert [r.id for r in Dispatcher(ws.root)._local()] == [GOOD]
     cancelled = _cli("cancel", GOOD)
     assert cancelled.returncode == 0 and f"{GOOD}: cancelled" in cancelled.stdout, \
@@ -139,8 +147,6 @@ def _damage(path: Path, kind: str) -> None:
 
 
 def test_read_json_never_raises_for_a_damaged_file(tmp_path):
-    from mlipft_core.workspace import read_json, read_json_checked
-
     for kind in DAMAGED:
         path = tmp_path / kind / "x.json"
         _damage(path, kind)
@@ -193,9 +199,6 @@ def test_a_training_launch_survives_damaged_settings_and_dispatcher_files(tmp_pa
     (b'{"method": "estimated", "e0": {"Qq": 1.0}}', "'Qq', which is not an element"),
 ])
 def test_a_damaged_saved_e0_choice_is_named_and_never_used(tmp_path, demo, content, why):
-    from mlipft_core import e0
-    from mlipft_core.workspace import take_notices
-
     ws = Workspace()
     cid = "estimated-0123456789"
     path = ws.root / "e0" / f"{cid}.json"
@@ -212,10 +215,63 @@ def test_a_damaged_saved_e0_choice_is_named_and_never_used(tmp_path, demo, conte
     assert e0.choice_problem(ws) == notice
 
 
+def test_a_damaged_study_record_is_said_kept_aside_and_the_study_starts_again(tmp_path, demo):
+    from ase.io import read, write
+
+    for name, key, sel in (("train", "sn2_train", ":20"), ("valid", "sn2_valid", ":5"),
+                           ("test", "sn2_test", ":5"), ("pretrain", "pretrain_test", ":5"),
+                           ("replay", "replay_pool", ":10")):
+        write(tmp_path / f"{name}.xyz", read(demo[key], sel))
+    args = ["study", "--train", str(tmp_path / "train.xyz"), "--valid",
+            str(tmp_path / "valid.xyz"), "--test", str(tmp_path / "test.xyz"), "--pretrain",
+            str(tmp_path / "pretrain.xyz"), "--replay", str(tmp_path / "replay.xyz"),
+            "--isolated-file", demo["sn2_isolated_atoms"], "--strategies", "naive",
+            "--lrs", "1e-3,1e-2", "--pilot-epochs", "1", "--epochs", "1", "--small-size", "10",
+            "--no-wait", "--json"]
+    ws = Workspace()
+    try:
+        first = _cli(*args)
+        assert first.returncode == 0, first.stderr
+        sid = json.loads(first.stdout)["id"]
+        stop_workers(ws.root)
+        record = ws.root / "studies" / sid / "study.json"
+        _damage(record, "binary")
+        again = _cli(*args)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["id"] == sid
+        (warning,) = _warnings(again)
+        (aside,) = record.parent.glob("study.json.unreadable-*")
+        assert warning == (f"warning: {record} could not be read; it is kept as {aside.name} "
+                           "and the study starts again from its inputs"), warning
+        assert aside.read_bytes() == DAMAGED["binary"]
+        assert json.loads(record.read_text())["id"] == sid
+    finally:
+        stop_workers(ws.root)
+
+
+def test_a_damaged_workshop_configuration_is_refused_in_its_folder_only(tmp_path, demo):
+    """Unlike the other helper files, a damaged ``workshop.json`` is not set aside: that would
+    drop the workshop's limits and let its participants' runs go unchecked. Every command in
+    its folder refuses in one line naming the file; other workspaces go on."""
+    room = tmp_path / "room"
+    made = _cli("workshop", "create", "--participants", "1", env={"MLIPFT_WORKSPACE": str(room)})
+    assert made.returncode == 0, made.stderr
+    _damage(room / "workshop.json", "binary")
+    participant = room / "participants" / "p01"
+    train = ("train", "--strategy", "naive", "--model", "demo-gfn1-weak", "--train",
+             demo["sn2_train"], "--epochs", "1")
+    for where, args in ((room, ("workshop", "board", "--json")), (participant, train)):
+        line = _one_error(_cli(*args, env={"MLIPFT_WORKSPACE": str(where)}))
+        assert line == f"error: {room / 'workshop.json'} is not UTF-8 text: fix or remove it", \
+            (args, line)
+    assert not list((participant / "runs").glob("*")), "a refused run was queued"
+    assert (room / "workshop.json").read_bytes() == DAMAGED["binary"]  # kept as it is
+    elsewhere = _cli("runs", "--json")
+    assert elsewhere.returncode == 0 and json.loads(elsewhere.stdout) == [], elsewhere.stderr
+
+
 @pytest.mark.parametrize("kind", ["binary", "list", "folder"])
 def test_a_damaged_trust_record_counts_as_empty_and_is_kept_aside(kind, weak_model, tmp_path):
-    from mlipft_core.workspace import take_notices
-
     model = tmp_path / "mine.model"
     shutil.copy(weak_model, model)
     ws = Workspace()
@@ -367,9 +423,6 @@ def test_an_md_trajectory_in_a_missing_folder_is_refused_before_the_model_runs(t
 
 
 def test_a_write_that_fails_names_the_file_not_the_temporary_one(tmp_path):
-    from mlipft_core.errors import os_error_message
-    from mlipft_core.workspace import atomic_write_json
-
     (tmp_path / "plain").write_text("x")
     with pytest.raises(OSError) as info:
         atomic_write_json(tmp_path / "plain" / "settings.json", {})
@@ -459,8 +512,6 @@ def test_a_nul_byte_in_a_typed_path_is_a_refusal():
 
 
 def test_an_unforeseen_failure_is_one_line_in_words():
-    import errno
-
     from mlipft_core.cli import unexpected_message
 
     assert _words(unexpected_message(OSError(errno.ENOSPC, "No space left on device",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from conftest import mlipft_cmd
 from mlipft_core import jobs, workshop
+from mlipft_core.demo import demo_paths
 from mlipft_core.jobs.records import RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
@@ -83,8 +84,6 @@ def test_the_board_never_loads_a_participants_model(tmp_path, weak_model):
 def _train_set(tmp_path: Path) -> Path:
     from ase.io import read, write
 
-    from mlipft_core.demo import demo_paths
-
     path = tmp_path / "ten.xyz"
     if not path.exists():
         write(path, read(demo_paths()["sn2_train"], ":10"))
@@ -115,9 +114,35 @@ def test_compare_refuses_a_run_model_file_replaced_after_the_run(tmp_path, weak_
     assert not marker.exists()
     model.write_bytes(original)
     # the foundation model the run started from replaced under the same name
+    kept = foundation.read_bytes()
     _evil_model(foundation, marker)
     line = _one_line_error(compare_run())
     assert "foundation model" in line and "changed after the run" in line, line
+    assert not marker.exists()
+    foundation.write_bytes(kept)
+    # the run's record edited to name another file, and a link to another file: the check
+    # goes by what the run used, not by the path
+    evil = tmp_path / "evil.model"
+    _evil_model(evil, marker)
+    run_json = RunStore().folder(rec.id) / "run.json"
+    original_record = run_json.read_text()
+    edited = json.loads(original_record)
+    edited["spec"]["foundation_model"] = str(evil)
+    run_json.write_text(json.dumps(edited))
+    line = _one_line_error(compare_run())
+    assert "foundation model" in line and "changed after the run" in line, line
+    run_json.write_text(original_record)
+    foundation.unlink()
+    foundation.symlink_to(evil)
+    line = _one_line_error(compare_run())
+    assert "foundation model" in line and "changed after the run" in line, line
+    assert not marker.exists()
+    foundation.unlink()
+    foundation.write_bytes(kept)
+    # without the record of what the run used, nothing of it is loaded
+    (RunStore().folder(rec.id) / "models.json").unlink()
+    line = _one_line_error(compare_run())
+    assert "holds no record of its content" in line, line
     assert not marker.exists()
 
 

@@ -8,6 +8,7 @@ other commands exit with, or (for inputs that must work) the result.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mlipft_cmd
+from mlipft_core.jobs import provenance
 
 H2 = "H 0 0 0 0 0 0.1\nH 0 0 0.74 0 0 -0.1\n"
 PROPS = "Properties=species:S:1:pos:R:3:REF_forces:R:3"
@@ -50,12 +52,11 @@ def done_run(root: Path, run_id: str, model: str, metrics: dict | None = None) -
            "created": 1.0, "finished": 2.0, "model_path": str(folder / f"{run_id}.model"),
            "metrics": metrics or {}, "spec": {}}
     (folder / "run.json").write_text(json.dumps(rec))  # NaN stays NaN (Python's json)
+    provenance.record(folder, "model", folder / f"{run_id}.model")  # as the runner records it
     return folder
 
 
 def workspace() -> Path:
-    import os
-
     return Path(os.environ["MLIPFT_WORKSPACE"])
 
 

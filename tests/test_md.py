@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -101,8 +102,6 @@ def test_md_on_the_queue_and_cli(demo, weak_model, strong_model):
 
 
 def test_md_run_can_be_cancelled(demo, weak_model):
-    import time
-
     rec = jobs.submit_md({"weak": weak_model}, demo["water_test"],
                          MDSettings(steps=100000, interval=10))[0]
     deadline = time.time() + 120

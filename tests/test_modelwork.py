@@ -13,6 +13,7 @@ from ase.io import read, write
 from mlipft_core import e0, evaluate, probes, registry
 from mlipft_core.errors import DataError
 from mlipft_core.modelwork import model_turn, waiting, watching
+from mlipft_core.workspace import Workspace
 
 
 @pytest.fixture
@@ -37,8 +38,6 @@ def _calls(model: str, data: str, workspace) -> dict:
 
 def test_model_work_from_many_threads_gives_every_caller_its_result(small, strong_model,
                                                                    tmp_path):
-    from mlipft_core.workspace import Workspace
-
     ws = Workspace(tmp_path / "ws")
     calls = _calls(strong_model, small, ws)
     expected = {name: f() for name, f in calls.items()}  # one at a time
@@ -122,8 +121,9 @@ def test_turns_are_first_come_first_served_and_say_how_many_are_ahead():
     def waiter(name: str, delay: float):
         time.sleep(delay)
         reports: list[int] = []
-        with watching(reports.append), model_turn():
-            with model_turn():  # nested model work of the same caller does not wait
+        # kept nested on purpose: nested model work of the same caller does not wait
+        with watching(reports.append), model_turn():  # noqa: SIM117
+            with model_turn():
                 order.append(name)
         seen[name] = reports
 

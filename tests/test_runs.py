@@ -10,23 +10,30 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
+import yaml
 from ase.io import read, write
 
 from conftest import assert_done, mlipft_cmd
+from mlipft_core import e0 as e0mod
 from mlipft_core import jobs
-from mlipft_core.jobs.local import dispatcher_alive, dispatcher_pid, ensure_dispatcher
+from mlipft_core.data import read_frames
+from mlipft_core.e0 import format_energy_per_atom
+from mlipft_core.jobs.local import Dispatcher, dispatcher_alive, dispatcher_pid, ensure_dispatcher
 from mlipft_core.jobs.records import (
     InvalidRunNameError,
+    RunRecord,
     RunStore,
     UnreadableRunError,
     same_process_alive,
     this_host,
 )
+from mlipft_core.registry import load_model, model_e0s
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
 
@@ -328,13 +335,11 @@ def test_cli_train_wait_and_runs(tiny):
 
 
 def test_size_sweep_for_learning_curves(tiny, weak_model):
-    from mlipft_core.data import read_frames
-
     recs = jobs.submit_size_sweep(spec(tiny, weak_model, "freeze-b"), [5, 15], seed=1)
     assert [r.spec["train_size"] for r in recs] == [5, 15]
-    for r in recs:
-        final = jobs.wait(r.id, timeout=600)
-        assert final.status == "done" and final.spec["train_size"] in (5, 15)
+    for r, size in zip(recs, (5, 15)):
+        final = assert_done(jobs.wait(r.id, timeout=600))
+        assert final.spec["train_size"] == size
         assert len(read_frames(final.spec["train_file"])) == final.spec["train_size"]
     small = {a.get_positions().tobytes() for a in read_frames(recs[0].spec["train_file"])}
     large = {a.get_positions().tobytes() for a in read_frames(recs[1].spec["train_file"])}
@@ -358,18 +363,22 @@ def test_cli_sweep_carries_every_page_setting(tiny):
         assert len(rows) == 8 and len({r["sweep"] for r in rows}) == 1
         assert {r["lr"] for r in rows} == {1e-3, 2e-3}
         assert all(r["executor"] == "local" for r in rows)
-        import yaml
 
+        combos = set()
         for r in rows:
             cfg = yaml.safe_load((Workspace().runs / r["id"] / "config.yaml").read_text())
             assert cfg["energy_weight"] == 1.0 and cfg["forces_weight"] == 50.0
             assert cfg["default_dtype"] == "float64" and "ema" not in cfg
-            assert cfg["seed"] in (0, 1) and cfg["lr"] == r["lr"]
+            assert cfg["lr"] == r["lr"]
+            combos.add((r["strategy"], cfg["lr"], cfg["seed"]))
             if r["strategy"] == "lora":
                 assert cfg["lora_rank"] == 2 and cfg["lora_alpha"] == 0.5
                 assert "num_samples_pt" not in cfg
             else:
                 assert cfg["num_samples_pt"] == 7 and "lora" not in cfg
+        # every strategy at every learning rate and seed, once
+        assert combos == {(s, lr, seed) for s in ("lora", "multihead-replay")
+                          for lr in (1e-3, 2e-3) for seed in (0, 1)}
         assert sorted(r["name"] for r in rows)[0] == "lora-lr0p001-s0"
     finally:
         for r in rows:
@@ -380,9 +389,6 @@ def test_cli_sweep_carries_every_page_setting(tiny):
 
 def test_one_slot_per_visible_gpu_and_cpu_slots(tmp_path, monkeypatch):
     """The dispatcher's slots: one run per GPU, each its own device; CPU runs by slot count."""
-    from mlipft_core.jobs.local import Dispatcher
-    from mlipft_core.jobs.records import RunRecord
-
     monkeypatch.setenv("MLIPFT_CPU_SLOTS", "1")
     store = RunStore()
     for i, dev in enumerate(["cuda", "cuda", "cuda", "cpu", "cpu"]):
@@ -445,8 +451,6 @@ def recorded(ws: Workspace, name: str, strategy: str = "naive", *, created: floa
              train_size: int | None = None, foundation: str | None = None,
              status: str = "done"):
     """A run folder with its run.json, as prepare writes it (no training: nothing runs)."""
-    from mlipft_core.jobs.records import RunRecord
-
     spec = {"strategy": strategy, "e0s": e0s, "foundation_model": foundation,
             "settings": {"lr": lr, "seed": seed, "max_num_epochs": 1}}
     if train_size is not None:
@@ -498,7 +502,6 @@ def test_run_labels_say_what_tells_runs_apart(weak_model):
     assert run_label(f, [a, f]) == "Naive fine-tuning · from Demo strong (GFN1-xTB)"
     # the same settings twice: the time it was launched
     g = recorded(ws, "naive", created=t + 3600, lr=3e-3, foundation=weak_model)
-    from datetime import datetime
 
     when = datetime.fromtimestamp(t + 3600).strftime("%H:%M:%S")
     assert run_label(g, [a, g]) == f"Naive fine-tuning · launched {when}"
@@ -517,8 +520,6 @@ def test_run_labels_say_what_tells_runs_apart(weak_model):
 
 
 def test_runs_page_names_runs_split_and_e0s_in_words(tiny_split, weak_model, tiny):
-    from mlipft_core import e0 as e0mod
-
     ws = Workspace()
     fit = e0mod.compute(e0mod.prepare(str(tiny / "train.xyz"), weak_model, trusted=True),
                         "estimated")
@@ -560,9 +561,6 @@ def test_isolated_atoms_in_a_training_file_do_not_replace_the_chosen_e0s(tiny, d
     """mace_run_train takes IsolatedAtom energies of a training file as the model's E0s,
     whatever --E0s says: the run hands it a copy without them, says so, and the saved model
     carries exactly the E0s run.json records (a real 1-epoch training)."""
-    from mlipft_core.e0 import format_energy_per_atom
-    from mlipft_core.registry import load_model, model_e0s
-
     train = _with_isolated_atoms(tiny, demo)
     out = subprocess.run(mlipft_cmd() + ["train", "--strategy", "scratch", "--model",
                                          "demo-gfn1-weak", "--train", str(train),

@@ -110,10 +110,28 @@ def test_cli_train_on_slurm_and_one_table(tiny, weak_model):
     assert [r["slurm_job_id"] for r in rows if r["executor"] == "slurm"] == [d["slurm_job_id"]]
 
 
+def test_the_job_keeps_the_runs_time_limit_with_extra_options(tiny, weak_model):
+    """The job script holds the workbench's own limit once, next to the extra options, and
+    the scheduler has the job at that limit."""
+    rec = jobs.submit(spec(tiny, weak_model, "naive"), executor="slurm",
+                      slurm={**OPTS, "time_min": 7, "extra": "--comment=mlipft-test"})
+    job = rec.slurm_job_id
+    script = (Workspace().root / "slurm" / job / f"{job}_submission.sh").read_text()
+    sbatch = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert [line for line in sbatch if line.startswith("#SBATCH --time")] == \
+        ["#SBATCH --time=7"], sbatch
+    assert "#SBATCH --comment=mlipft-test" in sbatch
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                           timeout=60).stdout
+    assert "TimeLimit=00:07:00" in shown, shown
+    assert_done(jobs.wait(rec.id, timeout=600))
+
+
 def test_bad_slurm_options_are_refused(tiny, weak_model):
     for opts, msg in (({"time_min": 0}, "time limit"), ({"cpus": 0}, "CPUs"),
                       ({"extra": "qos=short"}, "--name=value"),
                       ({"extra": "--array=0-3"}, "set by the workbench"),
+                      ({"extra": "--time=UNLIMITED"}, "use --slurm-time"),
                       ({"partition": "no-such-partition"}, "sbatch refused")):
         with pytest.raises(jobs.MlipftError, match=msg):
             jobs.submit(spec(tiny, weak_model, "naive"), executor="slurm",

@@ -13,9 +13,10 @@ from ase.io import read, write
 from streamlit.testing.v1 import AppTest
 
 from conftest import mlipft_cmd
-from mlipft_core import jobs
+from mlipft_core import findings, jobs, tune
 from mlipft_core import study as studymod
-from mlipft_core.strategies import RunSpec
+from mlipft_core.compare import ComparisonRow
+from mlipft_core.strategies import STRATEGIES, RunSpec
 from mlipft_core.tune import TuneError, pilot_specs
 from mlipft_core.workspace import Workspace
 
@@ -113,7 +114,7 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     assert [f["key"] for f in d["findings"]] == ["e0", "scratch", "retention", "close",
                                                  "foundation", "repulsion"]
     for f in d["findings"]:
-        assert f["reproduced"] in (True, False), f  # every finding measured
+        assert isinstance(f["reproduced"], bool), f  # every finding measured
         assert any(ch.isdigit() for ch in f["summary"]) and f["teaching"] and f["runs"]
     # each verdict is the one its own numbers give, and its summary quotes them
     check_verdicts(d)
@@ -132,7 +133,7 @@ def test_study_end_to_end_resumes_and_shows_on_its_page(subsets, demo, weak_mode
     # the analysis was a step of its own, told as it went and recorded when done
     analysed = [ln for ln in out.stderr.splitlines() if "Analysis, step " in ln]
     n = d["analysis"]["steps"]
-    assert d["analysis"]["step"] == n and d["analysis"]["seconds"] >= 0
+    assert d["analysis"]["step"] == n and d["analysis"]["seconds"] > 0
     assert any(f"Analysis, step 1 of {n}: comparing the models" in ln for ln in analysed)
     assert any(f"Analysis, step {n} of {n}: stating the six findings" in ln for ln in analysed)
     assert studymod.progress(studymod.load(d["id"])).text.startswith(
@@ -186,8 +187,6 @@ def quoted(v: float, unit: str = "meV/Å") -> str:
 def check_verdicts(d: dict) -> None:
     """Every finding's verdict follows from its own table (and the study's ``extra``) by the
     rule its module documents, and its summary quotes the numbers it is computed from."""
-    from mlipft_core.strategies import STRATEGIES
-
     # E0s: 'average' E0s' pretraining error at least E0_FACTOR x the anchored run's
     f, e = finding_of(d, "e0"), d["extra"]["e0_runs"]
     ratio = e["average"]["pretrain_e"] / e["anchored"]["pretrain_e"]
@@ -306,16 +305,12 @@ def test_short_range_finding_verdicts(demo):
 def _row(name: str, head: str = "Default", *, target_f: float | None = None,
          target_e: float | None = None, pretrain_e: float | None = None,
          forgetting: float | None = None):
-    from mlipft_core.compare import ComparisonRow
-
     return ComparisonRow(name, head, None, target_e, target_f, pretrain_e, None, forgetting)
 
 
 def test_findings_follow_their_rules(demo):
     """Findings 1-5 from hand-made comparison rows: each verdict flips where its rule says,
     and the page finds each by its key, with its plots."""
-    from mlipft_core import findings
-
     study = studymod.Study("study-x", studymod.demo_inputs(strategies=[
         "naive", "multihead-replay"]), "analysis", 0.0,
         e0={"anchored": {"C": -1.0}, "average": {"C": -2.0}},
@@ -610,8 +605,6 @@ def test_the_analysis_shows_its_steps_as_it_goes(subsets, demo, strong_model):
 
 # ----------------------------------------------------------------- the pilot's length
 def test_pilot_caption_states_what_runs(tiny_split, weak_model):
-    from mlipft_core import tune
-
     for epochs, words in ((2, "2 epochs each, the full length of a 2-epoch run"),
                           (20, "5 of 20 epochs each"), (1, "1 epoch each, the full length "
                                                            "of a 1-epoch run")):

@@ -12,9 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import assert_done, mlipft_cmd
 from mlipft_core import jobs, workshop
-from mlipft_core.jobs.local import dispatcher_alive
+from mlipft_core.jobs import policy, slurm
+from mlipft_core.jobs.local import Dispatcher, dispatch_root, dispatcher_alive
 from mlipft_core.jobs.records import InvalidRunNameError, RunRecord, RunStore
-from mlipft_core.strategies import RunSpec
+from mlipft_core.jobs.runner import _record_the_model
+from mlipft_core.strategies import STRATEGIES, RunSpec
 from mlipft_core.workspace import Workspace
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -141,10 +143,6 @@ def test_run_limit_and_epoch_cap(tiny, weak_model):
 
 def test_the_workshop_sets_the_rules_of_its_runs(tmp_path, monkeypatch):
     """Through the submission policy the run path asks, without knowing the workshop."""
-    from mlipft_core.jobs import policy
-    from mlipft_core.jobs.local import Dispatcher, dispatch_root
-    from mlipft_core.jobs.runner import _record_the_model
-
     shop = workshop.create(Workspace().root, ["ann", "bob"],
                            limits=workshop.Limits(max_active_runs=2, max_epochs=5,
                                                   max_run_minutes=10))
@@ -184,8 +182,6 @@ def test_the_workshop_sets_the_rules_of_its_runs(tmp_path, monkeypatch):
 
 def test_fair_dispatch_across_participants(monkeypatch):
     """One participant's sweep does not starve the others: slots go round-robin."""
-    from mlipft_core.jobs.local import Dispatcher
-
     create(3)
     monkeypatch.setenv("MLIPFT_CPU_SLOTS", "2")
     shop = workshop.load(Workspace().root)
@@ -244,7 +240,6 @@ def test_board_gathers_every_participants_runs(tiny, weak_model):
     assert {e["strategy"]: (e["n_runs"], e["n_participants"]) for e in d["table"]} == {
         "naive": (1, 1), "freeze-b": (2, 2)}
     # the findings are read off p01's two runs: each names the strategy that did better
-    from mlipft_core.strategies import STRATEGIES
 
     assert len(d["findings"]) == 2, d["findings"]
     for key, finding in zip(("forgetting_ratio", "target_forces_rmse_mev_per_a"),
@@ -283,8 +278,6 @@ def test_board_gathers_every_participants_runs(tiny, weak_model):
 
 
 def test_slurm_jobs_carry_the_participant(tiny, weak_model):
-    from mlipft_core.jobs import slurm
-
     ok, why = slurm.available()
     if not ok:
         pytest.skip(f"no SLURM cluster reachable: {why}")

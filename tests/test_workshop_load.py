@@ -15,7 +15,9 @@ import pytest
 
 from bench._workshop_session import (
     CHROMIUM,
+    Room,
     Server,
+    cancel_own_runs,
     demo_files,
     make_room,
     rounds,
@@ -23,6 +25,7 @@ from bench._workshop_session import (
 )
 from conftest import assert_done
 from mlipft_core import jobs
+from mlipft_core.jobs.records import RunRecord, RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
@@ -69,11 +72,7 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
         """A participant's Launch settled: what it queued is noted and cancelled, so that the
         cores go back to the pages still waiting."""
         if press.action == "launch" and not press.error:
-            ws = room.workspaces[press.participant]
-            mine = [r for r in jobs.list_runs(ws) if r.id != room.staged_run[press.participant]]
-            launched[press.participant] = mine
-            for r in mine:
-                jobs.cancel(r.id, workspace=ws)
+            launched[press.participant] = cancel_own_runs(room, press.participant)
 
     def before_compare(action, presses):
         """Whether cancelled or already done, each launched run is removed, so that Compare
@@ -108,3 +107,19 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
     assert _same_for_everyone(second, "evaluate") == zero_shot
     assert _same_for_everyone(second, "e0") == e0_table
 
+
+
+def test_cancel_own_runs_cancels_what_is_active_and_keeps_the_staged_run():
+    """The load test's and the bench's callback: a participant's queued runs are cancelled,
+    the staged run and a run that already ended are left as they are."""
+    ws = Workspace()
+    store = RunStore(ws)
+    for i, (rid, status) in enumerate((("staged", "done"), ("ended", "done"),
+                                       ("queued", "queued"))):
+        store.create(RunRecord(id=rid, name=rid, strategy="naive", status=status,
+                               created=1_700_000_000.0 + i))
+    room = Room(ws.root, {"p01": "token"}, {"p01": ws}, staged_run={"p01": "staged"})
+    mine = cancel_own_runs(room, "p01")
+    assert [(r.id, r.status) for r in mine] == [("ended", "done"), ("queued", "queued")]
+    assert {r.id: r.status for r in jobs.list_runs(ws)} == {
+        "staged": "done", "ended": "done", "queued": "cancelled"}

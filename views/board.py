@@ -5,6 +5,7 @@ import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core.errors import MlipftError
+from mlipft_core.jobs.records import ACTIVE
 from mlipft_core.workshop import Limits, board_runs, board_table, findings
 from mlipft_ui import labels, plots, selections, show
 
@@ -41,7 +42,7 @@ def board() -> None:
     with st.spinner("Gathering the participants' runs…"):
         runs = board_runs(shop)
     done = [r for r in runs if r.status == "done"]
-    active = [r for r in runs if r.status in ("queued", "running")]
+    active = [r for r in runs if r.status in ACTIVE]
     names = run_names(runs)
 
     def name(r) -> str:

@@ -3,7 +3,6 @@
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from mlipft_core import analysis, jobs
@@ -11,13 +10,9 @@ from mlipft_core.compare import ModelRef, compare, resolve_models
 from mlipft_core.demo import demo_paths, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.jobs.records import is_pilot
-from mlipft_core.probes import (
-    WALL_THRESHOLD_EV,
-    collapse_probe_cached,
-    reference_curve,
-    reference_dimer_curves,
-)
-from mlipft_ui import cache, labels, plots, selections, show, turns
+from mlipft_core.probes import WALL_THRESHOLD_EV
+from mlipft_ui import cache, labels, plots, selections, turns
+from mlipft_ui import compare_panels as panels
 
 st.title("Compare runs")
 st.caption("Target accuracy, forgetting of the pretraining distribution and short-range "
@@ -48,7 +43,8 @@ if pilots:
              "them only to see that choice.")
 split = selections.selected_split()
 c = st.columns(2)
-default_target = str(split.file("test")) if split and split.counts.get("test") else demo["sn2_test"]
+default_target = (str(split.file("test")) if split and split.counts.get("test")
+                  else demo["sn2_test"])
 target = c[0].text_input("Target test set", saved.get("target") or default_target)
 pretrain = c[1].text_input("Held-out pretraining test set (forgetting)",
                            saved.get("pretrain") or demo["pretrain_test"])
@@ -97,134 +93,14 @@ if key not in st.session_state:
         selections.select(compare=choice, rerun=False)
 refs, rows, results = st.session_state[key]
 colors = plots.palette([r.name for r in rows])
+heads_per = panels.heads_per_model(rows)
 
-
-def label(name: str, head: str | None, multihead: bool) -> str:
-    return f"{name} [{labels.head_label(head)}]" if multihead and head else name
-
-
-def shown_head(m) -> str:
-    """The label of an :class:`~mlipft_core.analysis.ModelHead` with its head in words."""
-    return label(m.name, m.head, m.multihead)
-
-
-heads_per = {}
-for r in rows:
-    heads_per[r.name] = heads_per.get(r.name, 0) + 1
-
-# ----------------------------------------------------------------- metrics
-st.subheader("Metrics")
-table = pd.DataFrame([{
-    "model": r.name + (" (zero-shot)" if r.is_foundation else ""),
-    "head": labels.head_label(r.head),
-    "strategy": labels.strategy_title(r.strategy),
-    "forgetting ratio (pretraining F RMSE / foundation's)": r.forgetting_ratio,
-    "target force RMSE (meV/Å)": r.target_forces_rmse_mev_per_a,
-    "target energy RMSE (meV/atom)": r.target_energy_rmse_mev_per_atom,
-    "pretraining force RMSE (meV/Å)": r.pretrain_forces_rmse_mev_per_a,
-    "pretraining energy RMSE (meV/atom)": r.pretrain_energy_rmse_mev_per_atom,
-    "target stress RMSE (meV/Å³)": r.target_stress_rmse_mev_per_a3} for r in rows])
-raw = pd.DataFrame([{
-    "model": label(r.name, r.head, heads_per[r.name] > 1),
-    "target energy RMSE, raw (meV/atom)": r.target_energy_rmse_mev_per_atom_raw,
-    "pretraining energy RMSE, raw (meV/atom)": r.pretrain_energy_rmse_mev_per_atom_raw,
-    "target energies measured against": r.target_energy_reference} for r in rows])
-table = table.dropna(axis=1, how="all")  # e.g. stress when nothing carries a stress label
-if all(v == 1 for v in heads_per.values()):
-    table = table.drop(columns=["head"])
-# a missing value (e.g. no forgetting measure for a model without the pretraining elements)
-# reads as a dash, not as "None": such a column is shown as text
-decimals = {c: 2 for c in table.columns if "ratio" in c}
-metrics_shown = labels.dash_missing(table, decimals)
-st.dataframe(metrics_shown, hide_index=True,
-             column_config=labels.number_formats(metrics_shown, decimals))
-st.caption("Forgetting ratio: a model's force error on held-out pretraining data over the "
-           "foundation model's (1 = no forgetting; larger = more forgotten). A replay model's "
-           "pretraining head answers for the pretraining data, its target head for the "
-           "target. "
-           "Energy errors compare energies relative to the E0s of each dataset's level of "
-           "theory: the foundation model (and a pretraining head) on the target with the "
-           "target's E0s, "
-           "a fine-tune on the pretraining data with the foundation's E0s. Raw absolute "
-           "energies across levels differ by the E0 offset, which is not an error.")
-with st.expander("Raw energy errors (absolute energies, E0 offset included)"):
-    raw = labels.dash_missing(raw)
-    st.dataframe(raw, hide_index=True, column_config=labels.number_formats(raw))
-for r in rows:
-    if r.note:
-        st.caption(f"{label(r.name, r.head, True)}: {r.note}")
-st.download_button("Metrics as CSV", table.to_csv(index=False), "comparison.csv", "text/csv")
-best = min((r for r in rows if r.forgetting_ratio is not None and not r.is_foundation),
-           key=lambda r: r.forgetting_ratio, default=None)
-if best is not None:
-    which = f", {labels.head_label(best.head)}" if heads_per[best.name] > 1 else ""
-    st.info(f"Least forgetting: **{best.name}**{which}: its pretraining force error is "
-            f"{best.forgetting_ratio:.2f}× the foundation model's.")
-
-# ----------------------------------------------------------------- parity
-@st.fragment
-def parity_section() -> None:
-    """A fragment: the overlay toggle redraws these two plots only, not the page."""
-    st.subheader("Parity on the target test set")
-    overlay = st.toggle("Overlay models in one plot", value=False)
-    e_panels = {label(n, h, heads_per[n] > 1): (r.referenced.ref_per_atom,
-                                                r.referenced.pred_per_atom,
-                                                r.referenced.rmse_mev_per_atom)
-                for (n, h), r in results.items()}
-    f_panels = {label(n, h, heads_per[n] > 1): (r.ref_forces.ravel(), r.pred_forces.ravel(),
-                                                r.metrics.forces_rmse_mev_per_a)
-                for (n, h), r in results.items() if r.ref_forces is not None}
-    show.chart(st, plots.parity_grid(e_panels, unit="eV/atom",
-                                      quantity="Energy per atom relative to the E0s",
-                                      overlay=overlay, colors=colors, rmse_unit="meV/atom"),
-               "parity_energy")
-    show.chart(st, plots.parity_grid(f_panels, unit="eV/Å", quantity="Force components",
-                                      overlay=overlay, colors=colors, rmse_unit="meV/Å"),
-               "parity_forces")
-
-
-parity_section()
-
-# ----------------------------------------------------------------- forgetting and curves
-st.subheader("Forgetting")
-ok = [r for r in rows if r.pretrain_forces_rmse_mev_per_a and r.target_forces_rmse_mev_per_a]
-show.chart(st, plots.labelled_scatter(
-    [r.target_forces_rmse_mev_per_a for r in ok], [r.pretrain_forces_rmse_mev_per_a for r in ok],
-    [label(r.name, r.head, heads_per[r.name] > 1) for r in ok],
-    title="Target error against pretraining error (lower left is better)",
-    xlabel="target force RMSE (meV/Å)", ylabel="pretraining force RMSE (meV/Å)",
-    colors=colors), "forgetting")
-st.subheader("Training curves")
-curves = {}
-for ref in refs:
-    if ref.run_id:
-        series = jobs.progress(jobs.get_run(ref.run_id, ws), ws).series()
-        for head, pts in series.items():
-            curves[label(ref.name, head, len(series) > 1)] = pts
-if curves:
-    show.chart(st, plots.learning_curves(curves, title="Validation force RMSE per epoch",
-                                          ylabel="force RMSE (meV/Å)", colors=colors), "curves")
-
-# ----------------------------------------------------------------- learning curves
-lc = analysis.learning_curve(done, target, workspace=ws)
-if lc:
-    st.subheader("Learning curves")
-    series = {labels.strategy_title(k): ([p[0] for p in v], [p[1] for p in v])
-              for k, v in lc.items()}
-    show.chart(st, plots.xy_lines(series, title="Target force RMSE against training-set size",
-                                   xlabel="training configurations",
-                                   ylabel="force RMSE (meV/Å)", log_x=True, log_y=True),
-               "learning_curve")
-
-# ----------------------------------------------------------------- per config type
-with st.expander("Target errors per configuration type (energies as predicted: for a model "
-                 "of another level of theory they include the E0 offset)"):
-    per = [{"model": label(n, h, heads_per[n] > 1), "configuration type": ct,
-            "structures": m.n_structures,
-            "energy RMSE, absolute energies (meV/atom)": m.energy_rmse_mev_per_atom,
-            "force RMSE (meV/Å)": m.forces_rmse_mev_per_a}
-           for (n, h), r in results.items() for ct, m in r.per_config_type().items()]
-    st.dataframe(labels.dash_missing(pd.DataFrame(per).round(1)), hide_index=True)
+panels.metrics_panel(rows, heads_per)
+panels.parity_section(results, heads_per, colors)
+panels.forgetting_panel(rows, heads_per, colors)
+panels.training_curves_panel(refs, ws, colors)
+panels.learning_curve_panel(done, target, ws)
+panels.per_config_type_panel(results, heads_per)
 
 # ----------------------------------------------------------------- repulsion
 st.subheader("Short-range repulsion")
@@ -233,93 +109,23 @@ st.caption("Energy of two atoms brought together. A physical model rises steeply
            f"{WALL_THRESHOLD_EV:g} eV above its minimum has lost the repulsive wall, and MD or "
            "relaxations can collapse.")
 foundation_path = next((r.foundation for r in refs if r.foundation), None)
-members = {r.name: r.path for r in refs}
 try:
-    mh = analysis.model_heads(members)
+    mh = analysis.model_heads({r.name: r.path for r in refs})
     # plots and tables name a head in words (analysis labels it by its code)
-    head_names = {m.label: shown_head(m) for m in mh}
+    head_names = {m.label: panels.shown_head(m) for m in mh}
     target_frames = cache.frames(target)
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
-pairs = analysis.element_pairs(s for a in target_frames for s in a.get_chemical_symbols())
-@st.fragment
-def repulsion_section() -> None:
-    """A fragment: choosing another element pair redraws the dimer plot only."""
-    pair = st.selectbox("Element pair", pairs)
-    with st.spinner(f"{pair} dimer curves…"):
-        series, verdicts = analysis.repulsion(
-            mh, pair, workspace=ws,
-            reference_curve=reference_curve(reference_dimer_curves(foundation_path), pair))
-    series = {head_names.get(k, k): v for k, v in series.items()}
-    show.chart(st, plots.dimer_curves(series, title=f"{pair} dimer", colors=colors), "dimer")
-    st.dataframe(labels.dash_missing(pd.DataFrame([{"model": head_names.get(v.model, v.model),
-                                f"wall at {v.shortest_distance_a:.1f} Å (eV above minimum)": v.wall_ev,
-                                f"reference wall at {v.shortest_distance_a:.1f} Å (eV)":
-                                    v.reference_wall_ev,
-                                "short-range repulsion": v.verdict} for v in verdicts]
-                               ).dropna(axis=1, how="all").round(2), default=2),
-                 hide_index=True)
-    lost = [head_names.get(v.model, v.model) for v in verdicts if v.verdict == "lost"]
-    if lost:
-        st.warning(f"{', '.join(lost)}: short-range repulsion of {pair} lost.")
-
-
-repulsion_section()
+elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})
+panels.repulsion_section(mh, analysis.element_pairs(elements), ws, foundation_path, head_names,
+                         colors)
 probe_file = short_range_test_for(pretrain)
 if probe_file:
-    st.markdown("**Held-out compressed structures.** How much of the reference's repulsive "
-                "force each model keeps on compressed structures it never saw (close trimers, "
-                "squeezed molecules and clusters, random compact structures). A *soft spot* "
-                "is a structure where a model keeps less than half of it: atoms there are "
-                "pushed apart too weakly and can collapse.")
-    try:
-        with st.spinner("Forces on the held-out compressed structures…"):
-            probe = analysis.short_range_probe(mh, probe_file, workspace=ws)
-    except MlipftError as exc:
-        st.error(str(exc))
-    else:
-        if probe and (probe[0].n_left_out or probe[0].n_weak_forces):
-            st.caption(f"Probed on {probe[0].n_structures} structures: "
-                       + "; ".join(x for x in (
-                           f"{probe[0].n_left_out} others contain elements some model here was "
-                           "never trained on" if probe[0].n_left_out else "",
-                           f"{probe[0].n_weak_forces} have reference forces too small to probe"
-                           if probe[0].n_weak_forces else "") if x) + ".")
-        probe_table = labels.dash_missing(pd.DataFrame([{
-            "model": head_names.get(r.model, r.model),
-            "reference force kept, median (%)": 100 * r.median_force_kept,
-            "soft spots": f"{r.soft_spots} of {r.n_structures}",
-            "soft spots (% of structures)": r.soft_share_percent,
-            "force RMSE (eV/Å)": r.forces_rmse_ev_per_a} for r in probe]))
-        st.dataframe(probe_table, hide_index=True,
-                     column_config=labels.number_formats(probe_table))
-if st.button("Run the collapse probe (relaxes 4 random compact 8-atom structures per model)"):
-    probe_rows = []
-    elements = sorted({s for a in target_frames for s in a.get_chemical_symbols()})
-    with st.status("Relaxing random compact structures…", expanded=True) as status:
-        bar = st.progress(0.0)
-        for i, m in enumerate(mh):
-            text = st.empty()
-            text.markdown(f"Model {i + 1} of {len(mh)}: **{shown_head(m)}**")
-            res = collapse_probe_cached(
-                m.path, elements, head=m.head, workspace=ws, trusted=True, n_structures=4,
-                progress=lambda s, n, i=i: bar.progress((i + s / n) / len(mh)))
-            probe_rows.append({"model": shown_head(m), "smallest distance reached (Å)":
-                               round(res.min_distance, 2),
-                               "collapsed structures": f"{res.collapsed} of {res.n_structures}"})
-        status.update(label="Collapse probe done", state="complete", expanded=False)
-    st.dataframe(pd.DataFrame(probe_rows), hide_index=True)
-
-# ----------------------------------------------------------------- reaction profile
+    panels.short_range_probe_panel(mh, probe_file, ws, head_names)
+panels.collapse_probe_panel(mh, elements, ws)
 if Path(target).resolve().parent == Path(demo["sn2_test"]).resolve().parent:
-    st.subheader("SN2 reaction profile (F⁻ + CH3Cl)")
-    with st.spinner("Energies along the scan…"):
-        prof = analysis.reaction_profile(mh, demo["sn2_scan"], workspace=ws)
-    prof = {head_names.get(k, k): v for k, v in prof.items()}
-    show.chart(st, plots.xy_lines(prof, title="Energy along the scan", xlabel="scan point",
-                                   ylabel="energy relative to the first point (eV)",
-                                   colors=colors), "sn2_profile")
+    panels.reaction_profile_panel(mh, demo["sn2_scan"], ws, head_names, colors)
 
 st.info("Next: run the same MD with the best models on the **Molecular dynamics** page to see "
         "whether low errors also mean stable dynamics.")

@@ -15,7 +15,7 @@ from mlipft_core.data import (
     validate,
 )
 from mlipft_core.demo import DEMO_DATASETS, isolated_file_for, sample_data_dir
-from mlipft_core.e0 import LEVEL_MISMATCH_EV_PER_ATOM, format_energy_per_atom
+from mlipft_core.e0 import format_energy_per_atom, level_offset_ev_per_atom, levels_differ
 from mlipft_core.errors import MlipftError
 from mlipft_core.referencing import zero_shot
 from mlipft_core.registry import inspect_cached
@@ -164,7 +164,8 @@ st.subheader("Train / valid / test split")
 ws = selections.workspace()
 split = None
 if bundled_split is not None:
-    split = register_files_as_split(ws, bundled_split, "demo-" + label.split(":")[0].split()[0].lower())
+    split = register_files_as_split(ws, bundled_split,
+                                    "demo-" + label.split(":")[0].split()[0].lower())
     st.caption("The bundled target comes with its own split.")
 else:
     c = st.columns(4)
@@ -174,10 +175,12 @@ else:
     seed = int(c[3].number_input("seed", 0, 2**31 - 1, 0))
     dropped = {i for f in findings if f.indices and f.severity == "error" for i in f.indices}
     if dropped:
-        st.caption(f"{len(dropped)} configuration(s) with errors will be left out of the split.")
+        st.caption(f"{len(dropped)} configuration(s) with errors will be left out of the "
+                   "split.")
     if st.button("Save split", disabled=keys.energy is None or len(frames) - len(dropped) < 2):
         try:
-            split = make_split(dataset, ws, {"train": f_train, "valid": f_valid, "test": f_test}, seed)
+            split = make_split(dataset, ws, {"train": f_train, "valid": f_valid,
+                                             "test": f_test}, seed)
         except MlipftError as exc:
             st.error(str(exc))
     else:
@@ -214,7 +217,8 @@ if model_path is None:
 parts = {"whole file": path}
 if split is not None:
     parts = {p: str(split.file(p)) for p in split.counts if split.counts[p]} | parts
-target = st.selectbox("Evaluate on", list(parts), index=list(parts).index("test") if "test" in parts else 0)
+target = st.selectbox("Evaluate on", list(parts),
+                      index=list(parts).index("test") if "test" in parts else 0)
 try:
     heads = inspect_cached(model_path, workspace=selections.workspace(), trusted=True).heads
 except MlipftError as exc:
@@ -245,10 +249,11 @@ if zs is not None:
     if rr is None:
         st.info(f"Energies are shown as they are: {zs.note}.")
     c = st.columns(4)
+    fitted_on = "on the training part" if zs.fitted_on != "this data" else "on this data"
     c[0].metric("Energy RMSE (meV/atom)",
                 fmt(None if rr is None else rr.rmse_mev_per_atom),
                 help="Energies relative to E0s: the model's own on its side, E0s re-estimated "
-                     f"for this data ({'on the training part' if zs.fitted_on != 'this data' else 'on this data'}) "
+                     f"for this data ({fitted_on}) "
                      "on the reference side. The fair zero-shot error across levels of theory.")
     c[1].metric("Raw energy RMSE (meV/atom)", fmt(m.energy_rmse_mev_per_atom),
                 help="Absolute energies: across levels of theory this is mostly the E0 "
@@ -262,13 +267,16 @@ if zs is not None:
                                        title=f"Energy per atom relative to the E0s · RMSE "
                                              f"{fmt(rr.rmse_mev_per_atom)} meV/atom",
                                        unit="eV/atom",
-                                       labels=[t for t, k in zip(res.config_types, ok) if k]), "parity_energy")
+                                       labels=[t for t, k in zip(res.config_types, ok) if k]),
+                   "parity_energy")
     if res.ref_forces is not None:
         show.chart(right, plots.parity(res.ref_forces.ravel(), res.pred_forces.ravel(),
-                                        title=f"Force components · RMSE {fmt(m.forces_rmse_mev_per_a)} meV/Å",
+                                        title="Force components · RMSE "
+                                              f"{fmt(m.forces_rmse_mev_per_a)} meV/Å",
                                         unit="eV/Å"), "parity_forces")
-    offset = np.nanmean(res.ref_energy_per_atom - res.pred_energy_per_atom) if m.energy_rmse_mev_per_atom is not None else 0.0
-    if abs(offset) > LEVEL_MISMATCH_EV_PER_ATOM:
+    offset = (level_offset_ev_per_atom(res.ref_energy_per_atom - res.pred_energy_per_atom)
+              if m.energy_rmse_mev_per_atom is not None else None)
+    if levels_differ(offset):
         st.warning(f"The reference and the model differ by {format_energy_per_atom(offset)} "
                    "on average in "
                    "absolute energy: different levels of theory. That offset is what the "

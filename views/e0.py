@@ -98,11 +98,14 @@ if split.excluded.get("isolated_atom"):
 st.subheader("E0 per element")
 table = pd.DataFrame({m: r.e0 for m, r in results.items()})
 table.index.name = "element"
+
+
 def _mev(v):
     return "—" if v is None else f"{v:,.1f}"
 
 
-summary = pd.DataFrame({m: {"offset RMSE before (meV/atom)": _mev(r.offset_rmse_before_mev_per_atom),
+summary = pd.DataFrame({m: {"offset RMSE before (meV/atom)":
+                            _mev(r.offset_rmse_before_mev_per_atom),
                             "offset RMSE after (meV/atom)": _mev(r.offset_rmse_after_mev_per_atom),
                             "fit rank": "—" if r.diagnostics is None else
                             f"{r.diagnostics.rank}/{len(r.diagnostics.elements)}",
@@ -118,32 +121,34 @@ shown.index = [f"{i} (eV)" if i in table.index else i for i in shown.index]
 shown.index.name = "element / fit"
 st.dataframe(shown)
 relative = st.toggle("Show as difference from the foundation E0s", value=False)
-bars = {m: {el: v - (results["foundation"].e0[el] if relative and "foundation" in results else 0.0)
-            for el, v in r.e0.items()} for m, r in results.items()}
+base = results["foundation"].e0 if relative and "foundation" in results else {}
+bars = {m: {el: v - (base[el] if base else 0.0) for el, v in r.e0.items()}
+        for m, r in results.items()}
 show.chart(st, plots.grouped_bar(bars, title="E0 per element and method",
-                                  ylabel="ΔE0 from foundation (eV)" if relative else "E0 (eV)"), "e0_methods")
+                                  ylabel="ΔE0 from foundation (eV)" if relative else "E0 (eV)"),
+           "e0_methods")
 
 # ----------------------------------------------------------------- residuals and parity
 st.subheader("Offset per configuration before and after")
-method = st.selectbox("Method", list(results), index=list(results).index(best) if best in results else 0)
+method = st.selectbox("Method", list(results),
+                      index=list(results).index(best) if best in results else 0)
 r = results[method]
 if r.offset_before is not None:
-    n = inputs.n_atoms
-    A = inputs.A
-    found_vec = np.array([r.foundation_e0[e] for e in inputs.elements])
-    method_vec = np.array([r.e0[e] for e in inputs.elements])
-    model_rel = (inputs.model_energy - A @ found_vec) / n  # the model's interaction energy
-    for stage, label, offset, ref_e0 in (
-            ("before", "with the model's own E0s", r.offset_before, found_vec),
-            ("after", f"with {method} E0s", r.offset_after, method_vec)):
+    # the model's interaction energy: its prediction minus its own E0s
+    model_rel = e0mod.relative_per_atom(inputs.model_energy, inputs, r.foundation_e0)
+    for stage, label, offset, ref_e0, rmse in (
+            ("before", "with the model's own E0s", r.offset_before, r.foundation_e0,
+             r.offset_rmse_before_mev_per_atom),
+            ("after", f"with {method} E0s", r.offset_after, r.e0,
+             r.offset_rmse_after_mev_per_atom)):
         left, right = st.columns(2)
-        rmse = float(np.sqrt(np.mean(offset**2)) * 1000)
+        rmse_text = "—" if rmse is None else e0mod.format_energy_per_atom(rmse / 1000).lstrip("+")
         show.chart(left, plots.histogram(offset * 1000, title=f"(E_ref − E_model) / N {label}",
                                           xlabel="meV/atom"), f"e0_residuals_{stage}")
-        show.chart(right, plots.parity((inputs.ref_energy - A @ ref_e0) / n, model_rel,
+        show.chart(right, plots.parity(e0mod.relative_per_atom(inputs.ref_energy, inputs, ref_e0),
+                                        model_rel,
                                         title=f"Energy per atom relative to the E0s<br>"
-                                              f"{label} · RMSE "
-                                              f"{e0mod.format_energy_per_atom(rmse / 1000).lstrip('+')}",
+                                              f"{label} · RMSE {rmse_text}",
                                         unit="eV/atom"), f"e0_parity_{stage}")
     st.caption("Parity of energies relative to E0s: the reference minus the sum of the chosen "
                "E0s against the model's interaction energy (its prediction minus its own E0s). "

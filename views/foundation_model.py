@@ -5,6 +5,7 @@ import streamlit as st
 
 from mlipft_core.errors import MlipftError
 from mlipft_core.registry import expected_path, fetch, is_available, list_models, resolve
+from mlipft_core.workspace import cached_sha256
 from mlipft_ui import cache, plots, selections, show
 
 st.title("Foundation model")
@@ -33,8 +34,6 @@ def resolve_quiet(name: str) -> str | None:
 
 
 def file_digest(path: str) -> str | None:
-    from mlipft_core.workspace import cached_sha256
-
     try:
         return cached_sha256(path)
     except (OSError, IsADirectoryError):
@@ -56,8 +55,11 @@ if source == "Workshop models":
 elif source == "Registry":
     names = [s.name for s in specs]
     idx = names.index(current) if current in names else names.index("demo-gfn1-strong")
-    chosen = st.selectbox("Model", names, index=idx,
-                          format_func=lambda n: f"{n}  ({'offline' if is_available(resolve(n)) else 'needs download'})")
+
+    def availability(n: str) -> str:
+        return f"{n}  ({'offline' if is_available(resolve(n)) else 'needs download'})"
+
+    chosen = st.selectbox("Model", names, index=idx, format_func=availability)
     trusted = True
 else:
     st.warning("Model files are Python pickles: loading one runs code from the file. "

@@ -151,28 +151,28 @@ if recs and ran != wanted:
 
 
 # ----------------------------------------------------------------- progress
-def md_status() -> None:
-    """The group's MD runs; refreshed every 3 s while one is active, every 30 s otherwise."""
+def md_status(live: bool) -> None:
+    """The group's MD runs; refreshed every 3 s while one is active, every 30 s otherwise.
+    ``live``: whether one was active when the page was drawn; once that changed, the whole
+    page is drawn again (the results below appear when every run has ended)."""
     recs = [r for r in jobs.list_runs(ws) if r.sweep == group]
     active = any(r.status in ACTIVE for r in recs)
-    flag = f"md_active::{group}"
-    was_active = st.session_state.get(flag, False)
-    st.session_state[flag] = active
+    if active != live:
+        st.rerun()
     st.dataframe(pd.DataFrame([{
         "model": label_of.get(r.id, r.name), "status": r.status,
         "progress": 1.0 if r.status == "done" else jobs.md_progress(r, ws),
         "note": r.reason or ""} for r in recs]), hide_index=True,
-        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)})
+        column_config={"progress": st.column_config.ProgressColumn(
+            "progress", min_value=0.0, max_value=1.0)})
     if active:
         st.caption("Running… the results appear below when every run has ended.")
-    elif was_active:
-        st.rerun()  # every run has ended: draw the results below without a reload
 
 
 st.subheader("Runs")
 recs = [r for r in jobs.list_runs(ws) if r.sweep == group and r.readable]
 group_active = any(r.status in ACTIVE for r in recs)
-st.fragment(md_status, run_every=3 if group_active else 30)()
+st.fragment(md_status, run_every=3 if group_active else 30)(group_active)
 if group_active:
     st.stop()
 by_id = {r.id: r for r in recs}

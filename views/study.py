@@ -120,8 +120,8 @@ def progress_section(drawn: str) -> None:
     except MlipftError as exc:
         st.warning(str(exc))
         return
-    if study.stage in ("done", "failed"):
-        if drawn not in ("done", "failed"):
+    if study.stage in studymod.ENDED_STAGES:
+        if drawn not in studymod.ENDED_STAGES:
             st.rerun()
         return
     # where it stands now, before moving it on: an analysis this call runs takes minutes,
@@ -141,7 +141,7 @@ def progress_section(drawn: str) -> None:
     if study.tuned:
         st.caption("Tuned learning rates: " + ", ".join(
             f"{STRATEGIES[s].title} {lr:g}" for s, lr in study.tuned.items() if lr is not None))
-    if study.stage in ("done", "failed"):
+    if study.stage in studymod.ENDED_STAGES:
         st.rerun()
 
 

@@ -2,11 +2,12 @@
 
 from .paths import (
     DEMO_DATASETS,
+    DEMO_MODEL_NAMES,
     demo_paths,
     isolated_file_for,
     sample_data_dir,
     short_range_test_for,
 )
 
-__all__ = ["DEMO_DATASETS", "demo_paths", "isolated_file_for", "sample_data_dir",
-           "short_range_test_for"]
+__all__ = ["DEMO_DATASETS", "DEMO_MODEL_NAMES", "demo_paths", "isolated_file_for",
+           "sample_data_dir", "short_range_test_for"]

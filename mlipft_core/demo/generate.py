@@ -19,8 +19,8 @@ Run step by step (each step is resumable and skipped when its outputs exist)::
     python -m mlipft_core.demo.generate --steps all            # everything, in order
     python -m mlipft_core.demo.generate --steps sn2 --threads 1 # one step
 
-Steps: ``corpus``, ``short-range``, ``short-range-test``, ``sn2``, ``water``, ``train-weak``, ``train-strong``,
-``manifest``.
+Steps: ``corpus``, ``short-range``, ``short-range-test``, ``sn2``, ``water``, ``train-weak``,
+``train-strong``, ``manifest``.
 Intermediate files live in ``--work-dir`` (default ``~/.cache/mlipft/demo-build``); only the
 final files go to ``--out`` (default ``sample_data/``). Each step's wall time is recorded and
 copied into ``sample_data/manifest.json``.
@@ -633,10 +633,12 @@ def step_manifest(out: Path, work: Path) -> None:
         except md.PackageNotFoundError:
             versions[pkg] = None
     isolated = {}
-    for label, rel in (("gfn1", "pretrain/isolated_atoms.xyz"), ("dft", "sn2/isolated_atoms.xyz")):
+    for label, rel in (("gfn1", "pretrain/isolated_atoms.xyz"),
+                       ("dft", "sn2/isolated_atoms.xyz")):
         if (out / rel).exists():
             isolated[label] = [{"symbol": a.get_chemical_symbols()[0],
-                                "energy": float(a.info["REF_energy"])} for a in read(out / rel, ":")]
+                                "energy": float(a.info["REF_energy"])}
+                               for a in read(out / rel, ":")]
     manifest = {
         "isolated_atoms": isolated,
         "description": "Offline demo world of the mlipft workbench: a GFN1-xTB pretraining "
@@ -655,7 +657,8 @@ def step_manifest(out: Path, work: Path) -> None:
                                 "short-range repulsion probe)",
             "dimer_reference": "GFN1-xTB dimer curves on the probes' grid (0.5-5 A), one "
                                "electronic temperature per curve",
-            "sn2": "PySCF " + json.dumps(__import__("mlipft_core.demo.labels", fromlist=["x"]).DFT_SETTINGS),
+            "sn2": "PySCF " + json.dumps(
+                __import__("mlipft_core.demo.labels", fromlist=["x"]).DFT_SETTINGS),
             "water": "GFN2-xTB (tblite); 32-water periodic boxes (0.997 g/cm^3): random packing, "
                      "0.3-0.6 ps of rigid TIP3P Langevin MD at 300-390 K (geometries only), "
                      "per-atom displacements of 0.01-0.05 A",
@@ -676,7 +679,8 @@ def step_manifest(out: Path, work: Path) -> None:
     _log(f"manifest written: {len(files)} files, {len(models)} models")
 
 
-STEPS = ["corpus", "short-range", "short-range-test", "sn2", "water", "train-weak", "train-strong", "manifest"]
+STEPS = ["corpus", "short-range", "short-range-test", "sn2", "water", "train-weak", "train-strong",
+         "manifest"]
 
 
 def main(argv: list[str] | None = None) -> int:

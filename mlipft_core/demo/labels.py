@@ -30,7 +30,7 @@ def _store(atoms: Atoms, energy: float, forces: np.ndarray, charge: int,
 def xtb_calculator(method: str, charge: int = 0, multiplicity: int | None = None,
                    electronic_temperature: float = 300.0, max_iterations: int = 500):
     """A tblite ASE calculator for ``GFN1-xTB`` or ``GFN2-xTB``."""
-    from tblite.ase import TBLite
+    from tblite.ase import TBLite  # the demo build's own dependency (requirements-demo.txt)
 
     return TBLite(method=method, charge=charge, multiplicity=multiplicity, verbosity=0,
                   max_iterations=max_iterations, electronic_temperature=electronic_temperature)
@@ -84,7 +84,7 @@ DFT_SETTINGS = {"xc": "b3lyp", "basis": "def2-svpd", "density_fit": True, "grids
 
 
 def _pyscf_mol(atoms: Atoms, charge: int, spin: int):
-    from pyscf import gto
+    from pyscf import gto  # the demo build's own dependency, slow to import
 
     atom_spec = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
     return gto.M(atom=atom_spec, basis=DFT_SETTINGS["basis"], charge=charge, spin=spin,
@@ -92,7 +92,7 @@ def _pyscf_mol(atoms: Atoms, charge: int, spin: int):
 
 
 def _pyscf_scf(mol, unrestricted: bool):
-    from pyscf import dft
+    from pyscf import dft  # the demo build's own dependency, slow to import
 
     mf = dft.UKS(mol) if unrestricted else dft.RKS(mol)
     if DFT_SETTINGS["density_fit"]:

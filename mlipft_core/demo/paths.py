@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..serve import APP_FOLDER
+
 #: Demo dataset name -> (file relative to ``sample_data/``, description).
 DEMO_DATASETS: dict[str, tuple[str, str]] = {
     "pretrain_train": ("pretrain/train.xyz", "pretraining corpus (GFN1-xTB), training part"),
@@ -25,15 +27,33 @@ DEMO_DATASETS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The bundled demo models, weaker first (files ``sample_data/models/<name>.model``).
+DEMO_MODEL_NAMES = ("demo-gfn1-weak", "demo-gfn1-strong")
+
+#: The folder the demo world is in, in a checkout and in an installed app.
+SAMPLE_DATA_FOLDER = "sample_data"
+
+
 def sample_data_dir() -> Path:
-    """The ``sample_data/`` folder shipped with the workbench."""
-    return Path(__file__).resolve().parents[2] / "sample_data"
+    """The ``sample_data/`` folder shipped with the workbench (the demo world).
+
+    Returns
+    -------
+    Path
+        In a checkout, ``sample_data/`` at its top, beside ``mlipft_core/``. An installed
+        wheel holds it as ``mlipft_app/sample_data/`` beside ``mlipft_core/`` (the app's
+        folder, :data:`mlipft_core.serve.APP_FOLDER`; see ``pyproject.toml``): that one when
+        the checkout's is not there. When neither is there, the checkout's path, so that a
+        message names where the demo world belongs.
+    """
+    base = Path(__file__).resolve().parents[2]
+    checkout = base / SAMPLE_DATA_FOLDER
+    installed = base / APP_FOLDER / SAMPLE_DATA_FOLDER
+    return installed if not checkout.is_dir() and installed.is_dir() else checkout
 
 
 def demo_paths() -> dict[str, object]:
     """Absolute paths of the demo files and models (``models``: name -> path, weaker first)."""
-    from ..registry import DEMO_MODEL_NAMES
-
     root = sample_data_dir()
     out: dict[str, object] = {k: str(root / rel) for k, (rel, _) in DEMO_DATASETS.items()}
     out["models"] = {name: str(root / "models" / f"{name}.model") for name in DEMO_MODEL_NAMES}

@@ -33,6 +33,7 @@ def rattle_per_atom(atoms: Atoms, rng: np.random.Generator, low: float, high: fl
 
 def rdkit_conformers(smiles: str, n_conf: int, seed: int) -> list[Atoms]:
     """Embed ``n_conf`` conformers of a molecule with RDKit's ETKDG and MMFF relaxation."""
+    # rdkit: the demo build's own dependency (requirements-demo.txt)
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
@@ -76,9 +77,9 @@ def water_cluster(n_water: int, rng: np.random.Generator, min_oo: float = 2.7) -
     centres: list[np.ndarray] = []
     while len(centres) < n_water:
         c = rng.uniform(-radius, radius, size=3)
-        if all(np.linalg.norm(c - o) > min_oo for o in centres):
-            if not centres or min(np.linalg.norm(c - o) for o in centres) < 3.3:
-                centres.append(c)
+        if all(np.linalg.norm(c - o) > min_oo for o in centres) and (
+                not centres or min(np.linalg.norm(c - o) for o in centres) < 3.3):
+            centres.append(c)
     pos = np.concatenate([water_molecule(rng) + c for c in centres])
     return Atoms("OH2" * n_water, positions=pos)
 
@@ -117,6 +118,7 @@ def equilibrate_water_box(atoms: Atoms, rng: np.random.Generator, temperature_k:
 
     TIP3P only generates geometries; every snapshot is labelled later by xTB.
     """
+    # ase's constraints and MD: slow to import (they pull in scipy), only for the water boxes
     from ase.calculators.tip3p import TIP3P, angleHOH, rOH
     from ase.constraints import FixBondLengths
     from ase.md.langevin import Langevin
@@ -169,7 +171,8 @@ def sn2_complex(nucleophile: str, leaving: str, s: float, c: float = 0.4) -> Ato
     theta = np.deg2rad(108.5 - 37.0 * s)
     r_ch = 1.09
     hs = [
-        [r_ch * np.sin(theta) * np.cos(phi), r_ch * np.sin(theta) * np.sin(phi), r_ch * np.cos(theta)]
+        [r_ch * np.sin(theta) * np.cos(phi), r_ch * np.sin(theta) * np.sin(phi),
+         r_ch * np.cos(theta)]
         for phi in np.deg2rad([0.0, 120.0, 240.0])
     ]
     pos = [[0, 0, 0], [0, 0, -d_x], [0, 0, d_y]] + hs

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ..strategies import STRATEGIES
+
 if TYPE_CHECKING:  # types only: the study and the comparison import nothing from here
     from ..compare import ComparisonRow
     from ..study import Study
@@ -158,8 +160,6 @@ def lr_text(v: float | None) -> str:
 
 def strategy_title(s: str) -> str:
     """A strategy's title (:data:`~mlipft_core.strategies.STRATEGIES`), else its key."""
-    from ..strategies import STRATEGIES
-
     return STRATEGIES[s].title if s in STRATEGIES else s
 
 

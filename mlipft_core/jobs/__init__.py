@@ -83,9 +83,6 @@ from .sweeps import (
     submit_sweep,
 )
 
-#: The submission check by its former name (a study checks room for its pilots with it).
-_workshop_checks = check_submission
-
 
 def __getattr__(name: str) -> Any:
     """``resolve_e0s`` (:func:`mlipft_core.e0_for_runs.resolve_e0s`), imported when first

@@ -184,12 +184,12 @@ def ensure_dispatcher(root: str | Path) -> bool:
         fcntl.flock(gate, fcntl.LOCK_EX)
         if dispatcher_alive(root):
             return False
-        log = open(queue_dir(root) / "dispatcher.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-c", _MAIN, "--root", str(root)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=policy.child_env(),
-                                cwd=str(Path(__file__).resolve().parents[2]))
-        log.close()
+        with open(queue_dir(root) / "dispatcher.log", "ab") as log:  # the child keeps it
+            proc = subprocess.Popen([sys.executable, "-c", _MAIN, "--root", str(root)],
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=policy.child_env(),
+                                    cwd=str(Path(__file__).resolve().parents[2]))
         # until it holds its lock and has said who it is (an idle one that is leaving may
         # still be named there), or has exited; on a busy machine starting Python takes seconds
         deadline = time.monotonic() + DISPATCHER_START_S
@@ -275,12 +275,11 @@ class Dispatcher:
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""
         folder = self._store_of(rec).folder(rec.id)
-        log = open(folder / "runner.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=policy.child_env(env), start_new_session=True,
-                                cwd=str(Path(__file__).resolve().parents[2]))
-        log.close()
+        with open(folder / "runner.log", "ab") as log:  # the runner keeps its own copy
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlipft_core.jobs.runner", str(folder)], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=policy.child_env(env),
+                start_new_session=True, cwd=str(Path(__file__).resolve().parents[2]))
         self.launched[rec.id] = (proc, rec.device, gpu)
 
     def _reap(self) -> None:
@@ -370,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="workspace folder")
     args = parser.parse_args(argv)
     ws = Workspace(args.root)
-    lock = open(_lock_path(ws.root), "a")
+    lock = open(_lock_path(ws.root), "a")  # noqa: SIM115 - held for the dispatcher's life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the dispatcher's life
     except BlockingIOError:

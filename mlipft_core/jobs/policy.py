@@ -123,14 +123,16 @@ def policy_for(workspace: Workspace | None = None) -> SubmissionPolicy:
 
 
 def check_submission(workspace: Workspace, runs: Sequence[RunSpec] | int,
-                     policy: SubmissionPolicy | None = None) -> None:
-    """Ask the policy whether ``runs`` (the specs of the runs, or only how many) may be
-    queued in ``workspace``; raises what the policy raises."""
+                     policy: SubmissionPolicy | None = None) -> SubmissionPolicy:
+    """Ask the policy (default: the workspace's) whether ``runs`` (the specs of the runs, or
+    only how many) may be queued in ``workspace``; raises what the policy raises, else
+    returns the policy it asked (the submission's runs record its owner and time limit)."""
     pol = policy or policy_for(workspace)
     if isinstance(runs, int):
         pol.check_submission(runs, [])
     else:
         pol.check_submission(len(runs), [resolved_settings(s) for s in runs])
+    return pol
 
 
 def _registered_modules() -> list[str]:

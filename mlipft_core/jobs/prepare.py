@@ -32,7 +32,7 @@ from ..strategies import (
 from ..workspace import Workspace, absolute_paths, atomic_write_text, cached_sha256
 from . import provenance
 from .policy import SubmissionPolicy, policy_for
-from .records import RunRecord, RunStore, check_name
+from .records import RunRecord, RunStore
 from .settings import executor_choice
 from .slurm import SlurmOptions
 
@@ -70,8 +70,13 @@ def preflight(spec: RunSpec) -> int:
     TrainingDataError
         With the finding's code and a message naming the file.
     """
-    from ..data import detect_keys, first_error, read_frames, validate  # ase: see above
-    from ..e0_inputs import isolated_mask
+    from ..data import (  # ase: see above
+        detect_keys,
+        first_error,
+        is_isolated_atom,
+        read_frames,
+        validate,
+    )
 
     strat = get_strategy(spec.strategy)
     n_train = 0
@@ -97,7 +102,7 @@ def preflight(spec: RunSpec) -> int:
             raise TrainingDataError(f"the {role} file {name} cannot be trained on: "
                                     f"{bad.message}{advice}", code=bad.code)
         if role == "training":
-            n_train = len(frames) - sum(isolated_mask(frames))
+            n_train = sum(1 for a in frames if not is_isolated_atom(a))
     if n_train < 2:
         raise TrainingDataError(f"the training file {Path(spec.train_file).name} holds "
                                 f"{n_train} usable configuration(s); training needs at least 2",
@@ -171,11 +176,16 @@ def train_file_for_mace(train_file: str, workspace: Workspace | None = None
     """
     if not _may_hold_isolated_atoms(train_file):
         return train_file, {}
-    from ..data import detect_keys, get_label, read_frames, write_extxyz  # ase: see above
-    from ..e0_inputs import isolated_mask
+    from ..data import (  # ase: see above
+        detect_keys,
+        get_label,
+        is_isolated_atom,
+        read_frames,
+        write_extxyz,
+    )
 
     frames = read_frames(train_file)
-    mask = isolated_mask(frames)
+    mask = [is_isolated_atom(a) for a in frames]
     isolated = [a for a, iso in zip(frames, mask) if iso]
     if not isolated:
         return train_file, {}
@@ -211,15 +221,11 @@ def isolated_atoms_warning(train_file: str, left_out: dict[str, float | None],
             "as the E0s (method 'isolated').")
 
 
-def _checked_spec(spec: RunSpec, sweep: str | None, exec_name: str,
-                  exec_opts: dict[str, Any]) -> RunSpec:
-    """The spec as a run uses it: absolute paths, a name (the strategy's by default), checked
-    names, and on SLURM the device its options ask for."""
+def _run_spec(spec: RunSpec, exec_name: str, exec_opts: dict[str, Any]) -> RunSpec:
+    """The spec as a run uses it: absolute paths, a name (the strategy's by default), and on
+    SLURM the device its options ask for."""
     spec = absolute_spec(spec)
     spec = replace(spec, name=spec.name if spec.name not in ("", "run") else spec.strategy)
-    check_name(spec.name)
-    if sweep is not None:
-        check_name(sweep, "sweep name")
     if exec_name == "slurm" and "device" not in spec.settings:
         spec = replace(spec, settings={**spec.settings,
                                        "device": "cuda" if exec_opts.get("gpus") else "cpu"})
@@ -255,7 +261,8 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
 def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
             trusted: bool = True, e0_values: dict[str, float] | None = None,
             executor: str | None = None, slurm: SlurmOptions | dict[str, Any] | None = None,
-            checked: bool = False, policy: SubmissionPolicy | None = None) -> RunRecord:
+            checked: bool = False, policy: SubmissionPolicy | None = None,
+            store: RunStore | None = None) -> RunRecord:
     """Check a run and write its folder (E0s resolved, foundation copy with the E0s,
     ``config.yaml``, ``command.sh``, ``run.json`` in state ``queued``). Nothing executes yet.
 
@@ -266,20 +273,20 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
 
     ``checked=True`` tells that the caller (a sweep) has already checked the data files and
     the ``e0_values`` it passes. The run's owner and time limit come from ``policy`` (default:
-    the workspace's submission policy).
+    the workspace's submission policy); ``store`` is the workspace's run store when the
+    caller has it already.
     """
     from ..e0_for_runs import check_e0s, checked_e0s  # numpy, ase: see above
 
     ws = workspace or Workspace()
-    store = RunStore(ws)
+    store = store or RunStore(ws)
     pol = policy or policy_for(ws)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     strat = get_strategy(spec.strategy)
-    spec = _checked_spec(spec, sweep, exec_name, exec_opts)
+    spec = _run_spec(spec, exec_name, exec_opts)
     on_here = exec_name == "local"
     settings = resolved_settings(spec)
-    rid = store.new_id(spec.strategy)
-    folder = store.folder(rid)
+    rid, folder = store.reserve(spec.strategy, {"run name": spec.name, "sweep name": sweep})
     build_config(spec, folder, check_device=on_here)  # validate before anything is written
     if not checked:
         preflight(spec)

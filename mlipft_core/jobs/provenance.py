@@ -50,24 +50,32 @@ def recorded(folder: str | Path) -> dict[str, dict[str, Any]]:
     return _entries(Path(folder))
 
 
-def check(folder: str | Path, path: str | Path, what: str) -> None:
-    """Refuse ``path`` when the run in ``folder`` recorded another content for that file.
+def check(folder: str | Path, role: str, path: str | Path, what: str) -> None:
+    """Refuse ``path`` as the run's ``role`` ("foundation_model", "model") unless its content
+    is the one the run in ``folder`` recorded for that role.
+
+    The check goes by role, not by path: a file reached through a symbolic link, a path
+    edited in ``run.json`` or a moved workspace is checked all the same. A missing file
+    passes (the caller says it is missing).
 
     Raises
     ------
     ModelChangedError
-        The file's SHA-256 differs from the one recorded when the run used it (the message
-        names the file and the run's folder); a file the run did not record passes.
+        The file's SHA-256 differs from the recorded one, or the run recorded none for that
+        role (``models.json`` missing or damaged); the message names the file and the run.
     """
     p = Path(path).resolve()
-    for role, entry in _entries(Path(folder)).items():
-        if Path(entry["path"]) != p and not (
-                role == "model" and Path(entry["path"]).name == p.name):
-            continue
-        if not p.is_file():
-            continue
-        if cached_sha256(p) != entry["sha256"]:
-            raise ModelChangedError(
-                f"{what} {p} was changed after the run in {Path(folder).name} used it (its "
-                "content no longer matches the hash the run recorded), so it is not loaded; "
-                "restore the original file or compare the new file by its path")
+    if not p.is_file():
+        return
+    entry = _entries(Path(folder)).get(role)
+    run = Path(folder).name
+    if entry is None:
+        raise ModelChangedError(
+            f"{what} {p} is not loaded: the run {run} holds no record of its content "
+            f"({FILE} is missing or damaged), so it cannot be told apart from a replaced "
+            "file; compare the file by its path instead")
+    if cached_sha256(p) != entry["sha256"]:
+        raise ModelChangedError(
+            f"{what} {p} was changed after the run in {run} used it (its content no longer "
+            "matches the hash the run recorded), so it is not loaded; restore the original "
+            "file or compare the new file by its path")

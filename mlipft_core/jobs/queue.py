@@ -20,7 +20,7 @@ from ..strategies import RunSpec
 from ..workspace import Workspace, atomic_write_text, read_json
 from .liveness import settle, slurm_jobs_for, view
 from .local import ensure_dispatcher
-from .policy import SubmissionPolicy, check_submission, policy_for
+from .policy import SubmissionPolicy, check_submission
 from .prepare import prepare
 from .progress import Progress, read_progress
 from .records import FINAL, RunRecord, RunStore
@@ -32,10 +32,12 @@ __all__ = ["cancel", "delete", "get_run", "keep_sweeps_going", "launch", "list_r
            "wait", "withdraw"]
 
 
-def launch(ws: Workspace, records: list[RunRecord]) -> list[RunRecord]:
+def launch(ws: Workspace, records: list[RunRecord], store: RunStore | None = None
+           ) -> list[RunRecord]:
     """Hand prepared runs to their executors (grouped, so a SLURM sweep is one array); a
-    group its executor refuses is recorded as failed with the reason, which is raised."""
-    store = RunStore(ws)
+    group its executor refuses is recorded as failed with the reason, which is raised.
+    ``store``: the workspace's run store, when the caller has it already."""
+    store = store or RunStore(ws)
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
         key = (r.executor, repr(sorted(r.executor_options.items())))
@@ -61,11 +63,11 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     """Prepare one run and hand it to its executor. Raises StrategyError for bad input, and
     what the submission policy (default: the workspace's) raises for a run it refuses."""
     ws = workspace or Workspace()
-    pol = policy or policy_for(ws)
-    check_submission(ws, [spec], pol)
+    pol = check_submission(ws, [spec], policy)
+    store = RunStore(ws)
     rec = prepare(spec, workspace=ws, sweep=sweep, trusted=trusted, e0_values=e0_values,
-                  executor=executor, slurm=slurm, policy=pol)
-    return launch(ws, [rec])[0]
+                  executor=executor, slurm=slurm, policy=pol, store=store)
+    return launch(ws, [rec], store)[0]
 
 
 def withdraw(ws: Workspace, records: list[RunRecord]) -> None:
@@ -117,8 +119,7 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
     settings.check()
     ws = workspace or Workspace()
     store = RunStore(ws)
-    pol = policy or policy_for(ws)
-    check_submission(ws, len(models), pol)
+    pol = check_submission(ws, len(models), policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     structure = str(Path(structure).expanduser().resolve())
     if not Path(structure).is_file():
@@ -161,9 +162,9 @@ def keep_sweeps_going(sweeps: Iterable[str], workspace: Workspace | None = None)
     store = RunStore(ws)
     wanted = set(sweeps)
     for rec in store.list():
-        if rec.readable and rec.sweep in wanted and rec.status not in FINAL:
-            if settle(store, rec).status == "queued" and rec.executor == "local":
-                ensure_dispatcher(ws.root)
+        if (rec.readable and rec.sweep in wanted and rec.status not in FINAL
+                and settle(store, rec).status == "queued" and rec.executor == "local"):
+            ensure_dispatcher(ws.root)
 
 
 def list_runs(workspace: Workspace | None = None) -> list[RunRecord]:

@@ -154,6 +154,22 @@ class RunStore:
         check_name(strategy, "strategy")
         return f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}-{uuid.uuid4().hex[:6]}"
 
+    def reserve(self, kind: str, names: dict[str, str | None] | None = None
+                ) -> tuple[str, Path]:
+        """A new run's id and folder (not created yet), after checking the names it will
+        carry (``{"run name": ..., "sweep name": ...}``; ``None`` values are skipped).
+
+        Raises
+        ------
+        InvalidRunNameError
+            A name that could not name a folder or a SLURM job.
+        """
+        for what, value in (names or {}).items():
+            if value is not None:
+                check_name(value, what)
+        run_id = self.new_id(kind)
+        return run_id, self.folder(run_id)
+
     @contextmanager
     def locked(self, run_id: str) -> Iterator[None]:
         """Hold the run's exclusive lock (the folder must exist)."""

@@ -95,12 +95,28 @@ _OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+#: sbatch options every job of the workbench sets itself, and the option (of ``mlipft``, the
+#: runs page's SLURM settings) that chooses them: submitit lets extra options override its
+#: own, so one given here would change the job behind the run's back (``--time``: past the
+#: run's time limit; ``--signal``: no warning before the limit; ``--nodes``/``--ntasks``: one
+#: run folder run several times at once).
+_OWN_OPTIONS: dict[str, str | None] = {
+    "array": None, "output": None, "error": None, "wrap": None, "open-mode": None,
+    "signal": None, "nodes": None, "ntasks": None, "ntasks-per-node": None,
+    "job-name": None, "time": "--slurm-time", "cpus-per-task": "--slurm-cpus",
+    "partition": "--slurm-partition", "mem": "--slurm-mem", "gpus-per-node": "--slurm-gpus",
+    "gpus": "--slurm-gpus",
+}
+
+
 def extra_parameters(extra: str) -> dict[str, Any]:
     """``--key=value`` / ``--flag`` sbatch options as submitit's ``additional_parameters``.
 
     Every option becomes one ``#SBATCH`` line of the job script, so a name must be an
     sbatch option name (letters, digits, '-') and no value may hold a control character: a
-    newline would end the ``#SBATCH`` line and make the rest a command of the job.
+    newline would end the ``#SBATCH`` line and make the rest a command of the job. The
+    options the workbench sets itself (:data:`_OWN_OPTIONS`) are refused, with the option
+    that chooses them.
     """
     out: dict[str, Any] = {}
     if _CONTROL.search(extra or ""):
@@ -120,8 +136,10 @@ def extra_parameters(extra: str) -> dict[str, Any]:
         if not _OPTION_NAME.fullmatch(key):
             raise SlurmError(f"{w!r} is not an sbatch option: a name holds letters, digits and "
                              "'-' only (e.g. --qos=short)")
-        if key in ("array", "output", "error", "wrap", "open-mode"):
-            raise SlurmError(f"--{key} is set by the workbench and cannot be given here")
+        if key in _OWN_OPTIONS:
+            instead = _OWN_OPTIONS[key]
+            raise SlurmError(f"--{key} is set by the workbench and cannot be given here"
+                             + (f"; use {instead}" if instead else ""))
         if not sep and i + 1 < len(words) and not words[i + 1].startswith("--"):
             value, i = words[i + 1], i + 1
             sep = "="

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..strategies import RunSpec, StrategyError, build_config, get_strategy
 from ..workspace import Workspace
-from .policy import SubmissionPolicy, check_submission, policy_for
+from .policy import SubmissionPolicy, check_submission
 from .prepare import absolute_spec, check_batch_fits, preflight
 from .queue import launch, prepare_all
 from .records import RunRecord, check_name
@@ -91,15 +91,19 @@ def expand_sweep(strategies: dict[str, dict[str, Any]], *, foundation_model: str
                  train_file: str, valid_file: str | None = None, test_file: str | None = None,
                  e0s: str = "estimated", replay_file: str | None = None,
                  isolated_file: str | None = None, tuning: dict[str, dict] | None = None,
-                 common: dict[str, Any] | None = None, lrs: Iterable[float] = (),
-                 seeds: Iterable[int] = (), sizes: Iterable[int] = (),
-                 name_prefix: str = "") -> SweepPlan:
+                 common: dict[str, Any] | None = None,
+                 lrs: str | Iterable[float] | None = (), seeds: str | Iterable[int] | None = (),
+                 sizes: str | Iterable[int] | None = (), name_prefix: str = "") -> SweepPlan:
     """The runs of a launch: every strategy (with its own settings, e.g. ``lr``,
     ``lora_rank``) x every learning rate in ``lrs`` (empty: the strategy's own) x every seed
-    in ``seeds`` (empty: the common seed). Names say what varies: ``naive-lr0p003-s1``."""
+    in ``seeds`` (empty: the common seed), each trained at every size in ``sizes`` (empty:
+    the whole training set). ``lrs``, ``seeds`` and ``sizes`` are lists or comma-separated
+    text (:func:`parse_list`: a value that is not a number is refused with its option's
+    name). Names say what varies: ``naive-lr0p003-s1``."""
     common = dict(common or {})
-    lr_list = list(lrs) or [None]
-    seed_list = list(seeds) or [common.get("seed", 0)]
+    lr_list = parse_list(lrs, float, "--lrs") or [None]
+    seed_list = parse_list(seeds, int, "--seeds") or [common.get("seed", 0)]
+    sizes = parse_list(sizes, int, "--sizes")
     specs = []
     for name, own in strategies.items():
         strat = get_strategy(name)
@@ -210,9 +214,8 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
     from ..e0_for_runs import e0_key  # numpy, ase: only when a launch is checked
 
     ws = workspace or Workspace()
-    pol = policy or policy_for(ws)
     sweep = sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
-    check_submission(ws, specs, pol)
+    pol = check_submission(ws, specs, policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     e0_cache = check_launch(ws, specs, exec_name=exec_name, trusted=trusted)
     recs = prepare_all(ws, [(s, {"sweep": sweep, "trusted": trusted, "checked": True,
@@ -259,10 +262,9 @@ def _submit_sizes(specs: list[tuple[RunSpec, int]], sizes: Iterable[int], *,
     from ..e0_for_runs import e0_key
 
     ws = workspace or Workspace()
-    pol = policy or policy_for(ws)
     sizes = sorted({int(n) for n in sizes})
     absolute = [(absolute_spec(s), seed) for s, seed in specs]
-    check_submission(ws, [s for s, _ in absolute for _n in sizes], pol)
+    pol = check_submission(ws, [s for s, _ in absolute for _n in sizes], policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     e0_cache = check_launch(ws, [s for s, _ in absolute], exec_name=exec_name,
                             trusted=trusted, sizes=sizes)
