@@ -226,7 +226,7 @@ async def _press(page, url: str, token: str, name: str, action: str, timeout_s: 
         await page.goto(f"{url}/{spec.page}?token={token}", timeout=ms)
         await page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=ms)
         await _settled(page, ms)
-        await page.get_by_role("button", name=spec.button, exact=True).click(timeout=120_000)
+        await page.get_by_role("button", name=spec.button, exact=True).click(timeout=ms)
         await page.wait_for_timeout(500)
         await page.wait_for_selector(f"{spec.done}, {_PROBLEM}", timeout=ms)
         await _settled(page, ms)
