@@ -117,6 +117,8 @@ def resolve_models(items: Sequence[str], workspace=None) -> list[ModelRef]:
 TARGET_HEAD = "Default"
 #: The head a multihead fine-tune keeps for the pretraining data.
 PRETRAINING_HEAD = "pt_head"
+#: The heads in words, for progress lines.
+HEAD_WORDS = {TARGET_HEAD: "target head", PRETRAINING_HEAD: "pretraining head"}
 
 
 def file_heads(path: str | Path) -> list[str]:
@@ -356,8 +358,10 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     rows: list[ComparisonRow] = []
     base_f = None
     todo = [(m, h) for m in models for h in file_heads(m.path)]
+    n_heads = {m.path: sum(1 for other, _h in todo if other.path == m.path) for m, _h in todo}
     for i, (m, head) in enumerate(todo):
-        label = f"{m.name} [{head}]"
+        # in words, as the pages say it: a head is named only when the model has several
+        label = m.name if n_heads[m.path] == 1 else f"{m.name}, {HEAD_WORDS.get(head, head)}"
         if progress:
             progress(i, len(todo), label, "target set")
         is_found = _same_file(m.path, foundation)

@@ -20,7 +20,7 @@ from mlipft_core.errors import MlipftError
 from mlipft_core.referencing import zero_shot
 from mlipft_core.registry import inspect_cached
 from mlipft_ui import cache, plots, selections, show, turns
-from mlipft_ui.labels import finding_title
+from mlipft_ui.labels import finding_title, split_label
 from mlipft_ui.viewer import gallery_html, local_js_available
 
 st.title("Data")
@@ -188,9 +188,9 @@ else:
 if split is not None:
     if selections.get("split_id") != split.id:
         selections.select(split_id=split.id, e0_choice=None)
-    st.success(f"Split **{split.id}**: " + ", ".join(f"{k} {v}" for k, v in split.counts.items())
-               + (f" (left out: {sum(len(v) for v in split.excluded.values())})"
-                  if split.excluded else ""))
+    left_out = sum(len(v) for v in split.excluded.values()) if split.excluded else 0
+    st.success(f"Split: {split_label(split)}"
+               + (f" ({left_out} configurations left out)" if left_out else ""))
 
 # ----------------------------------------------------------------- 6. viewer
 st.subheader("Structures")

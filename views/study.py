@@ -14,6 +14,7 @@ from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of
 from mlipft_ui import plots, selections, show
+from mlipft_ui.labels import split_label
 
 st.title("Study: what matters when fine-tuning")
 st.caption("One action runs the comparison of the study behind this workbench (arXiv "
@@ -38,7 +39,8 @@ if split is not None and split.counts.get("test"):
     files = {p: str(split.file(p)) if split.counts.get(p) else None
              for p in ("train", "valid", "test")}
 is_demo_model = selections.get("model") in DEMO_MODEL_NAMES or selections.get("model") is None
-target_name = split.id if split is not None and split.counts.get("test") else "demo SN2 (B3LYP)"
+target_name = (split_label(split) if split is not None and split.counts.get("test")
+               else "demo SN2 (B3LYP)")
 st.markdown(f"Foundation model **{model_name}** · target data **{target_name}**")
 with st.expander("Inputs and settings", expanded=False):
     c = st.columns(2)
