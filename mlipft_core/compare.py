@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -358,7 +359,7 @@ def compare(models: Sequence[ModelRef], target: str | Path, pretrain: str | Path
     rows: list[ComparisonRow] = []
     base_f = None
     todo = [(m, h) for m in models for h in file_heads(m.path)]
-    n_heads = {m.path: sum(1 for other, _h in todo if other.path == m.path) for m, _h in todo}
+    n_heads = Counter(m.path for m, _h in todo)
     for i, (m, head) in enumerate(todo):
         # in words, as the pages say it: a head is named only when the model has several
         label = m.name if n_heads[m.path] == 1 else f"{m.name}, {HEAD_WORDS.get(head, head)}"

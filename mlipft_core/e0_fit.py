@@ -407,9 +407,9 @@ def compute(inputs: E0Inputs, method: str,
         before = (inputs.ref_energy - inputs.model_energy) / n
         delta = np.array([e0[e] - found[e] for e in elements])
         after = (inputs.ref_energy - (inputs.model_energy + A @ delta)) / n
-        if levels_differ(level_offset_ev_per_atom(before)) and method == "foundation":
-            warnings.append(f"The data and the model differ by "
-                            f"{level_offset_ev_per_atom(before):+.3f} eV/atom "
+        offset = level_offset_ev_per_atom(before)
+        if method == "foundation" and levels_differ(offset):
+            warnings.append(f"The data and the model differ by {offset:+.3f} eV/atom "
                             "on average: different levels of theory. Keeping the foundation "
                             "E0s would make the network learn this offset.")
     return E0Result(method, e0, None if found is None else {e: found[e] for e in elements},
