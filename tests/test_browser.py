@@ -55,6 +55,20 @@ GRID_TEXT = ("(() => Array.from(document.querySelectorAll('[data-testid=\"stData
              "[role=\"gridcell\"]')).map(e => e.innerText).join('|'))()")
 
 
+#: how long one action (a click, a fill) may wait for the page: on a loaded machine (two test
+#: workers, several browser contexts, a server doing model work) a renderer can be starved for
+#: well over Playwright's default 30 s
+ACTION_TIMEOUT_MS = 120_000
+
+
+def open_page(browser, **context):
+    """A new page in a context of its own (its own cookies: another person), with the
+    action timeout above."""
+    ctx = browser.new_context(**context)
+    ctx.set_default_timeout(ACTION_TIMEOUT_MS)
+    return ctx.new_page()
+
+
 def wait_rendered(page, timeout: float = 90_000) -> None:
     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=timeout)
     page.wait_for_function(
@@ -74,6 +88,7 @@ def test_app_in_headless_chromium(server, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run"])
         ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.set_default_timeout(ACTION_TIMEOUT_MS)
 
         def route(r):
             host = r.request.url.split("/")[2].split(":")[0]
@@ -170,7 +185,7 @@ def test_runs_page_local_and_slurm_sweeps_in_one_table(server, tmp_path, tiny_sp
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run"])
-        page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+        page = open_page(browser, viewport={"width": 1500, "height": 1100})
         page.goto(server + "/runs")
         wait_rendered(page)
         main = page.locator('[data-testid="stMainBlockContainer"]')
@@ -268,7 +283,7 @@ def test_workshop_two_participants_at_once(server, tmp_path):
             "--disable-component-update", "--no-first-run"])
         pages = []
         for p in d["participants"]:
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page = open_page(browser, viewport={"width": 1400, "height": 1000})
             page.goto(link(p["url"]))
             wait_rendered(page)
             assert "you are" in page.locator('[data-testid="stSidebar"]').inner_text()
@@ -328,7 +343,7 @@ def test_workshop_two_participants_at_once(server, tmp_path):
         p1.screenshot(path=str(tmp_path / "workshop_p01.png"), full_page=True)
 
         # the instructor's board shows both runs under the participants' names
-        board = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        board = open_page(browser, viewport={"width": 1400, "height": 1000})
         board.goto(link(d["instructor_url"]))
         wait_rendered(board)
         board.get_by_role("link", name="Instructor board").first.click()
@@ -355,7 +370,7 @@ def test_workshop_two_participants_at_once(server, tmp_path):
                 continue
             assert secret.read_bytes() not in body
         # a browser without a token sees the join page and nothing else, on any address
-        stranger = browser.new_context().new_page()
+        stranger = open_page(browser)
         for path in ("/", "/data", "/runs", "/board"):
             stranger.goto(server + path)
             wait_rendered(stranger)
@@ -376,7 +391,7 @@ def test_deep_link_with_a_wrong_token_shows_only_the_join_page(server, tmp_path)
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run"])
-        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        page = open_page(browser, viewport={"width": 1200, "height": 900})
         for path in ("/runs?token=WRONG", "/compare", "/board?token=WRONG"):
             page.goto(server + path)
             wait_rendered(page)

@@ -2,8 +2,8 @@
 
 Eight workshop participants (headless Chromium contexts on the served app: every browser
 session is a thread of the one server process) press Evaluate (zero-shot), Compute E0s,
-Launch and Compare together; each must get its own, correct result, and a second round
-afterwards works on the same server.
+Launch and Compare together; each must get its own, correct result, and a second round of
+Evaluate afterwards works on the same server.
 """
 
 from __future__ import annotations
@@ -101,11 +101,11 @@ def test_participants_pressing_model_buttons_together_each_get_their_result(tmp_
     compared = _same_for_everyone(first, "compare")
     assert "Naive fine-tuning" in compared and re.search(r"\d+\.\d", compared), compared
 
-    # a second round on the same server still works, with the same results
-    second = rounds(room, served, ("evaluate", "e0"))
+    # a second round on the same server still works, with the same result: the zero-shot
+    # evaluation loads the model and predicts again (nothing of it is cached)
+    second = rounds(room, served, ("evaluate",))
     assert not _errors(second), _errors(second)
     assert _same_for_everyone(second, "evaluate") == zero_shot
-    assert _same_for_everyone(second, "e0") == e0_table
 
 
 

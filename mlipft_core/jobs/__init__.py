@@ -37,7 +37,7 @@ from ..errors import MlipftError
 from . import provenance
 from .liveness import settle, view
 from .local import LocalExecutor, ensure_dispatcher
-from .policy import OpenPolicy, SubmissionPolicy, check_submission, policy_for
+from .policy import Admission, OpenPolicy, SubmissionPolicy, check_submission, policy_for
 from .prepare import (
     TrainingDataError,
     check_batch_fits,
@@ -96,7 +96,7 @@ def __getattr__(name: str) -> Any:
 
 
 # resolve_e0s comes from __getattr__
-__all__ = ["ACTIVE", "DEFAULT_SETTINGS", "EXECUTORS", "FINAL", "Executor",  # noqa: F822
+__all__ = ["ACTIVE", "Admission", "DEFAULT_SETTINGS", "EXECUTORS", "FINAL", "Executor",  # noqa: F822
            "InvalidRunNameError", "LocalExecutor", "MlipftError", "OpenPolicy", "Progress",
            "RunNotFoundError", "RunRecord", "RunStore", "SlurmError", "SlurmExecutor",
            "SlurmOptions", "SubmissionPolicy", "SweepPlan", "TrainingDataError",

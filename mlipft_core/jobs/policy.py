@@ -5,7 +5,9 @@ Every submission asks the workspace's *submission policy* (:class:`SubmissionPol
 - whether the runs may be queued (:meth:`~SubmissionPolicy.check_submission`: a limit on runs
   going at once, a cap on epochs, ...);
 - whom the runs belong to and how long each may run (:meth:`~SubmissionPolicy.owner`,
-  :meth:`~SubmissionPolicy.time_limit_s`, recorded as ``participant`` and ``time_limit_s``);
+  :meth:`~SubmissionPolicy.time_limit_s`, recorded as ``participant`` and ``time_limit_s``).
+  :func:`check_submission` asks both at once and gives them with its answer, an
+  :class:`Admission` that every run of the submission records;
 - which folder's dispatcher serves them (:meth:`~SubmissionPolicy.dispatch_root`), and which
   workspaces a dispatcher in a folder serves (:meth:`~SubmissionPolicy.served_roots`): several
   workspaces of a shared space can share one dispatcher with fair slots;
@@ -28,13 +30,14 @@ import importlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..strategies import RunSpec, resolved_settings
 from ..workspace import Workspace
 
-__all__ = ["ENV_VAR", "OpenPolicy", "Resolver", "SubmissionPolicy", "check_submission",
+__all__ = ["ENV_VAR", "Admission", "OpenPolicy", "Resolver", "SubmissionPolicy", "check_submission",
            "child_env", "load_named", "policy_for", "register"]
 
 #: Names the modules whose resolvers the processes of the run path register again.
@@ -122,17 +125,32 @@ def policy_for(workspace: Workspace | None = None) -> SubmissionPolicy:
     return OpenPolicy(ws)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A submission its policy let through: what each of its runs records."""
+
+    owner: str | None = None
+    """Whom the runs belong to (``participant`` in a run's record)."""
+    time_limit_s: float | None = None
+    """The wall time each run may take, in seconds."""
+
+    @classmethod
+    def of(cls, policy: SubmissionPolicy) -> Admission:
+        """The owner and time limit ``policy`` gives its workspace's runs."""
+        return cls(owner=policy.owner(), time_limit_s=policy.time_limit_s())
+
+
 def check_submission(workspace: Workspace, runs: Sequence[RunSpec] | int,
-                     policy: SubmissionPolicy | None = None) -> SubmissionPolicy:
+                     policy: SubmissionPolicy | None = None) -> Admission:
     """Ask the policy (default: the workspace's) whether ``runs`` (the specs of the runs, or
-    only how many) may be queued in ``workspace``; raises what the policy raises, else
-    returns the policy it asked (the submission's runs record its owner and time limit)."""
+    only how many) may be queued in ``workspace``; raises what the policy raises, else gives
+    the :class:`Admission` every run of the submission records."""
     pol = policy or policy_for(workspace)
     if isinstance(runs, int):
         pol.check_submission(runs, [])
     else:
         pol.check_submission(len(runs), [resolved_settings(s) for s in runs])
-    return pol
+    return Admission.of(pol)
 
 
 def _registered_modules() -> list[str]:

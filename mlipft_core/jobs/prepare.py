@@ -31,7 +31,7 @@ from ..strategies import (
 )
 from ..workspace import Workspace, absolute_paths, atomic_write_text, cached_sha256
 from . import provenance
-from .policy import SubmissionPolicy, policy_for
+from .policy import Admission, policy_for
 from .records import RunRecord, RunStore
 from .settings import executor_choice
 from .slurm import SlurmOptions
@@ -261,7 +261,7 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
 def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,
             trusted: bool = True, e0_values: dict[str, float] | None = None,
             executor: str | None = None, slurm: SlurmOptions | dict[str, Any] | None = None,
-            checked: bool = False, policy: SubmissionPolicy | None = None,
+            checked: bool = False, admission: Admission | None = None,
             store: RunStore | None = None) -> RunRecord:
     """Check a run and write its folder (E0s resolved, foundation copy with the E0s,
     ``config.yaml``, ``command.sh``, ``run.json`` in state ``queued``). Nothing executes yet.
@@ -272,15 +272,16 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
         For bad settings or training data; no folder is left behind.
 
     ``checked=True`` tells that the caller (a sweep) has already checked the data files and
-    the ``e0_values`` it passes. The run's owner and time limit come from ``policy`` (default:
-    the workspace's submission policy); ``store`` is the workspace's run store when the
-    caller has it already.
+    the ``e0_values`` it passes. The run's owner and time limit come from ``admission`` (what
+    :func:`~mlipft_core.jobs.policy.check_submission` gave the submission; default: those the
+    workspace's policy gives); ``store`` is the workspace's run store when the caller has it
+    already.
     """
     from ..e0_for_runs import check_e0s, checked_e0s  # numpy, ase: see above
 
     ws = workspace or Workspace()
     store = store or RunStore(ws)
-    pol = policy or policy_for(ws)
+    admitted = admission or Admission.of(policy_for(ws))
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     strat = get_strategy(spec.strategy)
     spec = _run_spec(spec, exec_name, exec_opts)
@@ -304,7 +305,7 @@ def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | N
                         spec={**spec.to_dict(), "e0_values": e0, "settings": settings,
                               **extra},
                         sweep=sweep, executor=exec_name, executor_options=exec_opts,
-                        participant=pol.owner(), time_limit_s=pol.time_limit_s())
+                        participant=admitted.owner, time_limit_s=admitted.time_limit_s)
         provenance.record(folder, "foundation_model", spec.foundation_model)
         return store.create(rec)
     except BaseException:

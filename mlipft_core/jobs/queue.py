@@ -63,10 +63,10 @@ def submit(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | No
     """Prepare one run and hand it to its executor. Raises StrategyError for bad input, and
     what the submission policy (default: the workspace's) raises for a run it refuses."""
     ws = workspace or Workspace()
-    pol = check_submission(ws, [spec], policy)
+    admitted = check_submission(ws, [spec], policy)
     store = RunStore(ws)
     rec = prepare(spec, workspace=ws, sweep=sweep, trusted=trusted, e0_values=e0_values,
-                  executor=executor, slurm=slurm, policy=pol, store=store)
+                  executor=executor, slurm=slurm, admission=admitted, store=store)
     return launch(ws, [rec], store)[0]
 
 
@@ -119,7 +119,7 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
     settings.check()
     ws = workspace or Workspace()
     store = RunStore(ws)
-    pol = check_submission(ws, len(models), policy)
+    admitted = check_submission(ws, len(models), policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     structure = str(Path(structure).expanduser().resolve())
     if not Path(structure).is_file():
@@ -139,7 +139,7 @@ def submit_md(models: dict[str, str], structure: str | Path, settings, *, index:
                         spec={"model": str(path), "structure": structure, "index": index,
                               "head": run_head, "settings": settings.to_dict()}, sweep=group,
                         executor=exec_name, executor_options=exec_opts,
-                        participant=pol.owner(), time_limit_s=pol.time_limit_s())
+                        participant=admitted.owner, time_limit_s=admitted.time_limit_s)
         out.append(store.create(rec))
     return launch(ws, out)
 

@@ -215,13 +215,13 @@ def submit_sweep(specs: list[RunSpec], *, workspace: Workspace | None = None,
 
     ws = workspace or Workspace()
     sweep = sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
-    pol = check_submission(ws, specs, policy)
+    admitted = check_submission(ws, specs, policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     e0_cache = check_launch(ws, specs, exec_name=exec_name, trusted=trusted)
     recs = prepare_all(ws, [(s, {"sweep": sweep, "trusted": trusted, "checked": True,
                                  "e0_values": e0_cache[e0_key(absolute_spec(s))],
                                  "executor": exec_name, "slurm": exec_opts or None,
-                                 "policy": pol})
+                                 "admission": admitted})
                             for s in specs])
     return launch(ws, recs)
 
@@ -264,7 +264,7 @@ def _submit_sizes(specs: list[tuple[RunSpec, int]], sizes: Iterable[int], *,
     ws = workspace or Workspace()
     sizes = sorted({int(n) for n in sizes})
     absolute = [(absolute_spec(s), seed) for s, seed in specs]
-    pol = check_submission(ws, [s for s, _ in absolute for _n in sizes], policy)
+    admitted = check_submission(ws, [s for s, _ in absolute for _n in sizes], policy)
     exec_name, exec_opts = executor_choice(ws, executor, slurm)
     e0_cache = check_launch(ws, [s for s, _ in absolute], exec_name=exec_name,
                             trusted=trusted, sizes=sizes)
@@ -285,5 +285,5 @@ def _submit_sizes(specs: list[tuple[RunSpec, int]], sizes: Iterable[int], *,
                          {"sweep": sweep, "e0_values": e0_cache[e0_key(spec)],
                           "checked": True, "executor": exec_name,
                           "slurm": exec_opts or None, "trusted": trusted, "train_size": n,
-                          "policy": pol}))
+                          "admission": admitted}))
     return launch(ws, prepare_all(ws, todo))
