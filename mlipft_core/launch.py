@@ -58,7 +58,10 @@ class TrainingOptions:
     lora_rank, lora_alpha
         LoRA settings (LoRA strategies).
     replay_samples
-        Pretraining configurations replayed (multihead strategies).
+        Pretraining configurations replayed (multihead strategies): a subset of the replay
+        file when it holds more.
+    replay_selection
+        How that subset is chosen: ``random`` or ``fps`` (farthest point sampling).
     """
 
     model: str
@@ -81,6 +84,7 @@ class TrainingOptions:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     replay_samples: int | None = None
+    replay_selection: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The training settings that were given, by their names in a run's settings.
@@ -95,7 +99,8 @@ class TrainingOptions:
                  "forces_weight": self.forces_weight, "ema": self.ema,
                  "ema_decay": self.ema_decay, "default_dtype": self.precision,
                  "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
-                 "num_samples_pt": self.replay_samples}
+                 "num_samples_pt": self.replay_samples,
+                 "subselect_pt": self.replay_selection}
         return {k: v for k, v in named.items() if v is not None}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import MlipftError
 from .modelwork import model_turn
+from .replay import METHODS as REPLAY_METHODS
 
 
 class StrategyError(MlipftError):
@@ -241,6 +242,9 @@ def _checked_settings(strat: Strategy, s: dict[str, Any], *, check_device: bool
         _positive(s, "lora_alpha")
     if strat.multihead and int(s.get("num_samples_pt") or 0) < 1:
         raise StrategyError("the number of replay samples must be at least 1")
+    if strat.multihead and s.get("subselect_pt") not in REPLAY_METHODS:
+        raise StrategyError(f"the replay selection must be one of {', '.join(REPLAY_METHODS)}, "
+                            f"not {s.get('subselect_pt')!r}")
     epochs, batch = _whole(s, "max_num_epochs", "epochs"), _whole(s, "batch_size", "batch size")
     if epochs < 1 or batch < 1:
         raise StrategyError("epochs and batch size must be at least 1")

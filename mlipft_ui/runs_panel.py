@@ -20,6 +20,7 @@ from mlipft_core.jobs.local import dispatcher_alive, ensure_dispatcher
 from mlipft_core.jobs.records import ACTIVE, EXECUTORS, FINAL, UnreadableRunError
 from mlipft_core.jobs.slurm import available as _slurm_available
 from mlipft_core.jobs.slurm import partitions as _slurm_partitions
+from mlipft_core.replay import replay_of, replay_sentence
 from mlipft_core.tune import count_of
 from mlipft_core.workspace import Workspace
 from mlipft_ui import labels, plots, show
@@ -234,6 +235,9 @@ def actions_panel(ws: Workspace, records) -> None:
         with st.expander("Configuration and command line"):
             st.code((folder / "config.yaml").read_text(), language="yaml")
             st.code((folder / "command.sh").read_text(), language="bash")
+    replay = replay_of(rec.spec, folder)
+    if replay is not None:
+        st.caption(replay_sentence(replay))
     if rec.status == "failed":
         st.error(f"Failed: {rec.reason}")
         st.code(rec.log_tail or "", language="text")

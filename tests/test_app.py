@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import assert_done
 from mlipft_core import evaluate, jobs, probes, tune, workshop
-from mlipft_core.data import register_files_as_split
+from mlipft_core.data import read_frames, register_files_as_split
+from mlipft_core.defaults import replay_file_for
 from mlipft_core.jobs.slurm import available as slurm_available
 from mlipft_core.md import summarise_temperature
 from mlipft_core.strategies import RunSpec
@@ -256,6 +257,30 @@ def test_runs_page_launches_and_lists_runs(tiny_split):
     assert set(table["status"]) == {"done"}
     assert "validation energy RMSE (meV/atom), target head" in table
     assert set(table["where"]) == {"this machine"}
+
+
+def test_runs_page_replay_selection_is_kept_and_reaches_the_run(tiny_split):
+    """The replay subset's selection, chosen on the page, is there again after a reload and
+    is what the launched run records; the page says what the run replays."""
+    ws = Workspace()
+    at = app("views/runs.py")
+    labelled(at.multiselect, "Strategies").set_value(["multihead-replay"]).run()
+    labelled(at.number_input, "Epochs").set_value(1).run()
+    labelled(at.radio, "Replay subset chosen by").set_value("fps").run()
+    assert not at.exception, at.exception
+    again = app("views/runs.py")  # a reload
+    assert labelled(again.radio, "Replay subset chosen by").value == "fps"
+    button(again, "Launch").click().run()
+    assert not again.exception, again.exception
+    (rec,) = jobs.list_runs(ws)
+    jobs.cancel(rec.id, ws)
+    assert rec.spec["settings"]["subselect_pt"] == "fps"
+    pool = len(read_frames(replay_file_for("demo-gfn1-weak")))
+    assert rec.spec["replay"]["method"] == "fps" and rec.spec["replay"]["available"] == pool
+    again.run()
+    shown = [c.value for c in again.caption if c.value.startswith("Replays ")]
+    assert shown == [f"Replays 200 of the replay file's {pool} structures, chosen by farthest "
+                     "point sampling."], shown
 
 
 def test_runs_page_launches_a_sweep_on_slurm(tiny_split):

@@ -33,7 +33,9 @@ from mlipft_core.jobs.records import (
     same_process_alive,
     this_host,
 )
+from mlipft_core.jobs.runner import execute, steps_of
 from mlipft_core.registry import load_model, model_e0s
+from mlipft_core.replay import replay_of, replay_sentence
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
 
@@ -42,6 +44,11 @@ def spec(tiny, weak_model, strategy, **settings) -> RunSpec:
     return RunSpec(strategy, weak_model, str(tiny / "train.xyz"), str(tiny / "valid.xyz"),
                    e0s="estimated", replay_file=str(tiny / "replay.xyz"),
                    settings={"max_num_epochs": 1, **settings})
+
+
+def _fingerprint(atoms) -> tuple:
+    """A structure by its elements and positions (to 1e-6 Å)."""
+    return tuple(atoms.numbers), tuple(round(float(x), 6) for x in atoms.positions.ravel())
 
 
 def params_changed(a: torch.nn.Module, b: torch.nn.Module) -> dict[str, bool]:
@@ -56,7 +63,10 @@ def params_changed(a: torch.nn.Module, b: torch.nn.Module) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_every_strategy_trains_and_yields_a_loadable_model(tiny, weak_model):
-    specs = [spec(tiny, weak_model, n, **({"num_samples_pt": 20} if "replay" in n else {}))
+    # the multihead strategies replay 20 of the replay file's 30 structures (replay + LoRA
+    # chosen by farthest point sampling): mace itself would replay all 30 of a local file
+    specs = [spec(tiny, weak_model, n, **({"num_samples_pt": 20} if "replay" in n else {}),
+                  **({"subselect_pt": "fps"} if n == "replay-lora" else {}))
              for n in STRATEGIES]
     recs = jobs.submit_sweep(specs)
     assert len({r.sweep for r in recs}) == 1
@@ -80,6 +90,30 @@ def test_every_strategy_trains_and_yields_a_loadable_model(tiny, weak_model):
     assert changed["lora"]["interactions"] and not changed["lora"]["scale_shift"]
     for n in ("multihead-replay", "pseudolabel-replay", "replay-lora"):
         assert list(done[n].heads) == ["pt_head", "Default"], n
+    pool = {_fingerprint(a) for a in read(tiny / "replay.xyz", ":")}
+    for r in recs:
+        folder = Workspace().runs / r.id
+        replay = replay_of(jobs.get_run(r.id).spec, folder)
+        if r.strategy not in ("multihead-replay", "pseudolabel-replay", "replay-lora"):
+            assert replay is None, r.strategy
+            continue
+        # the subset mace was given, as recorded, as written and as mace's log counts it
+        subset = read(folder / "replay_subset.xyz", ":")
+        assert len(subset) == 20 and {_fingerprint(a) for a in subset} <= pool, r.strategy
+        assert (replay["available"], replay["requested"], replay["selected"]) == (30, 20, 20)
+        # farthest point sampling really ran (mace falls back to random without fpsample)
+        assert replay["method"] == replay["method_used"] == \
+            ("fps" if r.strategy == "replay-lora" else "random"), replay
+        assert replay["used"] == 18, (r.strategy, replay)  # 20 less mace's 10% to validate
+        assert f"pt_train_file: {folder / 'replay_subset.xyz'}" in \
+            (folder / "config.yaml").read_text()
+        steps = (folder / "command.sh").read_text().splitlines()
+        assert steps[-2].startswith("mace_finetuning_select ") and \
+            steps[-1].startswith("mace_run_train "), steps
+        assert replay_sentence(replay) == (
+            "Replays 20 of the replay file's 30 structures, chosen by "
+            + ("farthest point sampling" if r.strategy == "replay-lora" else "random")
+            + "; the pretraining head trained on 18 of them and validates on the other 2.")
     # single-head fine-tunes keep every foundation element and the chosen (estimated) E0s
     e0 = done["naive"].atomic_energies_fn.atomic_energies.flatten().tolist()
     assert [int(z) for z in done["naive"].atomic_numbers] == [1, 6, 7, 8, 9, 17]
@@ -348,12 +382,44 @@ def test_size_sweep_for_learning_curves(tiny, weak_model):
         jobs.submit_size_sweep(spec(tiny, weak_model, "naive"), [1, 50])
 
 
+def test_a_replay_file_smaller_than_asked_is_replayed_whole_and_bad_selections_are_said(
+        tiny, weak_model):
+    """200 replay samples asked of a 30-structure file: the whole file, said so; an unknown
+    selection is refused; a selection that fails ends the run with the reason, before
+    training."""
+    rec = jobs.prepare(spec(tiny, weak_model, "multihead-replay"))
+    folder = Workspace().runs / rec.id
+    replay = replay_of(rec.spec, folder)
+    assert (replay["available"], replay["requested"], replay["selected"], replay["used"]) \
+        == (30, 200, 30, None)
+    assert replay["file"] == str(tiny / "replay.xyz")
+    assert "mace_finetuning_select" not in (folder / "command.sh").read_text()
+    assert [what for what, _ in steps_of(rec, folder)] == ["training"]
+    assert replay_sentence(replay) == \
+        "Replays the whole replay file (30 structures; 200 were asked for)."
+    with pytest.raises(StrategyError, match="replay selection must be one of random, fps, "
+                                            "not 'kmeans'"):
+        jobs.prepare(spec(tiny, weak_model, "multihead-replay", subselect_pt="kmeans"))
+    # the replay file goes bad between the launch and the run: the selection fails, and so
+    # does the run, with the step that failed; mace_run_train never starts
+    small = jobs.prepare(spec(tiny, weak_model, "multihead-replay", num_samples_pt=5))
+    source = replay_of(small.spec, Workspace().runs / small.id)
+    assert source["selected"] == 5 and source["file"].endswith("replay_subset.xyz")
+    (tiny / "replay.xyz").write_text("not a structure file\n")
+    assert execute(Workspace().runs / small.id) == "failed"
+    failed = jobs.get_run(small.id)
+    assert failed.reason.startswith("the replay selection (mace_finetuning_select) exited "
+                                    "with code 1, so training did not start"), failed.reason
+    assert not (Workspace().runs / small.id / "results").exists()  # mace's training output
+
+
 def test_cli_sweep_carries_every_page_setting(tiny):
     out = subprocess.run(mlipft_cmd() + [
         "train", "--strategy", "lora,multihead-replay", "--model", "demo-gfn1-weak",
         "--train", str(tiny / "train.xyz"), "--valid", str(tiny / "valid.xyz"),
         "--replay", str(tiny / "replay.xyz"), "--epochs", "300", "--lora-rank", "2",
-        "--lora-alpha", "0.5", "--replay-samples", "7", "--energy-weight", "1",
+        "--lora-alpha", "0.5", "--replay-samples", "7", "--replay-selection", "fps",
+        "--energy-weight", "1",
         "--forces-weight", "50", "--no-ema", "--precision", "float64",
         "--lrs", "1e-3,2e-3", "--seeds", "0,1", "--executor", "local", "--json"],
         capture_output=True, text=True, timeout=600)
@@ -374,8 +440,16 @@ def test_cli_sweep_carries_every_page_setting(tiny):
             if r["strategy"] == "lora":
                 assert cfg["lora_rank"] == 2 and cfg["lora_alpha"] == 0.5
                 assert "num_samples_pt" not in cfg
+                assert r["replay"] is None
             else:
                 assert cfg["num_samples_pt"] == 7 and "lora" not in cfg
+                assert cfg["subselect_pt"] == "fps"
+                folder = Workspace().runs / r["id"]
+                assert cfg["pt_train_file"] == str(folder / "replay_subset.xyz")
+                assert {k: r["replay"][k] for k in ("available", "requested", "selected",
+                                                    "method", "file")} == {
+                    "available": 30, "requested": 7, "selected": 7, "method": "fps",
+                    "file": str(folder / "replay_subset.xyz")}
         # every strategy at every learning rate and seed, once
         assert combos == {(s, lr, seed) for s in ("lora", "multihead-replay")
                           for lr in (1e-3, 2e-3) for seed in (0, 1)}

@@ -9,6 +9,7 @@ from mlipft_core.defaults import common_settings, replay_file_for
 from mlipft_core.demo import isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
+from mlipft_core.replay import METHODS as REPLAY_METHODS
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of
 from mlipft_ui import labels, runs_panel, selections, tuning, turns
@@ -110,6 +111,17 @@ if ready:
     except MlipftError as exc:
         st.error(str(exc))
         st.stop()
+    replay_method = "random"
+    if any(STRATEGIES[n].multihead for n in picked):
+        replay_method = st.radio(
+            "Replay subset chosen by", list(REPLAY_METHODS), format_func=REPLAY_METHODS.get,
+            horizontal=True, help="When the replay file holds more structures than a "
+            "strategy's replay samples, the run replays that many of them, chosen by mace's "
+            "own selection (mace_finetuning_select); farthest point sampling uses the "
+            "foundation model's descriptors.",
+            key=selections.kept_widget("run_replay_selection", "random",
+                                       fix=lambda v: v if v in REPLAY_METHODS else None))
+        selections.keep("run_replay_selection", replay_method)
 
     # where the runs execute
     role, _who = selections.identity()
@@ -139,7 +151,7 @@ if ready:
                                   for c, k in optional.items()}}
         common = {"max_num_epochs": int(epochs), "batch_size": int(batch), "seed": int(seed),
                   "energy_weight": e_weight, "forces_weight": f_weight, "ema": ema,
-                  "default_dtype": dtype}
+                  "default_dtype": dtype, "subselect_pt": replay_method}
         if device != "auto":
             common["device"] = device
         plan = jobs.expand_sweep(

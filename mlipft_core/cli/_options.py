@@ -37,7 +37,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-rank", type=int, help="LoRA rank (LoRA strategies)")
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha (LoRA strategies)")
     p.add_argument("--replay-samples", type=int,
-                   help="pretraining configurations replayed (multihead strategies)")
+                   help="pretraining configurations replayed (multihead strategies): a subset "
+                        "of the replay file, chosen by mace_finetuning_select, when it holds "
+                        "more (default 200)")
+    p.add_argument("--replay-selection", choices=["random", "fps"],
+                   help="how the replay subset is chosen: random, or farthest point sampling "
+                        "on the foundation model's descriptors (default random)")
     p.add_argument("--energy-weight", type=float)
     p.add_argument("--forces-weight", type=float)
     p.add_argument("--ema", dest="ema", action="store_true", default=None,

@@ -9,6 +9,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..actions import is_local_model_file
+from ..replay import replay_of
+from ..workspace import Workspace
 
 if TYPE_CHECKING:
     from ..jobs.progress import Progress
@@ -88,7 +90,8 @@ def run_row(rec: RunRecord, prog: Progress | None = None) -> dict[str, Any]:
          "created": rec.created, "started": rec.started, "finished": rec.finished,
          "model_path": rec.model_path, "reason": rec.reason, "metrics": rec.metrics,
          "sweep": rec.sweep, "lr": settings.get("lr"), "train_size": spec.get("train_size"),
-         "warnings": [str(w) for w in warnings]}
+         "warnings": [str(w) for w in warnings],
+         "replay": replay_of(spec, Workspace().runs / rec.id)}
     if prog is not None:
         d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
                          "fraction": prog.fraction, "valid": prog.last_valid()}

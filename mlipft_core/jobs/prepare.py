@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..replay import ReplaySubset, plan_subset
 from ..strategies import (
     RunSpec,
     Strategy,
@@ -248,14 +249,33 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
         run_spec = replace(spec, e0s=mace_e0s_argument(e0))
     run_spec = replace(run_spec, train_file=mace_train)
     cfg = build_config(run_spec, folder, check_device=on_here)
+    extra: dict[str, Any] = {}
+    steps = []
+    if strat.multihead:
+        subset = _replay_subset(spec, folder)
+        cfg["pt_train_file"] = subset.file
+        extra["replay"] = subset.to_dict()
+        select = subset.command()
+        if select is not None:
+            steps.append(shlex.join(["mace_finetuning_select", *select[3:]]))
+    steps.append(shell_command(cfg))
     atomic_write_text(folder / "config.yaml", config_yaml(cfg))
     atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"
-                      f"cd {shlex.quote(str(folder))}\n{shell_command(cfg)}\n")
-    extra: dict[str, Any] = {}
+                      f"set -e\ncd {shlex.quote(str(folder))}\n" + "\n".join(steps) + "\n")
     if left_out:
-        extra = {"mace_train_file": mace_train, "isolated_atoms_left_out": left_out,
-                 "warnings": [isolated_atoms_warning(spec.train_file, left_out, e0)]}
+        extra.update({"mace_train_file": mace_train, "isolated_atoms_left_out": left_out,
+                      "warnings": [isolated_atoms_warning(spec.train_file, left_out, e0)]})
     return run_spec, extra
+
+
+def _replay_subset(spec: RunSpec, folder: Path) -> ReplaySubset:
+    """What a multihead run replays (:mod:`mlipft_core.replay`): its replay file is counted
+    once per file version."""
+    from ..referencing import composition  # numpy, ase: see above
+
+    available = len(composition(spec.replay_file)[1])
+    return plan_subset(spec.replay_file, available, resolved_settings(spec), folder,
+                       spec.foundation_model)
 
 
 def prepare(spec: RunSpec, *, workspace: Workspace | None = None, sweep: str | None = None,

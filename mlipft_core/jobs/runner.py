@@ -6,8 +6,9 @@
 1. **claim** the run: ``queued`` → ``running`` under the run's lock, recording this process's
    pid, start time and host. A run that is not ``queued`` (already claimed, cancelled) is left
    alone, so a run can never be started twice;
-2. start the training (``mace_run_train --config config.yaml``) or MD process, in its own
-   process group, tied to the runner (it is killed if the runner dies);
+2. start the training (``mace_run_train --config config.yaml``, after
+   ``mace_finetuning_select`` where the run replays a subset of its replay file) or MD
+   process, each in its own process group, tied to the runner (killed if the runner dies);
 3. watch for cancellation (a ``cancel`` marker in the folder, or SIGTERM/SIGINT, which is what
    ``scancel`` sends) and for the SLURM time-limit warning (SIGUSR2);
 4. watch mace's results for a loss that became NaN or infinite (the run diverged): such a
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..replay import ReplaySubset
 from ..workspace import Workspace, read_json
 from . import policy, provenance
 from .progress import LossWatch, read_progress
@@ -87,42 +89,31 @@ def execute(folder: str | Path) -> str:
             signal.signal(sig, on_signal)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    log_path = folder / "train.log"
     rc: int | None = None
+    failed_step: str | None = None
     try:
-        if (folder / "cancel").exists():
-            stop.setdefault("why", "cancel")
-        else:
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(command_for(rec.kind, folder), cwd=folder, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True,
-                                        preexec_fn=_child_setup)
-            t_start = time.monotonic()
-            watch = LossWatch(folder) if rec.kind != "md" else None
-            next_look = t_start + WATCH_S
-            while True:
-                try:
-                    rc = proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    if "why" not in stop and (folder / "cancel").exists():
-                        stop["why"] = "cancel"
-                    if "why" not in stop and rec.time_limit_s and \
-                            time.monotonic() - t_start > rec.time_limit_s:
-                        stop["why"] = "cap"
-                    if "why" not in stop and watch is not None and \
-                            time.monotonic() >= next_look:
-                        next_look = time.monotonic() + WATCH_S
-                        if watch.poll() is not None:
-                            stop["why"] = "diverged"
-                    if "why" in stop:
-                        rc = _kill(proc)
-                        break
+        t_start = time.monotonic()
+        steps = steps_of(rec, folder)
+        watch = LossWatch(folder) if rec.kind != "md" else None
+        for k, (what, argv) in enumerate(steps):
+            if "why" not in stop and (folder / "cancel").exists():
+                stop.setdefault("why", "cancel")
+            if "why" in stop:
+                break
+            rc = _run_step(argv, folder, env, rec, stop, t_start,
+                           watch if what == "training" else None)
+            if rc != 0 and "why" not in stop and k < len(steps) - 1:
+                failed_step = what  # a step before the training: the training cannot start
+                break
     except BaseException as exc:  # record the end even when something here goes wrong
         finish(store, run_id, rc, cancelled=False,
                reason=f"the runner stopped on an unforeseen error: {exc or type(exc).__name__}")
         raise
+    if failed_step is not None:
+        last = [ln for ln in log_tail(folder / "train.log").splitlines() if ln.strip()]
+        return finish(store, run_id, rc, cancelled=False,
+                      reason=f"{failed_step} exited with code {rc}, so training did not start"
+                      + (f": {last[-1].strip()[:300]}" if last else ""))
     why = stop.get("why")
     if why == "cap":
         return finish(store, run_id, rc, cancelled=False,
@@ -134,6 +125,46 @@ def execute(folder: str | Path) -> str:
         return finish(store, run_id, rc, cancelled=False,
                       reason=diverged_reason(watch.found, rec.spec))
     return finish(store, run_id, rc, cancelled=why == "cancel")
+
+
+def steps_of(rec: RunRecord, folder: Path) -> list[tuple[str, list[str]]]:
+    """The processes of a run, in order, as ``(what, command line)``: the selection of its
+    replay subset where it has one (:mod:`mlipft_core.replay`), then the training or MD."""
+    steps = []
+    replay = (rec.spec or {}).get("replay") if rec.kind != "md" else None
+    if isinstance(replay, dict):
+        select = ReplaySubset.from_dict(replay).command()
+        if select is not None:
+            steps.append(("the replay selection (mace_finetuning_select)", select))
+    steps.append(("MD" if rec.kind == "md" else "training", command_for(rec.kind, folder)))
+    return steps
+
+
+def _run_step(argv: list[str], folder: Path, env: dict[str, str], rec: RunRecord,
+              stop: dict[str, str], t_start: float, watch: LossWatch | None) -> int:
+    """Run one process of the run in the folder (output appended to ``train.log``) until it
+    ends or ``stop`` gets a reason (cancel, the run-time cap, a diverged loss); its exit
+    code."""
+    with open(folder / "train.log", "ab") as log:
+        proc = subprocess.Popen(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                preexec_fn=_child_setup)
+    next_look = time.monotonic() + WATCH_S
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            if "why" not in stop and (folder / "cancel").exists():
+                stop["why"] = "cancel"
+            if "why" not in stop and rec.time_limit_s and \
+                    time.monotonic() - t_start > rec.time_limit_s:
+                stop["why"] = "cap"
+            if "why" not in stop and watch is not None and time.monotonic() >= next_look:
+                next_look = time.monotonic() + WATCH_S
+                if watch.poll() is not None:
+                    stop["why"] = "diverged"
+            if "why" in stop:
+                return _kill(proc)
 
 
 def diverged_reason(what: str | None, spec: dict | None) -> str:
