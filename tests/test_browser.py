@@ -166,7 +166,10 @@ def test_app_in_headless_chromium(server, tmp_path):
         page.wait_for_selector("h3:has-text('Stability')", timeout=300_000)
         page.wait_for_selector("h3:has-text('Radial distribution functions')", timeout=60_000)
         wait_rendered(page)
-        assert page.locator('[data-testid="stIFrame"]').count() >= 1  # trajectories drawn
+        # trajectories drawn: the viewers' frames come with the results (a moment after the
+        # headers when the page draws itself again once the runs ended)
+        page.locator('[data-testid="stIFrame"]').first.wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stIFrame"]').count() >= 1
         page.screenshot(path=str(tmp_path / "md.png"), full_page=True)
         browser.close()
     assert outside == [], f"requests left the machine: {outside[:5]}"
