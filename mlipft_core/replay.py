@@ -13,6 +13,7 @@ back from mace's log (:func:`used_count`).
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,12 @@ class ReplaySubset:
                      "--default_dtype", "float64"]
         return argv
 
+    def shell_line(self) -> str | None:
+        """:meth:`command` as a user types it (``mace_finetuning_select ...``), for
+        ``command.sh``."""
+        argv = self.command()
+        return None if argv is None else shlex.join(["mace_finetuning_select", *argv[3:]])
+
     def describe(self) -> str:
         """One sentence on what is replayed, e.g. for a run's page."""
         if not self.subsets:
@@ -99,13 +106,13 @@ def plan_subset(replay_file: str, available: int, settings: dict[str, Any], fold
     """What a multihead run with these resolved ``settings`` replays of ``replay_file``
     (holding ``available`` structures), for the run folder ``folder``."""
     requested = int(settings["num_samples_pt"])
-    sub = ReplaySubset(source=str(replay_file), available=int(available), requested=requested,
-                       method=str(settings.get("subselect_pt") or "random"),
-                       file=str(folder / SUBSET_FILE), seed=int(settings.get("seed", 0)),
-                       model=str(foundation_model), device=str(settings.get("device", "cpu")))
-    if not sub.subsets:
-        sub = ReplaySubset(**{**sub.to_dict(), "file": str(replay_file)})
-    return sub
+    return ReplaySubset(source=str(replay_file), available=int(available),
+                        requested=requested,
+                        method=str(settings.get("subselect_pt") or "random"),
+                        file=str(folder / SUBSET_FILE if requested < available
+                                 else replay_file),
+                        seed=int(settings.get("seed", 0)), model=str(foundation_model),
+                        device=str(settings.get("device", "cpu")))
 
 
 def used_count(log_text: str) -> int | None:
@@ -118,8 +125,10 @@ def used_count(log_text: str) -> int | None:
 def replay_of(spec: Any, folder: Path) -> dict[str, Any] | None:
     """What a run replays, as recorded with it and as mace used it, or ``None`` for a run
     without replay: ``available``, ``requested`` and ``selected`` structures, the ``method``,
-    the ``file`` mace replays and ``used``, the pretraining head's training structures read
-    from the run's log (``None`` until mace got there)."""
+    the ``file`` mace replays, ``method_used`` (``random`` where farthest point sampling failed,
+    with the reason in ``fps_failure``), ``used``, the pretraining head's training structures
+    (both read from the run's log; ``used`` is ``None`` until mace got there), and
+    ``described``, :meth:`ReplaySubset.describe`."""
     raw = spec.get("replay") if isinstance(spec, dict) else None
     if not isinstance(raw, dict):
         return None

@@ -255,9 +255,8 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
         subset = _replay_subset(spec, folder)
         cfg["pt_train_file"] = subset.file
         extra["replay"] = subset.to_dict()
-        select = subset.command()
-        if select is not None:
-            steps.append(shlex.join(["mace_finetuning_select", *select[3:]]))
+        if subset.subsets:
+            steps.append(subset.shell_line())
     steps.append(shell_command(cfg))
     atomic_write_text(folder / "config.yaml", config_yaml(cfg))
     atomic_write_text(folder / "command.sh", "#!/usr/bin/env bash\n# the same run by hand\n"

@@ -96,7 +96,7 @@ def execute(folder: str | Path) -> str:
         steps = steps_of(rec, folder)
         watch = LossWatch(folder) if rec.kind != "md" else None
         for k, (what, argv) in enumerate(steps):
-            if "why" not in stop and (folder / "cancel").exists():
+            if (folder / "cancel").exists():
                 stop.setdefault("why", "cancel")
             if "why" in stop:
                 break
@@ -110,10 +110,9 @@ def execute(folder: str | Path) -> str:
                reason=f"the runner stopped on an unforeseen error: {exc or type(exc).__name__}")
         raise
     if failed_step is not None:
-        last = [ln for ln in log_tail(folder / "train.log").splitlines() if ln.strip()]
         return finish(store, run_id, rc, cancelled=False,
-                      reason=f"{failed_step} exited with code {rc}, so training did not start"
-                      + (f": {last[-1].strip()[:300]}" if last else ""))
+                      reason=exit_reason(failed_step, rc, log_tail(folder / "train.log"),
+                                         ", so training did not start"))
     why = stop.get("why")
     if why == "cap":
         return finish(store, run_id, rc, cancelled=False,
@@ -165,6 +164,14 @@ def _run_step(argv: list[str], folder: Path, env: dict[str, str], rec: RunRecord
                     stop["why"] = "diverged"
             if "why" in stop:
                 return _kill(proc)
+
+
+def exit_reason(tool: str, rc: int | None, tail: str, consequence: str = "") -> str:
+    """Why a run failed when ``tool`` exited with code ``rc``: with the last line of its log
+    ``tail``, and ``consequence`` (e.g. ", so training did not start") after the code."""
+    last = [ln for ln in tail.splitlines() if ln.strip()]
+    return f"{tool} exited with code {rc}{consequence}" + (
+        f": {last[-1].strip()[:300]}" if last else "")
 
 
 def diverged_reason(what: str | None, spec: dict | None) -> str:
@@ -224,9 +231,7 @@ def finish(store: RunStore, run_id: str, rc: int | None, cancelled: bool,
                 reason = (f"{tool} ended without a result" if rec.kind == "md" else
                           "mace_run_train ended without writing a model file")
             else:
-                last = [ln for ln in tail.splitlines() if ln.strip()]
-                reason = f"{tool} exited with code {rc}" + (
-                    f": {last[-1].strip()[:300]}" if last else "")
+                reason = exit_reason(tool, rc, tail)
         extra = {"reason": reason}
     store.transition(run_id, ("queued", "running"), status=status, finished=now,
                      returncode=rc, log_tail=tail, metrics=metrics, **extra)
