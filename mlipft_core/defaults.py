@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from .demo import demo_paths, isolated_file_for, short_range_test_for
 from .jobs import parse_list
 from .registry import DEMO_MODEL_NAMES, get_spec, model_path
-from .strategies import COMMON_DEFAULTS
+from .strategies import (
+    COMMON_DEFAULTS,
+    PRESETS,
+    SHORT_BUDGET,
+    STUDY_COMMON,
+    STUDY_PROTOCOL,
+    StrategyError,
+)
 
 if TYPE_CHECKING:
     from .study import StudyInputs
@@ -45,17 +52,29 @@ def never_trusted(model: str) -> bool:
     return False
 
 
-def common_settings() -> dict[str, Any]:
-    """The settings every strategy starts from, whatever its own: epochs, batch size, loss
-    weights, EMA and seed (:data:`~mlipft_core.strategies.COMMON_DEFAULTS`, which every entry of
-    the strategy table starts from).
+def common_settings(preset: str = SHORT_BUDGET) -> dict[str, Any]:
+    """The settings every strategy starts from under ``preset``, whatever its own: epochs,
+    batch size, loss and its weights, weight decay, precision, EMA and seed
+    (:data:`~mlipft_core.strategies.COMMON_DEFAULTS`, with the study protocol's
+    :data:`~mlipft_core.strategies.STUDY_COMMON` over them under ``"study protocol"``).
 
     Returns
     -------
     dict
         Setting name -> the default value all strategies share (a new dict).
+
+    Raises
+    ------
+    StrategyError
+        For an unknown preset.
     """
-    return dict(COMMON_DEFAULTS)
+    if preset not in PRESETS:
+        raise StrategyError(f"unknown settings preset {preset!r}; choose from "
+                            f"{', '.join(PRESETS)}")
+    out = {**COMMON_DEFAULTS, "default_dtype": "float32"}
+    if preset == STUDY_PROTOCOL:
+        out.update(STUDY_COMMON)
+    return out
 
 
 def replay_file_for(model: str | None) -> str | None:
@@ -70,12 +89,18 @@ def replay_file_for(model: str | None) -> str | None:
     -------
     str or None
         The bundled replay pool (``sample_data/pretrain/replay_pool.xyz``) for a demo
-        registry model, whose pretraining corpus it comes from; ``None`` for any other model.
+        registry model, whose pretraining corpus it comes from; for an official model, the
+        cache file of the replay set mace offers for it
+        (:func:`~mlipft_core.replay_sets.replay_set_for`, cached or not); ``None`` for any
+        other model.
     """
+    from .replay_sets import replay_set_for
+
     spec = get_spec(model) if model else None
     if spec is not None and spec.name in DEMO_MODEL_NAMES:
         return str(demo_paths()["replay_pool"])
-    return None
+    rs = replay_set_for(model)
+    return str(rs.path()) if rs is not None else None
 
 
 def replay_or_default(replay: str | None, model: str | None) -> str | None:
@@ -129,7 +154,7 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
                  small_size: int | None = None,
                  pilot_lrs: str | Sequence[float] | None = None,
                  strategies: Sequence[str] | None = None, executor: str | None = None,
-                 slurm: dict[str, Any] | None = None,
+                 slurm: dict[str, Any] | None = None, search_structures: int | None = None,
                  trust: TrustFn = never_trusted) -> StudyInputs:
     """The inputs of a study, with the defaults filled in.
 
@@ -165,6 +190,9 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
         The strategies to compare (``None``: all).
     executor, slurm
         Where the study's runs execute, and SLURM options.
+    search_structures
+        Random compact structures of the short-range finding's random structure search
+        (default 40).
     trust
         Whether the user vouches for the models (see the module's description).
 
@@ -190,7 +218,7 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
         "epochs": epochs, "pilot_epochs": pilot_epochs, "small_size": small_size,
         "pilot_lrs": parse_list(pilot_lrs, float, "--lrs") or None,
         "strategies": None if strategies is None else list(strategies),
-        "executor": executor, "slurm": slurm}
+        "executor": executor, "slurm": slurm, "search_structures": search_structures}
     if model is None:  # the bundled demo world
         return study.demo_inputs(**given)
     if not (train and test):
@@ -198,6 +226,42 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
                                "--replay for forgetting and replay)")
     given["isolated_file"] = isolated_file_or_default(isolated_file, train)
     given["short_range_test"] = short_range_test or short_range_test_for(pretrain_test)
+    given.update(official_study_defaults(model, given, trust))
+    if not given.get("replay") and strategies is None:  # nothing to replay: the others
+        given["strategies"] = [s for s in study.FINE_TUNING if s not in study.REPLAY]
     files_left_out = {"valid": None, "pretrain_test": None, "replay": None}
     return study.StudyInputs(**{**files_left_out,
                                 **{k: v for k, v in given.items() if v is not None}})
+
+
+#: The weaker member of an official model's family, the default second model of the
+#: foundation-quality finding (OMat-trained models beat the MPtrj-trained MACE-MP-0 family).
+WEAKER_OF = {"mace-omat-0-small": "mace-mp-0-small", "mace-omat-0-medium": "mace-mp-0-medium",
+             "mace-mpa-0-medium": "mace-mp-0-medium", "mace-mp-0-medium": "mace-mp-0-small",
+             "mace-mp-0-large": "mace-mp-0-medium", "mace-mp-0b3-medium": "mace-mp-0-medium",
+             "mace-matpes-pbe-0": "mace-mp-0-medium", "mace-mh-1": "mace-mh-0",
+             "mace-off23-medium": "mace-off23-small", "mace-off23-large": "mace-off23-medium"}
+
+
+def official_study_defaults(model: str, given: dict[str, Any], trust: TrustFn
+                            ) -> dict[str, Any]:
+    """What a study of an official model takes when the user names none: the replay set mace
+    offers for it (when cached), a forgetting set drawn from that set, and the weaker member
+    of its family (when cached). Each default left out for a reason (not cached) leaves its
+    input empty; the study's findings then say which input would measure them."""
+    from .registry import is_available
+    from .replay_sets import forgetting_set, replay_set_for
+
+    out: dict[str, Any] = {}
+    rs = replay_set_for(model)
+    if rs is not None and rs.is_cached():
+        if not given.get("replay"):
+            out["replay"] = str(rs.path())
+        if not given.get("pretrain_test"):
+            out["pretrain_test"] = str(forgetting_set(rs))
+    weaker = WEAKER_OF.get(str(model))
+    if not given.get("weak_model") and weaker:
+        spec = get_spec(weaker)
+        if spec is not None and is_available(spec):
+            out["weak_model"] = _resolved(weaker, trust)
+    return out

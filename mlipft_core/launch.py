@@ -62,6 +62,11 @@ class TrainingOptions:
         file when it holds more.
     replay_selection
         How that subset is chosen: ``random`` or ``fps`` (farthest point sampling).
+    preset
+        The settings a run starts from (:data:`~mlipft_core.strategies.PRESETS`): ``short
+        budget`` (default) or ``study protocol``; the other options override it.
+    clip_grad, weight_decay, loss
+        Gradient clipping, weight decay and mace's loss (default: the preset's).
     """
 
     model: str
@@ -85,6 +90,10 @@ class TrainingOptions:
     lora_alpha: float | None = None
     replay_samples: int | None = None
     replay_selection: str | None = None
+    preset: str | None = None
+    clip_grad: float | None = None
+    weight_decay: float | None = None
+    loss: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The training settings that were given, by their names in a run's settings.
@@ -100,7 +109,9 @@ class TrainingOptions:
                  "ema_decay": self.ema_decay, "default_dtype": self.precision,
                  "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
                  "num_samples_pt": self.replay_samples,
-                 "subselect_pt": self.replay_selection}
+                 "subselect_pt": self.replay_selection, "preset": self.preset,
+                 "clip_grad": self.clip_grad, "weight_decay": self.weight_decay,
+                 "loss": self.loss}
         return {k: v for k, v in named.items() if v is not None}
 
 

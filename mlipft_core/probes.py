@@ -175,12 +175,13 @@ def _torch_threads(n: int):
 
 
 def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
-                  fmax: float = 0.05, progress=None) -> list[Atoms]:
+                  fmax: float = 0.05, progress=None, observe=None) -> list[Atoms]:
     """FIRE relaxation (ASE's FIRE parameters) of several structures at once.
 
     Every step is one batched model call for all structures still moving, instead of one
     calculator call per structure and step: the same trajectories as ASE's ``FIRE`` with
-    ``maxstep=0.2``, at a fraction of the per-call overhead.
+    ``maxstep=0.2``, at a fraction of the per-call overhead. ``observe(i, atoms)`` is called
+    with every structure's start and with each of its positions after a step.
     """
     dt0, dtmax, nmin, finc, fdec, astart, fa, maxstep = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99, 0.2
     n = len(structures)
@@ -188,6 +189,9 @@ def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
     v = [np.zeros((len(a), 3)) for a in atoms]
     dt, alpha, since = [dt0] * n, [astart] * n, [0] * n
     active = list(range(n))
+    if observe:
+        for i in active:
+            observe(i, atoms[i])
     for step in range(steps):
         if not active:
             break
@@ -217,6 +221,8 @@ def _batched_fire(net, structures: list[Atoms], *, head: str | None, steps: int,
             if norm > maxstep:
                 dr = maxstep * dr / norm
             atoms[i].positions += dr
+            if observe:
+                observe(i, atoms[i])
             still.append(i)
         active = still
         if progress:
@@ -282,3 +288,155 @@ def dimer_curve_cached(model: str | Path, pair: str, *, head: str | None = None,
     curve = dimer_curve(path, pair, head=head, trusted=True)
     atomic_write_json(cache, curve)
     return curve
+
+
+# ------------------------------------------------------------- random structure search
+#: The random structure search's settings, fixed before any model was searched with them:
+#: every pair of a start at least :data:`SEARCH_START_FACTOR` of its covalent-radii sum
+#: apart, FIRE to :data:`SEARCH_FMAX` eV/Å in at most :data:`SEARCH_STEPS` steps, and a
+#: collapse when a pair comes closer than :data:`SEARCH_COLLAPSE_FACTOR` of its covalent-radii
+#: sum at any step (0.55 × (0.76 + 0.31) = 0.59 Å for C-H, where a C-H bond is 1.09 Å).
+SEARCH_STRUCTURES = 40
+SEARCH_STEPS = 300
+SEARCH_FMAX = 0.05
+SEARCH_START_FACTOR = 0.85
+SEARCH_COLLAPSE_FACTOR = 0.55
+#: Heavy (not hydrogen) atoms and hydrogens of one random cluster, inclusive ranges; a target
+#: without hydrogen (or with hydrogen only) gets clusters of 3 to 8 atoms.
+SEARCH_HEAVY, SEARCH_HYDROGENS, SEARCH_ATOMS = (2, 4), (1, 6), (3, 8)
+
+
+@dataclass
+class SearchResult:
+    """One model's random structure search: how many of the same random compact structures
+    collapsed while it relaxed them.
+
+    ``closest`` per structure: the smallest ratio of a pair's distance to its covalent-radii
+    sum at any step; ``final``: the same ratio in the relaxed structure.
+    """
+
+    structures: int
+    collapsed: int
+    closest: list[float]
+    final: list[float]
+    steps: int
+    fmax: float
+    start_factor: float
+    collapse_factor: float
+    seed: int
+
+    @property
+    def collapsed_percent(self) -> float:
+        return round(100.0 * self.collapsed / max(self.structures, 1), 1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["collapsed_percent"] = self.collapsed_percent
+        d["median_closest"] = round(float(np.median(self.closest)), 3) if self.closest else None
+        d["median_final"] = round(float(np.median(self.final)), 3) if self.final else None
+        return d
+
+
+def _closest_ratio(atoms: Atoms) -> float:
+    """The smallest ratio of a pair's distance to the sum of its covalent radii."""
+    if len(atoms) < 2:
+        return float("inf")
+    d = atoms.get_all_distances()
+    radii = covalent_radii[atoms.numbers]
+    iu = np.triu_indices(len(atoms), 1)
+    return float((d[iu] / (radii[:, None] + radii[None, :])[iu]).min())
+
+
+def random_cluster(elements: Sequence[str], rng: np.random.Generator, *,
+                   start_factor: float = SEARCH_START_FACTOR) -> Atoms:
+    """A random compact cluster of ``elements``: each atom placed next to one already placed,
+    at 0.85 to 1.3 of their covalent-radii sum in a random direction, and no pair closer than
+    ``start_factor`` of its covalent-radii sum.
+
+    With hydrogen and another element among ``elements``: 2 to 4 heavy atoms and 1 to 6
+    hydrogens; otherwise 3 to 8 atoms.
+    """
+    heavy = sorted({e for e in elements if e != "H"})
+    if heavy and "H" in elements:
+        syms = [heavy[k] for k in rng.integers(0, len(heavy), rng.integers(SEARCH_HEAVY[0],
+                                                                         SEARCH_HEAVY[1] + 1))]
+        syms += ["H"] * int(rng.integers(SEARCH_HYDROGENS[0], SEARCH_HYDROGENS[1] + 1))
+    else:
+        pool = heavy or ["H"]
+        syms = [pool[k] for k in rng.integers(0, len(pool), rng.integers(SEARCH_ATOMS[0],
+                                                                       SEARCH_ATOMS[1] + 1))]
+    radius = {e: covalent_radii[atomic_numbers[e]] for e in set(syms)}
+    pos = [np.zeros(3)]
+    for sym in syms[1:]:
+        for _ in range(1000):
+            k = int(rng.integers(0, len(pos)))
+            u = rng.normal(size=3)
+            p = pos[k] + u / np.linalg.norm(u) * rng.uniform(0.85, 1.3) * (
+                radius[sym] + radius[syms[k]])
+            if all(np.linalg.norm(p - q) >= start_factor * (radius[sym] + radius[s2])
+                   for q, s2 in zip(pos, syms)):
+                pos.append(p)
+                break
+        else:  # pragma: no cover - a few atoms always fit
+            raise ProbeError("could not place a random structure's atoms")
+    return Atoms(syms, positions=np.array(pos))
+
+
+def search_structures(elements: Sequence[str], *, n_structures: int = SEARCH_STRUCTURES,
+                      seed: int = 0) -> list[Atoms]:
+    """The random structure search's starts: the same for every model of the same elements
+    and seed."""
+    if not elements:
+        raise ProbeError("a random structure search needs at least one element")
+    rng = np.random.default_rng(seed)
+    return [random_cluster(sorted(set(elements)), rng) for _ in range(n_structures)]
+
+
+def random_structure_search(model: str | Path, elements: Sequence[str], *,
+                            head: str | None = None, n_structures: int = SEARCH_STRUCTURES,
+                            steps: int = SEARCH_STEPS, fmax: float = SEARCH_FMAX, seed: int = 0,
+                            trusted: bool = False, progress=None) -> SearchResult:
+    """The study's random structure search: relax random compact clusters of ``elements``
+    with the model (batched FIRE) and count those in which two atoms came closer than
+    :data:`SEARCH_COLLAPSE_FACTOR` of their covalent-radii sum at any step.
+
+    A model that keeps its short-range repulsion pushes such atoms apart again; one that lost
+    it lets them fall into a "hole" at unphysically short distance.
+    """
+    net = load_model(model, trusted=trusted)
+    start = search_structures(elements, n_structures=n_structures, seed=seed)
+    closest = [float("inf")] * len(start)
+
+    def observe(i: int, atoms: Atoms) -> None:
+        closest[i] = min(closest[i], _closest_ratio(atoms))
+
+    relaxed = _batched_fire(net, start, head=head, steps=steps, fmax=fmax, progress=progress,
+                            observe=observe)
+    collapsed = sum(c < SEARCH_COLLAPSE_FACTOR for c in closest)
+    return SearchResult(len(start), int(collapsed), [round(c, 4) for c in closest],
+                        [round(_closest_ratio(a), 4) for a in relaxed], steps, fmax,
+                        SEARCH_START_FACTOR, SEARCH_COLLAPSE_FACTOR, seed)
+
+
+def random_structure_search_cached(model: str | Path, elements: Sequence[str], *,
+                                   head: str | None = None, workspace=None,
+                                   trusted: bool = False, progress=None,
+                                   **kwargs) -> SearchResult:
+    """:func:`random_structure_search`, cached in the workspace by model hash, head and
+    settings."""
+    ws = workspace or Workspace()
+    path = model_path(model, trusted=trusted)
+    settings = [sorted(set(elements)), head, SEARCH_START_FACTOR, SEARCH_COLLAPSE_FACTOR,
+                sorted(kwargs.items())]
+    key = hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:12]
+    cache = ws.cache / "search" / f"{cached_sha256(path)[:20]}-{key}.json"
+    if cache.is_file():
+        try:
+            return SearchResult(**{k: v for k, v in json.loads(cache.read_text()).items()
+                                   if k in SearchResult.__dataclass_fields__})
+        except (ValueError, TypeError):
+            pass
+    res = random_structure_search(path, elements, head=head, trusted=True, progress=progress,
+                                  **kwargs)
+    atomic_write_json(cache, res.to_dict())
+    return res

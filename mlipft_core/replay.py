@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "SUBSET_FILE", "ReplaySubset", "plan_subset", "replay_of",
+__all__ = ["METHODS", "SUBSET_FILE", "ReplaySubset", "plan_official", "plan_subset", "replay_of",
            "replay_sentence", "used_count"]
 
 #: How a replay subset can be chosen (``subselect_pt``): mace's two selections.
@@ -53,16 +53,22 @@ class ReplaySubset:
     model: str | None = None
     """The model whose descriptors farthest point sampling uses (the foundation model)."""
     device: str = "cpu"
+    official: str = ""
+    """The name of mace's own replay set (``mp``, ``omat``, ...) when ``source`` is one: mace
+    then selects the subset itself (``available`` is not counted, 0)."""
+    title: str = ""
+    """That set's title."""
 
     @property
     def selected(self) -> int:
         """Structures mace is given (before its 10% validation share of them)."""
-        return min(self.requested, self.available)
+        return self.requested if self.official else min(self.requested, self.available)
 
     @property
     def subsets(self) -> bool:
-        """Whether a subset is made (the run asks for fewer than the file holds)."""
-        return self.requested < self.available
+        """Whether the workbench makes a subset (the run asks for fewer than the local file
+        holds; mace selects from its own sets itself)."""
+        return not self.official and self.requested < self.available
 
     def command(self) -> list[str] | None:
         """The ``mace_finetuning_select`` command line that writes the subset (run in the run
@@ -86,6 +92,9 @@ class ReplaySubset:
 
     def describe(self) -> str:
         """One sentence on what is replayed, e.g. for a run's page."""
+        if self.official:
+            return (f"{self.requested} structures of mace's {self.title or self.official}, "
+                    f"chosen by mace ({METHODS[self.method]})")
         if not self.subsets:
             return (f"the whole replay file ({self.available} structures"
                     + (f"; {self.requested} were asked for" if self.requested > self.available
@@ -99,6 +108,16 @@ class ReplaySubset:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReplaySubset:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def plan_official(name: str, title: str, path: str, settings: dict[str, Any],
+                  foundation_model: str) -> ReplaySubset:
+    """What a multihead run with these resolved ``settings`` replays of mace's own set
+    ``name`` (cached at ``path``): mace selects ``num_samples_pt`` of it itself."""
+    return ReplaySubset(source=name, available=0, requested=int(settings["num_samples_pt"]),
+                        method=str(settings.get("subselect_pt") or "random"), file=str(path),
+                        seed=int(settings.get("seed", 0)), model=str(foundation_model),
+                        device=str(settings.get("device", "cpu")), official=name, title=title)
 
 
 def plan_subset(replay_file: str, available: int, settings: dict[str, Any], folder: Path,
@@ -141,7 +160,9 @@ def replay_of(spec: Any, folder: Path) -> dict[str, Any] | None:
     except OSError:
         log = ""
     failed = _FPS_FAILED.findall(log) if sub.subsets and sub.method == "fps" else []
-    return {"available": sub.available, "requested": sub.requested, "selected": sub.selected,
+    return {"available": None if sub.official else sub.available,
+            "official": sub.official or None,
+            "requested": sub.requested, "selected": sub.selected,
             "method": sub.method, "method_used": "random" if failed else sub.method,
             "fps_failure": failed[-1].strip() if failed else None, "file": sub.file,
             "used": used_count(log), "described": sub.describe()}

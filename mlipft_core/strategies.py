@@ -41,9 +41,36 @@ class Strategy:
     from_scratch: bool = False
 
 
-#: The settings every strategy starts from (its own entries below override them).
+#: The settings every strategy starts from (its own entries below override them): the
+#: "short budget" preset, measured for 20 epochs on CPU. ``clip_grad``, ``weight_decay`` and
+#: ``loss`` are mace's own defaults, written out so that a run records them.
 COMMON_DEFAULTS = {"max_num_epochs": 20, "batch_size": 5, "energy_weight": 10.0,
-                   "forces_weight": 100.0, "ema": True, "ema_decay": 0.99, "seed": 0}
+                   "forces_weight": 100.0, "ema": True, "ema_decay": 0.99, "seed": 0,
+                   "clip_grad": 10.0, "weight_decay": 5e-7, "loss": "weighted"}
+
+#: The settings presets a run starts from, by name: the strategy's own defaults (tuned for
+#: tens of epochs on CPU), or the study's protocol (mace's fine-tuning guidance, which
+#: summarises the study: for budgets of hundreds of epochs, on a GPU).
+SHORT_BUDGET, STUDY_PROTOCOL = "short budget", "study protocol"
+PRESETS = (SHORT_BUDGET, STUDY_PROTOCOL)
+#: The study protocol's settings common to every method: the ``universal`` loss with constant
+#: energy and forces weights 10/10, no weight decay (it pulls weights away from the
+#: pretrained solution), float64.
+STUDY_COMMON = {"loss": "universal", "energy_weight": 10.0, "forces_weight": 10.0,
+                "weight_decay": 0.0, "default_dtype": "float64", "ema": True}
+#: The study protocol per method: learning rate, EMA decay, gradient clipping.
+STUDY_PER_METHOD = {
+    "scratch": {"lr": 1e-2, "ema_decay": 0.99, "clip_grad": 10.0},
+    "naive": {"lr": 1e-3, "ema_decay": 0.999, "clip_grad": 1.0},
+    "freeze-a": {"lr": 1e-3, "ema_decay": 0.999, "clip_grad": 1.0},
+    "freeze-b": {"lr": 1e-3, "ema_decay": 0.999, "clip_grad": 1.0},
+    "lora": {"lr": 1e-2, "ema_decay": 0.99, "clip_grad": 10.0},
+    "multihead-replay": {"lr": 1e-4, "ema_decay": 0.9999, "clip_grad": 1.0},
+    "pseudolabel-replay": {"lr": 1e-4, "ema_decay": 0.9999, "clip_grad": 1.0},
+    "replay-lora": {"lr": 1e-3, "ema_decay": 0.999, "clip_grad": 10.0},
+}
+#: The losses a run may ask mace for.
+LOSSES = ("weighted", "universal", "huber", "ef")
 
 #: Default learning rates: measured with the learning-rate pilot (1e-4 ... 1e-1, 5 epochs) on the
 #: demo world (strong demo model, SN2 target), each within 1.3x of the pilot's best validation
@@ -102,7 +129,27 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
 #: Settings a user may edit (besides the strategy-specific ones in the defaults).
 EDITABLE = ("lr", "max_num_epochs", "batch_size", "energy_weight", "forces_weight", "ema",
             "ema_decay", "seed", "device", "default_dtype", "lora_rank", "lora_alpha",
-            "num_samples_pt", "subselect_pt")
+            "num_samples_pt", "subselect_pt", "clip_grad", "weight_decay", "loss", "preset")
+
+
+def preset_settings(strategy: str, preset: str = SHORT_BUDGET) -> dict[str, Any]:
+    """The settings a run of ``strategy`` starts from under ``preset`` (one of
+    :data:`PRESETS`): its defaults, with the study protocol's values over them.
+
+    Raises
+    ------
+    StrategyError
+        For an unknown strategy or preset.
+    """
+    strat = get_strategy(strategy)
+    if preset not in PRESETS:
+        raise StrategyError(f"unknown settings preset {preset!r}; choose from "
+                            f"{', '.join(PRESETS)}")
+    out = {**strat.defaults, "default_dtype": "float32", "preset": preset}
+    if preset == STUDY_PROTOCOL:
+        out.update(STUDY_COMMON)
+        out.update(STUDY_PER_METHOD[strat.name])
+    return out
 
 
 def get_strategy(name: str) -> Strategy:
@@ -136,14 +183,15 @@ class RunSpec:
 
 
 def resolved_settings(spec: RunSpec) -> dict[str, Any]:
-    strat = get_strategy(spec.strategy)
-    out = dict(strat.defaults)
-    out.setdefault("device", _default_device())
-    out.setdefault("default_dtype", "float32")
+    """A run's settings: its preset's (``settings["preset"]``, default the short budget),
+    then the ones the run sets itself."""
     unknown = set(spec.settings) - set(EDITABLE)
     if unknown:
         raise StrategyError(f"unknown settings: {', '.join(sorted(unknown))}")
+    out = preset_settings(spec.strategy, spec.settings.get("preset") or SHORT_BUDGET)
+    out.setdefault("device", _default_device())
     out.update(spec.settings)
+    out["preset"] = out.get("preset") or SHORT_BUDGET
     return out
 
 
@@ -211,7 +259,11 @@ def _check_files(strat: Strategy, spec: RunSpec) -> None:
                                 "configurations for the pt_head); without one mace would "
                                 "silently fall back to single-head training")
         if not Path(spec.replay_file).is_file():
-            raise StrategyError(f"replay file not found: {spec.replay_file}")
+            from .replay_sets import missing_message, official_set_of
+
+            official = official_set_of(spec.replay_file)
+            raise StrategyError(missing_message(official) if official is not None
+                                else f"replay file not found: {spec.replay_file}")
         if str(spec.e0s).lower() == "average":
             raise StrategyError("'average' E0s cannot be used with multihead fine-tuning "
                                 "(mace refuses them); use 'estimated' or explicit values")
@@ -263,6 +315,11 @@ def _checked_settings(strat: Strategy, s: dict[str, Any], *, check_device: bool
             decay = float("nan")
         if not 0.0 < decay < 1.0:
             raise StrategyError(f"the EMA decay must lie between 0 and 1, not {s['ema_decay']!r}")
+    _positive(s, "weight_decay", allow_zero=True)
+    if s.get("clip_grad") is not None:
+        _positive(s, "clip_grad")
+    if s.get("loss") not in LOSSES:
+        raise StrategyError(f"the loss must be one of {', '.join(LOSSES)}, not {s.get('loss')!r}")
     if s["device"] not in ("cpu", "cuda"):
         raise StrategyError(f"device must be 'cpu' or 'cuda', not {s['device']!r}")
     if check_device and s["device"] == "cuda" and _default_device() != "cuda":
@@ -287,12 +344,16 @@ def _common_options(spec: RunSpec, s: dict[str, Any], work_dir: str | Path, *, e
         "seed": seed,
         "device": s["device"],
         "default_dtype": s["default_dtype"],
+        "loss": s["loss"],
+        "weight_decay": float(s["weight_decay"]),
         **mace_keys(spec),
         "eval_interval": 1,
         "error_table": "PerAtomRMSE",
         "save_cpu": True,
         "restart_latest": True,
     }
+    if s.get("clip_grad") is not None:
+        cfg["clip_grad"] = float(s["clip_grad"])
     if s.get("ema"):
         cfg["ema"] = True
         cfg["ema_decay"] = float(s["ema_decay"])
@@ -349,8 +410,8 @@ def mace_keys(spec: RunSpec) -> dict[str, str]:
     (a plain ``energy=``/``forces`` in the file is read by mace as ``energy``/``forces``).
 
     mace reads the training, validation and test files (and the replay file of a multihead
-    run with real labels) with the same keys, so files that name a label differently are
-    refused.
+    run with real labels, unless it is one of mace's own sets) with the same keys, so files
+    that name a label differently are refused.
 
     Raises
     ------
@@ -365,7 +426,11 @@ def mace_keys(spec: RunSpec) -> dict[str, str]:
     strat = get_strategy(spec.strategy)
     files = [("training", spec.train_file), ("validation", spec.valid_file),
              ("test", spec.test_file)]
-    if strat.multihead and not strat.options.get("pseudolabel_replay"):
+    from .replay_sets import official_set_of
+
+    # mace reads its own replay sets with their own keys (energy, forces, stress)
+    if strat.multihead and not strat.options.get("pseudolabel_replay") and \
+            official_set_of(spec.replay_file) is None:
         files.append(("replay", spec.replay_file))
     chosen: dict[str, tuple[str, str, str]] = {}
     for role, path in files:

@@ -108,6 +108,9 @@ class StudyInputs:
     #: many-body probe);
     #: used by the analysis only, so it is not part of the study's identity
     short_range_test: str | None = None
+    #: random compact structures of the random structure search (the short-range finding's
+    #: collapse test), searched with every model; analysis only, as above
+    search_structures: int = 40
 
     def study_id(self) -> str:
         d = {k: v for k, v in asdict(self).items() if k not in NOT_IN_ID}
@@ -119,7 +122,7 @@ PATH_FIELDS = ("model", "train", "valid", "test", "pretrain_test", "replay", "we
                "isolated_file", "short_range_test")
 #: Inputs that change where a study runs or how it is analysed, not what it runs: left out
 #: of its identity.
-NOT_IN_ID = ("executor", "slurm", "short_range_test")
+NOT_IN_ID = ("executor", "slurm", "short_range_test", "search_structures")
 
 
 @dataclass
@@ -227,10 +230,15 @@ def check(inputs: StudyInputs) -> None:
     for s in inputs.strategies:
         get_strategy(s)
     if any(s in REPLAY for s in inputs.strategies) and not inputs.replay:
-        raise StudyError("the replay strategies need a replay file (pretraining configurations)")
+        raise StudyError("the replay strategies need a replay file (pretraining "
+                         "configurations): give one (--replay), or, for an official model, "
+                         "fetch mace's replay set of it first (mlipft replay fetch MODEL)")
     if "naive" not in inputs.strategies:
         raise StudyError("a study needs naive fine-tuning among its strategies: the E0, "
                          "small-data, foundation-model and replay findings compare with it")
+    if not 1 <= int(inputs.search_structures) <= 1000:
+        raise StudyError("the random structure search needs 1 to 1000 structures, not "
+                         f"{inputs.search_structures!r}")
     if inputs.epochs < 1 or inputs.pilot_epochs < 1 or inputs.small_size < 2:
         raise StudyError("epochs and pilot epochs must be at least 1, the small training size "
                          "at least 2")

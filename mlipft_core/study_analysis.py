@@ -19,9 +19,13 @@ from .compare import ComparisonRow, ModelRef, compare, model_heads_of
 from .errors import MlipftError
 from .findings import Evidence, display_name, role_title
 from .jobs.records import RunStore
-from .probes import reference_curve, reference_dimer_curves
-from .referencing import composition
-from .study_plan import CPU_SECONDS_PER_DIMER_CURVE, CPU_SECONDS_PER_EVALUATION
+from .probes import random_structure_search_cached, reference_curve, reference_dimer_curves
+from .referencing import composition, model_e0s_of
+from .study_plan import (
+    CPU_SECONDS_PER_DIMER_CURVE,
+    CPU_SECONDS_PER_EVALUATION,
+    CPU_SECONDS_PER_SEARCH_STRUCTURE,
+)
 from .workspace import Workspace
 
 if TYPE_CHECKING:  # types only: the study runs this analysis
@@ -94,6 +98,7 @@ class _Models:
     weak: list[ModelRef] = field(default_factory=list)      # the weaker FM and its fine-tune
     dimers: list[ModelHead] = field(default_factory=list)   # dimer curves
     probed: list[ModelHead] = field(default_factory=list)   # the short-range probe
+    searched: list[ModelHead] = field(default_factory=list)  # the random structure search
 
 
 @dataclass
@@ -103,6 +108,7 @@ class _Steps:
     compare: str
     weak: str = "comparing the weaker foundation model and its fine-tune"
     probe: str = "probing the held-out compressed structures"
+    search: str = "relaxing random compact structures (the random structure search)"
     findings: str = (f"stating the {_NUMBER_WORDS[len(findings.FINDINGS)]} findings"
                      if len(findings.FINDINGS) < len(_NUMBER_WORDS) else "stating the findings")
 
@@ -141,6 +147,7 @@ def _models(study: Study, ws: Workspace) -> _Models:
                                     if r in done}})
          if h.head != "pt_head" or h.name == "multihead-replay"),
         key=lambda h: (order.index(h.name), h.head == "pt_head"))
+    m.searched = [h for h in m.probed if h.head != "pt_head"]
     return m
 
 
@@ -160,6 +167,8 @@ def _plan(study: Study, m: _Models, pairs: list[str], steps: AnalysisSteps) -> _
         *((names.dimers(pair), CPU_SECONDS_PER_DIMER_CURVE * len(m.dimers)) for pair in pairs),
         *([(names.probe, CPU_SECONDS_PER_EVALUATION * _n_in(inp.short_range_test)
             * len(m.probed))] if inp.short_range_test else []),
+        (names.search, CPU_SECONDS_PER_SEARCH_STRUCTURE * inp.search_structures
+         * len(m.searched)),
         (names.findings, 1.0)])
     return names
 
@@ -233,6 +242,45 @@ def _probe(study: Study, ws: Workspace, m: _Models, steps: AnalysisSteps, names:
     return short_range, problem
 
 
+def search_elements(study: Study) -> list[str]:
+    """The elements of the random structure search: the target's that the foundation model
+    covers."""
+    elements, _ = composition(study.inputs.test)
+    try:
+        covered = set(model_e0s_of(study.inputs.model))
+    except MlipftError:
+        covered = set(elements)
+    return sorted(e for e in elements if e in covered)
+
+
+def _search(study: Study, ws: Workspace, m: _Models, steps: AnalysisSteps, names: _Steps
+            ) -> tuple[list[dict[str, Any]] | None, str, list[str]]:
+    """The random structure search with every model's target head
+    (``extra["search_results"]``), or why it could not run (the other findings stand)."""
+    elements = search_elements(study)
+    n = int(study.inputs.search_structures)
+    steps.begin(names.search)
+    out: list[dict[str, Any]] = []
+    try:
+        for k, h in enumerate(m.searched):
+            who = f"{display_name(h.label)}, model {k + 1} of {len(m.searched)}"
+
+            def progress(step: int, total: int, k: int = k, who: str = who) -> None:
+                steps.begin(names.search, f"{who}, step {step} of at most {total}",
+                            (k + step / total) / len(m.searched))
+
+            steps.begin(names.search, who, k / len(m.searched))
+            res = random_structure_search_cached(h.path, elements, head=h.head, workspace=ws,
+                                                 trusted=True, progress=progress,
+                                                 n_structures=n)
+            out.append({"model": h.label, **res.to_dict()})
+    except MlipftError as exc:  # the short-range finding says why
+        study.extra["search_results"] = None
+        return None, f"The random structure search could not run: {exc}. ", elements
+    study.extra["search_results"] = out
+    return out, "", elements
+
+
 def analyse(study: Study, ws: Workspace, steps: AnalysisSteps) -> None:
     """Evaluate the final runs and state the findings (stored on ``study``); ``steps`` is
     told each step as it begins."""
@@ -243,8 +291,11 @@ def analyse(study: Study, ws: Workspace, steps: AnalysisSteps) -> None:
     rows = _compare(study, ws, m, steps, names)
     walls, has_reference = _dimers(study, ws, m, pairs, steps, names)
     short_range, problem = _probe(study, ws, m, steps, names)
+    search, search_problem, elements = _search(study, ws, m, steps, names)
     study.extra["rows"] = [r.to_dict() for r in rows]
     study.extra["failed_runs"] = m.failed
     steps.begin(names.findings)
     study.findings = findings.state_all(Evidence(study, rows, walls, pairs, has_reference,
-                                                 short_range, problem))
+                                                 short_range, problem, search=search,
+                                                 search_problem=search_problem,
+                                                 search_elements=elements))

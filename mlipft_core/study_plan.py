@@ -48,6 +48,10 @@ CPU_SECONDS_PER_RUN = 40.0
 #: loading the model), and one model head's dimer curve of one element pair (1.2-2.2 s).
 CPU_SECONDS_PER_EVALUATION = 0.06
 CPU_SECONDS_PER_DIMER_CURVE = 2.0
+#: One model head relaxing one structure of the random structure search (batched FIRE, one
+#: thread): 40 structures took 58 s with the strong demo model while two training runs shared
+#: the machine (``bench/collapse_budget.py`` prints the time alone).
+CPU_SECONDS_PER_SEARCH_STRUCTURE = 1.0
 
 
 def pilot_size(inputs: StudyInputs) -> int:
@@ -151,6 +155,7 @@ class StudyPlan:
     evaluations: int                 # model heads times structures the analysis evaluates
     dimer_curves: int                # model heads times element pairs
     analysis_seconds: float          # the analysis on CPU, after the runs
+    searched: int = 0                # model heads times structures of the structure search
 
     @property
     def pilot_runs(self) -> int:
@@ -200,7 +205,8 @@ def plan(inputs: StudyInputs, workspace: Workspace | None = None) -> StudyPlan:
     training structures (the replay strategies' pretraining structures too) times its
     epochs; pilots, then finals, each phase ``slots`` runs at a time. The analysis:
     :data:`CPU_SECONDS_PER_EVALUATION` per model head and structure it evaluates,
-    :data:`CPU_SECONDS_PER_DIMER_CURVE` per model head and element pair."""
+    :data:`CPU_SECONDS_PER_DIMER_CURVE` per model head and element pair,
+    :data:`CPU_SECONDS_PER_SEARCH_STRUCTURE` per model head and searched structure."""
     ws = workspace or Workspace()
     n_train = n_structures(*file_version(inputs.train))
     n_replay = n_structures(*file_version(inputs.replay)) if inputs.replay else 0
@@ -226,13 +232,21 @@ def plan(inputs: StudyInputs, workspace: Workspace | None = None) -> StudyPlan:
         return longest if slots is None else max(sum(costs) / slots, longest)
 
     evaluations, dimer_curves = _analysis_size(inputs, roles)
+    searched = search_heads(inputs) * int(inputs.search_structures)
     return StudyPlan(list(inputs.strategies), n_lr, inputs.pilot_epochs, roles, inputs.epochs,
                      n_train, inputs.small_size, n_replay, slots,
                      sum(n * e for n, e in pilots + finals),
                      sum(cost(*r) for r in pilots + finals), wall(pilots) + wall(finals),
                      evaluations, dimer_curves,
                      CPU_SECONDS_PER_EVALUATION * evaluations
-                     + CPU_SECONDS_PER_DIMER_CURVE * dimer_curves)
+                     + CPU_SECONDS_PER_DIMER_CURVE * dimer_curves
+                     + CPU_SECONDS_PER_SEARCH_STRUCTURE * searched, searched)
+
+
+def search_heads(inputs: StudyInputs) -> int:
+    """Model heads the random structure search relaxes: the foundation model and every
+    strategy's target head."""
+    return 1 + len(inputs.strategies)
 
 
 def _analysis_size(inputs: StudyInputs, roles: list[str]) -> tuple[int, int]:

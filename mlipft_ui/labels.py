@@ -49,6 +49,16 @@ E0_WORDS = {"foundation": "the foundation model's E0s", "average": "average E0s"
             "explicit": "E0s given as values"}
 
 
+#: How the settings presets read on a page.
+PRESET_TITLES = {"short budget": "Short budget (tens of epochs on CPU)",
+                 "study protocol": "Study protocol (hundreds of epochs on a GPU)"}
+
+
+def preset_title(name: str) -> str:
+    """A settings preset in words (unknown names as they are)."""
+    return PRESET_TITLES.get(name, name)
+
+
 def strategy_title(name: str | None) -> str:
     """``"freeze-b"`` -> ``"Freeze, variant B"`` (unknown names as they are, none: a dash)."""
     if not name:

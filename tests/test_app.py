@@ -283,6 +283,35 @@ def test_runs_page_replay_selection_is_kept_and_reaches_the_run(tiny_split):
                      "point sampling."], shown
 
 
+def test_runs_page_study_protocol_preset_fills_the_table_and_reaches_the_run(tiny_split):
+    """Under the study protocol the table shows each strategy's study settings, says where
+    they came from, and the launched run records the preset and trains with them; the choice
+    is kept across a reload."""
+    ws = Workspace()
+    at = app("views/runs.py")
+    labelled(at.multiselect, "Strategies").set_value(["naive", "multihead-replay"]).run()
+    labelled(at.number_input, "Epochs").set_value(1).run()
+    labelled(at.radio, "Settings preset").set_value("study protocol").run()
+    assert not at.exception, at.exception
+    again = app("views/runs.py")  # a reload
+    assert labelled(again.radio, "Settings preset").value == "study protocol"
+    assert any("universal" in c.value and "weight decay 0" in c.value for c in again.caption)
+    assert labelled(again.selectbox, "Precision").value == "float64"
+    button(again, "Launch").click().run()
+    assert not again.exception, again.exception
+    recs = {r.strategy: r for r in jobs.list_runs(ws)}
+    for r in recs.values():
+        jobs.cancel(r.id, ws)
+    for strategy, (lr, ema, clip) in {"naive": (1e-3, 0.999, 1.0),
+                                      "multihead-replay": (1e-4, 0.9999, 1.0)}.items():
+        st_ = recs[strategy].spec["settings"]
+        assert st_["preset"] == "study protocol"
+        assert (st_["lr"], st_["ema_decay"], st_["clip_grad"]) == (lr, ema, clip)
+        cfg = (ws.runs / recs[strategy].id / "config.yaml").read_text()
+        assert "loss: universal" in cfg and "default_dtype: float64" in cfg
+        assert f"clip_grad: {clip}" in cfg and "weight_decay: 0.0" in cfg
+
+
 def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
     ok, why = slurm_available()
     if not ok:

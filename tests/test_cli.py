@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,9 +84,9 @@ def test_bad_input_exits_non_zero_with_one_line(args, needle):
 
 def test_help_lists_every_command_and_the_package_runs_as_a_module():
     listed = run("--help").stdout
-    for command in ("models", "inspect", "validate", "evaluate", "e0", "train", "tune", "study",
-                    "runs", "cancel", "settings", "compare", "dimer", "md", "workshop", "demo",
-                    "app"):
+    for command in ("models", "inspect", "replay", "validate", "evaluate", "e0", "train", "tune",
+                    "study", "runs", "cancel", "settings", "compare", "dimer", "md", "workshop",
+                    "demo", "app"):
         assert command in listed, command
     proc = subprocess.run([sys.executable, "-m", "mlipft_core.cli", "demo", "paths", "--json"],
                           capture_output=True, text=True, timeout=300)
@@ -98,11 +99,40 @@ def test_demo_models_replay_the_bundled_pool_and_other_models_nothing(demo, tmp_
 
     assert replay_file_for("demo-gfn1-strong") == demo["replay_pool"]
     assert replay_file_for("DEMO-GFN1-WEAK") == demo["replay_pool"]  # names are case-blind
-    assert replay_file_for("mace-mp-0-small") is None
+    # an official model: the cache file of mace's replay set of it, fetched or not
+    from mlipft_core.replay_sets import REPLAY_SETS
+
+    assert replay_file_for("mace-mp-0-small") == str(REPLAY_SETS["mp"].path())
+    assert replay_file_for("mace-omat-0-small") == str(REPLAY_SETS["omat"].path())
+    assert replay_file_for("mace-off23-small") is None
     assert replay_file_for(demo["models"]["demo-gfn1-weak"]) is None  # a path: the user's file
     assert replay_file_for(None) is None
     assert replay_or_default(str(tmp_path / "own.xyz"), "demo-gfn1-strong") == str(
         tmp_path / "own.xyz")
+
+
+def test_train_presets_reach_the_run_and_options_override_them(demo, tmp_path):
+    """``--preset "study protocol"`` trains with the study's settings for the strategy; an
+    option given as well overrides the preset; ``mlipft runs --json`` names the preset."""
+    out = run("train", "--strategy", "freeze-a", "--model", "demo-gfn1-weak", "--train",
+              demo["sn2_train"], "--epochs", "1", "--preset", "study protocol",
+              "--clip-grad", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)
+    run("cancel", rec["id"])
+    text = (Path(os.environ["MLIPFT_WORKSPACE"]) / "runs" / rec["id"] / "config.yaml").read_text()
+    for line in ("lr: 0.001", "ema_decay: 0.999", "clip_grad: 5.0", "loss: universal",
+                 "weight_decay: 0.0", "default_dtype: float64", "forces_weight: 10.0"):
+        assert line + "\n" in text, (line, text)
+    assert rec["preset"] == "study protocol"
+    short = run("train", "--strategy", "naive", "--model", "demo-gfn1-weak", "--train",
+                demo["sn2_train"], "--epochs", "1", "--json")
+    srec = json.loads(short.stdout)
+    run("cancel", srec["id"])
+    assert srec["preset"] == "short budget"
+    bad = run("train", "--strategy", "naive", "--model", "demo-gfn1-weak", "--train",
+              demo["sn2_train"], "--loss", "huber", "--clip-grad", "-1", check=False)
+    assert bad.returncode != 0 and "clip_grad must be a finite number > 0" in bad.stderr
 
 
 def test_demo_data_is_anchored_by_its_bundled_isolated_atoms(demo, tmp_path):

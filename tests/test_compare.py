@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.data import covalent_radii
 from ase.io import read, write
 
 from conftest import assert_done, mlipft_cmd
-from mlipft_core import analysis, jobs
+from mlipft_core import analysis, jobs, probes
 from mlipft_core import compare as cmp
 from mlipft_core.analysis import ModelHead, repulsion
 from mlipft_core.compare import ComparisonRow, compare, resolve_models
@@ -212,6 +213,51 @@ def test_collapse_probe_reports_closest_approach(weak_model):
     # sum of covalent radii (0.31 Å for H-H, the smallest pair)
     assert res.threshold == pytest.approx(0.31)
     assert res.collapsed == 0 and res.min_distance > 1.0
+
+
+def test_random_structure_search_starts_are_compact_and_the_same_for_every_model():
+    starts = probes.search_structures(["Cl", "C", "F", "H"], n_structures=30, seed=3)
+    again = probes.search_structures(["H", "F", "C", "Cl"], n_structures=30, seed=3)
+    assert [a.get_chemical_formula() for a in starts] == \
+        [a.get_chemical_formula() for a in again]
+    assert all(np.allclose(a.positions, b.positions) for a, b in zip(starts, again))
+    for a in starts:
+        syms = a.get_chemical_symbols()
+        assert 2 <= len([x for x in syms if x != "H"]) <= 4 and 1 <= syms.count("H") <= 6
+        assert probes._closest_ratio(a) >= probes.SEARCH_START_FACTOR - 1e-9
+        # compact: every atom within 1.3 covalent-radii sums of another
+        d = a.get_all_distances()
+        r = covalent_radii[a.numbers]
+        ratio = d / (r[:, None] + r[None, :]) + np.eye(len(a)) * 99
+        assert ratio.min(axis=1).max() <= 1.3 + 1e-9
+    silicon = probes.search_structures(["Si"], n_structures=5)
+    assert all(3 <= len(a) <= 8 and set(a.get_chemical_symbols()) == {"Si"} for a in silicon)
+    with pytest.raises(ProbeError):
+        probes.search_structures([])
+
+
+def test_random_structure_search_counts_a_collapse_at_any_step(weak_model, monkeypatch):
+    """A potential that pulls every pair together collapses every structure; the demo model
+    pushes them apart. The count is the structures whose closest approach (over the whole
+    relaxation) fell below the collapse factor."""
+    kept = probes.random_structure_search("demo-gfn1-weak", ["C", "H"], n_structures=3,
+                                          steps=20)
+    assert kept.structures == 3 and len(kept.closest) == len(kept.final) == 3
+    assert kept.collapsed == sum(c < probes.SEARCH_COLLAPSE_FACTOR for c in kept.closest) == 0
+    assert all(c <= f + 1e-9 for c, f in zip(kept.closest, kept.final))
+
+    def attractive(net, frames, head=None):
+        forces = []
+        for a in frames:
+            centre = a.positions.mean(axis=0)
+            forces.append(5.0 * (centre - a.positions))
+        return np.zeros(len(frames)), np.concatenate(forces)
+
+    monkeypatch.setattr(probes, "predict", attractive)
+    holes = probes.random_structure_search("demo-gfn1-weak", ["C", "H"], n_structures=3,
+                                           steps=40)
+    assert holes.collapsed == 3 and max(holes.closest) < probes.SEARCH_COLLAPSE_FACTOR
+    assert holes.to_dict()["collapsed_percent"] == 100.0
 
 
 def test_reference_dimer_curves_of_the_demo_models(demo, strong_model, tmp_path):

@@ -3,9 +3,19 @@ and use subsets are in ``tests/test_runs.py``)."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+from ase.io import read, write
+
+from conftest import mlipft_cmd
+from mlipft_core import registry
 from mlipft_core.replay import plan_subset, replay_of, replay_sentence
+from mlipft_core.replay_sets import REPLAY_SETS, replay_set_for
 
 #: two lines as mace_finetuning_select and mace_run_train write them (from a run's log)
 FELL_BACK = ("2026-12-02 13:38:54 ERROR    FPS failed, selecting random configurations "
@@ -42,3 +52,147 @@ def test_the_selection_command_and_a_farthest_point_sampling_that_fell_back(tmp_
                        tmp_path, "/models/fm.model")
     assert "--model" not in rand.command()
     assert replay_of({"settings": {}}, tmp_path) is None  # a run without replay
+
+
+# ------------------------------------------------------------------ mace's own replay sets
+def _standins(demo) -> tuple[str, Path]:
+    """The strong demo model where mace's loader finds MACE-MP-0 small, and a replay set built
+    from the demo replay pool with the keys mace's official path reads (``energy``,
+    ``forces``) where ``assemble_replay_data`` reads the Materials Project set."""
+    spec = registry.get_spec("mace-mp-0-small")
+    model = registry.expected_path(spec)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo["models"]["demo-gfn1-strong"], model)
+    frames = read(demo["replay_pool"], ":")
+    for a in frames:
+        a.info["energy"] = a.info.pop("REF_energy")
+        a.arrays["forces"] = a.arrays.pop("REF_forces")
+        a.info.pop("config_energy_weight", None)
+    target = REPLAY_SETS["mp"].path()
+    write(target, frames, format="extxyz")
+    return str(model), target
+
+
+def test_mace_replay_sets_match_mace_and_each_official_model_has_its_own():
+    """The addresses and cache names are mace's own (read from its source), and every official
+    model replays the set of its training data."""
+    import mace.tools.multihead_tools as mh
+
+    source = Path(mh.__file__).read_text()
+    for rs in REPLAY_SETS.values():
+        assert f'"{rs.url}"' in source, rs
+        assert f'name == "{rs.name}"' in source, rs
+    assert REPLAY_SETS["mp"].cache_name == "mp_traj_combinedxyz"
+    assert REPLAY_SETS["matpes_r2scan"].cache_name == "matpesr2scanreplaydataextxyz"
+    by = {m: (replay_set_for(m).name if replay_set_for(m) else None) for m in (
+        "mace-mp-0-small", "mace-mpa-0-medium", "mace-omat-0-small", "mace-matpes-pbe-0",
+        "mace-matpes-r2scan-0", "mace-mh-1", "mace-off23-small", "mace-omol-0-extra-large",
+        "demo-gfn1-strong")}
+    assert by == {"mace-mp-0-small": "mp", "mace-mpa-0-medium": "mp",
+                  "mace-omat-0-small": "omat", "mace-matpes-pbe-0": "matpes_pbe",
+                  "mace-matpes-r2scan-0": "matpes_r2scan", "mace-mh-1": "omat",
+                  "mace-off23-small": None, "mace-omol-0-extra-large": None,
+                  "demo-gfn1-strong": None}
+    assert replay_set_for("mace-mh-1", "mp_pbe_refit_add").name == "mp"
+    assert replay_set_for("mace-mh-1", "omol") is None
+
+
+def test_offline_each_missing_file_is_named_with_where_it_goes(demo, tiny):
+    """Without the model: the model's file; with it but without the replay set: the set's
+    file, the fetch command and mace's cache path. A model without a set says so."""
+    base = ["train", "--strategy", "multihead-replay", "--model", "mace-mp-0-small",
+            "--train", str(tiny / "train.xyz"), "--epochs", "1"]
+    no_model = subprocess.run(mlipft_cmd() + base, capture_output=True, text=True,
+                              timeout=300)
+    assert no_model.returncode != 0 and "Traceback" not in no_model.stderr
+    assert "20231210mace128L0_energy_epoch249model" in no_model.stderr
+    spec = registry.get_spec("mace-mp-0-small")
+    registry.expected_path(spec).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo["models"]["demo-gfn1-strong"], registry.expected_path(spec))
+    no_set = subprocess.run(mlipft_cmd() + base, capture_output=True, text=True, timeout=300)
+    assert no_set.returncode != 0 and "Traceback" not in no_set.stderr
+    assert "mlipft replay fetch mp" in no_set.stderr
+    assert str(REPLAY_SETS["mp"].path()) in no_set.stderr and "mp_traj_combined.xyz" in \
+        no_set.stderr
+    fetch = subprocess.run(mlipft_cmd() + ["replay", "fetch", "mace-mp-0-small"],
+                           capture_output=True, text=True, timeout=300)
+    assert fetch.returncode != 0 and "download failed" in fetch.stderr
+    assert str(REPLAY_SETS["mp"].path()) in fetch.stderr
+    assert not REPLAY_SETS["mp"].path().with_name("mp_traj_combinedxyz.part").exists()
+    none = subprocess.run(mlipft_cmd() + ["replay", "fetch", "mace-off23-small"],
+                          capture_output=True, text=True, timeout=300)
+    assert none.returncode != 0 and "has no replay set" in none.stderr
+
+
+@pytest.mark.slow
+def test_official_model_replays_through_maces_own_replay_assembly(demo, tmp_path):
+    """Multihead and pseudolabelled replay with ``--model mace-mp-0-small`` and nothing but
+    the target files: mace reads its own set from its cache, selects the replay size the run
+    asks for, and the run reports the count the pretraining head trained on."""
+    _, set_path = _standins(demo)
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":40"))
+    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":8"))
+    listed = json.loads(subprocess.run(mlipft_cmd() + ["replay", "list", "--json"],
+                                       capture_output=True, text=True, timeout=300).stdout)
+    assert next(s for s in listed["sets"] if s["name"] == "mp")["cached"] is True
+    out = subprocess.run(mlipft_cmd() + [
+        "train", "--strategy", "multihead-replay,pseudolabel-replay", "--model",
+        "mace-mp-0-small", "--train", str(tmp_path / "train.xyz"), "--valid",
+        str(tmp_path / "valid.xyz"), "--replay-samples", "20", "--epochs", "1", "--wait",
+        "--json"], capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "done", row
+        rep = row["replay"]
+        assert rep["official"] == "mp" and rep["file"] == str(set_path)
+        assert rep["requested"] == rep["selected"] == 20
+        assert rep["used"] == 18  # 20 selected by mace, less its 10% validation share
+        assert "chosen by mace (random)" in rep["described"]
+        folder = Path(row["model_path"]).parent
+        cfg = (folder / "config.yaml").read_text()
+        assert "pt_train_file: mp\n" in cfg and "num_samples_pt: 20" in cfg
+        assert "mace_finetuning_select" not in (folder / "command.sh").read_text()
+
+
+@pytest.mark.slow
+def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
+    """``mlipft study --model mace-mp-0-small --train --valid --test``: mace's replay set of
+    the model is replayed, a forgetting set drawn from it is the pretraining test, and every
+    finding is measured or says which input would measure it."""
+    _standins(demo)
+    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":30"))
+    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":6"))
+    write(tmp_path / "test.xyz", read(demo["sn2_test"], ":8"))
+    out = subprocess.run(mlipft_cmd() + [
+        "study", "--model", "mace-mp-0-small", "--train", str(tmp_path / "train.xyz"),
+        "--valid", str(tmp_path / "valid.xyz"), "--test", str(tmp_path / "test.xyz"),
+        # the budget only, to keep the test short: every input is the study's own
+        "--strategies", "naive,multihead-replay", "--lrs", "1e-3,1e-2", "--pilot-epochs", "1",
+        "--epochs", "1", "--small-size", "10", "--search-structures", "3", "--poll", "1",
+        "--json"], capture_output=True, text=True, timeout=2400)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["stage"] == "done", d["message"]
+    inp = d["inputs"]
+    assert inp["replay"] == str(REPLAY_SETS["mp"].path())
+    assert Path(inp["pretrain_test"]).is_file() and "forgetting" in inp["pretrain_test"]
+    assert len(read(inp["pretrain_test"], ":")) == 100
+    assert inp["weak_model"] is None  # MACE-MP-0 small is the weakest of its family
+    by = {f["key"]: f for f in d["findings"]}
+    assert len(by) == 6
+    for f in d["findings"]:  # measured, or it names the input that would measure it
+        assert f["reproduced"] is not None or "give" in f["summary"], f
+        assert "Traceback" not in f["summary"]
+    assert by["foundation"]["reproduced"] is None
+    assert "--weak-model" in by["foundation"]["summary"]
+    assert by["retention"]["reproduced"] is not None  # the forgetting set measured it
+    assert by["repulsion"]["level"] in ("lost", "softened", "kept")
+    assert set(by["repulsion"]["collapses"]) == {"foundation", "naive",
+                                                 "multihead-replay [Default]"}
+    runs = {r["id"]: r for r in json.loads(subprocess.run(
+        mlipft_cmd() + ["runs", "--json"], capture_output=True, text=True,
+        timeout=300).stdout)}
+    replay_run = runs[d["finals"]["multihead-replay"]]
+    assert replay_run["replay"]["official"] == "mp" and replay_run["replay"]["used"] == 180

@@ -86,7 +86,7 @@ def _study_cmd(subsets, demo, weak_model, strong_model, *extra):
         "--replay", str(subsets / "replay.xyz"), "--isolated-file", demo["sn2_isolated_atoms"],
         "--short-range-test", str(subsets / "short.xyz"),
         "--strategies", "naive,multihead-replay", "--lrs", "1e-3,1e-2", "--pilot-epochs", "1",
-        "--epochs", "1", "--small-size", "10", "--json", *extra]
+        "--epochs", "1", "--small-size", "10", "--search-structures", "4", "--json", *extra]
 
 
 @pytest.mark.slow
@@ -230,17 +230,27 @@ def check_verdicts(d: dict) -> None:
     rmse = {r["foundation model"]: r["after naive fine-tuning (meV/Å)"] for r in f["table"]}
     assert f["reproduced"] == (rmse["strong"] < rmse["weak"]), f
     assert all(quoted(v) in f["summary"] for v in rmse.values()), f["summary"]
-    # short range: naive adds SOFT_SPOT_MARGIN_PERCENT points of soft spots, replay fewer,
-    # or naive loses a dimer wall that replay (and the foundation model) keeps
+    # short range: the level from the random structure search, the probe and the walls
     f = finding_of(d, "repulsion")
     share = {r["model"]: r["soft spots (% of structures)"] for r in f["table"]}
     naive_up = share["Naive fine-tuning"] - share["Foundation model"]
-    replay_up = share["Multihead replay, target head"] - share["Foundation model"]
-    margin = studymod.SOFT_SPOT_MARGIN_PERCENT
-    lost_kept = [w["pair"] for w in d["extra"]["dimer_walls"]
-                 if w.get("naive") == "lost" and w.get("foundation") == "kept"
-                 and w.get("multihead replay, target head") == "kept"]
-    assert f["reproduced"] == ((naive_up >= margin and replay_up < margin) or bool(lost_kept))
+    searched = {r["model"]: r for r in d["extra"]["search"]}
+    fm_c = searched["Foundation model"]["collapsed (% of structures)"]
+    naive_c = searched["Naive fine-tuning"]["collapsed (% of structures)"] - fm_c
+    replay_c = searched["Multihead replay, target head"]["collapsed (% of structures)"] - fm_c
+    lost_walls = [w["pair"] for w in d["extra"]["dimer_walls"]
+                  if w.get("naive") == "lost" and w.get("foundation") == "kept"]
+    margin = findings.by_key("repulsion").COLLAPSE_MARGIN_PERCENT
+    level = ("lost" if naive_c >= margin else "softened"
+             if naive_up >= studymod.SOFT_SPOT_MARGIN_PERCENT or lost_walls else "kept")
+    assert f["level"] == level, f
+    assert f["reproduced"] == (level == "lost" and replay_c < margin)
+    assert set(f["collapses"]) == {"foundation", "naive", "multihead-replay [Default]"}
+    for label, c in f["collapses"].items():
+        row = searched[findings.display_name(label)]
+        assert (c["structures"], c["collapsed"]) == (row["structures searched"],
+                                                     row["collapsed"])
+        assert f"{c['collapsed']} of {c['structures']}" in f["summary"]
     for r in f["table"]:
         if r["model"] != "Multihead replay, pretraining head":
             assert f"with {r['soft spots (structures)']} soft spots " \
@@ -268,32 +278,59 @@ def _probe(model: str, soft_percent: float, n: int = 100) -> dict:
             "soft_share_percent": soft_percent, "n_left_out": 0, "n_weak_forces": 0}
 
 
+def _search(model: str, collapsed: int, n: int = 40) -> dict:
+    return {"model": model, "structures": n, "collapsed": collapsed,
+            "collapsed_percent": round(100 * collapsed / n, 1), "median_closest": 0.9,
+            "median_final": 0.95, "closest": [], "final": []}
+
+
 def test_short_range_finding_verdicts(demo):
-    """Finding 6 from hand-made probe results: the margins, the fallbacks, the wording."""
+    """Finding 6 from hand-made search and probe results: the three levels, the margins, the
+    fallbacks, the wording."""
     study = studymod.Study("study-x", studymod.demo_inputs(), "analysis", 0.0,
                            finals={"naive": "r1", "multihead-replay": "r2"})
 
-    def finding(naive: float, replay: float, **kw):
+    def finding(naive: float, replay: float, collapsed=(0, 0, 0), **kw):
         probe = [_probe("foundation", 4.0), _probe("naive", naive),
                  _probe("multihead-replay [Default]", replay),
                  _probe("multihead-replay [pt_head]", replay)]
-        return studymod._finding_repulsion(study, {}, [], True, probe, **kw)
+        search = [_search("foundation", collapsed[0]), _search("naive", collapsed[1]),
+                  _search("multihead-replay [Default]", collapsed[2])]
+        return studymod._finding_repulsion(study, {}, [], True, probe, search=search,
+                                           search_elements=["C", "H"], **kw)
 
-    yes = finding(19.0, 4.0)
-    assert yes.reproduced is True and "Reproduced" in yes.summary
-    assert [r["model"] for r in yes.table] == [
+    # naive collapses in 3 of 40 more than the foundation model (7.5 points), replay does not
+    lost = finding(19.0, 4.0, (1, 4, 1))
+    assert lost.reproduced is True and lost.level == "lost"
+    assert lost.numbers["naive_collapse_added"] == 7.5
+    assert "Collapsed: foundation model 1 of 40, naive fine-tuning 4 of 40, multihead replay " \
+           "(target head) 1 of 40" in lost.summary and "Reproduced" in lost.summary
+    assert lost.collapses["naive"] == {"structures": 40, "collapsed": 4, "median_closest": 0.9}
+    search_table = next(t for t in lost.tables if t.name == "search")
+    assert [r["collapsed"] for r in search_table.rows] == [1, 4, 1]
+    # one more collapse (2.5 points) is under the margin: softened by the probe, not lost
+    soft = finding(19.0, 4.0, (1, 2, 1))
+    assert soft.level == "softened" and soft.reproduced is False
+    assert "Softened, not lost: naive fine-tuning added 15.0 points of soft spots " \
+           "(multihead replay +0.0)" in soft.summary
+    assert "+2.5 points of the searched structures" in soft.summary
+    assert [r["model"] for r in soft.table] == [
         "Foundation model", "Naive fine-tuning", "Multihead replay, target head",
         "Multihead replay, pretraining head"]
-    assert yes.table[1]["soft spots added vs foundation (points)"] == 15.0
-    assert finding(8.0, 4.0).reproduced is False  # naive added less than 5 points
-    softened_too = finding(19.0, 12.0)
-    assert softened_too.reproduced is False and "replay softened it too" in softened_too.summary
-    # without a probe: the dimer walls alone, or nothing to measure
+    assert soft.table[1]["soft spots added vs foundation (points)"] == 15.0
+    kept = finding(8.0, 4.0)  # naive added 4 points of soft spots, under the margin
+    assert kept.level == "kept" and kept.reproduced is False and kept.summary.count("Kept")
+    both = finding(19.0, 12.0, (0, 4, 4))  # replay collapses as often
+    assert both.level == "lost" and both.reproduced is False
+    assert "multihead replay collapsed as well" in both.summary
+    # without a search or a probe: the dimer walls alone give a softening at most
     walls = {"C-C": {"foundation": {"wall_ev": 100.0, "verdict": "kept"},
                      "naive": {"wall_ev": 0.5, "verdict": "lost"},
                      "multihead-replay [Default]": {"wall_ev": 99.0, "verdict": "kept"}}}
     by_walls = studymod._finding_repulsion(study, walls, ["C-C"], True, None)
-    assert by_walls.reproduced is True and "lost C-C" in by_walls.summary
+    assert by_walls.level == "softened" and by_walls.reproduced is False
+    assert "lost C-C" in by_walls.summary and "no random structure search ran" in \
+        by_walls.summary
     none = studymod._finding_repulsion(study, {}, [], True, None,
                                        "The short-range structures could not be probed: x. ")
     assert none.reproduced is None and none.summary.startswith("The short-range structures")
@@ -561,7 +598,7 @@ def test_the_analysis_shows_its_steps_as_it_goes(subsets, demo, strong_model):
         test=str(subsets / "test.xyz"), pretrain_test=str(subsets / "pretrain.xyz"),
         replay=None, isolated_file=demo["sn2_isolated_atoms"],
         short_range_test=str(subsets / "short.xyz"), strategies=["naive"], epochs=1,
-        pilot_epochs=1, pilot_lrs=[1e-3, 1e-2], small_size=10))
+        pilot_epochs=1, pilot_lrs=[1e-3, 1e-2], small_size=10, search_structures=3))
     ws = Workspace()
     study = studymod.Study(inputs.study_id(), inputs, "analysis", 0.0,
                            e0=studymod._fit_e0s(inputs))
@@ -589,7 +626,10 @@ def test_the_analysis_shows_its_steps_as_it_goes(subsets, demo, strong_model):
     assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == n
     pairs = {p.text.split("dimer curves of ")[1].split(" ")[0] for p in told
              if "dimer curves of" in p.text}
-    assert n == 1 + len(pairs) + 1 + 1  # compare, each pair, the probe, the findings
+    # compare, each pair, the probe, the random structure search, the findings
+    assert n == 1 + len(pairs) + 1 + 1 + 1
+    assert any("relaxing random compact structures" in p.text and "Foundation model" in p.text
+               for p in told)
     assert all(p.text.startswith("All 6 runs ended. Analysis, step ") for p in told[:-1])
     assert any(f"step {n} of {n}: stating the six findings" in p.text for p in told)
     fractions = [p.fraction for p in told]

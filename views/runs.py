@@ -10,7 +10,8 @@ from mlipft_core.demo import isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.replay import METHODS as REPLAY_METHODS
-from mlipft_core.strategies import STRATEGIES
+from mlipft_core.replay_sets import missing_message, official_set_of
+from mlipft_core.strategies import PRESETS, SHORT_BUDGET, STRATEGIES, preset_settings
 from mlipft_core.tune import count_of
 from mlipft_ui import labels, runs_panel, selections, tuning, turns
 
@@ -48,6 +49,17 @@ if ready:
     selections.keep("run_strategies", list(picked))
     model_key = selections.get("model") or model_path
     applied = tuning.tuned(model_key, split.id)
+    preset = st.radio(
+        "Settings preset", list(PRESETS), format_func=labels.preset_title, horizontal=True,
+        help="Short budget: each strategy's defaults, measured for 20 epochs on CPU. Study "
+             "protocol: the study's settings per method (learning rate, EMA decay, gradient "
+             "clipping; the universal loss with energy and forces weights 10/10, no weight "
+             "decay, float64), meant for hundreds of epochs on a GPU. A learning rate from a "
+             "pilot replaces the preset's.",
+        key=selections.kept_widget("run_preset", SHORT_BUDGET,
+                                   fix=lambda v: v if v in PRESETS else None))
+    selections.keep("run_preset", preset)
+    start = {n: preset_settings(n, preset) for n in picked}
     st.caption("Per-strategy settings (edit a cell to change it):")
     # settings a strategy does not have read as a dash; the columns only when one applies
     optional = {"LoRA rank": "lora_rank", "LoRA alpha": "lora_alpha",
@@ -56,15 +68,22 @@ if ready:
                       if any(k in STRATEGIES[n].defaults for n in picked)]
     per = pd.DataFrame([{"strategy": STRATEGIES[n].title, "key": n,
                          "learning rate": applied[n]["best_lr"] if n in applied
-                         else STRATEGIES[n].defaults["lr"],
-                         "learning rate from": "pilot" if n in applied else "default",
+                         else start[n]["lr"],
+                         "learning rate from": "pilot" if n in applied else preset,
+                         "EMA decay": start[n]["ema_decay"],
+                         "gradient clipping": start[n]["clip_grad"],
+                         "settings from": preset,
                          **{c: f"{STRATEGIES[n].defaults[optional[c]]:g}"
                             if optional[c] in STRATEGIES[n].defaults else labels.DASH
                             for c in shown_optional}}
-                        for n in picked], columns=["strategy", "key", "learning rate",
-                                                   "learning rate from", *shown_optional])
+                        for n in picked],
+                       columns=["strategy", "key", "learning rate", "learning rate from",
+                                "EMA decay", "gradient clipping", "settings from",
+                                *shown_optional])
     applied_tag = "-".join(f"{k}{v['best_lr']:g}" for k, v in sorted(applied.items()))
-    per = st.data_editor(per, hide_index=True, disabled=["strategy", "learning rate from"],
+    applied_tag += "-" + preset.replace(" ", "_")
+    per = st.data_editor(per, hide_index=True,
+                         disabled=["strategy", "learning rate from", "settings from"],
                          column_config={"key": None, **{
                              c: st.column_config.TextColumn(
                                  c, help=f"{labels.DASH}: the strategy has no such setting")
@@ -82,7 +101,7 @@ if ready:
         except (TypeError, ValueError):
             return None
 
-    shared = common_settings()  # the defaults every strategy shares
+    shared = common_settings(preset)  # the defaults every strategy shares
     epochs = c[0].number_input(
         "Epochs", 1, max_epochs, step=1,
         key=selections.kept_widget("run_epochs",
@@ -94,11 +113,18 @@ if ready:
     seed = c[2].number_input("Seed", 0, 2**31 - 1, int(shared["seed"]))
     device = c[3].selectbox("Device", ["auto", "cpu", "cuda"],
                             help="auto: a GPU when one is visible to the executor")
-    dtype = c[4].selectbox("Precision", ["float32", "float64"])
+    precisions = ["float32", "float64"]
+    dtype = c[4].selectbox("Precision", precisions,
+                           index=precisions.index(shared["default_dtype"]),
+                           key=f"run_precision_{preset}")
     c = st.columns(3)
-    e_weight = c[0].number_input("Energy weight", 0.0, 1e6, float(shared["energy_weight"]))
-    f_weight = c[1].number_input("Forces weight", 0.0, 1e6, float(shared["forces_weight"]))
+    e_weight = c[0].number_input("Energy weight", 0.0, 1e6, float(shared["energy_weight"]),
+                                 key=f"run_energy_weight_{preset}")
+    f_weight = c[1].number_input("Forces weight", 0.0, 1e6, float(shared["forces_weight"]),
+                                 key=f"run_forces_weight_{preset}")
     ema = c[2].checkbox("EMA (moving average of the weights)", value=bool(shared["ema"]))
+    st.caption(f"From the {preset} preset: mace's **{shared['loss']}** loss, weight decay "
+               f"{shared['weight_decay']:g}.")
     lr_sweep = st.text_input("Learning rates to sweep (comma-separated; empty: the "
                              "table's value for each strategy)", "")
     seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
@@ -106,12 +132,20 @@ if ready:
                               "e.g. 10,30,100; empty: the whole training set)", "")
     replay = st.text_input("Replay file for multihead strategies (pretraining "
                            "configurations)", replay_file_for(selections.get("model")) or "")
-    try:
-        replay = selections.check_path(replay.strip()) if replay.strip() else ""
+    official = official_set_of(replay.strip()) if replay.strip() else None
+    try:  # mace's own set, not fetched yet: said below, and refused only for replay runs
+        replay = (replay.strip() if official is not None else
+                  selections.check_path(replay.strip()) if replay.strip() else "")
     except MlipftError as exc:
         st.error(str(exc))
         st.stop()
     replay_method = "random"
+    if official is not None and any(STRATEGIES[n].multihead for n in picked):
+        if official.is_cached():
+            st.caption(f"Replays mace's {official.title} ({official.level_of_theory}): mace "
+                       "selects each run's replay samples from it itself.")
+        else:
+            st.warning(missing_message(official, selections.get("model")) + ".")
     if any(STRATEGIES[n].multihead for n in picked):
         replay_method = st.radio(
             "Replay subset chosen by", list(REPLAY_METHODS), format_func=REPLAY_METHODS.get,
@@ -147,11 +181,14 @@ if ready:
         own = {}
         for row in per.to_dict("records"):
             own[row["key"]] = {"lr": float(row["learning rate"]),
+                               "ema_decay": float(row["EMA decay"]),
+                               "clip_grad": float(row["gradient clipping"]),
                                **{k: cell(row.get(c), float if k == "lora_alpha" else int)
                                   for c, k in optional.items()}}
         common = {"max_num_epochs": int(epochs), "batch_size": int(batch), "seed": int(seed),
                   "energy_weight": e_weight, "forces_weight": f_weight, "ema": ema,
-                  "default_dtype": dtype, "subselect_pt": replay_method}
+                  "default_dtype": dtype, "subselect_pt": replay_method, "preset": preset,
+                  "loss": shared["loss"], "weight_decay": shared["weight_decay"]}
         if device != "auto":
             common["device"] = device
         plan = jobs.expand_sweep(
@@ -163,8 +200,9 @@ if ready:
             common=common, lrs=lrs, seeds=seed_list if len(seed_list) > 1 else [],
             sizes=sizes)
     except (TypeError, ValueError):
-        problem = ("Every cell of the strategy table needs a number (learning rate, LoRA rank "
-                   "and alpha, replay samples; LoRA rank and replay samples whole numbers), "
+        problem = ("Every cell of the strategy table needs a number (learning rate, EMA decay, "
+                   "gradient clipping, LoRA rank and alpha, replay samples; LoRA rank and "
+                   "replay samples whole numbers), "
                    f"or {labels.DASH} where the strategy has no such setting.")
     except MlipftError as exc:
         problem = str(exc)

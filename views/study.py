@@ -7,10 +7,12 @@ import streamlit as st
 
 from mlipft_core import jobs
 from mlipft_core import study as studymod
+from mlipft_core.defaults import official_study_defaults
 from mlipft_core.demo import demo_paths, isolated_file_for, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.findings import Chart, Finding
 from mlipft_core.registry import DEMO_MODEL_NAMES
+from mlipft_core.replay_sets import missing_message, replay_set_for
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of
 from mlipft_ui import plots, selections, show
@@ -29,6 +31,10 @@ demo = demo_paths()
 VERDICT = {True: ("Reproduced", ":material/check_circle:", "green"),
            False: ("Not reproduced here", ":material/cancel:", "red"),
            None: ("Not measured", ":material/help:", "gray")}
+#: A finding with levels (the short-range one) that is not reproduced: what it showed.
+LEVEL_BADGE = {"softened": ("Softened, no collapse: not the study's result",
+                            ":material/change_history:", "orange"),
+               "lost": ("Lost, by replay too: not reproduced", ":material/cancel:", "red")}
 
 # ----------------------------------------------------------------- inputs
 model_path = selections.selected_model_path() or demo["models"]["demo-gfn1-strong"]
@@ -42,17 +48,33 @@ is_demo_model = selections.get("model") in DEMO_MODEL_NAMES or selections.get("m
 target_name = (split_label(split) if split is not None and split.counts.get("test")
                else "demo SN2 (B3LYP)")
 st.markdown(f"Foundation model **{model_name}** · target data **{target_name}**")
+# an official model: mace's replay set of it, a forgetting set drawn from that, the weaker
+# member of its family, where they are at hand
+official = replay_set_for(selections.get("model"))
+given: dict = {}
+if is_demo_model:
+    given = {"weak_model": demo["models"]["demo-gfn1-weak"],
+             "pretrain_test": demo["pretrain_test"], "replay": demo["replay_pool"]}
+elif selections.get("model"):
+    if official is not None and official.is_cached():
+        with st.spinner(f"Drawing a forgetting set from mace's {official.title} (once)…"):
+            given = official_study_defaults(selections.get("model"), {}, lambda _m: False)
+    elif official is not None:
+        st.info(missing_message(official, selections.get("model"))
+                + ". Until then the study runs the strategies without replay, and the "
+                "forgetting finding needs a pretraining test set of your own.")
+    else:
+        given = official_study_defaults(selections.get("model"), {}, lambda _m: False)
 with st.expander("Inputs and settings", expanded=False):
     c = st.columns(2)
     weak = c[0].text_input("Weaker foundation model (for the FM-quality finding; empty: skip)",
-                           demo["models"]["demo-gfn1-weak"] if is_demo_model else "",
-                           key="study_weak_model")
+                           given.get("weak_model") or "", key="study_weak_model")
     pretrain = c[1].text_input("Held-out pretraining test set (forgetting)",
-                               demo["pretrain_test"] if is_demo_model else "",
-                               key="study_pretrain_test")
+                               given.get("pretrain_test") or "", key="study_pretrain_test")
     c = st.columns(2)
-    replay = c[0].text_input("Replay file (pretraining structures)",
-                             demo["replay_pool"] if is_demo_model else "", key="study_replay")
+    replay = c[0].text_input("Replay file (pretraining structures; an official model: mace's "
+                             "replay set of it)", given.get("replay") or "",
+                             key="study_replay")
     iso = c[1].text_input("Isolated-atom energies of the target's method (E0 anchor)",
                           isolated_file_for(files["train"]) or "", key="study_isolated_file")
     short = st.text_input("Held-out compressed structures at the foundation model's level of "
@@ -67,7 +89,8 @@ with st.expander("Inputs and settings", expanded=False):
     lrs_txt = c[3].text_input("Pilot learning rates (empty: five around each default)", "",
                               key="study_pilot_lrs")
     strategies = st.multiselect("Strategies", list(studymod.FINE_TUNING),
-                                default=list(studymod.FINE_TUNING),
+                                default=[s for s in studymod.FINE_TUNING
+                                         if replay.strip() or s not in studymod.REPLAY],
                                 format_func=lambda s: STRATEGIES[s].title,
                                 key="study_strategies")
 
@@ -221,7 +244,8 @@ def draw_table(rows: list[dict], columns: list[str], digits: dict[str, int]) -> 
 
 
 for f in study.findings:
-    word, icon, color = VERDICT[f.reproduced]
+    word, icon, color = (LEVEL_BADGE[f.level] if f.level in LEVEL_BADGE and not f.reproduced
+                         else VERDICT[f.reproduced])
     with st.container(border=True):
         st.markdown(f"#### {f.number}. {f.title}")
         st.badge(word, icon=icon, color=color)

@@ -8,7 +8,7 @@ Each module of this package adds one group of subcommands and holds their ``cmd_
 functions, which read the options, call the core and say what to print:
 
 =============  ==============================================
-``models``     ``models``, ``inspect``
+``models``     ``models``, ``inspect``, ``replay``
 ``data``       ``validate``, ``evaluate``, ``e0``
 ``runs``       ``train``, ``tune``, ``runs``, ``cancel``, ``settings``
 ``study``      ``study``
@@ -39,7 +39,8 @@ __all__ = ["build_parser", "main", "unexpected_message"]
 
 #: The subcommands in the order ``mlipft --help`` lists them.
 COMMANDS: tuple[Callable[[AddFn], None], ...] = (
-    models.add_models, models.add_inspect, data.add_validate, data.add_evaluate, data.add_e0,
+    models.add_models, models.add_inspect, models.add_replay, data.add_validate,
+    data.add_evaluate, data.add_e0,
     runs.add_train, runs.add_tune, study.add_study, runs.add_runs, runs.add_cancel,
     runs.add_settings, analysis.add_compare, analysis.add_dimer, analysis.add_md,
     workshop.add_workshop, demo.add_demo, app.add_app)

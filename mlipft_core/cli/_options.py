@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..launch import TrainingOptions
+from ..strategies import LOSSES, PRESETS
 
 #: Adds a command (name, help) with its ``--json`` option and returns its parser.
 AddFn = Callable[[str, str], argparse.ArgumentParser]
@@ -50,6 +51,14 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", dest="ema", action="store_false")
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--precision", choices=["float32", "float64"])
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="the settings a run starts from: 'short budget' (the strategy's "
+                        "defaults, measured for 20 epochs on CPU) or 'study protocol' (the "
+                        "study's per-method settings, for long runs on a GPU); options given "
+                        "here override it (default: short budget)")
+    p.add_argument("--clip-grad", type=float, help="gradient clipping (default: the preset's)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
+    p.add_argument("--loss", choices=list(LOSSES), help="mace's loss (default: the preset's)")
 
 
 def training_options(args: argparse.Namespace) -> TrainingOptions:

@@ -91,7 +91,8 @@ def run_row(rec: RunRecord, prog: Progress | None = None) -> dict[str, Any]:
          "model_path": rec.model_path, "reason": rec.reason, "metrics": rec.metrics,
          "sweep": rec.sweep, "lr": settings.get("lr"), "train_size": spec.get("train_size"),
          "warnings": [str(w) for w in warnings],
-         "replay": replay_of(spec, Workspace().runs / rec.id)}
+         "replay": replay_of(spec, Workspace().runs / rec.id),
+         "preset": str(settings.get("preset") or "short budget")}
     if prog is not None:
         d["progress"] = {"epoch": prog.epoch, "max_epochs": prog.max_epochs,
                          "fraction": prog.fraction, "valid": prog.last_valid()}

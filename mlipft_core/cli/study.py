@@ -46,6 +46,9 @@ def add_study(add: AddFn) -> None:
     p.add_argument("--small-size", type=int,
                    help="training structures of the scratch-vs-fine-tune pair (default 25)")
     p.add_argument("--strategies", help="strategies to compare (default: all seven)")
+    p.add_argument("--search-structures", type=int,
+                   help="random compact structures relaxed with every model in the "
+                        "short-range finding's random structure search (default 40)")
     p.add_argument("--no-wait", action="store_true",
                    help="start (or look up) the study and return; run again to resume")
     p.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
@@ -69,9 +72,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                     short_range_test=args.short_range_test, epochs=args.epochs,
                     pilot_epochs=args.pilot_epochs, small_size=args.small_size,
                     pilot_lrs=args.lrs, strategies=strategies, executor=args.executor,
+                    search_structures=args.search_structures,
                     slurm=slurm_if_chosen(args))
     lines = [f"study {res.id}: {res.stage}"]
     for f in res.findings:
-        lines.append(f"{f.number}. {f.title}: {VERDICTS[f.reproduced]}\n   {f.summary}")
+        level = f" ({f.level})" if f.level else ""
+        lines.append(f"{f.number}. {f.title}: {VERDICTS[f.reproduced]}{level}\n   {f.summary}")
     emit(args, res.to_dict(), "\n".join(lines))
     return 0 if res.stage in GOING else 1

@@ -85,6 +85,12 @@ class Finding:
     charts: list[Chart] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     digits: dict[str, int] = field(default_factory=dict)
+    #: a finding with more than two outcomes: which one (the short-range finding's
+    #: ``"lost"``, ``"softened"`` or ``"kept"``); empty for the others
+    level: str = ""
+    #: the random structure search per model head label: ``structures``, ``collapsed``,
+    #: ``median_closest`` (the short-range finding; empty for the others)
+    collapses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.columns and self.table:
@@ -114,7 +120,9 @@ class Evidence:
     of each model head (:class:`~mlipft_core.analysis.RepulsionVerdict` as a dict, by its
     label); ``has_reference``: whether reference dimer curves judged the walls;
     ``short_range``: the short-range probe of each model head (None: not probed), or the
-    reason it failed in ``probe_problem``.
+    reason it failed in ``probe_problem``; ``search``: the random structure search of each
+    model head (:class:`~mlipft_core.probes.SearchResult` as a dict with its ``model``
+    label), or the reason it failed in ``search_problem``.
     """
 
     study: Study
@@ -124,6 +132,11 @@ class Evidence:
     has_reference: bool = True
     short_range: list[dict[str, Any]] | None = None
     probe_problem: str = ""
+    #: the random structure search of each model head (None: not searched), the reason it
+    #: failed, and the elements searched
+    search: list[dict[str, Any]] | None = None
+    search_problem: str = ""
+    search_elements: list[str] = field(default_factory=list)
 
     def _heads(self, name: str) -> dict[str, ComparisonRow]:
         heads: dict[str, ComparisonRow] = {}

@@ -43,9 +43,12 @@ def state(ev: Evidence) -> Finding:
     runs = ev.run_ids("naive", "multihead-replay")
     if n is None or m is None or n.target_forces_rmse_mev_per_a is None or \
             m.target_forces_rmse_mev_per_a is None:
-        return layout(Finding(0, TITLE, CLAIM, None, "Could not be measured: the naive or the "
-                              "multihead replay run failed.", TEACHING, table, runs, key=KEY),
-                      study.extra)
+        why = ("multihead replay was not among the study's strategies: it needs a replay file "
+               "(--replay, or mlipft replay fetch MODEL for an official model)"
+               if "multihead-replay" not in study.inputs.strategies
+               else "the naive or the multihead replay run failed")
+        return layout(Finding(0, TITLE, CLAIM, None, f"Could not be measured: {why}.",
+                              TEACHING, table, runs, key=KEY), study.extra)
     ratio = m.target_forces_rmse_mev_per_a / n.target_forces_rmse_mev_per_a
     ok = ratio <= CLOSE_FACTOR
     summary = (f"Target force RMSE: naive {fmt(n.target_forces_rmse_mev_per_a, 'meV/Å')} (lr "

@@ -35,8 +35,10 @@ def state(ev: Evidence) -> Finding:
     fs, fw = ev.target_row("foundation"), ev.target_row("weak foundation")
     runs = ev.run_ids("naive", "naive-weak")
     if s is None or w is None:
-        why = ("no weaker foundation model was given" if not ev.study.inputs.weak_model else
-               "a run failed")
+        why = ("no weaker foundation model was given; give one to measure it (--weak-model, "
+               "or the Study page's 'Weaker foundation model'), e.g. the weaker member of the "
+               "model's family (MACE-MP-0 small against OMAT-0 small)"
+               if not ev.study.inputs.weak_model else "a run failed")
         return layout(Finding(0, TITLE, CLAIM, None, f"Could not be measured: {why}.",
                               TEACHING, runs=runs, key=KEY), ev.study.extra)
     strong, weak = s.target_forces_rmse_mev_per_a, w.target_forces_rmse_mev_per_a

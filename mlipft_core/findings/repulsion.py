@@ -1,20 +1,40 @@
 """Finding: naive fine-tuning loses the short-range repulsion that multihead replay keeps.
 
-Two measures: the short-range probe (held-out compressed structures: how much of the
-reference's repulsive force each model keeps, and its *soft spots*, the structures where it
-keeps less than half) and the dimer walls of the target's element pairs (:mod:`.walls`).
+Three measures, each on the same inputs for every model:
 
-Rule: reproduced when naive fine-tuning adds at least :data:`SOFT_SPOT_MARGIN_PERCENT`
-points of soft spots to the foundation model's (``numbers["naive_added"]``) while multihead
-replay adds fewer (``numbers["replay_added"]``), or when naive fine-tuning loses a dimer
-wall that multihead replay keeps (``numbers["walls_lost_and_kept"]``, the number of such
-pairs). Without a probe, the walls alone decide.
+- the study's own test, a random structure search
+  (:func:`~mlipft_core.probes.random_structure_search`): random compact clusters of the
+  target's elements relaxed with each model, counting those that *collapse* (two atoms
+  closer than :data:`~mlipft_core.probes.SEARCH_COLLAPSE_FACTOR` of their covalent-radii
+  sum at any step);
+- the short-range probe: held-out compressed structures, how much of the reference's
+  repulsive force each model keeps, and its *soft spots*, the structures where it keeps less
+  than half;
+- the dimer walls of the target's element pairs (:mod:`.walls`).
+
+Rule, fixed before any study was analysed with it; ``numbers["level"]`` says what happened to
+naive fine-tuning against the foundation model:
+
+- ``"lost"``: naive fine-tuning collapses in at least :data:`COLLAPSE_MARGIN_PERCENT` points
+  of the search's structures more than the foundation model (``numbers["naive_collapse_added"]``);
+- ``"softened"``: not lost, but naive fine-tuning adds at least
+  :data:`SOFT_SPOT_MARGIN_PERCENT` points of soft spots to the foundation model's
+  (``numbers["naive_added"]``), or loses a dimer wall the foundation model has
+  (``numbers["walls_lost"]``);
+- ``"kept"``: neither.
+
+Reproduced (the study's result) only when the level is ``"lost"`` and multihead replay adds
+fewer than :data:`COLLAPSE_MARGIN_PERCENT` points of collapses
+(``numbers["replay_collapse_added"]``). A softening is reported as such, not as the study's
+result. Without a search (no finished naive and replay runs), the level comes from the probe
+and the walls, and the finding is not reproduced.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..probes import SEARCH_COLLAPSE_FACTOR, SEARCH_FMAX, SEARCH_STEPS
 from . import walls as wl
 from .base import Chart, Evidence, Finding, Table, bar_series, display_name
 
@@ -28,30 +48,58 @@ CLAIM = ("Naive fine-tuning loses the short-range repulsion that multihead repla
 TEACHING = ("The target data never puts atoms much closer than a bond length, so nothing in "
             "it holds up the foundation model's short-range repulsion. Naive fine-tuning "
             "is free to soften it; replay keeps showing the network compressed "
-            "pretraining structures. The probe takes compressed structures the foundation "
-            "model never saw and asks how much of the reference's repulsive force each "
-            "model keeps. A soft spot is a structure where a model keeps less than half "
-            "of it: there, atoms are pushed apart too weakly and can collapse in MD or "
-            "structure search. The dimer curves show the same on single pairs.")
+            "pretraining structures. The study's test relaxes random compact structures and "
+            "counts those in which atoms fall together (a collapse into a short-range "
+            "'hole'). The softer probe takes compressed structures the foundation model "
+            "never saw and asks how much of the reference's repulsive force each model "
+            "keeps; a soft spot is a structure where a model keeps less than half of it. A "
+            "model can soften without collapsing: its forces still push the atoms apart, "
+            "only more weakly. The dimer curves show the same on single pairs.")
 #: Soft spots (structures keeping < half the reference's short-range force) that a model may
 #: add to the foundation model's, in percent of the probe set, and still keep its repulsion.
 SOFT_SPOT_MARGIN_PERCENT = 5.0
+#: Collapses in the random structure search that a model may add to the foundation model's,
+#: in percent of the searched structures (2 of 40), and still not have lost its repulsion.
+COLLAPSE_MARGIN_PERCENT = 5.0
+#: The levels of :data:`numbers["level"]`, and how a page names them.
+LEVELS = {"lost": "Lost: atoms collapse", "softened": "Softened, no collapse",
+          "kept": "Kept"}
 #: The probe table's columns.
 MODEL, KEPT, SOFT, SOFT_SHARE, ADDED, FORCES = (
     "model", "reference force kept, median (%)", "soft spots (structures)",
     "soft spots (% of structures)", "soft spots added vs foundation (points)",
     "force RMSE (eV/Å)")
+#: The search table's columns.
+SEARCHED, COLLAPSED, COLLAPSED_SHARE, CLOSEST, FINAL = (
+    "structures searched", "collapsed", "collapsed (% of structures)",
+    "closest approach, median (× covalent-radii sum)",
+    "closest pair after relaxing, median (× covalent-radii sum)")
+SEARCH_COLUMNS = [MODEL, SEARCHED, COLLAPSED, COLLAPSED_SHARE, CLOSEST, FINAL]
+SEARCH_CAPTION = ("Random structure search: the same random compact clusters of the "
+                  "target's elements relaxed with every model (FIRE to "
+                  f"{SEARCH_FMAX:g} eV/Å, at most {SEARCH_STEPS} steps). Collapsed: two atoms "
+                  f"closer than {SEARCH_COLLAPSE_FACTOR:g} of their covalent-radii sum at "
+                  "any step.")
 WALLS_CAPTION = ("Walls: energy at 0.5 Å above the curve's minimum, for every pair of the "
                  "target's elements.")
 
 
+def _replay_of(by: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Multihead replay's target-head row of a per-label mapping."""
+    return by.get("multihead-replay [Default]") or next(
+        (r for k, r in by.items() if k.startswith("multihead-replay") and "pt_head" not in k),
+        None)
+
+
 def state(ev: Evidence) -> Finding:
-    """The finding from the short-range probe and the dimer walls; records the wall table
-    in the study's ``extra["dimer_walls"]``."""
+    """The finding from the random structure search, the short-range probe and the dimer
+    walls; records the wall table in the study's ``extra["dimer_walls"]`` and the search's
+    table in ``extra["search"]``."""
     study = ev.study
     table = wl.wall_table(ev.walls, ev.pairs)
     study.extra["dimer_walls"] = table
-    _, both, fm_lost = wl.lost_walls(table)
+    naive_lost_walls, both, fm_lost = wl.lost_walls(table)
+    walls_lost = [p for p in naive_lost_walls if p not in fm_lost]
     runs = ev.run_ids("naive", "multihead-replay")
     walls_text = wl.walls_in_words(table)
     if fm_lost:
@@ -61,53 +109,123 @@ def state(ev: Evidence) -> Finding:
         walls_text += ("No reference dimer curves for this foundation model: walls are judged "
                        "against the threshold alone. ")
     by = {r["model"]: r for r in ev.short_range or []}
-    fm, naive = by.get("foundation"), by.get("naive")
-    replay = by.get("multihead-replay [Default]") or next(
-        (r for k, r in by.items() if k.startswith("multihead-replay") and "pt_head" not in k),
-        None)
-    numbers: dict[str, Any] = {"walls_lost_and_kept": len(both)}
-    if not (fm and naive and replay) and not wl.measured(table):
-        return _finding(None, ev.probe_problem + "Could not be measured: naive fine-tuning and "
-                        "multihead replay must both be among the study's strategies and "
-                        "finish.", table, runs, numbers, study.extra)
-    if not (fm and naive and replay):
-        ok = bool(both)
-        summary = (ev.probe_problem + walls_text
-                   + ("" if ev.probe_problem else "No held-out short-range structures were "
-                      "given, so only the dimer walls were probed. ")
-                   + ("Reproduced." if ok else "Not reproduced here: no wall was lost."))
-        return _finding(ok, summary, table, runs, numbers, study.extra)
-    naive_up = naive["soft_share_percent"] - fm["soft_share_percent"]
-    replay_up = replay["soft_share_percent"] - fm["soft_share_percent"]
-    naive_loses = naive_up >= SOFT_SPOT_MARGIN_PERCENT
-    ok = (naive_loses and replay_up < SOFT_SPOT_MARGIN_PERCENT) or bool(both)
-    numbers.update(foundation_soft=fm["soft_share_percent"],
-                   naive_soft=naive["soft_share_percent"],
-                   replay_soft=replay["soft_share_percent"], naive_added=naive_up,
-                   replay_added=replay_up)
-    verdict = ("Reproduced: naive fine-tuning softened the short-range repulsion, replay kept "
-               "it." if ok else
-               "Not reproduced here: " + ("naive fine-tuning kept the short-range repulsion "
-                                           "as well." if not naive_loses else
-                                           "multihead replay softened it too."))
-    summary = _probe_words(fm, naive, replay) + walls_text + verdict
+    fm, naive, replay = by.get("foundation"), by.get("naive"), _replay_of(by)
+    searched = {r["model"]: r for r in ev.search or []}
+    s_fm, s_naive, s_replay = (searched.get("foundation"), searched.get("naive"),
+                               _replay_of(searched))
+    collapses = {label: {"structures": r["structures"], "collapsed": r["collapsed"],
+                         "median_closest": r.get("median_closest")}
+                 for label, r in searched.items()}
+    study.extra["search"] = _search_table(ev.search or [])
+    numbers: dict[str, Any] = {"walls_lost_and_kept": len(both), "walls_lost": len(walls_lost)}
+    probed = bool(fm and naive and replay)
+    search_ran = bool(s_fm and s_naive and s_replay)
+    if not probed and not search_ran and not wl.measured(table):
+        why = ("multihead replay was not among the study's strategies: it needs a replay "
+               "file (--replay, or mlipft replay fetch MODEL for an official model)"
+               if "multihead-replay" not in study.inputs.strategies else
+               "naive fine-tuning and multihead replay must both finish")
+        return _finding(None, ev.probe_problem + ev.search_problem + "Could not be measured: "
+                        f"{why}.", table, runs, numbers, study.extra, "", collapses)
+    text = ev.probe_problem + ev.search_problem
+    if search_ran:
+        naive_c = s_naive["collapsed_percent"] - s_fm["collapsed_percent"]
+        replay_c = s_replay["collapsed_percent"] - s_fm["collapsed_percent"]
+        numbers.update(foundation_collapsed=s_fm["collapsed"], naive_collapsed=s_naive["collapsed"],
+                       replay_collapsed=s_replay["collapsed"], searched=s_fm["structures"],
+                       naive_collapse_added=round(naive_c, 1),
+                       replay_collapse_added=round(replay_c, 1))
+        text += _search_words(s_fm, s_naive, s_replay, ev.search_elements)
+    if probed:
+        naive_up = naive["soft_share_percent"] - fm["soft_share_percent"]
+        replay_up = replay["soft_share_percent"] - fm["soft_share_percent"]
+        numbers.update(foundation_soft=fm["soft_share_percent"],
+                       naive_soft=naive["soft_share_percent"],
+                       replay_soft=replay["soft_share_percent"], naive_added=naive_up,
+                       replay_added=replay_up)
+        text += _probe_words(fm, naive, replay)
+    elif not ev.probe_problem:
+        text += "No held-out short-range structures were given, so no force probe ran. "
+    text += walls_text
+    lost = search_ran and numbers["naive_collapse_added"] >= COLLAPSE_MARGIN_PERCENT
+    softened = (probed and numbers["naive_added"] >= SOFT_SPOT_MARGIN_PERCENT) or bool(walls_lost)
+    level = "lost" if lost else "softened" if softened else "kept"
+    numbers["level"] = level
+    replay_kept = search_ran and numbers["replay_collapse_added"] < COLLAPSE_MARGIN_PERCENT
+    ok = lost and replay_kept
+    summary = text + _verdict(level, ok, numbers, search_ran, probed, walls_lost)
     others = [rid for role, rid in study.finals.items()
               if role in study.inputs.strategies and role not in ("naive", "multihead-replay")]
-    return _finding(ok, summary, _probe_table(ev.short_range or [], fm), runs + others,
-                    numbers, study.extra)
+    main = _probe_table(ev.short_range or [], fm) if probed else (
+        study.extra["search"] if search_ran else table)
+    return _finding(ok, summary, main, runs + (others if (probed or search_ran) else []),
+                    numbers, study.extra, level, collapses)
+
+
+def _verdict(level: str, ok: bool, n: dict[str, Any], search_ran: bool, probed: bool,
+             walls_lost: list[str]) -> str:
+    """The last sentence: the level in words, from the numbers it rests on."""
+    if level == "lost":
+        return ("Reproduced: naive fine-tuning lost the short-range repulsion (atoms collapse) "
+                "and multihead replay kept it." if ok else
+                "Not reproduced here: naive fine-tuning lost the short-range repulsion, but "
+                "multihead replay collapsed as well.")
+    if not search_ran:
+        why = ("no random structure search ran (naive fine-tuning and multihead replay must "
+               "both finish)")
+    else:
+        why = (f"naive fine-tuning collapsed in {n['naive_collapse_added']:+.1f} points of the "
+               f"searched structures against the foundation model, under the "
+               f"{COLLAPSE_MARGIN_PERCENT:g} that count as lost")
+    if level == "softened":
+        how = []
+        if probed and n["naive_added"] >= SOFT_SPOT_MARGIN_PERCENT:
+            how.append(f"naive fine-tuning added {n['naive_added']:.1f} points of soft spots "
+                       f"(multihead replay {n['replay_added']:+.1f})")
+        if walls_lost:
+            how.append(f"naive fine-tuning lost the dimer wall of {', '.join(walls_lost)}")
+        return (f"Softened, not lost: {' and '.join(how)}, but {why}. The study's collapse is "
+                "not seen here; the forces still push atoms apart, more weakly.")
+    return (f"Kept: {why}, and it added no soft spots or lost walls beyond the margins. Not "
+            "reproduced here.")
 
 
 def from_measurements(study: Study, walls: dict[str, dict[str, Any]], pairs: list[str],
                       has_reference: bool, short_range: list[dict[str, Any]] | None = None,
-                      probe_problem: str = "") -> Finding:
+                      probe_problem: str = "", search: list[dict[str, Any]] | None = None,
+                      search_elements: list[str] | None = None) -> Finding:
     """The finding of ``study`` from these measurements alone (see :class:`Evidence`)."""
-    return state(Evidence(study, [], walls, pairs, has_reference, short_range, probe_problem))
+    return state(Evidence(study, [], walls, pairs, has_reference, short_range, probe_problem,
+                          search=search, search_elements=search_elements or []))
 
 
 def _finding(ok: bool | None, summary: str, table: list[dict[str, Any]], runs: list[str],
-             numbers: dict[str, Any], extra: dict[str, Any]) -> Finding:
+             numbers: dict[str, Any], extra: dict[str, Any], level: str,
+             collapses: dict[str, dict[str, Any]]) -> Finding:
     return layout(Finding(0, TITLE, CLAIM, ok, summary, TEACHING, table, runs, key=KEY,
-                          numbers=numbers), extra)
+                          numbers=numbers, level=level, collapses=collapses), extra)
+
+
+def _search_table(search: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per searched model head."""
+    return [{MODEL: display_name(r["model"]), SEARCHED: r["structures"],
+             COLLAPSED: r["collapsed"], COLLAPSED_SHARE: r["collapsed_percent"],
+             CLOSEST: r.get("median_closest"), FINAL: r.get("median_final")} for r in search]
+
+
+def _search_words(fm: dict[str, Any], naive: dict[str, Any], replay: dict[str, Any],
+                  elements: list[str]) -> str:
+    """The search's sentence: the structures and what collapsed under each of three models."""
+    def of(r: dict) -> str:
+        return f"{r['collapsed']} of {r['structures']}"
+
+    return (f"Random structure search (the study's test): {fm['structures']} random compact "
+            f"clusters of {', '.join(elements) or 'the target elements'} relaxed with each "
+            f"model; a collapse is a pair closer than {SEARCH_COLLAPSE_FACTOR:g} of its "
+            f"covalent-radii sum at any step. Collapsed: foundation model {of(fm)}, naive "
+            f"fine-tuning {of(naive)}, multihead replay (target head) {of(replay)}; closest "
+            f"approach (median) {fm.get('median_closest')}, {naive.get('median_closest')} and "
+            f"{replay.get('median_closest')} of the covalent-radii sum. ")
 
 
 def _probe_table(short_range: list[dict[str, Any]], fm: dict[str, Any]
@@ -152,7 +270,10 @@ def layout(f: Finding, extra: dict[str, Any]) -> Finding:
         f.charts.append(Chart("dimer", "dimers", "{panel} dimer", series=series,
                               pick="Element pair", first=wl.most_changed(walls, list(dimers)),
                               below_table=True))
-    f.tables = [Table("walls", WALLS_CAPTION, walls,
-                      [c for c in wl.WALL_COLUMNS if any(c in r for r in walls)])
-                ] if dimers and probed and extra.get("dimer_walls") else []
+    search = extra.get("search") or []
+    f.tables = ([Table("search", SEARCH_CAPTION, search, SEARCH_COLUMNS,
+                       {CLOSEST: 2, FINAL: 2})] if search and f.table is not search else [])
+    f.tables += [Table("walls", WALLS_CAPTION, walls,
+                       [c for c in wl.WALL_COLUMNS if any(c in r for r in walls)])
+                 ] if dimers and probed and extra.get("dimer_walls") else []
     return f

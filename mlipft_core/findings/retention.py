@@ -40,8 +40,14 @@ def state(ev: Evidence) -> Finding:
                                  LR: lr_text(study.tuned.get(s))}))
     runs = list(study.finals.values())
     if not measured:
-        return layout(Finding(0, TITLE, CLAIM, None, "Could not be measured: no forgetting "
-                              "ratio (pretraining test set missing or runs failed).",
+        why = ("no pretraining test set was given; give held-out structures at the "
+               "foundation model's level of theory to measure it (--pretrain; an official "
+               "model with a replay set of mace's in the cache takes a forgetting set drawn "
+               "from it)" if not study.inputs.pretrain_test else "the runs failed")
+        if not any(s in REPLAY for s in study.inputs.strategies):
+            why += ("; and no replay strategy ran (they need a replay file: --replay, or "
+                    "mlipft replay fetch MODEL for an official model)")
+        return layout(Finding(0, TITLE, CLAIM, None, f"Could not be measured: {why}.",
                               TEACHING, runs=runs, key=KEY), study.extra)
     measured.sort(key=lambda m: m[1][RATIO])
     table = [row for _, row in measured]

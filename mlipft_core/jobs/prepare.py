@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..replay import ReplaySubset, plan_subset
+from ..replay import ReplaySubset, plan_official, plan_subset
 from ..strategies import (
     RunSpec,
     Strategy,
@@ -81,10 +81,12 @@ def preflight(spec: RunSpec) -> int:
 
     strat = get_strategy(spec.strategy)
     n_train = 0
+    from ..replay_sets import official_set_of
+
     for role, path in (("training", spec.train_file), ("validation", spec.valid_file),
                        ("test", spec.test_file), ("replay", spec.replay_file)):
-        if not path:
-            continue
+        if not path or (role == "replay" and official_set_of(path) is not None):
+            continue  # mace's own replay sets are mace's to read
         frames = read_frames(path)
         keys = detect_keys(frames)
         # the foundation model labels a pseudolabelled replay file: it needs no energies
@@ -253,7 +255,10 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
     steps = []
     if strat.multihead:
         subset = _replay_subset(spec, folder)
-        cfg["pt_train_file"] = subset.file
+        # mace's own sets by name: mace selects from them (num_samples_pt, subselect_pt)
+        cfg["pt_train_file"] = subset.official or subset.file
+        if subset.official:
+            cfg["filter_type_pt"] = "none"
         extra["replay"] = subset.to_dict()
         if subset.subsets:
             steps.append(subset.shell_line())
@@ -271,7 +276,12 @@ def _replay_subset(spec: RunSpec, folder: Path) -> ReplaySubset:
     """What a multihead run replays (:mod:`mlipft_core.replay`): its replay file is counted
     once per file version."""
     from ..referencing import composition  # numpy, ase: see above
+    from ..replay_sets import official_set_of
 
+    official = official_set_of(spec.replay_file)
+    if official is not None:
+        return plan_official(official.name, official.title, spec.replay_file,
+                             resolved_settings(spec), spec.foundation_model)
     available = len(composition(spec.replay_file)[1])
     return plan_subset(spec.replay_file, available, resolved_settings(spec), folder,
                        spec.foundation_model)
