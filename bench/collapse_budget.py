@@ -16,6 +16,10 @@ same run and on the same structures:
 
     python bench/collapse_budget.py [--workspace W] [--epochs 20,80,200]
         [--study-epochs 20,200] [--replay-epochs 20,200] [--structures 40] [--json]
+        [--write sample_data/collapse_budgets.json]
+
+``--write`` stores the table where the Study page reads it for its note on finding 6 (what
+the demo world shows at each budget).
 
 Each model's search time is printed as well (the cost the study's plan estimates).
 """
@@ -45,14 +49,17 @@ def main() -> int:
     parser.add_argument("--replay-epochs", default="20,200", help="multihead replay, defaults")
     parser.add_argument("--structures", type=int, default=40)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", help="store the table as JSON here")
     args = parser.parse_args()
     os.environ["MLIPFT_WORKSPACE"] = args.workspace
+    out = sys.stdout
+    sys.stdout = sys.stderr  # what mace and its imports print stays off the table
 
     from mlipft_core import jobs
     from mlipft_core.analysis import ModelHead, short_range_probe
     from mlipft_core.demo import demo_paths
     from mlipft_core.launch import TrainingOptions, submit_training
-    from mlipft_core.probes import random_structure_search
+    from mlipft_core.probes import SEARCH_COLLAPSE_FACTOR, random_structure_search
     from mlipft_core.strategies import STUDY_PROTOCOL
     from mlipft_core.workspace import Workspace
 
@@ -117,18 +124,23 @@ def main() -> int:
             "search_seconds": round(seconds, 1)})
         print(f"{h.name}: {res.collapsed} of {res.structures} collapsed, "
               f"{seconds:.0f} s", file=sys.stderr, flush=True)
+    table = {"rows": rows, "collapse_factor": SEARCH_COLLAPSE_FACTOR,
+             "target": "demo SN2 (B3LYP), strong demo model", "measured": time.strftime(
+                 "%Y-%m-%d"), "load_average": round(os.getloadavg()[0], 2)}
+    if args.write:
+        Path(args.write).write_text(json.dumps(table, indent=1) + "\n")
     if args.json:
-        print(json.dumps({"rows": rows, "collapse_factor": 0.55,
-                          "load_average": os.getloadavg()[0]}, indent=2))
+        print(json.dumps(table, indent=2), file=out)
         return 0
     cols = ["model", "epochs", "preset", "collapsed", "structures", "median_closest",
             "min_closest", "soft_spots", "soft_share_percent", "median_force_kept_percent",
             "valid_forces_rmse_mev_per_a", "search_seconds"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
+    print("| " + " | ".join(cols) + " |", file=out)
+    print("|" + "---|" * len(cols), file=out)
     for r in rows:
-        print("| " + " | ".join("" if r[c] is None else (f"{r[c]:.1f}" if isinstance(r[c], float)
-                                                         else str(r[c])) for c in cols) + " |")
+        print("| " + " | ".join("" if r[c] is None else (
+            f"{r[c]:.2f}" if c.endswith("closest") else f"{r[c]:.1f}"
+            if isinstance(r[c], float) else str(r[c])) for c in cols) + " |", file=out)
     return 0
 
 

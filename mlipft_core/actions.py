@@ -190,7 +190,8 @@ def compare_models(models: Sequence[str], target: str, pretrain: str | None = No
     target
         Target test extxyz.
     pretrain
-        Held-out pretraining test extxyz (for forgetting).
+        Held-out pretraining test set (default for an official foundation model: its
+        forgetting set, drawn from its replay set when that is cached).
     foundation
         Reference model of the forgetting ratio (default: the foundation model of the
         first run).
@@ -204,10 +205,14 @@ def compare_models(models: Sequence[str], target: str, pretrain: str | None = No
     """
     # compare: evaluates models (torch, ase), only when a comparison is asked for
     from .compare import compare, resolve_models
+    from .defaults import pretrain_test_for
 
     refs = resolve_models(models)
     reference = (str(model_path(foundation, trusted=trust(foundation))) if foundation
                  else None)
+    if pretrain is None:  # the foundation model's own forgetting set, where it has one
+        pretrain = pretrain_test_for(foundation or next(
+            (r.foundation or r.path for r in refs), None), demo=False)
     rows, _ = compare(refs, target, pretrain, foundation=reference)
     return rows
 

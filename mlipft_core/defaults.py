@@ -14,6 +14,7 @@ that can run code when loaded). The command line trusts the paths typed on it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .demo import demo_paths, isolated_file_for, short_range_test_for
@@ -77,13 +78,15 @@ def common_settings(preset: str = SHORT_BUDGET) -> dict[str, Any]:
     return out
 
 
-def replay_file_for(model: str | None) -> str | None:
+def replay_file_for(model: str | None, head: str | None = None) -> str | None:
     """The replay file a model's multihead runs use when the user names none.
 
     Parameters
     ----------
     model
         Registry name or path of the foundation model.
+    head
+        The foundation head a multi-head model is fine-tuned from (its replay set follows it).
 
     Returns
     -------
@@ -99,11 +102,40 @@ def replay_file_for(model: str | None) -> str | None:
     spec = get_spec(model) if model else None
     if spec is not None and spec.name in DEMO_MODEL_NAMES:
         return str(demo_paths()["replay_pool"])
-    rs = replay_set_for(model)
+    rs = replay_set_for(model, head)
     return str(rs.path()) if rs is not None else None
 
 
-def replay_or_default(replay: str | None, model: str | None) -> str | None:
+def pretrain_test_for(model: str | None, head: str | None = None, *, demo: bool = True
+                      ) -> str | None:
+    """The held-out pretraining test set (forgetting) of a foundation model when the user
+    names none: the demo world's for a demo model; for an official model (by name, or its
+    file in mace's cache) whose replay set is cached, a forgetting set drawn from that set
+    (:func:`~mlipft_core.replay_sets.forgetting_set`); else ``None`` (``demo=False``: for a
+    demo model too)."""
+    from .registry import expected_path, list_models
+    from .replay_sets import forgetting_set, replay_set_for
+
+    if not model:
+        return None
+    spec = get_spec(str(model))
+    if spec is None:  # a path: an official model's cache file, a demo file, or the user's
+        try:
+            resolved = Path(str(model)).resolve()
+        except OSError:
+            return None
+        spec = next((m for m in list_models() if m.source in ("official", "demo")
+                     and expected_path(m).resolve() == resolved), None)
+    if spec is None:
+        return None
+    if spec.name in DEMO_MODEL_NAMES:
+        return str(demo_paths()["pretrain_test"]) if demo else None
+    rs = replay_set_for(spec.name, head)
+    return str(forgetting_set(rs)) if rs is not None and rs.is_cached() else None
+
+
+def replay_or_default(replay: str | None, model: str | None, head: str | None = None
+                      ) -> str | None:
     """``replay`` when given, else :func:`replay_file_for` the model.
 
     Parameters
@@ -118,7 +150,7 @@ def replay_or_default(replay: str | None, model: str | None) -> str | None:
     str or None
         The replay file of the runs.
     """
-    return replay if replay is not None else replay_file_for(model)
+    return replay if replay is not None else replay_file_for(model, head)
 
 
 def isolated_file_or_default(isolated_file: str | None, train_file: str | None) -> str | None:

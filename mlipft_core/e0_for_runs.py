@@ -17,10 +17,11 @@ from .e0_choices import load_choice
 from .e0_fit import METHODS, compute, load_explicit
 from .e0_inputs import prepare
 from .referencing import composition
-from .strategies import RunSpec, StrategyError
+from .strategies import RunSpec, StrategyError, get_strategy
 from .workspace import Workspace
 
-__all__ = ["check_e0_coverage", "check_e0s", "checked_e0s", "e0_key", "resolve_e0s"]
+__all__ = ["check_e0_coverage", "check_e0s", "checked_e0s", "e0_key", "foundation_head",
+           "resolve_e0s"]
 
 
 def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
@@ -57,7 +58,8 @@ def resolve_e0s(spec: RunSpec, *, trusted: bool = True,
         # the foundation model's predictions come from the workspace's cache: a launch after
         # the E0 page (or a second launch) spends no model time on them
         inputs = prepare(spec.train_file, model, trusted=trusted,
-                         isolated_file=spec.isolated_file, workspace=ws)
+                         isolated_file=spec.isolated_file, workspace=ws,
+                         head=foundation_head(spec) if model else None)
         return compute(inputs, value).e0
     if value.startswith("{") and ":" in value and '"' not in value:
         try:
@@ -72,6 +74,12 @@ def checked_e0s(spec: RunSpec, *, trusted: bool = True,
                 workspace: Workspace | None = None) -> dict[str, float]:
     """The E0s a run trains with: :func:`resolve_e0s`, refused by :func:`check_e0s` when a
     run cannot train with them."""
+    head = foundation_head(spec)
+    if head and not get_strategy(spec.strategy).from_scratch:
+        from .e0_inputs import model_head
+
+        model_head(spec.foundation_model, head, trusted=trusted,
+                   workspace=workspace or Workspace())
     e0 = resolve_e0s(spec, trusted=trusted, workspace=workspace)
     check_e0s(spec.train_file, e0)
     return e0
@@ -99,4 +107,11 @@ def check_e0s(train_file: str, e0: dict[str, float]) -> None:
 
 def e0_key(spec: RunSpec) -> tuple:
     """What a run's E0 values depend on: runs of a sweep that share it share one fit."""
-    return spec.foundation_model, spec.train_file, str(spec.e0s), spec.isolated_file
+    return (spec.foundation_model, spec.train_file, str(spec.e0s), spec.isolated_file,
+            foundation_head(spec))
+
+
+def foundation_head(spec: RunSpec) -> str | None:
+    """The head of a multi-head foundation model a run fine-tunes from (``None``: the
+    first)."""
+    return spec.settings.get("foundation_head") or None

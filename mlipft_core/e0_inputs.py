@@ -137,7 +137,7 @@ def _model_name(model: str | Path) -> str:
     return Path(text).name if ("/" in text or text.endswith(".model")) else text
 
 
-def _model_head(model: str | Path, head: str | None, *, trusted: bool,
+def model_head(model: str | Path, head: str | None, *, trusted: bool,
                 workspace: Workspace):
     """(inspection, head) of a model from the workspace's inspection cache; the head is
     checked as :func:`~mlipft_core.registry.check_head` does on a loaded model."""
@@ -153,7 +153,7 @@ def _cached_predictions(data: str | Path, model: str | Path, *, head: str | None
     """The foundation model's energies of the configurations ``kept`` (indices into the
     file), its E0s and elements, through the workspace's caches; ``None`` when the cached
     evaluation refuses the file (e.g. overlapping atoms), which is then predicted directly."""
-    info, head = _model_head(model, head, trusted=trusted, workspace=workspace)
+    info, head = model_head(model, head, trusted=trusted, workspace=workspace)
     _check_covered(elements, info.elements, data=data, frames=frames, model=model)
     energies = None
     cache = prediction_cache_file(model_path(model, trusted=trusted), data, head, workspace)
@@ -178,7 +178,7 @@ def cached_inputs(data: str | Path, model: str | Path, *, head: str | None = Non
     """:func:`prepare` when the foundation model's predictions on ``data`` are already in
     the workspace's cache (no model time), else ``None``: what a page shows on opening."""
     if head is None:  # the first head (a page that shows a head passes it: no inspection)
-        _, head = _model_head(model, head, trusted=trusted, workspace=workspace)
+        _, head = model_head(model, head, trusted=trusted, workspace=workspace)
     if not prediction_cache_file(model_path(model, trusted=trusted), data, head,
                                  workspace).is_file():
         return None

@@ -67,6 +67,9 @@ class TrainingOptions:
         budget`` (default) or ``study protocol``; the other options override it.
     clip_grad, weight_decay, loss
         Gradient clipping, weight decay and mace's loss (default: the preset's).
+    foundation_head
+        The head of a multi-head foundation model to fine-tune from (default: its first);
+        the run's E0s and its foundation E0s are that head's.
     """
 
     model: str
@@ -94,6 +97,7 @@ class TrainingOptions:
     clip_grad: float | None = None
     weight_decay: float | None = None
     loss: str | None = None
+    foundation_head: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The training settings that were given, by their names in a run's settings.
@@ -111,7 +115,7 @@ class TrainingOptions:
                  "num_samples_pt": self.replay_samples,
                  "subselect_pt": self.replay_selection, "preset": self.preset,
                  "clip_grad": self.clip_grad, "weight_decay": self.weight_decay,
-                 "loss": self.loss}
+                 "loss": self.loss, "foundation_head": self.foundation_head}
         return {k: v for k, v in named.items() if v is not None}
 
 
@@ -161,7 +165,7 @@ def plan_runs(options: TrainingOptions, strategies: Sequence[str], *,
     return jobs.expand_sweep(
         {s: {} for s in strategies}, foundation_model=path, train_file=options.train,
         valid_file=options.valid, test_file=options.test, e0s=options.e0,
-        replay_file=replay_or_default(options.replay, options.model),
+        replay_file=replay_or_default(options.replay, options.model, options.foundation_head),
         isolated_file=isolated_file_or_default(options.isolated_file, options.train),
         common=options.settings(), **sweep)
 

@@ -19,8 +19,10 @@ from .modelwork import model_turn
 __all__ = ["foundation_with_e0s"]
 
 
-def foundation_with_e0s(model_path: str | Path, e0: Mapping[str, float], out: Path) -> Path:
-    """Copy of the foundation model whose first head carries the chosen E0s.
+def foundation_with_e0s(model_path: str | Path, e0: Mapping[str, float], out: Path,
+                        head: str | None = None) -> Path:
+    """Copy of the foundation model whose head ``head`` (default: the first) carries the
+    chosen E0s.
 
     mace_run_train 0.3.16 copies every foundation buffer of matching shape into the new
     model; with all foundation elements kept, that includes the E0 table, so E0s given with
@@ -35,6 +37,8 @@ def foundation_with_e0s(model_path: str | Path, e0: Mapping[str, float], out: Pa
         Element -> E0 in eV; elements the model does not cover are left out.
     out
         Where the copy is written.
+    head
+        The head whose E0s are set (a multi-head model fine-tuned from that head).
 
     Returns
     -------
@@ -52,6 +56,8 @@ def foundation_with_e0s(model_path: str | Path, e0: Mapping[str, float], out: Pa
     with model_turn():  # unpickling traces code with torch.fx, process-wide
         net = torch.load(model_path, map_location="cpu", weights_only=False)
         table = net.atomic_energies_fn.atomic_energies
+        heads = list(getattr(net, "heads", None) or [])
+        row = heads.index(head) if head in heads else 0
         zs = [int(z) for z in net.atomic_numbers]
         with torch.no_grad():
             for sym, value in e0.items():
@@ -60,7 +66,7 @@ def foundation_with_e0s(model_path: str | Path, e0: Mapping[str, float], out: Pa
                     if table.ndim == 1:
                         table[zs.index(z)] = value
                     else:
-                        table[0, zs.index(z)] = value
+                        table[row, zs.index(z)] = value
         try:
             torch.save(net, out)
         except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError

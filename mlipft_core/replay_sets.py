@@ -174,9 +174,8 @@ def forgetting_set(rs: ReplaySet, *, n: int = FORGETTING_SIZE, seed: int = 0,
     at random (reservoir sampling, one pass over the file, ``seed``), written once into the
     workspace's cache and reused.
 
-    mace draws a run's replay subset from the same set, so a structure can be in both; with
-    sets of tens of thousands of structures and subsets of hundreds, that is rare, and
-    :func:`overlap` counts it for a run.
+    mace draws a run's replay subset from the same set, so a structure can be in both; the
+    study's analysis leaves such structures out (:func:`disjoint_from`) and says how many.
 
     Raises
     ------
@@ -209,13 +208,32 @@ def forgetting_set(rs: ReplaySet, *, n: int = FORGETTING_SIZE, seed: int = 0,
     return out
 
 
-def overlap(held_out: str | Path, replayed: str | Path) -> int:
-    """Structures of ``held_out`` that are also in ``replayed`` (same elements and positions
-    to 1e-6 Å)."""
-    from ase.io import iread
+def _key(atoms) -> tuple:
+    """A structure's identity: its elements and positions to 1e-6 Å."""
+    return (tuple(int(z) for z in atoms.numbers),
+            tuple(round(float(x), 6) for x in atoms.positions.ravel()))
 
-    def key(a) -> tuple:
-        return (tuple(a.numbers), tuple(round(float(x), 6) for x in a.positions.ravel()))
 
-    seen = {key(a) for a in iread(str(replayed), index=":", format="extxyz")}
-    return sum(key(a) in seen for a in iread(str(held_out), index=":", format="extxyz"))
+def disjoint_from(held_out: str | Path, replayed: list[Path], workspace=None
+                  ) -> tuple[str, int]:
+    """``held_out`` without the structures that a run replayed (``replayed``: the replay
+    subsets of the runs, e.g. mace's ``mp_finetuning-*.xyz`` in their folders), and how many
+    were left out; ``held_out`` itself when none was."""
+    import hashlib
+
+    from ase.io import iread, write
+
+    from .workspace import Workspace
+
+    seen = {_key(a) for f in replayed for a in iread(str(f), index=":", format="extxyz")}
+    frames = list(iread(str(held_out), index=":", format="extxyz"))
+    keep = [a for a in frames if _key(a) not in seen]
+    if len(keep) == len(frames):
+        return str(held_out), 0
+    ws = workspace or Workspace()
+    tag = hashlib.sha256("|".join([str(held_out), *sorted(map(str, replayed))]).encode()
+                         ).hexdigest()[:16]
+    out = ws.cache / "forgetting" / f"disjoint-{tag}.xyz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write(str(out), keep, format="extxyz")
+    return str(out), len(frames) - len(keep)

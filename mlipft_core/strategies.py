@@ -129,7 +129,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
 #: Settings a user may edit (besides the strategy-specific ones in the defaults).
 EDITABLE = ("lr", "max_num_epochs", "batch_size", "energy_weight", "forces_weight", "ema",
             "ema_decay", "seed", "device", "default_dtype", "lora_rank", "lora_alpha",
-            "num_samples_pt", "subselect_pt", "clip_grad", "weight_decay", "loss", "preset")
+            "num_samples_pt", "subselect_pt", "clip_grad", "weight_decay", "loss", "preset",
+            "foundation_head")
 
 
 def preset_settings(strategy: str, preset: str = SHORT_BUDGET) -> dict[str, Any]:
@@ -374,6 +375,8 @@ def _strategy_options(strat: Strategy, spec: RunSpec, s: dict[str, Any]) -> dict
         cfg.update(_scratch_architecture(spec.foundation_model))
     else:
         cfg["foundation_model"] = spec.foundation_model
+        if s.get("foundation_head"):  # a multi-head foundation model: the head to start from
+            cfg["foundation_head"] = str(s["foundation_head"])
         cfg.update(strat.options)
         if not strat.multihead:
             cfg["foundation_model_elements"] = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import findings
@@ -108,7 +109,7 @@ class _Steps:
     compare: str
     weak: str = "comparing the weaker foundation model and its fine-tune"
     probe: str = "probing the held-out compressed structures"
-    search: str = "relaxing random compact structures (the random structure search)"
+    search: str = "the random structure search: relaxing random compact structures"
     findings: str = (f"stating the {_NUMBER_WORDS[len(findings.FINDINGS)]} findings"
                      if len(findings.FINDINGS) < len(_NUMBER_WORDS) else "stating the findings")
 
@@ -188,16 +189,41 @@ def _compare(study: Study, ws: Workspace, m: _Models, steps: AnalysisSteps, name
         return progress
 
     steps.begin(names.compare)
-    rows, _ = compare(m.compared, inp.test, inp.pretrain_test, foundation=inp.model,
+    pretrain = _disjoint_pretrain(study, m, ws)
+    rows, _ = compare(m.compared, inp.test, pretrain, foundation=inp.model,
                       workspace=ws, target_e0=study.e0["anchored"],
                       progress=told(names.compare))
     if not m.weak:
         return rows
     steps.begin(names.weak)
-    weak_rows, _ = compare(m.weak, inp.test, inp.pretrain_test, foundation=inp.weak_model,
+    weak_rows, _ = compare(m.weak, inp.test, pretrain, foundation=inp.weak_model,
                            workspace=ws, progress=told(names.weak),
                            target_e0=study.e0.get("anchored_weak", study.e0["anchored"]))
     return rows + weak_rows
+
+
+#: The replay subsets a run folder holds: the workbench's of a local file, mace's of its own
+#: sets (written where mace runs).
+REPLAY_SUBSETS = ("replay_subset.xyz", "mp_finetuning-*.xyz")
+
+
+def _disjoint_pretrain(study: Study, m: _Models, ws: Workspace) -> str | None:
+    """The pretraining test set without any structure a final run replayed (recorded in
+    ``extra["pretrain_left_out"]``): forgetting is measured on structures no model trained
+    on."""
+    from .replay_sets import disjoint_from
+
+    inp = study.inputs
+    study.extra["pretrain_left_out"] = 0
+    if not inp.pretrain_test:
+        return None
+    subsets = [f for rec in m.done.values() if rec.model_path
+               for pattern in REPLAY_SUBSETS for f in Path(rec.model_path).parent.glob(pattern)]
+    if not subsets:
+        return inp.pretrain_test
+    path, left_out = disjoint_from(inp.pretrain_test, subsets, ws)
+    study.extra["pretrain_left_out"] = left_out
+    return path
 
 
 def _dimers(study: Study, ws: Workspace, m: _Models, pairs: list[str], steps: AnalysisSteps,

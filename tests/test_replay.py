@@ -154,6 +154,14 @@ def test_official_model_replays_through_maces_own_replay_assembly(demo, tmp_path
         cfg = (folder / "config.yaml").read_text()
         assert "pt_train_file: mp\n" in cfg and "num_samples_pt: 20" in cfg
         assert "mace_finetuning_select" not in (folder / "command.sh").read_text()
+    # Compare's default pretraining test for an official model: its forgetting set
+    cmp = subprocess.run(mlipft_cmd() + ["compare", rows[0]["id"], "--target",
+                                         str(tmp_path / "valid.xyz"), "--json"],
+                         capture_output=True, text=True, timeout=900)
+    assert cmp.returncode == 0, cmp.stderr
+    table = json.loads(cmp.stdout)
+    assert table and all(r["pretrain_forces_rmse_mev_per_a"] is not None for r in table)
+    assert all(r["forgetting_ratio"] is not None for r in table)
 
 
 @pytest.mark.slow
@@ -196,3 +204,29 @@ def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
         timeout=300).stdout)}
     replay_run = runs[d["finals"]["multihead-replay"]]
     assert replay_run["replay"]["official"] == "mp" and replay_run["replay"]["used"] == 180
+    # forgetting is measured on structures no run replayed: mace's subsets in the run folders
+    # (this stand-in set is small, so the forgetting set and the subsets share structures)
+    replayed = set()
+    for rid in d["finals"].values():
+        for f in Path(runs[rid]["model_path"]).parent.glob("mp_finetuning-*.xyz"):
+            replayed |= {a.positions.round(6).tobytes() for a in read(f, ":")}
+    assert replayed
+    shared = sum(a.positions.round(6).tobytes() in replayed
+                 for a in read(inp["pretrain_test"], ":"))
+    assert shared > 0 and d["extra"]["pretrain_left_out"] == shared
+    assert f"{shared} structures of the pretraining test set were also among those a run " \
+           "replayed" in by["retention"]["summary"]
+
+
+def test_a_held_out_set_loses_the_structures_a_run_replayed(demo, tmp_path):
+    from mlipft_core.replay_sets import disjoint_from
+
+    pool = read(demo["replay_pool"], ":30")
+    write(tmp_path / "held.xyz", pool[:10])
+    write(tmp_path / "mp_finetuning-a.xyz", pool[5:20])
+    path, left_out = disjoint_from(tmp_path / "held.xyz", [tmp_path / "mp_finetuning-a.xyz"])
+    assert left_out == 5
+    kept = read(path, ":")
+    assert [a.positions.tolist() for a in kept] == [a.positions.tolist() for a in pool[:5]]
+    same, none = disjoint_from(tmp_path / "held.xyz", [tmp_path / "held.xyz"][:0])
+    assert same == str(tmp_path / "held.xyz") and none == 0

@@ -34,7 +34,7 @@ from mlipft_core.jobs.records import (
     this_host,
 )
 from mlipft_core.jobs.runner import execute, steps_of
-from mlipft_core.registry import load_model, model_e0s
+from mlipft_core.registry import inspect_model, load_model, model_e0s
 from mlipft_core.replay import replay_of, replay_sentence
 from mlipft_core.strategies import STRATEGIES, RunSpec, StrategyError, build_config
 from mlipft_core.workspace import Workspace
@@ -679,3 +679,41 @@ def test_training_files_without_isolated_atoms_are_handed_over_as_they_are(tiny,
     assert f"train_file: {tiny / 'train.xyz'}" in (Workspace().runs / rec.id /
                                                     "config.yaml").read_text()
     assert "warnings" not in rec.spec and "mace_train_file" not in rec.spec
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_a_chosen_head_of_a_two_head_foundation_model(tiny, weak_model):
+    """A two-head model (a replay fine-tune: ``pt_head`` and ``Default``) as the foundation:
+    ``--foundation-head`` picks the head mace starts from, and the run's E0s are that head's;
+    an unknown head is refused before anything runs."""
+    first = subprocess.run(mlipft_cmd() + [
+        "train", "--strategy", "multihead-replay", "--model", weak_model, "--train",
+        str(tiny / "train.xyz"), "--valid", str(tiny / "valid.xyz"), "--replay",
+        str(tiny / "replay.xyz"), "--epochs", "1", "--wait", "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    two_heads = json.loads(first.stdout)["model_path"]
+    e0s = inspect_model(two_heads, trusted=True).e0s
+    assert set(e0s) == {"pt_head", "Default"} and e0s["pt_head"] != e0s["Default"]
+    bad = subprocess.run(mlipft_cmd() + [
+        "train", "--strategy", "naive", "--model", two_heads, "--train",
+        str(tiny / "train.xyz"), "--foundation-head", "omat_pbe", "--epochs", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "no head 'omat_pbe'" in bad.stderr
+    assert "pt_head, Default" in bad.stderr
+    out = subprocess.run(mlipft_cmd() + [
+        "train", "--strategy", "naive", "--model", two_heads, "--train",
+        str(tiny / "train.xyz"), "--valid", str(tiny / "valid.xyz"), "--foundation-head",
+        "pt_head", "--e0", "foundation", "--epochs", "1", "--wait", "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert row["status"] == "done", row
+    folder = Path(row["model_path"]).parent
+    assert "foundation_head: pt_head\n" in (folder / "config.yaml").read_text()
+    trained = inspect_model(row["model_path"], trusted=True).e0s
+    (only,) = trained.values()
+    elements = set(only)
+    assert {k: round(v, 4) for k, v in only.items()} == {
+        k: round(v, 4) for k, v in e0s["pt_head"].items() if k in elements}
+    assert any(abs(only[k] - e0s["Default"][k]) > 1.0 for k in elements)

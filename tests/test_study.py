@@ -313,7 +313,10 @@ def test_short_range_finding_verdicts(demo):
     assert soft.level == "softened" and soft.reproduced is False
     assert "Softened, not lost: naive fine-tuning added 15.0 points of soft spots " \
            "(multihead replay +0.0)" in soft.summary
-    assert "+2.5 points of the searched structures" in soft.summary
+    assert "exceeded the foundation model's by 2.5 points of the searched structures" in \
+        soft.summary
+    assert "closest approach (median) 0.90, 0.90 and 0.90 of the covalent-radii sum" in \
+        soft.summary
     assert [r["model"] for r in soft.table] == [
         "Foundation model", "Naive fine-tuning", "Multihead replay, target head",
         "Multihead replay, pretraining head"]
@@ -628,7 +631,7 @@ def test_the_analysis_shows_its_steps_as_it_goes(subsets, demo, strong_model):
              if "dimer curves of" in p.text}
     # compare, each pair, the probe, the random structure search, the findings
     assert n == 1 + len(pairs) + 1 + 1 + 1
-    assert any("relaxing random compact structures" in p.text and "Foundation model" in p.text
+    assert any("the random structure search: relaxing" in p.text and "Foundation model" in p.text
                for p in told)
     assert all(p.text.startswith("All 6 runs ended. Analysis, step ") for p in told[:-1])
     assert any(f"step {n} of {n}: stating the six findings" in p.text for p in told)
@@ -668,3 +671,32 @@ def test_pilot_caption_states_what_runs(tiny_split, weak_model):
     num["Epochs"].set_value(20).run()
     text = " ".join(c.value for c in at.caption)
     assert "(5 of 20 epochs each)" in text and "quarter" not in text
+
+
+def test_the_demo_budget_note_says_what_its_table_measured():
+    """The Study page's note on finding 6 for the demo world is computed from the bundled
+    table of bench/collapse_budget.py: every figure it quotes is the table's, and a table
+    with a collapse says so instead of 'no collapse'."""
+    from mlipft_core.demo import collapse_budgets
+    from mlipft_core.findings.repulsion import budget_note
+
+    table = collapse_budgets()
+    assert table and table["rows"], "sample_data/collapse_budgets.json is missing"
+    note = budget_note(table)
+    rows = table["rows"]
+    assert all(r["structures"] == rows[0]["structures"] for r in rows)
+    if not any(r["collapsed"] for r in rows):
+        assert f"no model collapsed in the random structure search (0 of " \
+               f"{rows[0]['structures']} structures each)" in note
+        assert "No budget tried reproduces the study's collapse" in note
+    short = sorted((r for r in rows if r["strategy"] == "naive" and
+                    r["preset"] == "short budget"), key=lambda r: r["epochs"])
+    assert ", ".join(f"{r['soft_share_percent']:.0f}%" for r in short) + " soft spots" in note
+    assert ", ".join(str(r["epochs"]) for r in short) + " epochs" in note
+    fm = next(r for r in rows if r["strategy"] == "foundation")
+    assert f"(the foundation model {fm['soft_share_percent']:.0f}%)" in note
+    collapsed = {**table, "rows": [dict(r, collapsed=3) if r["model"] == short[-1]["model"]
+                                   else r for r in rows]}
+    worse = budget_note(collapsed)
+    assert f"{short[-1]['model']} 3 of {short[-1]['structures']}" in worse
+    assert "No budget tried" not in worse

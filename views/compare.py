@@ -7,6 +7,7 @@ import streamlit as st
 
 from mlipft_core import analysis, jobs
 from mlipft_core.compare import ModelRef, compare, resolve_models
+from mlipft_core.defaults import pretrain_test_for
 from mlipft_core.demo import demo_paths, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.jobs.records import is_pilot
@@ -47,7 +48,10 @@ default_target = (str(split.file("test")) if split and split.counts.get("test")
                   else demo["sn2_test"])
 target = c[0].text_input("Target test set", saved.get("target") or default_target)
 pretrain = c[1].text_input("Held-out pretraining test set (forgetting)",
-                           saved.get("pretrain") or demo["pretrain_test"])
+                           saved.get("pretrain")
+                           or pretrain_test_for(selections.get("model"),
+                                                selections.get("foundation_head"))
+                           or demo["pretrain_test"])
 if not picked:
     st.info("Pick at least one run.")
     st.stop()

@@ -34,7 +34,10 @@ try:
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
-head = st.selectbox("Head", info["heads"]) if len(info["heads"]) > 1 else info["heads"][0]
+chosen = selections.get("foundation_head")
+head = st.selectbox("Head", info["heads"], index=info["heads"].index(chosen)
+                    if chosen in info["heads"] else 0) \
+    if len(info["heads"]) > 1 else info["heads"][0]
 demo = demo_paths()
 default_iso = isolated_file_for(train_file) or ""
 with st.expander("Isolated-atom energies (the anchor of fitted E0s) and explicit values",

@@ -148,6 +148,14 @@ st.markdown(f"**Elements ({len(info['elements'])}):** {' '.join(info['elements']
 st.markdown(f"**Heads:** {', '.join(info['heads'])} · **class:** {info['model_class']} · "
             f"**dtype:** {info['dtype']} · **file:** `{info['path']}` "
             f"({info['file_size_mb']:.2f} MB)")
+if len(info["heads"]) > 1:
+    fhead = st.selectbox(
+        "Foundation head to fine-tune from", info["heads"],
+        help="A multi-head model carries one head per level of theory. Runs start from this "
+             "head (mace's --foundation_head), and the E0 page and the runs' E0s use its E0s.",
+        key=selections.kept_widget("foundation_head", info["heads"][0], scope=path,
+                                   fix=lambda v: v if v in info["heads"] else None))
+    selections.keep("foundation_head", fhead)
 if spec.notes:
     st.caption(spec.notes)
 

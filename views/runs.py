@@ -13,7 +13,7 @@ from mlipft_core.replay import METHODS as REPLAY_METHODS
 from mlipft_core.replay_sets import missing_message, official_set_of
 from mlipft_core.strategies import PRESETS, SHORT_BUDGET, STRATEGIES, preset_settings
 from mlipft_core.tune import count_of
-from mlipft_ui import labels, runs_panel, selections, tuning, turns
+from mlipft_ui import cache, labels, runs_panel, selections, tuning, turns
 
 st.title("Fine-tuning runs")
 st.caption("Each strategy becomes a mace_run_train configuration; runs are separate processes "
@@ -36,8 +36,18 @@ if ready:
         st.error(str(exc))
         st.stop()
     choice = load_choice(ws)
-    st.markdown(f"Model **{selections.get('model_label') or selections.get('model')}** · split "
-                f"**{labels.split_label(split)}** · E0s: **{labels.e0_choice_label(choice)}**")
+    try:
+        heads = cache.inspect_selected(model_path)["heads"]
+    except MlipftError as exc:
+        st.error(str(exc))
+        st.stop()
+    fhead = selections.get("foundation_head") if len(heads) > 1 else None
+    fhead = fhead if fhead in heads else (heads[0] if len(heads) > 1 else None)
+    st.markdown(f"Model **{selections.get('model_label') or selections.get('model')}**"
+                + (f" (from its head **{fhead}**, chosen on the Foundation model page)"
+                   if fhead else "")
+                + f" · split **{labels.split_label(split)}** · E0s: "
+                  f"**{labels.e0_choice_label(choice)}**")
     # the choices below are kept in the workspace: a reload shows them again
 
     def known_strategies(v) -> list[str] | None:
@@ -131,7 +141,9 @@ if ready:
     sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
                               "e.g. 10,30,100; empty: the whole training set)", "")
     replay = st.text_input("Replay file for multihead strategies (pretraining "
-                           "configurations)", replay_file_for(selections.get("model")) or "")
+                           "configurations)",
+                           replay_file_for(selections.get("model"), fhead) or "",
+                           key=f"run_replay_file_{fhead or ''}")
     official = official_set_of(replay.strip()) if replay.strip() else None
     try:  # mace's own set, not fetched yet: said below, and refused only for replay runs
         replay = (replay.strip() if official is not None else
@@ -191,6 +203,8 @@ if ready:
                   "loss": shared["loss"], "weight_decay": shared["weight_decay"]}
         if device != "auto":
             common["device"] = device
+        if fhead:
+            common["foundation_head"] = fhead
         plan = jobs.expand_sweep(
             own, foundation_model=model_path, train_file=str(split.file("train")),
             valid_file=str(split.file("valid")) if split.counts.get("valid") else None,

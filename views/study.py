@@ -8,9 +8,10 @@ import streamlit as st
 from mlipft_core import jobs
 from mlipft_core import study as studymod
 from mlipft_core.defaults import official_study_defaults
-from mlipft_core.demo import demo_paths, isolated_file_for, short_range_test_for
+from mlipft_core.demo import collapse_budgets, demo_paths, isolated_file_for, short_range_test_for
 from mlipft_core.errors import MlipftError
 from mlipft_core.findings import Chart, Finding
+from mlipft_core.findings.repulsion import budget_note
 from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.replay_sets import missing_message, replay_set_for
 from mlipft_core.strategies import STRATEGIES
@@ -203,6 +204,7 @@ st.caption(f"This study: foundation model `{Path(inp.model).name}`"
 n_yes = sum(f.reproduced is True for f in study.findings)
 st.subheader(f"Findings: {n_yes} of {len(study.findings)} reproduced on this data")
 names = {r.id: r.name for r in jobs.list_runs(ws) if r.readable}
+demo_study = Path(inp.model).resolve() in {Path(p).resolve() for p in demo["models"].values()}
 extra = study.extra
 
 
@@ -262,6 +264,10 @@ for f in study.findings:
             st.caption(more.caption)
             draw_table(more.rows, more.columns, more.digits)
         st.caption(f.teaching)
+        if f.key == "repulsion" and demo_study:
+            budgets = budget_note(collapse_budgets() or {})
+            if budgets:
+                st.info(budgets + " (measured with `python bench/collapse_budget.py`)")
         line = runs_line(f.runs)
         if line:
             st.caption(line)

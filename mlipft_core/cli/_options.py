@@ -59,6 +59,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-grad", type=float, help="gradient clipping (default: the preset's)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
     p.add_argument("--loss", choices=list(LOSSES), help="mace's loss (default: the preset's)")
+    p.add_argument("--foundation-head",
+                   help="the head of a multi-head foundation model (e.g. omat_pbe of MACE-MH-1) "
+                        "to fine-tune from; E0s are that head's (default: its first head)")
 
 
 def training_options(args: argparse.Namespace) -> TrainingOptions:

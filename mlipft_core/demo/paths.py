@@ -87,3 +87,15 @@ def short_range_test_for(pretrain_file: str | Path | None) -> str | None:
     """The bundled held-out short-range structures that go with a demo pretraining file (same
     level of theory, GFN1-xTB), or ``None`` for any other file."""
     return _companion(pretrain_file, ("pretrain",), "short_range_test.xyz")
+
+
+def collapse_budgets() -> dict | None:
+    """What the demo world shows of finding 6 at each training budget, as
+    ``bench/collapse_budget.py --write`` measured it (``sample_data/collapse_budgets.json``);
+    ``None`` when the file is missing or damaged."""
+    import json
+
+    try:
+        return json.loads((sample_data_dir() / "collapse_budgets.json").read_text())
+    except (OSError, ValueError):
+        return None

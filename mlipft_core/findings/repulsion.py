@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..probes import SEARCH_COLLAPSE_FACTOR, SEARCH_FMAX, SEARCH_STEPS
 from . import walls as wl
-from .base import Chart, Evidence, Finding, Table, bar_series, display_name
+from .base import Chart, Evidence, Finding, Table, bar_series, display_name, fmt
 
 if TYPE_CHECKING:  # types only
     from ..study import Study
@@ -174,9 +174,9 @@ def _verdict(level: str, ok: bool, n: dict[str, Any], search_ran: bool, probed: 
         why = ("no random structure search ran (naive fine-tuning and multihead replay must "
                "both finish)")
     else:
-        why = (f"naive fine-tuning collapsed in {n['naive_collapse_added']:+.1f} points of the "
-               f"searched structures against the foundation model, under the "
-               f"{COLLAPSE_MARGIN_PERCENT:g} that count as lost")
+        why = (f"naive fine-tuning's collapses exceeded the foundation model's by "
+               f"{n['naive_collapse_added']:.1f} points of the searched structures, under the "
+               f"{COLLAPSE_MARGIN_PERCENT:g} points that count as lost")
     if level == "softened":
         how = []
         if probed and n["naive_added"] >= SOFT_SPOT_MARGIN_PERCENT:
@@ -224,8 +224,9 @@ def _search_words(fm: dict[str, Any], naive: dict[str, Any], replay: dict[str, A
             f"model; a collapse is a pair closer than {SEARCH_COLLAPSE_FACTOR:g} of its "
             f"covalent-radii sum at any step. Collapsed: foundation model {of(fm)}, naive "
             f"fine-tuning {of(naive)}, multihead replay (target head) {of(replay)}; closest "
-            f"approach (median) {fm.get('median_closest')}, {naive.get('median_closest')} and "
-            f"{replay.get('median_closest')} of the covalent-radii sum. ")
+            f"approach (median) {fmt(fm.get('median_closest'), digits=2)}, "
+            f"{fmt(naive.get('median_closest'), digits=2)} and "
+            f"{fmt(replay.get('median_closest'), digits=2)} of the covalent-radii sum. ")
 
 
 def _probe_table(short_range: list[dict[str, Any]], fm: dict[str, Any]
@@ -277,3 +278,66 @@ def layout(f: Finding, extra: dict[str, Any]) -> Finding:
                        [c for c in wl.WALL_COLUMNS if any(c in r for r in walls)])
                  ] if dimers and probed and extra.get("dimer_walls") else []
     return f
+
+
+def budget_note(table: dict[str, Any]) -> str:
+    """What the demo world shows at each training budget (``bench/collapse_budget.py``'s
+    table, bundled as ``sample_data/collapse_budgets.json``), in words computed from it."""
+    rows = table.get("rows") or []
+    fm = next((r for r in rows if r["strategy"] == "foundation"), None)
+    naive = [r for r in rows if r["strategy"] == "naive"]
+    if fm is None or not naive:
+        return ""
+
+    def of(preset: str) -> list[dict[str, Any]]:
+        return sorted((r for r in naive if r["preset"] == preset), key=lambda r: r["epochs"])
+
+    def epochs(rs: list[dict[str, Any]]) -> str:
+        return ", ".join(str(r["epochs"]) for r in rs)
+
+    short, study = of("short budget"), of("study protocol")
+    replay = [r for r in rows if r["strategy"] == "multihead-replay"]
+    tried = [f"naive fine-tuning for {epochs(short)} epochs with the short-budget settings"
+             ] if short else []
+    if study:
+        tried.append(f"{epochs(study)} epochs with the study protocol")
+    if replay:
+        tried.append(f"multihead replay for {epochs(replay)} epochs")
+    collapsed = [r for r in rows if r["collapsed"]]
+    n = fm["structures"]
+    text = f"On this demo world, with {'; '.join(tried)}: "
+    text += ("no model collapsed in the random structure search "
+             f"(0 of {n} structures each). " if not collapsed else
+             "collapses in the random structure search: " + ", ".join(
+                 f"{r['model']} {r['collapsed']} of {r['structures']}" for r in collapsed) + ". ")
+
+    def soft(rs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['soft_share_percent']:.0f}%" for r in rs)
+
+    if short:
+        text += (f"With the short-budget settings naive fine-tuning had {soft(short)} soft "
+                 f"spots after {epochs(short)} epochs (the foundation model "
+                 f"{fm['soft_share_percent']:.0f}%), keeping a median "
+                 + ", ".join(f"{r['median_force_kept_percent']:.0f}%" for r in short)
+                 + " of the reference's short-range force. ")
+    if study:
+        text += (f"With the study protocol it had {soft(study)} soft spots after "
+                 f"{epochs(study)} epochs. ")
+    if short and study:
+        a, b = short[-1], study[-1]
+        if a.get("valid_forces_rmse_mev_per_a") and b.get("valid_forces_rmse_mev_per_a"):
+            text += (f"Validation force RMSE at the end: {a['valid_forces_rmse_mev_per_a']:.1f} "
+                     f"meV/Å after {a['epochs']} epochs (short budget), "
+                     f"{b['valid_forces_rmse_mev_per_a']:.1f} meV/Å after {b['epochs']} "
+                     "(study protocol). ")
+    if not collapsed:
+        softened = [r for r in short
+                    if r["soft_share_percent"] - fm["soft_share_percent"]
+                    >= SOFT_SPOT_MARGIN_PERCENT]
+        kept = study and all(r["soft_share_percent"] - fm["soft_share_percent"]
+                             < SOFT_SPOT_MARGIN_PERCENT for r in study)
+        text += "No budget tried reproduces the study's collapse here"
+        text += (": with the short-budget settings naive fine-tuning softens the short-range "
+                 "repulsion without collapsing" if softened else "")
+        text += (", and with the study protocol it keeps it." if kept else ".")
+    return text.strip()

@@ -57,6 +57,10 @@ def state(ev: Evidence) -> Finding:
                + ", ".join(f"{d[STRATEGY]} {d[RATIO]:.2f}" for d in table[1:])
                + ". " + ("Reproduced: a replay strategy forgets least." if ok else
                          "Not reproduced here: a strategy without replay forgot less."))
+    left_out = int(study.extra.get("pretrain_left_out") or 0)
+    if left_out:
+        summary += (f" {left_out} structure{'s' if left_out != 1 else ''} of the pretraining "
+                    "test set were also among those a run replayed and were left out of it.")
     return layout(Finding(0, TITLE, CLAIM, ok, summary, TEACHING, table, runs, key=KEY,
                           numbers={"forgetting": {s: row[RATIO] for s, row in measured}}),
                   study.extra)

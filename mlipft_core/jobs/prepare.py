@@ -245,7 +245,8 @@ def _write_folder(spec: RunSpec, strat: Strategy, e0: dict[str, float], folder: 
     mace_train, left_out = train_file_for_mace(spec.train_file, ws)
     if not strat.multihead and not strat.from_scratch:
         patched = foundation_with_e0s(spec.foundation_model, e0,
-                                      folder / "foundation_e0s.model")
+                                      folder / "foundation_e0s.model",
+                                      head=spec.settings.get("foundation_head") or None)
         run_spec = replace(spec, foundation_model=str(patched), e0s="foundation")
     else:
         run_spec = replace(spec, e0s=mace_e0s_argument(e0))
