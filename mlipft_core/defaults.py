@@ -187,6 +187,7 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
                  pilot_lrs: str | Sequence[float] | None = None,
                  strategies: Sequence[str] | None = None, executor: str | None = None,
                  slurm: dict[str, Any] | None = None, search_structures: int | None = None,
+                 foundation_head: str | None = None,
                  trust: TrustFn = never_trusted) -> StudyInputs:
     """The inputs of a study, with the defaults filled in.
 
@@ -225,6 +226,9 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
     search_structures
         Random compact structures of the short-range finding's random structure search
         (default 40).
+    foundation_head
+        The head of a multi-head foundation model to fine-tune from (default: its first); its
+        replay set, E0s and zero-shot errors are the study's.
     trust
         Whether the user vouches for the models (see the module's description).
 
@@ -250,7 +254,8 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
         "epochs": epochs, "pilot_epochs": pilot_epochs, "small_size": small_size,
         "pilot_lrs": parse_list(pilot_lrs, float, "--lrs") or None,
         "strategies": None if strategies is None else list(strategies),
-        "executor": executor, "slurm": slurm, "search_structures": search_structures}
+        "executor": executor, "slurm": slurm, "search_structures": search_structures,
+        "foundation_head": foundation_head}
     if model is None:  # the bundled demo world
         return study.demo_inputs(**given)
     if not (train and test):
@@ -285,7 +290,7 @@ def official_study_defaults(model: str, given: dict[str, Any], trust: TrustFn
     from .replay_sets import forgetting_set, replay_set_for
 
     out: dict[str, Any] = {}
-    rs = replay_set_for(model)
+    rs = replay_set_for(model, given.get("foundation_head"))
     if rs is not None and rs.is_cached():
         if not given.get("replay"):
             out["replay"] = str(rs.path())

@@ -96,6 +96,8 @@ class StudyInputs:
     replay: str | None
     weak_model: str | None = None
     isolated_file: str | None = None
+    #: the head of a multi-head foundation model the study fine-tunes from (None: the first)
+    foundation_head: str | None = None
     epochs: int = 20
     #: pilot learning rates; empty: five around each strategy's default (tune.default_grid)
     pilot_lrs: list[float] = field(default_factory=list)
@@ -246,6 +248,10 @@ def check(inputs: StudyInputs) -> None:
     if inputs.pilot_lrs and (len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs)):
         raise StudyError("the learning-rate pilot needs at least two different, positive "
                          "learning rates")
+    if inputs.foundation_head:
+        from .e0_inputs import model_head
+
+        model_head(inputs.model, inputs.foundation_head, trusted=True, workspace=Workspace())
     n_train = n_structures(*file_version(inputs.train))  # the page checks on every rerun
     if inputs.small_size >= n_train:
         raise StudyError(f"the small training set ({inputs.small_size} structures) must be "

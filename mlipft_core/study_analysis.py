@@ -149,6 +149,13 @@ def _models(study: Study, ws: Workspace) -> _Models:
          if h.head != "pt_head" or h.name == "multihead-replay"),
         key=lambda h: (order.index(h.name), h.head == "pt_head"))
     m.searched = [h for h in m.probed if h.head != "pt_head"]
+    if inp.foundation_head:  # a multi-head foundation model: only the head fine-tuned from
+        def chosen(h: ModelHead) -> bool:
+            return h.name != "foundation" or h.head in (None, inp.foundation_head)
+
+        m.dimers = [h for h in m.dimers if chosen(h)]
+        m.probed = [h for h in m.probed if chosen(h)]
+        m.searched = [h for h in m.searched if chosen(h)]
     return m
 
 
@@ -193,6 +200,8 @@ def _compare(study: Study, ws: Workspace, m: _Models, steps: AnalysisSteps, name
     rows, _ = compare(m.compared, inp.test, pretrain, foundation=inp.model,
                       workspace=ws, target_e0=study.e0["anchored"],
                       progress=told(names.compare))
+    if inp.foundation_head:  # the foundation model's other heads answer other questions
+        rows = [r for r in rows if r.name != "foundation" or r.head == inp.foundation_head]
     if not m.weak:
         return rows
     steps.begin(names.weak)

@@ -74,7 +74,7 @@ def fit_e0s(inputs: StudyInputs) -> dict[str, dict[str, float]]:
     ``anchored_weak`` for the weaker foundation model's, and the ``isolated`` atoms' own."""
     out = {}
     fm = e0mod.prepare(inputs.train, inputs.model, trusted=True,
-                       isolated_file=inputs.isolated_file)
+                       isolated_file=inputs.isolated_file, head=inputs.foundation_head)
     out["anchored"] = e0mod.compute(fm, "estimated").e0
     plain = e0mod.prepare(inputs.train, None, trusted=True)
     out["average"] = e0mod.compute(plain, "average").e0
@@ -95,6 +95,8 @@ def run_spec(inputs: StudyInputs, strategy: str, *, e0: dict[str, float],
     settings: dict[str, Any] = {"max_num_epochs": epochs or inputs.epochs}
     if lr is not None:
         settings["lr"] = float(lr)
+    if inputs.foundation_head and (model is None or model == inputs.model):
+        settings["foundation_head"] = inputs.foundation_head
     return RunSpec(strategy=strategy, foundation_model=model or inputs.model,
                    train_file=inputs.train, valid_file=inputs.valid, test_file=None,
                    e0s=json.dumps(e0), replay_file=inputs.replay, name=name or strategy,

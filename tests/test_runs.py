@@ -717,3 +717,22 @@ def test_fine_tuning_from_a_chosen_head_of_a_two_head_foundation_model(tiny, wea
     assert {k: round(v, 4) for k, v in only.items()} == {
         k: round(v, 4) for k, v in e0s["pt_head"].items() if k in elements}
     assert any(abs(only[k] - e0s["Default"][k]) > 1.0 for k in elements)
+    # the study fine-tunes from the chosen head too: its E0 fit and every run of the
+    # foundation model start from it; an unknown head is refused with the model's heads
+    from mlipft_core import study as studymod
+    from mlipft_core.defaults import study_inputs
+    from mlipft_core.errors import MlipftError
+
+    def inputs(head):
+        return studymod._absolute(study_inputs(
+            model=two_heads, train=str(tiny / "train.xyz"), test=str(tiny / "valid.xyz"),
+            strategies=["naive"], foundation_head=head, trust=lambda _m: True))
+
+    pt, default = inputs("pt_head"), inputs("Default")
+    assert pt.study_id() != default.study_id()
+    fit_pt, fit_default = studymod.fit_e0s(pt), studymod.fit_e0s(default)
+    assert fit_pt["anchored"] != fit_default["anchored"]
+    spec = studymod._spec(pt, "naive", e0=fit_pt["anchored"])
+    assert spec.settings["foundation_head"] == "pt_head"
+    with pytest.raises(MlipftError, match="no head 'omat_pbe'"):
+        studymod.check(inputs("omat_pbe"))

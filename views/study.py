@@ -16,7 +16,7 @@ from mlipft_core.registry import DEMO_MODEL_NAMES
 from mlipft_core.replay_sets import missing_message, replay_set_for
 from mlipft_core.strategies import STRATEGIES
 from mlipft_core.tune import count_of
-from mlipft_ui import plots, selections, show
+from mlipft_ui import cache, plots, selections, show
 from mlipft_ui.labels import split_label
 
 st.title("Study: what matters when fine-tuning")
@@ -95,6 +95,14 @@ with st.expander("Inputs and settings", expanded=False):
                                 format_func=lambda s: STRATEGIES[s].title,
                                 key="study_strategies")
 
+try:  # a multi-head foundation model: the head chosen on the Foundation model page
+    model_heads = cache.inspect_selected(model_path)["heads"]
+except MlipftError as exc:
+    st.error(str(exc))
+    st.stop()
+chosen_head = selections.get("foundation_head")
+chosen_head = (chosen_head if chosen_head in model_heads else model_heads[0]) \
+    if len(model_heads) > 1 else None
 role, _who = selections.identity()
 executor, slurm = (None, None)
 if role == "participant":
@@ -110,7 +118,8 @@ try:
         short_range_test=selections.check_path(short.strip()) or None, epochs=int(epochs),
         pilot_epochs=int(pilot_epochs), small_size=int(small),
         pilot_lrs=jobs.parse_list(lrs_txt, float, "Pilot learning rates"),
-        strategies=strategies, executor=executor, slurm=slurm)
+        strategies=strategies, executor=executor, slurm=slurm,
+        foundation_head=chosen_head)
     studymod.check(inputs)
     study_plan = studymod.plan(inputs, ws)
     problem = None

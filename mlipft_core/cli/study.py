@@ -46,6 +46,9 @@ def add_study(add: AddFn) -> None:
     p.add_argument("--small-size", type=int,
                    help="training structures of the scratch-vs-fine-tune pair (default 25)")
     p.add_argument("--strategies", help="strategies to compare (default: all seven)")
+    p.add_argument("--foundation-head",
+                   help="the head of a multi-head foundation model to fine-tune from; its "
+                        "replay set, E0s and zero-shot errors are the study's")
     p.add_argument("--search-structures", type=int,
                    help="random compact structures relaxed with every model in the "
                         "short-range finding's random structure search (default 40)")
@@ -73,6 +76,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                     pilot_epochs=args.pilot_epochs, small_size=args.small_size,
                     pilot_lrs=args.lrs, strategies=strategies, executor=args.executor,
                     search_structures=args.search_structures,
+                    foundation_head=args.foundation_head,
                     slurm=slurm_if_chosen(args))
     lines = [f"study {res.id}: {res.stage}"]
     for f in res.findings:
