@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import workshop
+from .registry import get_spec, model_path
 from .serve import serve_app, workshop_port
 from .workshop import BoardEntry, BoardRun, Limits, Workshop, WorkshopError
 from .workspace import Workspace
@@ -49,7 +50,8 @@ def create_workshop(participants: int | None = None, names: Sequence[str] | None
         Executor of every participant's runs (default: local), and SLURM options (``None``
         values left out).
     stage_models, stage_data
-        Model and data files to pre-stage.
+        Model and data files to pre-stage; a registry name among the models makes that model
+        and its replay set ready in mace's cache (:func:`prepare_official`).
 
     Returns
     -------
@@ -69,6 +71,8 @@ def create_workshop(participants: int | None = None, names: Sequence[str] | None
                     max_run_minutes=max_minutes, upload_limit_mb=upload_limit_mb)
     if names is None and participants is None:
         raise WorkshopError("give --participants N (or --names a,b,c)")
+    prepare_official([m for m in stage_models if get_spec(m) is not None])
+    stage_models = [m for m in stage_models if get_spec(m) is None]
     return workshop.create(root, list(names) if names else participants, name=name,
                            base_url=base_url, limits=limits, executor=executor or "local",
                            slurm={k: v for k, v in (slurm or {}).items() if v is not None},
@@ -126,7 +130,8 @@ def stage_files(files: Sequence[str]) -> list[Path]:
     Parameters
     ----------
     files
-        Model files (``.model``, ``.pt``) and datasets.
+        Model files (``.model``, ``.pt``) and datasets; a registry name instead makes that
+        model and its replay set ready in mace's cache (:func:`prepare_official`).
 
     Returns
     -------
@@ -135,7 +140,25 @@ def stage_files(files: Sequence[str]) -> list[Path]:
     """
     Workspace().check_writable()
     shop = current_workshop()
-    return [shop.stage(p, "models" if p.endswith(MODEL_SUFFIXES) else "data") for p in files]
+    named = prepare_official([p for p in files if get_spec(p) is not None])
+    return named + [shop.stage(p, "models" if p.endswith(MODEL_SUFFIXES) else "data")
+                    for p in files if get_spec(p) is None]
+
+
+def prepare_official(names: Sequence[str]) -> list[Path]:
+    """Registry models made ready for every participant at once: each model in mace's cache
+    (downloaded through mace's own loader where it is missing) and the replay set mace offers
+    for it (:func:`~mlipft_core.replay_sets.fetch`); the files. Offline, the error names the
+    missing file and where a copy goes."""
+    from .replay_sets import fetch as fetch_replay
+    from .replay_sets import replay_set_for
+
+    out: list[Path] = []
+    for name in names:
+        out.append(model_path(name, trusted=True))
+        if replay_set_for(name) is not None:
+            out.append(fetch_replay(name))
+    return out
 
 
 @dataclass

@@ -230,3 +230,24 @@ def test_a_held_out_set_loses_the_structures_a_run_replayed(demo, tmp_path):
     assert [a.positions.tolist() for a in kept] == [a.positions.tolist() for a in pool[:5]]
     same, none = disjoint_from(tmp_path / "held.xyz", [tmp_path / "held.xyz"][:0])
     assert same == str(tmp_path / "held.xyz") and none == 0
+
+
+def test_a_workshop_stages_an_official_model_with_its_replay_set(demo):
+    """``workshop create --stage-model mace-mp-0-small`` makes the model and its replay set
+    ready in mace's cache for every participant; offline, without the set, it names it."""
+    spec = registry.get_spec("mace-mp-0-small")
+    registry.expected_path(spec).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo["models"]["demo-gfn1-strong"], registry.expected_path(spec))
+    cmd = mlipft_cmd() + ["workshop", "create", "--participants", "2", "--stage-model",
+                          "mace-mp-0-small", "--json"]
+    missing = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert str(REPLAY_SETS["mp"].path()) in missing.stderr
+    _standins(demo)
+    ready = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert ready.returncode == 0, ready.stderr
+    staged = subprocess.run(mlipft_cmd() + ["workshop", "stage", "mace-mp-0-small", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert staged.returncode == 0, staged.stderr
+    assert json.loads(staged.stdout)["staged"] == [str(registry.expected_path(spec)),
+                                                   str(REPLAY_SETS["mp"].path())]

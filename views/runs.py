@@ -10,7 +10,7 @@ from mlipft_core.demo import isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.replay import METHODS as REPLAY_METHODS
-from mlipft_core.replay_sets import missing_message, official_set_of
+from mlipft_core.replay_sets import NO_SET, missing_message, official_set_of
 from mlipft_core.strategies import PRESETS, SHORT_BUDGET, STRATEGIES, preset_settings
 from mlipft_core.tune import count_of
 from mlipft_ui import cache, labels, runs_panel, selections, tuning, turns
@@ -152,6 +152,12 @@ if ready:
         st.error(str(exc))
         st.stop()
     replay_method = "random"
+    model_name = str(selections.get("model") or "")
+    if not replay and any(STRATEGIES[n].multihead for n in picked) and \
+            model_name.startswith(NO_SET):
+        st.info("mace has no replay set for this model. Give a file of structures like its "
+                "training data above; pseudolabelled replay labels them with the foundation "
+                "model itself, so they need no labels of their own.")
     if official is not None and any(STRATEGIES[n].multihead for n in picked):
         if official.is_cached():
             st.caption(f"Replays mace's {official.title} ({official.level_of_theory}): mace "
