@@ -73,6 +73,7 @@ def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, A
     # late: the model machinery (numpy, ase, the evaluation) is wanted only in the run's
     # process, and at the top it would weigh on every import of the workshop (``mlipft --help``)
     from .compare import model_figures
+    from .defaults import pretrain_test_for
 
     found = of_workspace(ws)
     if found is None:
@@ -84,10 +85,15 @@ def record_figures(ws: Workspace, run_id: str, model: str | Path) -> dict[str, A
         return None
     demo = demo_paths()
     target = shop.target_test or demo["sn2_test"]
-    pretrain = shop.pretrain_test or demo["pretrain_test"]
+    foundation = (rec.spec or {}).get("foundation_model")
+    # the workshop's own set, else the foundation model's forgetting set (an official model
+    # with its replay set fetched), else the demo world's
+    pretrain = shop.pretrain_test or pretrain_test_for(
+        foundation, ((rec.spec or {}).get("settings") or {}).get("foundation_head"),
+        demo=False) or demo["pretrain_test"]
     out: dict[str, Any] = {"target_test": str(target), "pretrain_test": str(pretrain)}
     try:
-        model_figures(model, (rec.spec or {}).get("foundation_model"), target, pretrain,
+        model_figures(model, foundation, target, pretrain,
                       workspace=ws, out=out)
     except MlipftError as exc:
         out["problem"] = str(exc)

@@ -224,7 +224,10 @@ try:
 except MlipftError as exc:
     st.error(str(exc))
     st.stop()
-head = st.selectbox("Head", heads) if len(heads) > 1 else heads[0]
+chosen = selections.get("foundation_head")
+head = st.selectbox("Head", heads, index=heads.index(chosen) if chosen in heads else 0,
+                    help="The head chosen on the Foundation model page is the one fine-tuned "
+                         "from.") if len(heads) > 1 else heads[0]
 run_key = f"zeroshot::{model_path}::{parts[target]}::{head}::{keys.energy}::{keys.forces}"
 if st.button("Evaluate", type="primary"):
     bar = st.progress(0.0, text="Evaluating…")
