@@ -237,3 +237,49 @@ def disjoint_from(held_out: str | Path, replayed: list[Path], workspace=None
     out.parent.mkdir(parents=True, exist_ok=True)
     write(str(out), keep, format="extxyz")
     return str(out), len(frames) - len(keep)
+
+
+def perturbed_structures(train_file: str | Path, *, n: int = 200, rattle: float = 0.05,
+                         seed: int = 0, workspace=None) -> Path:
+    """Replay structures for a model without a replay set of mace's: ``n`` copies of the
+    target's training structures (isolated atoms aside, taken in turn), every position moved
+    by a normal displacement of ``rattle`` Å, without labels, for pseudolabelled replay to
+    label with the foundation model itself. Written once into the workspace's cache.
+
+    Raises
+    ------
+    ReplayNotAvailableError
+        Bad sizes, or a training file without structures.
+    """
+    import hashlib
+
+    import numpy as np
+    from ase import Atoms
+    from ase.io import write
+
+    from .data import is_isolated_atom, read_frames
+    from .workspace import Workspace
+
+    if n < 1 or not 0.0 < rattle <= 0.5:
+        raise ReplayNotAvailableError("perturbed replay structures need at least 1 structure "
+                                      "and a displacement above 0 and at most 0.5 Å")
+    frames = [a for a in read_frames(train_file) if not is_isolated_atom(a)]
+    if not frames:
+        raise ReplayNotAvailableError(f"{Path(train_file).name} holds no structures to perturb")
+    ws = workspace or Workspace()
+    digest = hashlib.sha256(Path(train_file).read_bytes()).hexdigest()[:16]
+    out = ws.cache / "replay" / f"perturbed-{digest}-{n}-{rattle:g}-{seed}.xyz"
+    if out.is_file():
+        return out
+    rng = np.random.default_rng(seed)
+    copies = []
+    for k in range(n):
+        a = frames[k % len(frames)]
+        copies.append(Atoms(a.numbers, positions=a.positions + rng.normal(0.0, rattle,
+                                                                          a.positions.shape),
+                            cell=a.cell, pbc=a.pbc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    write(str(part), copies, format="extxyz")
+    os.replace(part, out)
+    return out

@@ -312,6 +312,38 @@ def test_runs_page_study_protocol_preset_fills_the_table_and_reaches_the_run(tin
         assert f"clip_grad: {clip}" in cfg and "weight_decay: 0.0" in cfg
 
 
+def test_runs_page_offers_perturbed_replay_for_a_model_without_a_replay_set(tiny_split, demo):
+    """MACE-OFF has no replay set of mace's: the page says so and, on a press, makes
+    perturbed unlabelled copies of the training structures the replay file, which a
+    pseudolabelled replay run then replays."""
+    from mlipft_core import registry
+
+    spec = registry.get_spec("mace-off23-small")
+    target = registry.expected_path(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo["models"]["demo-gfn1-weak"], target)  # a stand-in where mace looks
+    ws = Workspace()
+    ws.set(model="mace-off23-small", model_label="MACE-OFF23 small")
+    at = app("views/runs.py")
+    labelled(at.multiselect, "Strategies").set_value(["pseudolabel-replay"]).run()
+    labelled(at.number_input, "Epochs").set_value(1).run()
+    assert any("mace has no replay set for this model" in i.value for i in at.info)
+    button(at, "Use 200 perturbed copies of the training structures (0.05 Å)").click().run()
+    assert not at.exception, at.exception
+    replay = labelled(at.text_input, "Replay file for multihead strategies (pretraining "
+                                     "configurations)").value
+    frames = read_frames(replay)
+    train = read_frames(str(tiny_split.file("train")))
+    assert len(frames) == 200 and "REF_energy" not in frames[0].info
+    shift = frames[0].positions - train[0].positions
+    assert 0.0 < float(abs(shift).mean()) < 0.2
+    button(at, "Launch").click().run()
+    assert not at.exception, at.exception
+    (rec,) = jobs.list_runs(ws)
+    jobs.cancel(rec.id, ws)
+    assert rec.spec["replay_file"] == replay and rec.spec["replay"]["available"] == 200
+
+
 def test_runs_page_launches_a_sweep_on_slurm(tiny_split):
     ok, why = slurm_available()
     if not ok:

@@ -10,7 +10,12 @@ from mlipft_core.demo import isolated_file_for
 from mlipft_core.e0 import load_choice
 from mlipft_core.errors import MlipftError
 from mlipft_core.replay import METHODS as REPLAY_METHODS
-from mlipft_core.replay_sets import NO_SET, missing_message, official_set_of
+from mlipft_core.replay_sets import (
+    NO_SET,
+    missing_message,
+    official_set_of,
+    perturbed_structures,
+)
 from mlipft_core.strategies import PRESETS, SHORT_BUDGET, STRATEGIES, preset_settings
 from mlipft_core.tune import count_of
 from mlipft_ui import cache, labels, runs_panel, selections, tuning, turns
@@ -140,10 +145,11 @@ if ready:
     seeds = st.text_input("Extra seeds to sweep (comma-separated)", "")
     sizes_txt = st.text_input("Training-set sizes for a learning curve (comma-separated, "
                               "e.g. 10,30,100; empty: the whole training set)", "")
+    replay_key = f"run_replay_file_{fhead or ''}"
     replay = st.text_input("Replay file for multihead strategies (pretraining "
                            "configurations)",
                            replay_file_for(selections.get("model"), fhead) or "",
-                           key=f"run_replay_file_{fhead or ''}")
+                           key=replay_key)
     official = official_set_of(replay.strip()) if replay.strip() else None
     try:  # mace's own set, not fetched yet: said below, and refused only for replay runs
         replay = (replay.strip() if official is not None else
@@ -156,8 +162,21 @@ if ready:
     if not replay and any(STRATEGIES[n].multihead for n in picked) and \
             model_name.startswith(NO_SET):
         st.info("mace has no replay set for this model. Give a file of structures like its "
-                "training data above; pseudolabelled replay labels them with the foundation "
-                "model itself, so they need no labels of their own.")
+                "training data above, or use perturbed copies of your training structures: "
+                "pseudolabelled replay labels them with the foundation model itself, so they "
+                "need no labels of their own.")
+
+        def use_perturbed() -> None:
+            try:
+                st.session_state[replay_key] = str(perturbed_structures(
+                    split.file("train"), workspace=ws))
+            except MlipftError as exc:
+                st.session_state["run_perturbed_problem"] = str(exc)
+
+        st.button("Use 200 perturbed copies of the training structures (0.05 Å)",
+                  on_click=use_perturbed)
+        if st.session_state.get("run_perturbed_problem"):
+            st.error(st.session_state.pop("run_perturbed_problem"))
     if official is not None and any(STRATEGIES[n].multihead for n in picked):
         if official.is_cached():
             st.caption(f"Replays mace's {official.title} ({official.level_of_theory}): mace "

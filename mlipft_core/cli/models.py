@@ -39,6 +39,16 @@ def add_replay(add: AddFn) -> None:
                                                  "from (its replay set follows it)")
     fetch.add_argument("--json", action="store_true", help="print JSON")
     fetch.set_defaults(func=cmd_replay_fetch)
+    perturb = sub.add_parser("perturb", help="replay structures for a model without a replay "
+                                             "set: perturbed copies of the training "
+                                             "structures, unlabelled, for pseudolabelled replay")
+    perturb.add_argument("train", help="training extxyz")
+    perturb.add_argument("--samples", type=int, default=200, help="copies (default 200)")
+    perturb.add_argument("--rattle", type=float, default=0.05,
+                         help="standard deviation of the displacement, Å (default 0.05)")
+    perturb.add_argument("--seed", type=int, default=0)
+    perturb.add_argument("--json", action="store_true", help="print JSON")
+    perturb.set_defaults(func=cmd_replay_perturb)
 
 
 def cmd_replay_list(args: argparse.Namespace) -> int:
@@ -70,6 +80,16 @@ def cmd_replay_fetch(args: argparse.Namespace) -> int:
     rs = rs or next(s for s in REPLAY_SETS.values() if s.path() == path)
     emit(args, {"name": rs.name, "path": str(path), "downloaded": not was},
          f"{rs.title}: {path}" + (" (already cached)" if was else " (downloaded)"))
+    return 0
+
+
+def cmd_replay_perturb(args: argparse.Namespace) -> int:
+    """Perturbed, unlabelled copies of the training structures (pseudolabelled replay)."""
+    from ..replay_sets import perturbed_structures
+
+    path = perturbed_structures(args.train, n=args.samples, rattle=args.rattle, seed=args.seed)
+    emit(args, {"path": str(path), "structures": args.samples, "rattle_a": args.rattle},
+         f"{path}\nuse it with --strategy pseudolabel-replay --replay {path}")
     return 0
 
 
