@@ -49,8 +49,8 @@ CPU_SECONDS_PER_RUN = 40.0
 CPU_SECONDS_PER_EVALUATION = 0.06
 CPU_SECONDS_PER_DIMER_CURVE = 2.0
 #: One model head relaxing one structure of the random structure search (batched FIRE, one
-#: thread): 40 structures took 58 s with the strong demo model while two training runs shared
-#: the machine (``bench/collapse_budget.py`` prints the time alone).
+#: thread): 40 structures took 22-47 s per demo model on 2 busy cores, the float64 fine-tunes
+#: the longest (``bench/collapse_budget.py`` prints each model's time).
 CPU_SECONDS_PER_SEARCH_STRUCTURE = 1.0
 
 
