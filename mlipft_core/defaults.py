@@ -227,8 +227,7 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
         Random compact structures of the short-range finding's random structure search
         (default 40).
     foundation_head
-        The head of a multi-head foundation model to fine-tune from (default: its first); its
-        replay set, E0s and zero-shot errors are the study's.
+        The head of a multi-head foundation model to fine-tune from (default: its first).
     trust
         Whether the user vouches for the models (see the module's description).
 
@@ -258,13 +257,22 @@ def study_inputs(*, model: str | None = None, weak_model: str | None = None,
         "foundation_head": foundation_head}
     if model is None:  # the bundled demo world
         return study.demo_inputs(**given)
-    if not (train and test):
+    return _own_study(model, given, trust)
+
+
+def _own_study(model: str, given: dict[str, Any], trust: TrustFn) -> StudyInputs:
+    """:func:`study_inputs` of the user's own model: train and test given, the rest
+    defaulted (the demo companions of demo files, an official model's own data)."""
+    from . import study
+
+    if not (given["train"] and given["test"]):
         raise study.StudyError("with --model, give --train and --test too (and --pretrain, "
                                "--replay for forgetting and replay)")
-    given["isolated_file"] = isolated_file_or_default(isolated_file, train)
-    given["short_range_test"] = short_range_test or short_range_test_for(pretrain_test)
+    given["isolated_file"] = isolated_file_or_default(given["isolated_file"], given["train"])
+    given["short_range_test"] = (given["short_range_test"]
+                                 or short_range_test_for(given["pretrain_test"]))
     given.update(official_study_defaults(model, given, trust))
-    if not given.get("replay") and strategies is None:  # nothing to replay: the others
+    if not given.get("replay") and given["strategies"] is None:  # nothing to replay
         given["strategies"] = [s for s in study.FINE_TUNING if s not in study.REPLAY]
     files_left_out = {"valid": None, "pretrain_test": None, "replay": None}
     return study.StudyInputs(**{**files_left_out,

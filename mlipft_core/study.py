@@ -33,6 +33,7 @@ from typing import Any
 
 from . import jobs, study_analysis
 from .demo import demo_paths
+from .e0_inputs import model_head
 from .errors import MlipftError
 
 # the names of the study's plan and findings, where pages, scripts and tests use them
@@ -96,8 +97,7 @@ class StudyInputs:
     replay: str | None
     weak_model: str | None = None
     isolated_file: str | None = None
-    #: the head of a multi-head foundation model the study fine-tunes from (None: the first)
-    foundation_head: str | None = None
+    foundation_head: str | None = None  # of a multi-head foundation model; None: the first
     epochs: int = 20
     #: pilot learning rates; empty: five around each strategy's default (tune.default_grid)
     pilot_lrs: list[float] = field(default_factory=list)
@@ -107,8 +107,7 @@ class StudyInputs:
     executor: str | None = None
     slurm: dict[str, Any] | None = None
     #: labelled compressed structures held out from pretraining (the short-range finding's
-    #: many-body probe);
-    #: used by the analysis only, so it is not part of the study's identity
+    #: many-body probe); used by the analysis only, so not part of the study's identity
     short_range_test: str | None = None
     #: random compact structures of the random structure search (the short-range finding's
     #: collapse test), searched with every model; analysis only, as above
@@ -232,25 +231,20 @@ def check(inputs: StudyInputs) -> None:
     for s in inputs.strategies:
         get_strategy(s)
     if any(s in REPLAY for s in inputs.strategies) and not inputs.replay:
-        raise StudyError("the replay strategies need a replay file (pretraining "
-                         "configurations): give one (--replay), or, for an official model, "
-                         "fetch mace's replay set of it first (mlipft replay fetch MODEL)")
+        raise StudyError("the replay strategies need a replay file (--replay), or for an "
+                         "official model mace's replay set of it (mlipft replay fetch MODEL)")
     if "naive" not in inputs.strategies:
         raise StudyError("a study needs naive fine-tuning among its strategies: the E0, "
                          "small-data, foundation-model and replay findings compare with it")
-    if not 1 <= int(inputs.search_structures) <= 1000:
-        raise StudyError("the random structure search needs 1 to 1000 structures, not "
-                         f"{inputs.search_structures!r}")
-    if inputs.epochs < 1 or inputs.pilot_epochs < 1 or inputs.small_size < 2:
+    if inputs.epochs < 1 or inputs.pilot_epochs < 1 or inputs.small_size < 2 or \
+            not 1 <= int(inputs.search_structures) <= 1000:
         raise StudyError("epochs and pilot epochs must be at least 1, the small training size "
-                         "at least 2")
+                         "at least 2, the random structure search's structures 1 to 1000")
     lrs = {float(x) for x in inputs.pilot_lrs}
     if inputs.pilot_lrs and (len(lrs) < 2 or not all(math.isfinite(x) and x > 0 for x in lrs)):
         raise StudyError("the learning-rate pilot needs at least two different, positive "
                          "learning rates")
-    if inputs.foundation_head:
-        from .e0_inputs import model_head
-
+    if inputs.foundation_head:  # a head the model has (HeadError names its heads)
         model_head(inputs.model, inputs.foundation_head, trusted=True, workspace=Workspace())
     n_train = n_structures(*file_version(inputs.train))  # the page checks on every rerun
     if inputs.small_size >= n_train:

@@ -125,51 +125,16 @@ def test_offline_each_missing_file_is_named_with_where_it_goes(demo, tiny):
 
 
 @pytest.mark.slow
-def test_official_model_replays_through_maces_own_replay_assembly(demo, tmp_path):
-    """Multihead and pseudolabelled replay with ``--model mace-mp-0-small`` and nothing but
-    the target files: mace reads its own set from its cache, selects the replay size the run
-    asks for, and the run reports the count the pretraining head trained on."""
+def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
+    """``mlipft study --model mace-mp-0-small --train --valid --test``: mace's replay set of
+    the model is replayed through mace's own replay assembly (multihead and pseudolabelled
+    replay, each run reporting the count it really used), a forgetting set drawn from it is
+    the pretraining test (of Compare too), and every finding is measured or says which input
+    would measure it."""
     _, set_path = _standins(demo)
-    write(tmp_path / "train.xyz", read(demo["sn2_train"], ":40"))
-    write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":8"))
     listed = json.loads(subprocess.run(mlipft_cmd() + ["replay", "list", "--json"],
                                        capture_output=True, text=True, timeout=300).stdout)
     assert next(s for s in listed["sets"] if s["name"] == "mp")["cached"] is True
-    out = subprocess.run(mlipft_cmd() + [
-        "train", "--strategy", "multihead-replay,pseudolabel-replay", "--model",
-        "mace-mp-0-small", "--train", str(tmp_path / "train.xyz"), "--valid",
-        str(tmp_path / "valid.xyz"), "--replay-samples", "20", "--epochs", "1", "--wait",
-        "--json"], capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert len(rows) == 2
-    for row in rows:
-        assert row["status"] == "done", row
-        rep = row["replay"]
-        assert rep["official"] == "mp" and rep["file"] == str(set_path)
-        assert rep["requested"] == rep["selected"] == 20
-        assert rep["used"] == 18  # 20 selected by mace, less its 10% validation share
-        assert "chosen by mace (random)" in rep["described"]
-        folder = Path(row["model_path"]).parent
-        cfg = (folder / "config.yaml").read_text()
-        assert "pt_train_file: mp\n" in cfg and "num_samples_pt: 20" in cfg
-        assert "mace_finetuning_select" not in (folder / "command.sh").read_text()
-    # Compare's default pretraining test for an official model: its forgetting set
-    cmp = subprocess.run(mlipft_cmd() + ["compare", rows[0]["id"], "--target",
-                                         str(tmp_path / "valid.xyz"), "--json"],
-                         capture_output=True, text=True, timeout=900)
-    assert cmp.returncode == 0, cmp.stderr
-    table = json.loads(cmp.stdout)
-    assert table and all(r["pretrain_forces_rmse_mev_per_a"] is not None for r in table)
-    assert all(r["forgetting_ratio"] is not None for r in table)
-
-
-@pytest.mark.slow
-def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
-    """``mlipft study --model mace-mp-0-small --train --valid --test``: mace's replay set of
-    the model is replayed, a forgetting set drawn from it is the pretraining test, and every
-    finding is measured or says which input would measure it."""
-    _standins(demo)
     write(tmp_path / "train.xyz", read(demo["sn2_train"], ":30"))
     write(tmp_path / "valid.xyz", read(demo["sn2_valid"], ":6"))
     write(tmp_path / "test.xyz", read(demo["sn2_test"], ":8"))
@@ -177,9 +142,9 @@ def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
         "study", "--model", "mace-mp-0-small", "--train", str(tmp_path / "train.xyz"),
         "--valid", str(tmp_path / "valid.xyz"), "--test", str(tmp_path / "test.xyz"),
         # the budget only, to keep the test short: every input is the study's own
-        "--strategies", "naive,multihead-replay", "--lrs", "1e-3,1e-2", "--pilot-epochs", "1",
-        "--epochs", "1", "--small-size", "10", "--search-structures", "3", "--poll", "1",
-        "--json"], capture_output=True, text=True, timeout=2400)
+        "--strategies", "naive,multihead-replay,pseudolabel-replay", "--lrs", "1e-3,1e-2",
+        "--pilot-epochs", "1", "--epochs", "1", "--small-size", "10", "--search-structures",
+        "3", "--poll", "1", "--json"], capture_output=True, text=True, timeout=2400)
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert d["stage"] == "done", d["message"]
@@ -202,8 +167,23 @@ def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
     runs = {r["id"]: r for r in json.loads(subprocess.run(
         mlipft_cmd() + ["runs", "--json"], capture_output=True, text=True,
         timeout=300).stdout)}
-    replay_run = runs[d["finals"]["multihead-replay"]]
-    assert replay_run["replay"]["official"] == "mp" and replay_run["replay"]["used"] == 180
+    for role in ("multihead-replay", "pseudolabel-replay"):
+        rep = runs[d["finals"][role]]["replay"]
+        assert rep["official"] == "mp" and rep["file"] == str(set_path)
+        assert rep["requested"] == rep["selected"] == 200
+        assert rep["used"] == 180  # 200 selected by mace, less its 10% validation share
+        assert "chosen by mace (random)" in rep["described"]
+        folder = Path(runs[d["finals"][role]]["model_path"]).parent
+        cfg = (folder / "config.yaml").read_text()
+        assert "pt_train_file: mp\n" in cfg and "num_samples_pt: 200" in cfg
+        assert "mace_finetuning_select" not in (folder / "command.sh").read_text()
+    # Compare's default pretraining test for an official model: its forgetting set
+    cmp = subprocess.run(mlipft_cmd() + ["compare", d["finals"]["multihead-replay"],
+                                         "--target", str(tmp_path / "test.xyz"), "--json"],
+                         capture_output=True, text=True, timeout=900)
+    assert cmp.returncode == 0, cmp.stderr
+    table = json.loads(cmp.stdout)
+    assert table and all(r["pretrain_forces_rmse_mev_per_a"] is not None for r in table)
     # forgetting is measured on structures no run replayed: mace's subsets in the run folders
     # (this stand-in set is small, so the forgetting set and the subsets share structures)
     replayed = set()

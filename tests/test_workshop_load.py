@@ -1,6 +1,6 @@
 """A room of participants pressing the model-heavy buttons at the same moment.
 
-Eight workshop participants (headless Chromium contexts on the served app: every browser
+Six workshop participants (headless Chromium contexts on the served app: every browser
 session is a thread of the one server process) press Evaluate (zero-shot), Compute E0s,
 Launch and Compare together; each must get its own, correct result, and a second round of
 Evaluate afterwards works on the same server.
@@ -29,7 +29,7 @@ from mlipft_core.jobs.records import RunRecord, RunStore
 from mlipft_core.strategies import RunSpec
 from mlipft_core.workspace import Workspace
 
-N = 8
+N = 6
 
 
 def _same_for_everyone(presses, action) -> str:

@@ -141,8 +141,8 @@ def state(ev: Evidence) -> Finding:
         replay_up = replay["soft_share_percent"] - fm["soft_share_percent"]
         numbers.update(foundation_soft=fm["soft_share_percent"],
                        naive_soft=naive["soft_share_percent"],
-                       replay_soft=replay["soft_share_percent"], naive_added=naive_up,
-                       replay_added=replay_up)
+                       replay_soft=replay["soft_share_percent"],
+                       naive_added=round(naive_up, 1), replay_added=round(replay_up, 1))
         text += _probe_words(fm, naive, replay)
     elif not ev.probe_problem:
         text += "No held-out short-range structures were given, so no force probe ran. "
