@@ -163,7 +163,8 @@ def test_study_of_an_official_model_on_user_files_alone(demo, tmp_path):
     assert by["retention"]["reproduced"] is not None  # the forgetting set measured it
     assert by["repulsion"]["level"] in ("lost", "softened", "kept")
     assert set(by["repulsion"]["collapses"]) == {"foundation", "naive",
-                                                 "multihead-replay [Default]"}
+                                                 "multihead-replay [Default]",
+                                                 "pseudolabel-replay [Default]"}
     runs = {r["id"]: r for r in json.loads(subprocess.run(
         mlipft_cmd() + ["runs", "--json"], capture_output=True, text=True,
         timeout=300).stdout)}
